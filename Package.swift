@@ -1,0 +1,62 @@
+// swift-tools-version: 6.1
+import Foundation
+import PackageDescription
+
+// Numeric code needs the CPU's vector units: without a target CPU, Swift SIMD
+// lowers to SSE and scalar `fmaf` calls. `SLUICE_TARGET_CPU` overrides the
+// default (`native`) for builds meant to run on another machine.
+let targetCPU = ProcessInfo.processInfo.environment["SLUICE_TARGET_CPU"] ?? "native"
+let fastMath: [SwiftSetting] = [.unsafeFlags(["-target-cpu", targetCPU])]
+
+let package = Package(
+    name: "Sluice",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "sluice", targets: ["sluice"]),
+        .executable(name: "sluice-bench", targets: ["sluice-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CSQLite",
+            path: "Sources/CSQLite",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
+        .target(name: "SluiceCore"),
+        .target(name: "SluiceQueue", dependencies: ["CSQLite", "SluiceCore"]),
+        .target(name: "SluiceEngine", dependencies: ["SluiceCore"], swiftSettings: fastMath),
+        .target(name: "SluiceRemote", dependencies: ["SluiceCore"]),
+        .target(
+            name: "SluiceRunner",
+            dependencies: ["SluiceCore", "SluiceQueue", "SluiceEngine", "SluiceRemote"]
+        ),
+        .executableTarget(
+            name: "sluice",
+            dependencies: [
+                "SluiceRunner",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "sluice-bench",
+            dependencies: [
+                "SluiceRunner",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: fastMath
+        ),
+        .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore"]),
+        .testTarget(name: "SluiceQueueTests", dependencies: ["SluiceQueue"]),
+        .testTarget(
+            name: "SluiceEngineTests",
+            dependencies: ["SluiceEngine"],
+            resources: [.copy("Fixtures")],
+            swiftSettings: fastMath
+        ),
+        .testTarget(name: "SluiceRemoteTests", dependencies: ["SluiceRemote"]),
+        .testTarget(name: "SluiceRunnerTests", dependencies: ["SluiceRunner"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["SluiceCore"]),
+    ]
+)
