@@ -1,0 +1,316 @@
+import Foundation
+import SluiceCore
+import Synchronization
+
+/// Settings of the built-in engine.
+public struct BuiltinEngineOptions: Sendable {
+    /// Compute threads (the engine's own thread included).
+    public var threads = ComputePool.availableCores
+    /// Sequences generated together in one batch.
+    public var maxSequences = 32
+    /// Tokens per forward step: decode tokens plus prompt chunks.
+    public var tokenBudget = 512
+    /// Overrides the chat format detected from the model.
+    public var chatTemplate: ChatTemplate?
+    /// Caps the model's context length (and so the KV cache per sequence).
+    public var contextLength: Int?
+    /// How often the engine publishes checkpoints of requests in progress.
+    public var checkpointInterval: Duration = .milliseconds(250)
+
+    public init() {}
+}
+
+/// Sluice's in-process engine: a GGUF model on the CPU with continuous batching.
+///
+/// Requests are generated on one dedicated thread that owns the model, the KV
+/// cache and all per-request state; `submit`, `cancel` and `collectCheckpoints`
+/// only exchange messages with it through a mutex-protected mailbox.
+public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
+    public let description: String
+    public let capacity: Int
+    public let checkpointsPartialOutput = true
+    public let events: AsyncStream<EngineEvent>
+
+    public let model: any LanguageModel
+    public let tokenizer: Tokenizer
+    public let chatTemplate: ChatTemplate?
+    /// The name written into responses when the request names no model.
+    public let modelName: String
+    public let contextLength: Int
+
+    private let file: GGUFFile
+    private let pool: ComputePool
+    private let options: BuiltinEngineOptions
+    private let continuation: AsyncStream<EngineEvent>.Continuation
+    private let mailbox = Mutex(Mailbox())
+    private let wakeup = NSCondition()
+    private let finishedRunning = DispatchSemaphore(value: 0)
+
+    struct Mailbox {
+        var submitted: [EngineRequest] = []
+        var cancelled: Set<Int64> = []
+        var checkpoints: [Int64: Checkpoint] = [:]
+        var stopping = false
+        var started = false
+    }
+
+    /// Loads the model at `path` (a GGUF file) and starts the engine thread.
+    public init(modelPath path: String, options: BuiltinEngineOptions = BuiltinEngineOptions()) throws {
+        self.options = options
+        file = try GGUFFile(path: path)
+        pool = ComputePool(threads: options.threads)
+        model = try loadLanguageModel(file, pool: pool)
+        tokenizer = try Tokenizer(gguf: file)
+        guard tokenizer.vocabularySize <= model.shape.vocabularySize else {
+            throw ModelLoadError("the tokenizer has \(tokenizer.vocabularySize) tokens but the model's embedding has \(model.shape.vocabularySize) rows")
+        }
+        let jinja = file.metadataValue("tokenizer.chat_template").flatMap { value -> String? in
+            if case let .string(s) = value { return s } else { return nil }
+        }
+        let tokenizer = self.tokenizer
+        chatTemplate = options.chatTemplate
+            ?? ChatTemplate.detect(jinja: jinja, architecture: model.architecture, hasToken: { tokenizer.token(for: $0) != nil })
+        modelName = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+        contextLength = min(options.contextLength ?? model.shape.contextLength, model.shape.contextLength)
+        capacity = options.maxSequences + max(2, options.maxSequences / 2)
+        description = "built-in engine: \(modelName) (\(model.architecture), \(options.threads) threads, \(options.maxSequences) sequences)"
+        (events, continuation) = AsyncStream.makeStream(of: EngineEvent.self)
+        let thread = Thread { [self] in
+            run()
+            finishedRunning.signal()
+        }
+        thread.name = "sluice-engine"
+        thread.stackSize = 16 << 20
+        thread.start()
+    }
+
+    public func submit(_ request: EngineRequest) {
+        mailbox.withLock { $0.submitted.append(request) }
+        signal()
+    }
+
+    public func cancel(requestID: Int64) {
+        mailbox.withLock { _ = $0.cancelled.insert(requestID) }
+        signal()
+    }
+
+    public func collectCheckpoints() -> [(requestID: Int64, checkpoint: Checkpoint)] {
+        let taken = mailbox.withLock { box in
+            defer { box.checkpoints.removeAll() }
+            return box.checkpoints
+        }
+        return taken.sorted { $0.key < $1.key }.map { (requestID: $0.key, checkpoint: $0.value) }
+    }
+
+    public func shutdown() async {
+        let alreadyStopping = mailbox.withLock { box in
+            defer { box.stopping = true }
+            return box.stopping
+        }
+        signal()
+        if alreadyStopping { return }
+        let done = finishedRunning
+        await withCheckedContinuation { (resume: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async {
+                done.wait()
+                resume.resume()
+            }
+        }
+    }
+
+    private func signal() {
+        wakeup.lock()
+        wakeup.signal()
+        wakeup.unlock()
+    }
+
+    // MARK: - The engine thread
+
+    private func run() {
+        var running: [Generation] = []
+        var waiting: [EngineRequest] = []
+        var nextSlot = 0
+        let cache = model.makeCache()
+        let scheduler = BatchScheduler(tokenBudget: options.tokenBudget)
+        let clock = ContinuousClock()
+        var lastPublished = clock.now
+
+        while true {
+            // Take messages; sleep while there is nothing to do.
+            wakeup.lock()
+            var messages = mailbox.withLock { box in
+                defer { box.submitted.removeAll(); box.cancelled.removeAll() }
+                return (box.submitted, box.cancelled, box.stopping)
+            }
+            while messages.0.isEmpty && messages.1.isEmpty && !messages.2 && running.isEmpty && waiting.isEmpty {
+                wakeup.wait()
+                messages = mailbox.withLock { box in
+                    defer { box.submitted.removeAll(); box.cancelled.removeAll() }
+                    return (box.submitted, box.cancelled, box.stopping)
+                }
+            }
+            wakeup.unlock()
+            let (submitted, cancelled, stopping) = messages
+            waiting.append(contentsOf: submitted)
+
+            if stopping {
+                for generation in running { stop(generation, cache: cache) }
+                for request in waiting { continuation.yield(.stopped(requestID: request.id, checkpoint: request.resumeFrom)) }
+                continuation.finish()
+                return
+            }
+            if !cancelled.isEmpty {
+                for generation in running where cancelled.contains(generation.request.id) { stop(generation, cache: cache) }
+                running.removeAll { cancelled.contains($0.request.id) }
+                for request in waiting where cancelled.contains(request.id) {
+                    continuation.yield(.stopped(requestID: request.id, checkpoint: request.resumeFrom))
+                }
+                waiting.removeAll { cancelled.contains($0.id) }
+            }
+            while running.count < options.maxSequences, !waiting.isEmpty {
+                let request = waiting.removeFirst()
+                switch prepare(request, slot: nextSlot) {
+                case let .success(generation):
+                    nextSlot += 1
+                    if let reason = finishReason(generation) {
+                        finish(generation, reason: reason, cache: cache)
+                    } else {
+                        running.append(generation)
+                    }
+                case let .failure(error):
+                    continuation.yield(.finished(requestID: request.id, outcome: .response(
+                        statusCode: 400, body: error.body, usage: Usage(promptTokens: 0, completionTokens: 0))))
+                }
+            }
+            if running.isEmpty { continue }
+
+            step(running, scheduler: scheduler, cache: cache)
+            running.removeAll { generation in
+                guard let reason = generation.finishReason else { return false }
+                finish(generation, reason: reason, cache: cache)
+                return true
+            }
+            if clock.now - lastPublished >= options.checkpointInterval {
+                publishCheckpoints(running)
+                lastPublished = clock.now
+            }
+        }
+    }
+
+    /// Runs one forward step over the planned batch and samples every sequence that reached its end.
+    private func step(_ running: [Generation], scheduler: BatchScheduler, cache: KVCache) {
+        let plan = scheduler.plan(running)
+        for (generation, count) in plan.contributions {
+            cache.reserve(slot: generation.slot, positions: generation.cachedCount + count)
+        }
+        let vocabulary = model.shape.vocabularySize
+        let logits = UnsafeMutablePointer<Float>.allocate(capacity: max(1, plan.logitRows.count * vocabulary))
+        defer { logits.deallocate() }
+        model.forward(tokens: plan.tokens, placements: plan.placements, logitRows: plan.logitRows, cache: cache, logits: logits)
+        for (generation, count) in plan.contributions { generation.cachedCount += count }
+
+        for (row, generation) in plan.samplers.enumerated() {
+            let rowLogits = UnsafePointer(logits + row * vocabulary)
+            // Tokens past the tokenizer's vocabulary (padding rows of the embedding) are never sampled.
+            let usable = tokenizer.vocabularySize
+            let token = Sampler.sample(rowLogits, count: usable, parameters: generation.parameters.sampling,
+                                       uniform: generation.nextUniform)
+            var entry: Generation.TokenLogprobs?
+            if let top = generation.parameters.logprobs {
+                let result = Sampler.logProbabilities(rowLogits, count: usable, token: token, top: top)
+                entry = .init(token: token, logprob: result.chosen, top: result.top)
+            }
+            generation.append(token, logprobs: entry)
+            generation.finishReason = finishReason(generation)
+        }
+    }
+
+    /// Why a generation is complete after its latest token, or nil to go on.
+    private func finishReason(_ generation: Generation) -> String? {
+        if let last = generation.generated.last, tokenizer.isEndOfGeneration(last) { return "stop" }
+        if !generation.parameters.stop.isEmpty, StopStrings.firstMatch(in: text(of: generation), stops: generation.parameters.stop) != nil {
+            return "stop"
+        }
+        if generation.generated.count >= generation.maxTokens { return "length" }
+        if generation.totalCount >= contextLength { return "length" }
+        return nil
+    }
+
+    /// The generated text, without an end-of-generation token.
+    private func text(of generation: Generation) -> String {
+        var tokens = generation.generated
+        if let last = tokens.last, tokenizer.isEndOfGeneration(last) { tokens.removeLast() }
+        return tokenizer.decode(tokens)
+    }
+
+    private func finish(_ generation: Generation, reason: String, cache: KVCache) {
+        cache.release(slot: generation.slot)
+        var content = text(of: generation)
+        if let match = StopStrings.firstMatch(in: content, stops: generation.parameters.stop) {
+            content = String(content[..<match])
+        }
+        let body = ResponseBuilder(modelName: generation.parameters.model ?? modelName, tokenizer: tokenizer)
+            .body(for: generation, content: content, finishReason: reason)
+        let usage = Usage(promptTokens: generation.promptTokens.count, completionTokens: generation.generated.count)
+        mailbox.withLock { _ = $0.checkpoints.removeValue(forKey: generation.request.id) }
+        continuation.yield(.finished(requestID: generation.request.id, outcome: .response(statusCode: 200, body: body, usage: usage)))
+    }
+
+    private func stop(_ generation: Generation, cache: KVCache) {
+        cache.release(slot: generation.slot)
+        mailbox.withLock { _ = $0.checkpoints.removeValue(forKey: generation.request.id) }
+        let checkpoint = generation.generated.isEmpty ? generation.request.resumeFrom : generation.checkpointState.encoded()
+        continuation.yield(.stopped(requestID: generation.request.id, checkpoint: checkpoint))
+    }
+
+    private func publishCheckpoints(_ running: [Generation]) {
+        var fresh: [(Int64, Checkpoint)] = []
+        for generation in running where generation.generated.count > generation.checkpointedCount {
+            fresh.append((generation.request.id, generation.checkpointState.encoded()))
+            generation.checkpointedCount = generation.generated.count
+        }
+        guard !fresh.isEmpty else { return }
+        mailbox.withLock { box in
+            for (id, checkpoint) in fresh { box.checkpoints[id] = checkpoint }
+        }
+    }
+
+    /// Validates a request and turns it into a generation ready to prefill.
+    private func prepare(_ request: EngineRequest, slot: Int) -> Result<Generation, RequestError> {
+        do throws(RequestError) {
+            let parameters = try GenerationRequest(endpoint: request.endpoint, body: request.body)
+            let promptTokens = try tokenize(parameters.prompt)
+            guard promptTokens.count < contextLength else {
+                throw RequestError("the prompt is \(promptTokens.count) tokens, but the model's context is \(contextLength) tokens",
+                                   parameter: request.endpoint == .chatCompletions ? "messages" : "prompt")
+            }
+            var resumed = request.resumeFrom.flatMap(CheckpointState.init)
+            if let state = resumed, promptTokens.count + state.tokens.count > contextLength {
+                resumed = nil
+            }
+            let maxTokens = min(parameters.maxTokens ?? Int.max, contextLength - promptTokens.count)
+            return .success(Generation(request: request, parameters: parameters, slot: slot, promptTokens: promptTokens,
+                                       maxTokens: maxTokens, resumed: resumed))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    /// Prompt tokens for a request, beginning-of-sequence token included as the model expects.
+    public func tokenize(_ prompt: PromptInput) throws(RequestError) -> [Int32] {
+        switch prompt {
+        case let .text(text):
+            return tokenizer.encode(text, addSpecial: true, parseSpecial: true)
+        case let .tokens(tokens):
+            if let bad = tokens.first(where: { Int($0) >= tokenizer.vocabularySize }) {
+                throw RequestError("prompt token id \(bad) is outside the vocabulary (\(tokenizer.vocabularySize) tokens)", parameter: "prompt")
+            }
+            return tokens
+        case let .chat(messages):
+            guard let chatTemplate else {
+                throw RequestError("the model has no chat template Sluice recognises; use /v1/completions or --chat-template", parameter: "messages")
+            }
+            return tokenizer.encode(chatTemplate.render(messages), addSpecial: true, parseSpecial: true)
+        }
+    }
+}

@@ -1,0 +1,172 @@
+import Foundation
+
+/// Gemma 3 (text), as llama.cpp runs the `gemma3` GGUF architecture.
+///
+/// What sets it apart from Llama: embeddings scaled by √width; RMSNorm both
+/// before and after attention and the feed-forward block (GGUF stores the norm
+/// weights with Gemma's +1 already folded in); per-head RMSNorm of queries and
+/// keys; NeoX-style RoPE with base 10 000 on sliding-window layers and
+/// `rope.freq_base` on every sixth (global) layer; queries scaled by
+/// 1/√head_size before the dot product; GELU (tanh) gated feed-forward; output
+/// projection tied to the token embeddings.
+public final class Gemma3: LanguageModel, @unchecked Sendable {
+    public let architecture = "gemma3"
+    public let shape: ModelShape
+
+    struct Layer {
+        var attentionNorm: [Float]
+        var query: WeightMatrix
+        var key: WeightMatrix
+        var value: WeightMatrix
+        var queryNorm: [Float]
+        var keyNorm: [Float]
+        var attentionOutput: WeightMatrix
+        var postAttentionNorm: [Float]
+        var feedForwardNorm: [Float]
+        var gate: WeightMatrix
+        var up: WeightMatrix
+        var down: WeightMatrix
+        var postFeedForwardNorm: [Float]
+        /// Sliding-window layers see the last `window` positions; global ones see all.
+        var window: Int?
+        var rotary: RotaryEmbedding
+    }
+
+    let tokenEmbedding: WeightMatrix
+    let output: WeightMatrix
+    let outputNorm: [Float]
+    let layers: [Layer]
+    let heads: Int
+    let kvHeads: Int
+    let headSize: Int
+    let feedForwardWidth: Int
+    let epsilon: Float
+    let queryScale: Float
+    let pool: ComputePool
+
+    public init(file: GGUFFile, pool: ComputePool) throws {
+        self.pool = pool
+        let width = try file.requireInt("gemma3.embedding_length")
+        let layerCount = try file.requireInt("gemma3.block_count")
+        heads = try file.requireInt("gemma3.attention.head_count")
+        kvHeads = try file.optionalInt("gemma3.attention.head_count_kv") ?? heads
+        headSize = try file.optionalInt("gemma3.attention.key_length") ?? width / heads
+        let valueSize = try file.optionalInt("gemma3.attention.value_length") ?? headSize
+        feedForwardWidth = try file.requireInt("gemma3.feed_forward_length")
+        epsilon = Float(try file.optionalDouble("gemma3.attention.layer_norm_rms_epsilon") ?? 1e-6)
+        let contextLength = try file.optionalInt("gemma3.context_length") ?? 32768
+        let window = try file.optionalInt("gemma3.attention.sliding_window") ?? 512
+        let globalBase = try file.optionalDouble("gemma3.rope.freq_base") ?? 1_000_000
+        let scalingFactor = try file.optionalDouble("gemma3.rope.scaling.factor") ?? 1
+        guard heads > 0, kvHeads > 0, heads % kvHeads == 0, headSize > 0, headSize % 2 == 0, valueSize == headSize, layerCount > 0 else {
+            throw ModelLoadError("gemma3: inconsistent attention shape (heads \(heads), kv heads \(kvHeads), key size \(headSize), value size \(valueSize))")
+        }
+        // Gemma 3 scales queries by 1/√query_pre_attn_scalar, which is the head size for every size but 27B;
+        // llama.cpp derives the same from the shape.
+        queryScale = Float(1 / Double(headSize).squareRoot())
+
+        tokenEmbedding = try file.matrix("token_embd.weight", columns: width, rows: try Self.vocabularySize(file))
+        output = try file.optionalMatrix("output.weight", columns: width, rows: tokenEmbedding.rows) ?? tokenEmbedding
+        outputNorm = try file.vector("output_norm.weight", count: width)
+
+        // Local layers: base 10 000 with no scaling; global layers: the file's base and linear scaling.
+        let localRotary = RotaryEmbedding(dimensions: headSize, base: 10_000, style: .halves)
+        let globalRotary = RotaryEmbedding(dimensions: headSize, base: globalBase, style: .halves, positionScale: 1 / scalingFactor)
+        layers = try (0..<layerCount).map { i in
+            let p = "blk.\(i)."
+            let isGlobal = i % 6 == 5
+            return Layer(
+                attentionNorm: try file.vector(p + "attn_norm.weight", count: width),
+                query: try file.matrix(p + "attn_q.weight", columns: width, rows: heads * headSize),
+                key: try file.matrix(p + "attn_k.weight", columns: width, rows: kvHeads * headSize),
+                value: try file.matrix(p + "attn_v.weight", columns: width, rows: kvHeads * headSize),
+                queryNorm: try file.vector(p + "attn_q_norm.weight", count: headSize),
+                keyNorm: try file.vector(p + "attn_k_norm.weight", count: headSize),
+                attentionOutput: try file.matrix(p + "attn_output.weight", columns: heads * headSize, rows: width),
+                postAttentionNorm: try file.vector(p + "post_attention_norm.weight", count: width),
+                feedForwardNorm: try file.vector(p + "ffn_norm.weight", count: width),
+                gate: try file.matrix(p + "ffn_gate.weight", columns: width, rows: feedForwardWidth),
+                up: try file.matrix(p + "ffn_up.weight", columns: width, rows: feedForwardWidth),
+                down: try file.matrix(p + "ffn_down.weight", columns: feedForwardWidth, rows: width),
+                postFeedForwardNorm: try file.vector(p + "post_ffw_norm.weight", count: width),
+                window: isGlobal ? nil : window,
+                rotary: isGlobal ? globalRotary : localRotary)
+        }
+        shape = ModelShape(vocabularySize: tokenEmbedding.rows, contextLength: contextLength, layerCount: layerCount,
+                           embeddingWidth: width, kvWidth: kvHeads * headSize)
+    }
+
+    static func vocabularySize(_ file: GGUFFile) throws -> Int {
+        guard let tensor = file.tensor(named: "token_embd.weight"), tensor.dimensions.count == 2 else {
+            throw ModelLoadError("the model file has no 2-D tensor 'token_embd.weight'")
+        }
+        return tensor.dimensions[1]
+    }
+
+    public func forward(tokens: [Int32], placements: [TokenPlacement], logitRows: [Int],
+                        cache: KVCache, logits: UnsafeMutablePointer<Float>) {
+        let n = tokens.count
+        let width = shape.embeddingWidth
+        let queryWidth = heads * headSize
+        let kvWidth = kvHeads * headSize
+        let maxPosition = placements.map(\.position).max() ?? 0
+        for layer in layers { layer.rotary.reserve(positions: maxPosition + 1) }
+
+        let x = Activations(n * width)          // the residual stream
+        let normed = Activations(n * width)
+        let q = Activations(n * queryWidth)
+        let k = Activations(n * kvWidth)
+        let v = Activations(n * kvWidth)
+        let attended = Activations(n * queryWidth)
+        let projected = Activations(n * width)
+        let gate = Activations(n * feedForwardWidth)
+        let up = Activations(n * feedForwardWidth)
+
+        let embeddingScale = Float(Double(width).squareRoot())
+        for (t, token) in tokens.enumerated() {
+            tokenEmbedding.dequantize(row: Int(token), into: x.pointer + t * width)
+            scaleInPlace(x.pointer + t * width, by: embeddingScale, count: width)
+        }
+
+        for (index, layer) in layers.enumerated() {
+            // Attention block: norm → Q, K, V → per-head norm → RoPE → cache → attend → project → norm → residual.
+            rmsNorm(x.pointer, rows: n, width: width, weight: layer.attentionNorm, epsilon: epsilon, into: normed.pointer)
+            matmul(normed.pointer, tokens: n, layer.query, into: q.pointer, pool: pool)
+            matmul(normed.pointer, tokens: n, layer.key, into: k.pointer, pool: pool)
+            matmul(normed.pointer, tokens: n, layer.value, into: v.pointer, pool: pool)
+            rmsNorm(q.pointer, rows: n * heads, width: headSize, weight: layer.queryNorm, epsilon: epsilon, into: q.pointer)
+            rmsNorm(k.pointer, rows: n * kvHeads, width: headSize, weight: layer.keyNorm, epsilon: epsilon, into: k.pointer)
+            for t in 0..<n {
+                layer.rotary.apply(q.pointer + t * queryWidth, heads: heads, position: placements[t].position)
+                layer.rotary.apply(k.pointer + t * kvWidth, heads: kvHeads, position: placements[t].position)
+                scaleInPlace(q.pointer + t * queryWidth, by: queryScale, count: queryWidth)
+                let slot = placements[t].slot, position = placements[t].position
+                (cache.keys(layer: index, slot: slot) + position * kvWidth).update(from: k.pointer + t * kvWidth, count: kvWidth)
+                (cache.values(layer: index, slot: slot) + position * kvWidth).update(from: v.pointer + t * kvWidth, count: kvWidth)
+            }
+            let attention = AttentionShape(heads: heads, kvHeads: kvHeads, headSize: headSize, scale: 1, window: layer.window)
+            causalAttention(queries: q.pointer, placements: placements, shape: attention, cache: cache, layer: index,
+                            output: attended.pointer, pool: pool)
+            matmul(attended.pointer, tokens: n, layer.attentionOutput, into: projected.pointer, pool: pool)
+            rmsNorm(projected.pointer, rows: n, width: width, weight: layer.postAttentionNorm, epsilon: epsilon, into: projected.pointer)
+            addInPlace(x.pointer, projected.pointer, count: n * width)
+
+            // Feed-forward block: norm → gelu(gate) · up → down → norm → residual.
+            rmsNorm(x.pointer, rows: n, width: width, weight: layer.feedForwardNorm, epsilon: epsilon, into: normed.pointer)
+            matmul(normed.pointer, tokens: n, layer.gate, into: gate.pointer, pool: pool)
+            matmul(normed.pointer, tokens: n, layer.up, into: up.pointer, pool: pool)
+            geluTanhGate(gate.pointer, up.pointer, count: n * feedForwardWidth)
+            matmul(gate.pointer, tokens: n, layer.down, into: projected.pointer, pool: pool)
+            rmsNorm(projected.pointer, rows: n, width: width, weight: layer.postFeedForwardNorm, epsilon: epsilon, into: projected.pointer)
+            addInPlace(x.pointer, projected.pointer, count: n * width)
+        }
+
+        // Only the rows that sample a token need the (large) output projection.
+        let selected = Activations(logitRows.count * width)
+        for (i, row) in logitRows.enumerated() {
+            (selected.pointer + i * width).update(from: x.pointer + row * width, count: width)
+        }
+        rmsNorm(selected.pointer, rows: logitRows.count, width: width, weight: outputNorm, epsilon: epsilon, into: selected.pointer)
+        matmul(selected.pointer, tokens: logitRows.count, output, into: logits, pool: pool)
+    }
+}

@@ -1,0 +1,166 @@
+import Foundation
+
+/// Llama 2/3, Mistral, SmolLM, TinyLlama: the `llama` GGUF architecture.
+///
+/// Pre-norm blocks (RMSNorm → attention → residual, RMSNorm → SwiGLU → residual),
+/// grouped-query attention, RoPE on adjacent pairs (GGUF conversion permutes
+/// Llama's Q and K rows for that), optional Llama 3.1 frequency factors, an
+/// output projection that may be tied to the embeddings. Qwen 2 is the same
+/// network with Q/K/V biases and NeoX-style RoPE, so it reuses this forward pass.
+public final class Llama: LanguageModel, @unchecked Sendable {
+    public let architecture: String
+    public let shape: ModelShape
+
+    struct Layer {
+        var attentionNorm: [Float]
+        var query: WeightMatrix
+        var key: WeightMatrix
+        var value: WeightMatrix
+        var queryBias: [Float]?
+        var keyBias: [Float]?
+        var valueBias: [Float]?
+        var attentionOutput: WeightMatrix
+        var feedForwardNorm: [Float]
+        var gate: WeightMatrix
+        var up: WeightMatrix
+        var down: WeightMatrix
+    }
+
+    let tokenEmbedding: WeightMatrix
+    let output: WeightMatrix
+    let outputNorm: [Float]
+    let layers: [Layer]
+    let heads: Int
+    let kvHeads: Int
+    let headSize: Int
+    let feedForwardWidth: Int
+    let epsilon: Float
+    let rotary: RotaryEmbedding
+    let pool: ComputePool
+
+    public convenience init(file: GGUFFile, pool: ComputePool) throws {
+        try self.init(file: file, pool: pool, architecture: "llama", rotaryStyle: .interleaved, hasAttentionBiases: false)
+    }
+
+    /// Loads a Llama-shaped network whose hyperparameters live under `architecture.` keys.
+    init(file: GGUFFile, pool: ComputePool, architecture: String, rotaryStyle: RotaryEmbedding.Style, hasAttentionBiases: Bool) throws {
+        self.architecture = architecture
+        self.pool = pool
+        let a = architecture + "."
+        let width = try file.requireInt(a + "embedding_length")
+        let layerCount = try file.requireInt(a + "block_count")
+        heads = try file.requireInt(a + "attention.head_count")
+        kvHeads = try file.optionalInt(a + "attention.head_count_kv") ?? heads
+        headSize = try file.optionalInt(a + "attention.key_length") ?? (heads > 0 ? width / heads : 0)
+        let valueSize = try file.optionalInt(a + "attention.value_length") ?? headSize
+        feedForwardWidth = try file.requireInt(a + "feed_forward_length")
+        epsilon = Float(try file.optionalDouble(a + "attention.layer_norm_rms_epsilon") ?? 1e-5)
+        let contextLength = try file.optionalInt(a + "context_length") ?? 4096
+        guard heads > 0, kvHeads > 0, heads % kvHeads == 0, headSize > 0, headSize % 2 == 0, valueSize == headSize, layerCount > 0 else {
+            throw ModelLoadError("\(architecture): inconsistent attention shape (heads \(heads), kv heads \(kvHeads), key size \(headSize), value size \(valueSize))")
+        }
+        let ropeDimensions = try file.optionalInt(a + "rope.dimension_count") ?? headSize
+        guard ropeDimensions == headSize else {
+            throw ModelLoadError("\(architecture): partial rotary embeddings (\(ropeDimensions) of \(headSize) dimensions) are not supported")
+        }
+        let base = try file.optionalDouble(a + "rope.freq_base") ?? 10_000
+        var positionScale = 1.0
+        if let scalingType = try? file.requireString(a + "rope.scaling.type"), scalingType != "none" {
+            guard scalingType == "linear" else {
+                throw ModelLoadError("\(architecture): RoPE scaling '\(scalingType)' is not supported")
+            }
+            positionScale = 1 / (try file.optionalDouble(a + "rope.scaling.factor") ?? 1)
+        }
+        let frequencyFactors = try file.optionalVector("rope_freqs.weight", count: headSize / 2)
+        rotary = RotaryEmbedding(dimensions: headSize, base: base, style: rotaryStyle,
+                                 positionScale: positionScale, frequencyFactors: frequencyFactors)
+
+        tokenEmbedding = try file.matrix("token_embd.weight", columns: width, rows: try Gemma3.vocabularySize(file))
+        output = try file.optionalMatrix("output.weight", columns: width, rows: tokenEmbedding.rows) ?? tokenEmbedding
+        outputNorm = try file.vector("output_norm.weight", count: width)
+        let (heads, kvHeads, headSize, feedForwardWidth) = (heads, kvHeads, headSize, feedForwardWidth)
+        layers = try (0..<layerCount).map { i in
+            let p = "blk.\(i)."
+            func bias(_ name: String, _ count: Int) throws -> [Float]? {
+                hasAttentionBiases ? try file.vector(p + name, count: count) : try file.optionalVector(p + name, count: count)
+            }
+            return Layer(
+                attentionNorm: try file.vector(p + "attn_norm.weight", count: width),
+                query: try file.matrix(p + "attn_q.weight", columns: width, rows: heads * headSize),
+                key: try file.matrix(p + "attn_k.weight", columns: width, rows: kvHeads * headSize),
+                value: try file.matrix(p + "attn_v.weight", columns: width, rows: kvHeads * headSize),
+                queryBias: try bias("attn_q.bias", heads * headSize),
+                keyBias: try bias("attn_k.bias", kvHeads * headSize),
+                valueBias: try bias("attn_v.bias", kvHeads * headSize),
+                attentionOutput: try file.matrix(p + "attn_output.weight", columns: heads * headSize, rows: width),
+                feedForwardNorm: try file.vector(p + "ffn_norm.weight", count: width),
+                gate: try file.matrix(p + "ffn_gate.weight", columns: width, rows: feedForwardWidth),
+                up: try file.matrix(p + "ffn_up.weight", columns: width, rows: feedForwardWidth),
+                down: try file.matrix(p + "ffn_down.weight", columns: feedForwardWidth, rows: width))
+        }
+        shape = ModelShape(vocabularySize: tokenEmbedding.rows, contextLength: contextLength, layerCount: layerCount,
+                           embeddingWidth: width, kvWidth: kvHeads * headSize)
+    }
+
+    public func forward(tokens: [Int32], placements: [TokenPlacement], logitRows: [Int],
+                        cache: KVCache, logits: UnsafeMutablePointer<Float>) {
+        let n = tokens.count
+        let width = shape.embeddingWidth
+        let queryWidth = heads * headSize
+        let kvWidth = kvHeads * headSize
+        rotary.reserve(positions: (placements.map(\.position).max() ?? 0) + 1)
+
+        let x = Activations(n * width)          // the residual stream
+        let normed = Activations(n * width)
+        let q = Activations(n * queryWidth)
+        let k = Activations(n * kvWidth)
+        let v = Activations(n * kvWidth)
+        let attended = Activations(n * queryWidth)
+        let projected = Activations(n * width)
+        let gate = Activations(n * feedForwardWidth)
+        let up = Activations(n * feedForwardWidth)
+
+        for (t, token) in tokens.enumerated() {
+            tokenEmbedding.dequantize(row: Int(token), into: x.pointer + t * width)
+        }
+        let attention = AttentionShape(heads: heads, kvHeads: kvHeads, headSize: headSize,
+                                       scale: Float(1 / Double(headSize).squareRoot()), window: nil)
+
+        for (index, layer) in layers.enumerated() {
+            // Attention block: norm → Q, K, V (+ biases) → RoPE → cache → attend → project → residual.
+            rmsNorm(x.pointer, rows: n, width: width, weight: layer.attentionNorm, epsilon: epsilon, into: normed.pointer)
+            matmul(normed.pointer, tokens: n, layer.query, into: q.pointer, pool: pool)
+            matmul(normed.pointer, tokens: n, layer.key, into: k.pointer, pool: pool)
+            matmul(normed.pointer, tokens: n, layer.value, into: v.pointer, pool: pool)
+            if let bias = layer.queryBias { addBias(q.pointer, rows: n, width: queryWidth, bias: bias) }
+            if let bias = layer.keyBias { addBias(k.pointer, rows: n, width: kvWidth, bias: bias) }
+            if let bias = layer.valueBias { addBias(v.pointer, rows: n, width: kvWidth, bias: bias) }
+            for t in 0..<n {
+                let slot = placements[t].slot, position = placements[t].position
+                rotary.apply(q.pointer + t * queryWidth, heads: heads, position: position)
+                rotary.apply(k.pointer + t * kvWidth, heads: kvHeads, position: position)
+                (cache.keys(layer: index, slot: slot) + position * kvWidth).update(from: k.pointer + t * kvWidth, count: kvWidth)
+                (cache.values(layer: index, slot: slot) + position * kvWidth).update(from: v.pointer + t * kvWidth, count: kvWidth)
+            }
+            causalAttention(queries: q.pointer, placements: placements, shape: attention, cache: cache, layer: index,
+                            output: attended.pointer, pool: pool)
+            matmul(attended.pointer, tokens: n, layer.attentionOutput, into: projected.pointer, pool: pool)
+            addInPlace(x.pointer, projected.pointer, count: n * width)
+
+            // Feed-forward block: norm → silu(gate) · up → down → residual.
+            rmsNorm(x.pointer, rows: n, width: width, weight: layer.feedForwardNorm, epsilon: epsilon, into: normed.pointer)
+            matmul(normed.pointer, tokens: n, layer.gate, into: gate.pointer, pool: pool)
+            matmul(normed.pointer, tokens: n, layer.up, into: up.pointer, pool: pool)
+            siluGate(gate.pointer, up.pointer, count: n * feedForwardWidth)
+            matmul(gate.pointer, tokens: n, layer.down, into: projected.pointer, pool: pool)
+            addInPlace(x.pointer, projected.pointer, count: n * width)
+        }
+
+        let selected = Activations(logitRows.count * width)
+        for (i, row) in logitRows.enumerated() {
+            (selected.pointer + i * width).update(from: x.pointer + row * width, count: width)
+        }
+        rmsNorm(selected.pointer, rows: logitRows.count, width: width, weight: outputNorm, epsilon: epsilon, into: selected.pointer)
+        matmul(selected.pointer, tokens: logitRows.count, output, into: logits, pool: pool)
+    }
+}
