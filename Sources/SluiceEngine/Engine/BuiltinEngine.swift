@@ -64,7 +64,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         guard tokenizer.vocabularySize <= model.shape.vocabularySize else {
             throw ModelLoadError("the tokenizer has \(tokenizer.vocabularySize) tokens but the model's embedding has \(model.shape.vocabularySize) rows")
         }
-        let jinja = file.metadataValue("tokenizer.chat_template").flatMap { value -> String? in
+        let jinja = file.metadata["tokenizer.chat_template"].flatMap { value -> String? in
             if case let .string(s) = value { return s } else { return nil }
         }
         let tokenizer = self.tokenizer

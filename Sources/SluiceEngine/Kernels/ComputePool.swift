@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Foundation
 import Synchronization
 
 /// A persistent pool of compute threads for the forward pass.
@@ -50,16 +51,7 @@ public final class ComputePool: @unchecked Sendable {
     }
 
     /// The number of cores this process may run on.
-    public static var availableCores: Int {
-        #if canImport(Glibc)
-        var set = cpu_set_t()
-        if sched_getaffinity(0, MemoryLayout<cpu_set_t>.size, &set) == 0 {
-            let count = withUnsafeBytes(of: &set) { raw in raw.reduce(0) { $0 + $1.nonzeroBitCount } }
-            if count > 0 { return count }
-        }
-        #endif
-        return max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-    }
+    public static var availableCores: Int { max(1, ProcessInfo.processInfo.activeProcessorCount) }
 
     /// Runs `body(i)` for every `i` in `0..<count`, spread over the pool, and
     /// returns when all have finished. Not reentrant: call from one thread at a time.

@@ -72,6 +72,7 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
         // Local layers: base 10 000 with no scaling; global layers: the file's base and linear scaling.
         let localRotary = RotaryEmbedding(dimensions: headSize, base: 10_000, style: .halves)
         let globalRotary = RotaryEmbedding(dimensions: headSize, base: globalBase, style: .halves, positionScale: 1 / scalingFactor)
+        let (heads, kvHeads, headSize, feedForwardWidth) = (heads, kvHeads, headSize, feedForwardWidth)
         layers = try (0..<layerCount).map { i in
             let p = "blk.\(i)."
             let isGlobal = i % 6 == 5

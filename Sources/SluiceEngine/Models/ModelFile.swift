@@ -2,24 +2,24 @@
 /// errors that name the key or tensor and what was wrong with it.
 extension GGUFFile {
     func requireString(_ key: String) throws -> String {
-        guard let value = metadataValue(key) else { throw ModelLoadError("the model file has no '\(key)'") }
+        guard let value = metadata[key] else { throw ModelLoadError("the model file has no '\(key)'") }
         guard case let .string(s) = value else { throw ModelLoadError("'\(key)' is \(value.typeDescription), expected a string") }
         return s
     }
 
     func requireInt(_ key: String) throws -> Int {
-        guard let value = metadataValue(key) else { throw ModelLoadError("the model file has no '\(key)'") }
+        guard let value = metadata[key] else { throw ModelLoadError("the model file has no '\(key)'") }
         guard let n = value.integerValue, n >= 0 else { throw ModelLoadError("'\(key)' is \(value.typeDescription), expected a non-negative integer") }
         return n
     }
 
     func optionalInt(_ key: String) throws -> Int? {
-        guard metadataValue(key) != nil else { return nil }
+        guard metadata[key] != nil else { return nil }
         return try requireInt(key)
     }
 
     func optionalDouble(_ key: String) throws -> Double? {
-        guard let value = metadataValue(key) else { return nil }
+        guard let value = metadata[key] else { return nil }
         switch value {
         case let .float32(f): return Double(f)
         case let .float64(f): return f

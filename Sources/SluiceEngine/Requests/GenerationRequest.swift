@@ -137,7 +137,7 @@ public struct GenerationRequest: Sendable, Equatable {
                     text += piece
                 }
                 content = text
-            case .null?, nil where role == "assistant": content = ""
+            case .null? where role == "assistant", nil where role == "assistant": content = ""
             default: throw RequestError("messages[\(i)].content must be a string or an array of text parts", parameter: "messages")
             }
             messages.append(ChatMessage(role: role, content: content))

@@ -1,0 +1,159 @@
+import Foundation
+import SluiceCore
+import Testing
+
+@testable import SluiceEngine
+
+/// The built-in engine end to end on the default model: batching, resume, request options.
+@Suite(.serialized)
+struct BuiltinEngineTests {
+    static let prompts = [
+        "The capital of France is",
+        "Once upon a time, in a small village by the sea,",
+        "def fibonacci(n):",
+        "List three fruits:",
+        "Water boils at a temperature of",
+        "The quick brown fox",
+    ]
+
+    func engine(_ configure: (inout BuiltinEngineOptions) -> Void = { _ in }) throws -> BuiltinEngine {
+        var options = BuiltinEngineOptions()
+        configure(&options)
+        return try BuiltinEngine(modelPath: try DefaultModel.require().path, options: options)
+    }
+
+    func bodies(_ engine: BuiltinEngine, _ requests: [EngineRequest]) async -> [Int64: String] {
+        let events = await runToCompletion(engine, requests)
+        await engine.shutdown()
+        return events.mapValues { $0.response?.body.serialized ?? "not a 200 response: \($0)" }
+    }
+
+    @Test func outputDoesNotDependOnBatchingChunkingOrThreads() async throws {
+        let requests = Self.prompts.enumerated().map { i, prompt in
+            completionRequest(Int64(i), prompt: prompt, maxTokens: 12,
+                              extra: i % 2 == 0 ? [] : [("temperature", .double(0.8)), ("seed", .int(42))])
+        }
+        let alone = try engine { $0.maxSequences = 1; $0.threads = 1 }
+        let together = try engine { $0.maxSequences = 8; $0.tokenBudget = 7; $0.threads = 2 }
+        let a = await bodies(alone, requests)
+        let b = await bodies(together, requests)
+        #expect(a.count == requests.count)
+        for request in requests {
+            #expect(a[request.id] == b[request.id], "request \(request.id)")
+        }
+    }
+
+    @Test func resumedGreedyRequestContinuesExactly() async throws {
+        let m = try DefaultModel.require()
+        let request = completionRequest(1, prompt: "The three primary colors are", maxTokens: 20)
+        let uninterrupted = await bodies(try engine(), [request])[1]
+        let promptTokens = m.tokenizer.encode("The three primary colors are", addSpecial: true, parseSpecial: true)
+        let (tokens, _) = greedyTokens(m.model, prompt: promptTokens, count: 20)
+        for k in [0, 1, 7, 19] {
+            var resumed = request
+            resumed.resumeFrom = CheckpointState(tokens: Array(tokens.prefix(k)), logprobs: []).encoded()
+            let body = await bodies(try engine(), [resumed])[1]
+            #expect(body == uninterrupted, "resumed at token \(k)")
+        }
+    }
+
+    @Test func cancelledSampledRequestResumesToTheSameText() async throws {
+        let request = completionRequest(7, prompt: "Once upon a time", maxTokens: 40,
+                                        extra: [("temperature", .double(1.0)), ("seed", .int(1234)), ("top_p", .double(0.9))])
+        let uninterrupted = await bodies(try engine(), [request])[7]
+
+        let first = try engine { $0.checkpointInterval = .zero }
+        first.submit(request)
+        var checkpoint: Checkpoint?
+        let deadline = ContinuousClock.now + .seconds(120)
+        while checkpoint == nil && ContinuousClock.now < deadline {
+            if let latest = first.collectCheckpoints().last?.checkpoint, latest.generatedTokens >= 3 { checkpoint = latest }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        first.cancel(requestID: 7)
+        var stopped: Checkpoint?
+        for await event in first.events {
+            if case let .stopped(_, c) = event { stopped = c; break }
+            if case .finished = event { break }
+        }
+        await first.shutdown()
+        let resumeFrom = try #require(stopped ?? checkpoint)
+        #expect(resumeFrom.generatedTokens >= 3)
+        var resumed = request
+        resumed.resumeFrom = resumeFrom
+        #expect(await bodies(try engine(), [resumed])[7] == uninterrupted)
+    }
+
+    @Test func stopStringsMaxTokensAndUsage() async throws {
+        let plain = completionRequest(1, prompt: "Count: 1, 2, 3,", maxTokens: 24)
+        let engine1 = try engine()
+        let plainBody = try #require(await runToCompletion(engine1, [plain])[1]?.response)
+        await engine1.shutdown()
+        let text = try #require(plainBody.body["choices"]?.arrayValue?.first?["text"]?.stringValue)
+        #expect(plainBody.body["choices"]?.arrayValue?.first?["finish_reason"]?.stringValue == "length")
+        #expect(plainBody.usage.completionTokens == 24)
+        #expect(plainBody.body["usage"]?["total_tokens"]?.intValue == plainBody.usage.promptTokens + 24)
+
+        // A stop string from the middle of that text cuts it there, whatever the token boundaries.
+        let chars = Array(text)
+        let stop = String(chars[(chars.count / 2)..<min(chars.count, chars.count / 2 + 3)])
+        let expected = String(text[..<text.range(of: stop)!.lowerBound])
+        let stopped = completionRequest(2, prompt: "Count: 1, 2, 3,", maxTokens: 24, extra: [("stop", .array([.string("\u{0}never"), .string(stop)]))])
+        let engine2 = try engine()
+        let body = try #require(await runToCompletion(engine2, [stopped])[2]?.response)
+        await engine2.shutdown()
+        #expect(body.body["choices"]?.arrayValue?.first?["text"]?.stringValue == expected)
+        #expect(body.body["choices"]?.arrayValue?.first?["finish_reason"]?.stringValue == "stop")
+    }
+
+    @Test func chatRequestUsesTheGemmaTemplateAndReportsLogprobs() async throws {
+        let body = JSON.object([
+            "model": .string("gemma-3-270m"),
+            "messages": .array([.object(["role": .string("system"), "content": .string("Answer briefly.")]),
+                                .object(["role": .string("user"), "content": .string("What is 2 + 2?")])]),
+            "max_tokens": .int(8), "temperature": .int(0), "logprobs": .bool(true), "top_logprobs": .int(3),
+        ])
+        let engine = try engine()
+        #expect(engine.chatTemplate == .gemma)
+        let request = EngineRequest(id: 3, customID: "chat", endpoint: .chatCompletions, body: body)
+        let response = try #require(await runToCompletion(engine, [request])[3]?.response)
+        await engine.shutdown()
+        #expect(response.body["object"]?.stringValue == "chat.completion")
+        #expect(response.body["model"]?.stringValue == "gemma-3-270m")
+        let choice = try #require(response.body["choices"]?.arrayValue?.first)
+        #expect(choice["message"]?["role"]?.stringValue == "assistant")
+        let content = try #require(choice["logprobs"]?["content"]?.arrayValue)
+        #expect(!content.isEmpty && content.count <= 8)
+        for entry in content {
+            #expect((entry["logprob"]?.doubleValue ?? 1) <= 0)
+            #expect(entry["top_logprobs"]?.arrayValue?.count == 3)
+        }
+        let expectedPrompt = "<start_of_turn>user\nAnswer briefly.\n\nWhat is 2 + 2?<end_of_turn>\n<start_of_turn>model\n"
+        let tokens = try engine.tokenize(.chat([ChatMessage(role: "system", content: "Answer briefly."),
+                                                ChatMessage(role: "user", content: "What is 2 + 2?")]))
+        #expect(tokens == engine.tokenizer.encode(expectedPrompt, addSpecial: true, parseSpecial: true))
+        #expect(response.usage.promptTokens == tokens.count)
+    }
+
+    @Test func invalidRequestsAreAnsweredWith400() async throws {
+        let engine = try engine { $0.contextLength = 64 }
+        let cases: [(EngineRequest, String)] = [
+            (completionRequest(1, prompt: "hi", maxTokens: 4, extra: [("n", .int(2))]), "'n' must be 1"),
+            (completionRequest(2, prompt: "hi", maxTokens: 4, extra: [("best_of", .int(2))]), "best_of"),
+            (completionRequest(3, prompt: String(repeating: "word ", count: 200), maxTokens: 4), "context is 64 tokens"),
+            (completionRequest(4, prompt: "hi", maxTokens: 4, extra: [("temperature", .int(7))]), "'temperature'"),
+            (EngineRequest(id: 5, customID: "x", endpoint: .chatCompletions, body: .object(["messages": .array([])])), "'messages'"),
+        ]
+        let events = await runToCompletion(engine, cases.map(\.0))
+        await engine.shutdown()
+        for (request, fragment) in cases {
+            guard case let .finished(_, .response(status, body, _))? = events[request.id] else {
+                Issue.record("request \(request.id): no response")
+                continue
+            }
+            #expect(status == 400)
+            let message = body["error"]?["message"]?.stringValue ?? ""
+            #expect(message.contains(fragment), "request \(request.id): \(message)")
+        }
+    }
+}

@@ -1,0 +1,80 @@
+import Foundation
+import SluiceCore
+import Testing
+
+@testable import SluiceEngine
+
+/// The default model against llama.cpp's outputs and the float64 reference
+/// (Fixtures/reference, from ../shared/reference; read its README).
+@Suite(.serialized)
+struct ReferenceAgreementTests {
+    struct Record {
+        var prompt: String
+        var promptIDs: [Int32]
+        var stableIDs: [Int32]
+        var llamaTop5: [(id: Int32, logprob: Double)]
+        var fp64Top5: [(id: Int32, logprob: Double)]
+    }
+
+    static func records() throws -> [Record] {
+        let greedy = try Fixtures.json("reference/greedy-visible.json")
+        let stable = try Fixtures.json("reference/stable-visible.json")
+        let greedyRecords = greedy["records"]?.arrayValue ?? []
+        let stableRecords = stable["records"]?.arrayValue ?? []
+        #expect(greedyRecords.count == stableRecords.count && !greedyRecords.isEmpty)
+        func ids(_ value: JSON?) -> [Int32] { (value?.arrayValue ?? []).compactMap { $0.intValue.map(Int32.init) } }
+        func top(_ value: JSON?) -> [(id: Int32, logprob: Double)] {
+            (value?.arrayValue ?? []).compactMap { entry in
+                guard let id = entry["id"]?.intValue, let lp = entry["logprob"]?.doubleValue else { return nil }
+                return (Int32(id), lp)
+            }
+        }
+        return zip(greedyRecords, stableRecords).map { g, s in
+            let length = s["stable_prefix_len"]?.intValue ?? 0
+            return Record(prompt: g["prompt"]?.stringValue ?? "", promptIDs: ids(g["prompt_ids"]),
+                          stableIDs: Array(ids(s["stable_prefix_ids"]).prefix(length)),
+                          llamaTop5: top(s["llamacpp_top5_first"]), fp64Top5: top(s["fp64_top5_first"]))
+        }
+    }
+
+    @Test func promptTokenizationMatchesLlamaCpp() throws {
+        let m = try DefaultModel.require()
+        for record in try Self.records() {
+            #expect(m.tokenizer.encode(record.prompt, addSpecial: true, parseSpecial: true) == record.promptIDs, "\(record.prompt)")
+        }
+    }
+
+    @Test func greedyTokensMatchLlamaCppWithinTheStablePrefix() throws {
+        let m = try DefaultModel.require()
+        for record in try Self.records() {
+            let (tokens, _) = greedyTokens(m.model, prompt: record.promptIDs, count: record.stableIDs.count)
+            #expect(tokens == record.stableIDs, "prompt '\(record.prompt)': got \(tokens), llama.cpp's stable prefix \(record.stableIDs)")
+        }
+    }
+
+    /// The first token's top-5 log-probabilities must be at least as close to the
+    /// float64 pass as llama.cpp's are (it quantizes activations to 8 bits; we don't).
+    @Test func firstTokenLogprobsAreCloserToFloat64ThanLlamaCpp() throws {
+        let m = try DefaultModel.require()
+        var oursTotal = 0.0, oursCount = 0
+        var llamaTotal = 0.0, llamaCount = 0
+        for record in try Self.records() {
+            let (_, logits) = greedyTokens(m.model, prompt: record.promptIDs, count: 1)
+            let logprobs = logSoftmax(logits)
+            for (id, reference) in record.fp64Top5 {
+                oursTotal += abs(logprobs[Int(id)] - reference)
+                oursCount += 1
+                if let theirs = record.llamaTop5.first(where: { $0.id == id }) {
+                    llamaTotal += abs(theirs.logprob - reference)
+                    llamaCount += 1
+                }
+            }
+        }
+        let ours = oursTotal / Double(oursCount)
+        let llama = llamaTotal / Double(llamaCount)
+        print("first-token top-5 mean |Δ| vs float64: Sluice \(ours) nats, llama.cpp \(llama) nats")
+        #expect(ours <= llama)
+        // float32 activations with exactly dequantized weights should land far closer than 8-bit activations.
+        #expect(ours < 0.02)
+    }
+}
