@@ -1,0 +1,74 @@
+import Foundation
+import SluiceCore
+
+/// Turns one HTTP exchange into the outcome the runner acts on.
+///
+/// Success and the server's final refusals (4xx other than 408/429) are answers;
+/// overload (429), server errors (5xx), timeouts, broken connections and
+/// unreadable success bodies are retryable failures.
+enum ResponseClassifier {
+    static func outcome(statusCode: Int, body: [UInt8], retryAfterHeader: String?, now: Date = Date()) -> EngineOutcome {
+        let retryAfter = retryAfterHeader.flatMap { parseRetryAfter($0, now: now) }
+        switch statusCode {
+        case 200..<300:
+            guard let json = try? JSON.parse(body), case .object = json else {
+                return .failure(code: "malformed_response",
+                                message: "HTTP \(statusCode) with a body that is not a JSON object: \(preview(body))",
+                                retryable: true)
+            }
+            return .response(statusCode: statusCode, body: json, usage: usage(in: json))
+        case 408, 429, 500..<600:
+            return .failure(code: statusCode == 429 ? "rate_limited" : "http_\(statusCode)",
+                            message: "HTTP \(statusCode): \(errorMessage(in: body))",
+                            retryable: true, retryAfterSeconds: retryAfter)
+        default:
+            return .response(statusCode: statusCode, body: errorBody(body, statusCode: statusCode),
+                             usage: Usage(promptTokens: 0, completionTokens: 0))
+        }
+    }
+
+    /// `usage` as servers report it; absent counts read as zero.
+    static func usage(in body: JSON) -> Usage {
+        let usage = body["usage"]
+        return Usage(promptTokens: usage?["prompt_tokens"]?.intValue ?? 0,
+                     completionTokens: usage?["completion_tokens"]?.intValue ?? 0)
+    }
+
+    /// The server's error body as JSON; text that is not a JSON object is wrapped so the export stays valid JSON.
+    static func errorBody(_ body: [UInt8], statusCode: Int) -> JSON {
+        if let json = try? JSON.parse(body), case .object = json { return json }
+        return .object([
+            "error": .object([
+                "message": .string(body.isEmpty ? "HTTP \(statusCode) with an empty body" : preview(body, limit: 4096)),
+                "type": .string("http_error"),
+                "code": .int(statusCode),
+            ]),
+        ])
+    }
+
+    /// The most useful line of an error body: `error.message` if the server sent OpenAI-style JSON.
+    static func errorMessage(in body: [UInt8]) -> String {
+        if let json = try? JSON.parse(body),
+           let message = json["error"]?["message"]?.stringValue ?? json["error"]?.stringValue ?? json["message"]?.stringValue {
+            return message
+        }
+        return body.isEmpty ? "(empty body)" : preview(body)
+    }
+
+    /// `Retry-After` is either delay seconds or an HTTP date.
+    static func parseRetryAfter(_ value: String, now: Date) -> Double? {
+        let trimmed = value.trimmingCharacters(in: .whitespaces)
+        if let seconds = Double(trimmed), seconds.isFinite, seconds >= 0 { return seconds }
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
+        guard let date = formatter.date(from: trimmed) else { return nil }
+        return max(0, date.timeIntervalSince(now))
+    }
+
+    static func preview(_ body: [UInt8], limit: Int = 200) -> String {
+        let text = String(decoding: body.prefix(limit), as: UTF8.self)
+        return body.count > limit ? text + "…" : text
+    }
+}

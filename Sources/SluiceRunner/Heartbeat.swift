@@ -1,0 +1,35 @@
+import Dispatch
+import SluiceQueue
+import Synchronization
+
+/// Renews a worker's leases on its own thread, so a busy or blocked worker loop
+/// never lets its leases run out.
+final class Heartbeat {
+    private let timer: any DispatchSourceTimer
+    private let queue = DispatchQueue(label: "sluice.heartbeat")
+
+    init(store: any QueueStore, worker: WorkerID, leaseSeconds: Double, log: WorkerLog) {
+        let interval = leaseSeconds / 3
+        timer = DispatchSource.makeTimerSource(queue: queue)
+        timer.schedule(deadline: .now() + interval, repeating: interval, leeway: .milliseconds(Int(interval * 50)))
+        let failures = Mutex(0)
+        timer.setEventHandler {
+            do {
+                try store.heartbeat(worker: worker, leaseSeconds: leaseSeconds)
+                failures.withLock { $0 = 0 }
+            } catch {
+                let count = failures.withLock { count -> Int in count += 1; return count }
+                // Only the first failures of a streak are worth a line each.
+                if count <= 3 || count % 20 == 0 { log("heartbeat failed (\(count) in a row): \(error)") }
+            }
+        }
+    }
+
+    func start() { timer.resume() }
+
+    /// Stops the timer and waits until a heartbeat in progress has finished.
+    func stop() {
+        timer.cancel()
+        queue.sync {}
+    }
+}

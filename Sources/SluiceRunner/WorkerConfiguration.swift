@@ -1,0 +1,47 @@
+import SluiceQueue
+
+/// How a worker paces itself. Times are in seconds.
+public struct WorkerConfiguration: Sendable {
+    /// Work only on this job; nil works on every job, highest priority first.
+    public var job: JobID?
+    /// How long a claimed request stays ours without a heartbeat. Heartbeats run every third of it.
+    public var leaseSeconds: Double = 60
+    /// How long a drain may take, from the signal to the exit.
+    public var graceSeconds: Double = 30
+    /// Drain by itself after this long; nil runs until the work is done.
+    public var maxRuntimeSeconds: Double?
+    /// Attempts per request, counting the first, before a retryable failure becomes final.
+    public var maxAttempts: Int = 5
+    /// Backoff after the first failed attempt; doubles each time, with jitter.
+    public var retryBaseDelay: Double = 1
+    /// Longest backoff between attempts (a server's Retry-After may ask for more, up to `maxRetryAfter`).
+    public var retryMaxDelay: Double = 60
+    /// Longest Retry-After honoured.
+    public var maxRetryAfter: Double = 600
+    /// Results wait at most this long before they are committed.
+    public var commitInterval: Double = 0.15
+    /// A commit happens as soon as this many results and releases are waiting.
+    public var commitBatchSize: Int = 256
+    /// How often partial output is pulled from an engine that checkpoints.
+    public var checkpointInterval: Double = 2
+    /// Most requests claimed in one transaction.
+    public var claimBatchSize: Int = 256
+    /// How often to look for work again when the queue had none to give.
+    public var idlePollInterval: Double = 0.25
+    /// How often progress lines are logged.
+    public var progressInterval: Double = 10
+
+    public init(job: JobID? = nil) { self.job = job }
+
+    /// What is wrong with these settings, if anything, in a sentence naming the setting.
+    public func validationError() -> String? {
+        if !(leaseSeconds >= 1) { return "--lease must be at least 1 second (got \(leaseSeconds))" }
+        if !(graceSeconds >= 0.5) { return "--grace must be at least 0.5 seconds (got \(graceSeconds))" }
+        if let runtime = maxRuntimeSeconds, !(runtime > 0) { return "--max-runtime must be positive (got \(runtime))" }
+        if maxAttempts < 1 { return "--max-attempts must be at least 1 (got \(maxAttempts))" }
+        return nil
+    }
+
+    /// Time kept back from the grace period for cancelling, releasing leases and the last commit.
+    var drainMargin: Double { min(3, max(0.2, graceSeconds * 0.25)) }
+}

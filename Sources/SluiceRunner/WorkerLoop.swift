@@ -1,0 +1,394 @@
+import Foundation
+import SluiceCore
+import SluiceQueue
+
+/// The worker's state machine. It runs on one task: every input and every store
+/// call happens in order, so it needs no locks.
+final class WorkerLoop {
+    let worker: WorkerID
+    let store: any QueueStore
+    let engine: any InferenceEngine
+    let configuration: WorkerConfiguration
+    let log: WorkerLog
+    let retryPolicy: RetryPolicy
+    private(set) var statistics = WorkerStatistics()
+
+    /// A request the engine is working on, keyed by request id (which is also the engine's request id).
+    struct Flight {
+        var claim: ClaimedRequest
+        var lease: LeaseRef
+        var attempt: Int
+        var phase: Phase
+    }
+
+    enum Phase: Equatable {
+        case running
+        /// Cancelled in the engine to hand the lease back (drain).
+        case stoppingForDrain
+        /// Cancelled because the lease is no longer ours: whatever the engine says is dropped.
+        case abandoned
+    }
+
+    struct Drain {
+        var reason: DrainReason
+        var startedAt: ContinuousClock.Instant
+        /// When requests still running are cancelled (engines without checkpoints get until then to finish).
+        var cancelAt: ContinuousClock.Instant
+        /// When leases still out are handed back without waiting for the engine any longer.
+        var giveUpAt: ContinuousClock.Instant
+        var cancelled = false
+    }
+
+    private var flights: [Int64: Flight] = [:]
+    /// Claimed requests whose id is still held by the engine from an abandoned lease; submitted once it lets go.
+    private var deferred: [Int64: ClaimedRequest] = [:]
+    private var pending = CommitBatch()
+    private var pendingSince: ContinuousClock.Instant?
+    private var lastCheckpointPull: ContinuousClock.Instant
+    private var nextClaimAt: ContinuousClock.Instant
+    private var lastClaimCameBackShort = false
+    private var nextUnfinishedCheck: ContinuousClock.Instant
+    private var waitingLogged = false
+    private var commitFailingSince: ContinuousClock.Instant?
+    private var nextCommitAttempt: ContinuousClock.Instant
+    private var drain: Drain?
+    private var nextProgressLog: ContinuousClock.Instant
+    private var loggedRetries = 0
+
+    init(worker: WorkerID, store: any QueueStore, engine: any InferenceEngine, configuration: WorkerConfiguration, log: WorkerLog) {
+        self.worker = worker
+        self.store = store
+        self.engine = engine
+        self.configuration = configuration
+        self.log = log
+        retryPolicy = RetryPolicy(baseDelay: configuration.retryBaseDelay, maxDelay: configuration.retryMaxDelay,
+                                  maxRetryAfter: configuration.maxRetryAfter)
+        let now = ContinuousClock.now
+        lastCheckpointPull = now
+        nextClaimAt = now
+        nextUnfinishedCheck = now
+        nextCommitAttempt = now
+        nextProgressLog = now + .seconds(configuration.progressInterval)
+    }
+
+    private var occupiedSlots: Int { flights.count + deferred.count }
+
+    // MARK: Inputs
+
+    func handle(_ input: WorkerInput, now: ContinuousClock.Instant) throws {
+        switch input {
+        case let .engine(.finished(id, outcome)):
+            guard let flight = flights.removeValue(forKey: id) else { return }
+            submitDeferred(id)
+            if flight.phase == .abandoned { return }
+            record(outcome, for: flight, now: now)
+        case let .engine(.stopped(id, checkpoint)):
+            guard let flight = flights.removeValue(forKey: id) else { return }
+            submitDeferred(id)
+            switch flight.phase {
+            case .abandoned:
+                return
+            case .stoppingForDrain:
+                release(flight.lease, countsAsFailure: false, checkpoint: checkpoint, now: now)
+            case .running:
+                // The engine gave up on its own; count it so a request that always stops cannot loop forever.
+                retryOrFail(flight, code: "engine_stopped", message: "the engine stopped the request without an answer",
+                            retryAfter: nil, checkpoint: checkpoint, now: now)
+            }
+        case .engineEnded:
+            try engineEnded(now: now)
+        case .tick:
+            break
+        case let .drain(reason):
+            beginDrain(reason, now: now)
+        }
+    }
+
+    private func record(_ outcome: EngineOutcome, for flight: Flight, now: ContinuousClock.Instant) {
+        switch outcome {
+        case let .response(_, _, usage):
+            statistics.promptTokens += usage.promptTokens
+            statistics.completionTokens += usage.completionTokens
+            addResult(flight.lease, outcome, now: now)
+        case let .failure(code, message, retryable, retryAfter):
+            if retryable {
+                retryOrFail(flight, code: code, message: message, retryAfter: retryAfter, checkpoint: nil, now: now)
+            } else {
+                statistics.failed += 1
+                addResult(flight.lease, outcome, now: now)
+            }
+        }
+    }
+
+    private func retryOrFail(_ flight: Flight, code: String, message: String, retryAfter: Double?,
+                             checkpoint: Checkpoint?, now: ContinuousClock.Instant) {
+        if flight.attempt >= configuration.maxAttempts {
+            statistics.failed += 1
+            let plural = flight.attempt == 1 ? "attempt" : "attempts"
+            logRetry("request \(flight.claim.customID) (job \(flight.claim.jobID), line \(flight.claim.lineNumber)) failed after \(flight.attempt) \(plural): \(message)")
+            addResult(flight.lease, .failure(code: code, message: "\(message) (gave up after \(flight.attempt) \(plural))", retryable: false), now: now)
+            return
+        }
+        let delay = retryPolicy.delay(afterFailedAttempts: flight.attempt, retryAfter: retryAfter)
+        statistics.retried += 1
+        logRetry("request \(flight.claim.customID) attempt \(flight.attempt) failed (\(code)): \(message); retrying in \(String(format: "%.1f", delay)) s")
+        pending.releases.append(.init(lease: flight.lease, countsAsFailure: true,
+                                      notBefore: Date().timeIntervalSince1970 + delay, checkpoint: checkpoint))
+        markPending(now)
+    }
+
+    /// Retries can come in storms (a server restarting): the first ones get a line each, later ones are summed up in progress lines.
+    private func logRetry(_ line: String) {
+        loggedRetries += 1
+        if loggedRetries <= 20 {
+            log(line)
+        } else if loggedRetries == 21 {
+            log("further retries and failures are counted in the progress lines")
+        }
+    }
+
+    private func addResult(_ lease: LeaseRef, _ outcome: EngineOutcome, now: ContinuousClock.Instant) {
+        pending.results.append((lease: lease, outcome: outcome))
+        markPending(now)
+    }
+
+    private func release(_ lease: LeaseRef, countsAsFailure: Bool, checkpoint: Checkpoint?, now: ContinuousClock.Instant) {
+        pending.releases.append(.init(lease: lease, countsAsFailure: countsAsFailure, checkpoint: checkpoint))
+        markPending(now)
+    }
+
+    private func markPending(_ now: ContinuousClock.Instant) {
+        if pendingSince == nil { pendingSince = now }
+    }
+
+    private func engineEnded(now: ContinuousClock.Instant) throws {
+        let held = flights.values.filter { $0.phase != .abandoned }
+        for flight in held { release(flight.lease, countsAsFailure: false, checkpoint: nil, now: now) }
+        flights.removeAll()
+        for claim in deferred.values {
+            release(LeaseRef(requestID: claim.id, leaseGeneration: claim.leaseGeneration), countsAsFailure: false, checkpoint: nil, now: now)
+        }
+        deferred.removeAll()
+        if drain == nil || !held.isEmpty {
+            commitNow(now: now)
+            throw WorkerError.engineStopped("its event stream ended with \(held.count) requests in flight")
+        }
+    }
+
+    // MARK: Drain
+
+    private func beginDrain(_ reason: DrainReason, now: ContinuousClock.Instant) {
+        guard drain == nil else { return }
+        let grace = configuration.graceSeconds
+        let margin = configuration.drainMargin
+        var state = Drain(reason: reason, startedAt: now,
+                          cancelAt: now + .seconds(max(0, grace - margin)),
+                          giveUpAt: now + .seconds(max(0, grace - margin / 2)))
+        for claim in deferred.values {
+            release(LeaseRef(requestID: claim.id, leaseGeneration: claim.leaseGeneration), countsAsFailure: false, checkpoint: nil, now: now)
+            statistics.released += 1
+        }
+        deferred.removeAll()
+        let running = flights.values.filter { $0.phase == .running }.count
+        if engine.checkpointsPartialOutput {
+            log("draining (\(reason)): stopping \(running) requests in flight and storing their partial output")
+            cancelRunning(now: now)
+            state.cancelled = true
+        } else {
+            log("draining (\(reason)): no new claims; \(running) requests in flight get \(format(max(0, grace - margin))) to finish, then their leases go back to the queue")
+        }
+        drain = state
+    }
+
+    private func cancelRunning(now: ContinuousClock.Instant) {
+        for (id, flight) in flights where flight.phase == .running {
+            flights[id]?.phase = .stoppingForDrain
+            engine.cancel(requestID: id)
+        }
+    }
+
+    // MARK: Periodic work
+
+    /// Commits, claims and drain deadlines: everything that depends on time rather than on one input.
+    func step(now: ContinuousClock.Instant) throws {
+        if var state = drain {
+            if !state.cancelled, now >= state.cancelAt {
+                let running = flights.values.filter { $0.phase == .running }.count
+                if running > 0 { log("drain: cancelling \(running) requests that did not finish in time; their leases go back to the queue") }
+                cancelRunning(now: now)
+                state.cancelled = true
+                drain = state
+            }
+            if now >= state.giveUpAt, !flights.isEmpty {
+                for flight in flights.values where flight.phase != .abandoned {
+                    release(flight.lease, countsAsFailure: false, checkpoint: nil, now: now)
+                }
+                flights.removeAll()
+            }
+        }
+        if commitIsDue(now: now) { try commit(now: now) }
+        if drain == nil { try claimIfRoom(now: now) }
+        if now >= nextProgressLog {
+            nextProgressLog = now + .seconds(configuration.progressInterval)
+            log("progress: \(statistics.completed) results (\(statistics.failed) failed), \(statistics.retried) retries, \(flights.count) in flight; \(statistics.claims) claims, \(statistics.commits) commits; \(statistics.completionTokens) tokens out")
+        }
+    }
+
+    private func commitIsDue(now: ContinuousClock.Instant) -> Bool {
+        guard now >= nextCommitAttempt else { return false }
+        if let since = pendingSince {
+            if drain != nil { return true }
+            if pending.results.count + pending.releases.count >= configuration.commitBatchSize { return true }
+            if now - since >= .seconds(configuration.commitInterval) { return true }
+        }
+        if engine.checkpointsPartialOutput, !flights.isEmpty,
+           now - lastCheckpointPull >= .seconds(configuration.checkpointInterval) {
+            return true
+        }
+        return false
+    }
+
+    /// One transaction with everything waiting; a failed commit keeps the batch for the next try.
+    private func commit(now: ContinuousClock.Instant) throws {
+        var batch = pending
+        if engine.checkpointsPartialOutput {
+            lastCheckpointPull = now
+            for (id, checkpoint) in engine.collectCheckpoints() {
+                guard let flight = flights[id], flight.phase == .running else { continue }
+                batch.checkpoints.append((lease: flight.lease, checkpoint: checkpoint))
+            }
+        }
+        guard !batch.isEmpty else { return }
+        let report: CommitReport
+        do {
+            report = try store.commit(batch, worker: worker)
+        } catch {
+            pending = batch
+            let since = commitFailingSince ?? now
+            commitFailingSince = since
+            nextCommitAttempt = now + .milliseconds(500)
+            log("commit of \(batch.results.count) results failed, will retry: \(error)")
+            // Past a lease period our leases are gone anyway; keeping on would only redo work.
+            if now - since > .seconds(max(30, configuration.leaseSeconds)) {
+                throw WorkerError.storeUnavailable("cannot commit results for \(format(max(30, configuration.leaseSeconds))): \(error)")
+            }
+            return
+        }
+        commitFailingSince = nil
+        pending = CommitBatch()
+        pendingSince = nil
+        statistics.commits += 1
+        statistics.checkpointsStored += batch.checkpoints.count
+        let lost = Set(report.lostLeases)
+        var droppedResults = 0
+        for (lease, outcome) in batch.results {
+            if lost.contains(lease) {
+                droppedResults += 1
+                if case .failure = outcome { statistics.failed -= 1 }
+            } else {
+                statistics.completed += 1
+            }
+        }
+        statistics.released += batch.releases.filter { !$0.countsAsFailure && !lost.contains($0.lease) }.count
+        if !lost.isEmpty { abandon(lost, droppedResults: droppedResults) }
+    }
+
+    /// Leases that are no longer ours: stop the engine's work on them and forget them.
+    private func abandon(_ lost: Set<LeaseRef>, droppedResults: Int) {
+        var cancelled = 0
+        for (id, flight) in flights where lost.contains(flight.lease) && flight.phase != .abandoned {
+            flights[id]?.phase = .abandoned
+            engine.cancel(requestID: id)
+            cancelled += 1
+        }
+        statistics.lostLeases += lost.count
+        log("lost \(lost.count) leases (taken over by another worker, or the job was cancelled): dropped \(droppedResults) results, cancelled \(cancelled) requests in the engine")
+    }
+
+    /// Commits what is waiting, ignoring failure (used on the way out after an error).
+    private func commitNow(now: ContinuousClock.Instant) {
+        nextCommitAttempt = now
+        try? commit(now: now)
+    }
+
+    private func claimIfRoom(now: ContinuousClock.Instant) throws {
+        let capacity = max(1, engine.capacity)
+        let free = capacity - occupiedSlots
+        guard free > 0, now >= nextClaimAt else { return }
+        // Claiming one request per freed slot would cost a write transaction per result; wait for a few.
+        let threshold = max(1, min(capacity / 4, configuration.claimBatchSize))
+        guard free >= threshold || occupiedSlots == 0 || lastClaimCameBackShort else { return }
+        let limit = min(free, configuration.claimBatchSize)
+        let claimed: [ClaimedRequest]
+        do {
+            claimed = try store.claim(worker: worker, job: configuration.job, limit: limit, leaseSeconds: configuration.leaseSeconds)
+        } catch {
+            log("claim failed, will retry: \(error)")
+            nextClaimAt = now + .milliseconds(500)
+            return
+        }
+        statistics.claims += 1
+        statistics.claimed += claimed.count
+        lastClaimCameBackShort = claimed.count < limit
+        if lastClaimCameBackShort { nextClaimAt = now + .seconds(configuration.idlePollInterval) }
+        if !claimed.isEmpty { waitingLogged = false }
+        for claim in claimed {
+            if flights[claim.id] != nil {
+                deferred[claim.id] = claim
+            } else {
+                submit(claim)
+            }
+        }
+    }
+
+    private func submit(_ claim: ClaimedRequest) {
+        let attempt = claim.failedAttempts + 1
+        flights[claim.id] = Flight(claim: claim, lease: LeaseRef(requestID: claim.id, leaseGeneration: claim.leaseGeneration),
+                                   attempt: attempt, phase: .running)
+        engine.submit(EngineRequest(id: claim.id, customID: claim.customID, endpoint: claim.endpoint, body: claim.body,
+                                    attempt: attempt, resumeFrom: claim.checkpoint))
+    }
+
+    private func submitDeferred(_ id: Int64) {
+        if let claim = deferred.removeValue(forKey: id) { submit(claim) }
+    }
+
+    // MARK: The end
+
+    /// The exit, once there is nothing left for this worker to do.
+    func finish(now: ContinuousClock.Instant) throws -> WorkerExit? {
+        if let state = drain {
+            guard flights.isEmpty, deferred.isEmpty else { return nil }
+            try finalCommit(until: state.giveUpAt + .seconds(configuration.drainMargin / 2))
+            return .drained(state.reason, workRemains: (try? store.hasUnfinishedWork(job: configuration.job)) ?? true)
+        }
+        guard flights.isEmpty, deferred.isEmpty, pendingSince == nil, lastClaimCameBackShort, now >= nextUnfinishedCheck else {
+            return nil
+        }
+        nextUnfinishedCheck = now + .seconds(configuration.idlePollInterval)
+        if try !store.hasUnfinishedWork(job: configuration.job) { return .completed }
+        if !waitingLogged {
+            waitingLogged = true
+            log("no claimable request right now: waiting for other workers' leases or retry delays")
+        }
+        return nil
+    }
+
+    /// The drain's last commit: tried until the deadline, since what it holds would otherwise be redone.
+    private func finalCommit(until deadline: ContinuousClock.Instant) throws {
+        while pendingSince != nil {
+            let now = ContinuousClock.now
+            nextCommitAttempt = now
+            try commit(now: now)
+            if pendingSince == nil || ContinuousClock.now >= deadline { break }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+    }
+
+    /// On the way out after an error: stop the engine's work; unregistering hands the leases back.
+    func abandonAll() {
+        for (id, flight) in flights where flight.phase == .running { engine.cancel(requestID: id) }
+        flights.removeAll()
+        deferred.removeAll()
+    }
+}

@@ -1,0 +1,52 @@
+import ArgumentParser
+import Foundation
+import SluiceCore
+import SluiceRemote
+
+// Owned by the lead: the built-in engine plugs in here.
+
+/// Which engine `sluice work` drives.
+enum EngineKind: String, ExpressibleByArgument, CaseIterable, Sendable {
+    /// The in-process CPU engine (the default once it is part of the build).
+    case builtin
+    /// A remote OpenAI-compatible server at --base-url.
+    case openai
+
+    static let defaultKind: EngineKind = .openai
+}
+
+/// Everything `makeEngine` needs, gathered from `sluice work`'s flags and the environment.
+struct EngineOptions: Sendable {
+    var kind: EngineKind
+    /// --base-url (openai).
+    var baseURL: String?
+    /// --concurrency: requests in flight (openai) or sequences per batch (builtin); nil picks the engine's default.
+    var concurrency: Int?
+    /// --model: a model name sent to the server (openai) or a GGUF path/name (builtin).
+    var model: String?
+    /// The API key from the environment variable --api-key-env names.
+    var apiKey: String?
+    /// --request-timeout in seconds (openai).
+    var requestTimeout: Double
+}
+
+/// Builds the engine `sluice work` drives.
+func makeEngine(_ options: EngineOptions) throws -> any InferenceEngine {
+    switch options.kind {
+    case .builtin:
+        throw CLIError(description: "the built-in engine is not available in this build; use --engine openai --base-url URL")
+    case .openai:
+        guard let text = options.baseURL, !text.isEmpty else {
+            throw CLIError.usage("--engine openai needs --base-url URL (or SLUICE_BASE_URL), e.g. --base-url http://127.0.0.1:8080")
+        }
+        guard let url = URL(string: text), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https",
+              url.host != nil else {
+            throw CLIError.usage("--base-url \(text) is not an http:// or https:// URL")
+        }
+        let concurrency = options.concurrency ?? 16
+        guard concurrency >= 1 else { throw CLIError.usage("--concurrency must be at least 1 (got \(concurrency))") }
+        return OpenAIEngine(configuration: OpenAIEngineConfiguration(
+            baseURL: url, capacity: concurrency, requestTimeout: options.requestTimeout,
+            apiKey: options.apiKey, model: options.model))
+    }
+}

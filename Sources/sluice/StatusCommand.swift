@@ -1,0 +1,122 @@
+import ArgumentParser
+import Foundation
+import SluiceCore
+import SluiceQueue
+
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show progress of one job, or of every job: counts by state, tokens, throughput, ETA, workers."
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: ArgumentHelp("A job id or name; default: every job.", valueName: "job"))
+    var job: String?
+
+    @Flag(help: "Print JSON instead of text.")
+    var json = false
+
+    func run() async throws {
+        let store = try global.openExistingStore()
+        let jobID = try job.map { try store.job(named: $0) }
+        let statuses = try store.status(job: jobID)
+        let now = Date().timeIntervalSince1970
+        if json {
+            print(JSON.array(statuses.map { StatusFormat.json($0, now: now) }).serialized)
+            return
+        }
+        if statuses.isEmpty {
+            print("no jobs in \(global.databasePath)")
+            return
+        }
+        for (index, status) in statuses.enumerated() {
+            if index > 0 { print("") }
+            print(StatusFormat.text(status, now: now))
+        }
+    }
+}
+
+/// How `status` and `jobs` show things.
+enum StatusFormat {
+    static func text(_ status: JobStatus, now: Double) -> String {
+        let job = status.job
+        let counts = status.counts
+        let name = job.name.map { " \"\($0)\"" } ?? ""
+        let state = job.state == .active ? (status.isFinished ? "finished" : "active") : job.state.rawValue
+        var lines = [
+            "job \(job.id)\(name) [\(state), priority \(job.priority)] from \(job.inputPath)",
+            "  requests: \(counts.total) total; \(counts.done) done, \(counts.failed) failed, \(counts.queued) queued, \(counts.leased) leased, \(counts.cancelled) cancelled"
+                + (job.badLineCount > 0 ? " (\(job.badLineCount) bad input lines among the failed)" : ""),
+            "  tokens: \(status.promptTokens) prompt, \(status.completionTokens) completion",
+        ]
+        var timing = "  elapsed \(duration(status.elapsedSeconds))"
+        if status.startedAt != nil {
+            timing += String(format: ", %.1f requests/s, %.1f completion tokens/s", status.requestsPerSecond, status.completionTokensPerSecond)
+        } else {
+            timing += " (not started)"
+        }
+        if let eta = status.etaSeconds, !status.isFinished { timing += ", ETA \(duration(eta))" }
+        lines.append(timing)
+        for worker in status.workers {
+            let stopped = worker.stoppedAt != nil ? ", stopped" : ""
+            lines.append("  worker \(worker.id) on \(worker.host) pid \(worker.pid): heartbeat \(duration(max(0, now - worker.lastHeartbeat))) ago, \(worker.leasesHeld) leases\(stopped) (\(worker.description))")
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func json(_ status: JobStatus, now: Double) -> JSON {
+        let job = status.job
+        let counts = status.counts
+        return .object([
+            "id": .int(job.id),
+            "name": job.name.map(JSON.string) ?? .null,
+            "state": .string(job.state.rawValue),
+            "finished": .bool(status.isFinished),
+            "priority": .int(job.priority),
+            "input_path": .string(job.inputPath),
+            "input_sha256": .string(job.inputSHA256),
+            "created_at": .double(job.createdAt),
+            "bad_lines": .int(job.badLineCount),
+            "counts": .object([
+                "total": .int(counts.total), "queued": .int(counts.queued), "leased": .int(counts.leased),
+                "done": .int(counts.done), "failed": .int(counts.failed), "cancelled": .int(counts.cancelled),
+            ]),
+            "prompt_tokens": .int(status.promptTokens),
+            "completion_tokens": .int(status.completionTokens),
+            "started_at": status.startedAt.map(JSON.double) ?? .null,
+            "finished_at": status.finishedAt.map(JSON.double) ?? .null,
+            "elapsed_seconds": .double(status.elapsedSeconds),
+            "requests_per_second": .double(status.requestsPerSecond),
+            "completion_tokens_per_second": .double(status.completionTokensPerSecond),
+            "eta_seconds": status.etaSeconds.map(JSON.double) ?? .null,
+            "workers": .array(status.workers.map { worker in
+                .object([
+                    "id": .string(worker.id), "host": .string(worker.host), "pid": .int(worker.pid),
+                    "description": .string(worker.description),
+                    "started_at": .double(worker.startedAt), "last_heartbeat": .double(worker.lastHeartbeat),
+                    "heartbeat_age_seconds": .double(max(0, now - worker.lastHeartbeat)),
+                    "stopped_at": worker.stoppedAt.map(JSON.double) ?? .null,
+                    "leases_held": .int(worker.leasesHeld),
+                ])
+            }),
+        ])
+    }
+
+    static func duration(_ seconds: Double) -> String {
+        guard seconds.isFinite else { return "?" }
+        if seconds < 10 { return String(format: "%.1fs", seconds) }
+        let total = Int(seconds.rounded())
+        if total < 60 { return "\(total)s" }
+        if total < 3600 { return "\(total / 60)m\(String(format: "%02d", total % 60))s" }
+        return "\(total / 3600)h\(String(format: "%02d", (total % 3600) / 60))m"
+    }
+
+    static func date(_ seconds: Double) -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyy-MM-dd HH:mm:ss'Z'"
+        return formatter.string(from: Date(timeIntervalSince1970: seconds))
+    }
+}

@@ -1,0 +1,152 @@
+import ArgumentParser
+import Foundation
+import SluiceQueue
+import SluiceRunner
+import Synchronization
+
+struct WorkCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "work",
+        abstract: "Work on queued requests until none is left (or until stopped).",
+        discussion: """
+        Keeps the engine full, commits results as they finish, and retries transient failures \
+        (HTTP 429/5xx, connection errors, timeouts) with exponential backoff. Run as many workers on one \
+        database as you like. If a worker dies, its leases expire after --lease seconds and others take over.
+
+        SIGTERM or SIGINT: stop claiming, let in-flight requests finish within --grace (engines that \
+        checkpoint stop at once and store partial output), hand the rest back to the queue, exit 0. \
+        A second SIGINT exits at once (status 130) after handing leases back.
+
+        Exit status: 0 no work left, or drained after SIGTERM/SIGINT; 3 nothing to do when it started; \
+        4 --max-runtime reached with work remaining; 1 error; 2 usage error; 130 second SIGINT.
+        """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Option(help: "Work only on this job (id or name); default: all jobs, highest priority first.")
+    var job: String?
+
+    @Option(help: "builtin (in-process) or openai (a remote OpenAI-compatible server).")
+    var engine: EngineKind = EngineKind.defaultKind
+
+    @Option(name: .customLong("base-url"), help: ArgumentHelp("The server for --engine openai, e.g. http://127.0.0.1:8080 (default: $SLUICE_BASE_URL).", valueName: "url"))
+    var baseURL: String?
+
+    @Option(help: "Requests in flight at once (default 16 for openai).")
+    var concurrency: Int?
+
+    @Option(help: ArgumentHelp("openai: model name sent in every request instead of the file's; builtin: model file or name.", valueName: "name-or-path"))
+    var model: String?
+
+    @Option(name: .customLong("api-key-env"), help: ArgumentHelp("Environment variable holding the API key for --engine openai.", valueName: "name"))
+    var apiKeyEnv: String = "OPENAI_API_KEY"
+
+    @Option(name: .customLong("request-timeout"), help: ArgumentHelp("Seconds one HTTP request may take (openai).", valueName: "seconds"))
+    var requestTimeout: Double = 600
+
+    @Option(help: ArgumentHelp("Lease length in seconds; a dead worker's requests are taken over after this long.", valueName: "seconds"))
+    var lease: Double = 60
+
+    @Option(help: ArgumentHelp("Seconds a drain (SIGTERM/SIGINT, --max-runtime) may take before the process exits.", valueName: "seconds"))
+    var grace: Double = 30
+
+    @Option(name: .customLong("max-runtime"), help: ArgumentHelp("Drain and stop after this many seconds.", valueName: "seconds"))
+    var maxRuntime: Double?
+
+    @Option(name: .customLong("max-attempts"), help: "Attempts per request before a transient failure becomes final.")
+    var maxAttempts: Int = 5
+
+    @Flag(help: "No log lines on standard error (errors are still printed).")
+    var quiet = false
+
+    func validate() throws {
+        var configuration = WorkerConfiguration()
+        configuration.leaseSeconds = lease
+        configuration.graceSeconds = grace
+        configuration.maxRuntimeSeconds = maxRuntime
+        configuration.maxAttempts = maxAttempts
+        if let problem = configuration.validationError() { throw ValidationError(problem) }
+        if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1 (got \(concurrency))") }
+        if !(requestTimeout > 0) { throw ValidationError("--request-timeout must be positive (got \(requestTimeout))") }
+    }
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        guard FileManager.default.fileExists(atPath: global.databasePath) else {
+            printNote("sluice work: no database at \(global.databasePath): nothing to do")
+            throw ExitCode(ExitStatus.nothingToDo)
+        }
+        let store = try global.openExistingStore()
+        var configuration = WorkerConfiguration()
+        if let job { configuration.job = try store.job(named: job) }
+        configuration.leaseSeconds = lease
+        configuration.graceSeconds = grace
+        configuration.maxRuntimeSeconds = maxRuntime
+        configuration.maxAttempts = maxAttempts
+
+        let options = EngineOptions(
+            kind: engine,
+            baseURL: baseURL ?? environment["SLUICE_BASE_URL"],
+            concurrency: concurrency,
+            model: model,
+            apiKey: environment[apiKeyEnv],
+            requestTimeout: requestTimeout)
+        let engine = try makeEngine(options)
+        let log: WorkerLog = quiet ? .silent : .standardError
+        let worker = Worker(store: store, engine: engine, configuration: configuration, log: log)
+
+        let signals = SignalCounter()
+        let grace = self.grace
+        let watcher = SignalWatcher(signals: [SIGTERM, SIGINT]) { number in
+            let name = SignalWatcher.name(of: number)
+            switch signals.record(number) {
+            case .first:
+                log("\(name): draining; send SIGINT again to stop at once")
+                worker.requestDrain(.signal(name))
+                // The drain finishes well before this; the watchdog only guards the promise to exit within --grace.
+                DispatchQueue.global().asyncAfter(deadline: .now() + grace) {
+                    printError("drain did not finish within --grace \(grace) s; handing leases back and exiting")
+                    worker.releaseLeasesNow()
+                    Foundation.exit(ExitStatus.failure)
+                }
+            case .secondInterrupt:
+                printNote("sluice work: second SIGINT: handing leases back and exiting now")
+                worker.releaseLeasesNow()
+                Foundation.exit(ExitStatus.interrupted)
+            case .repeated:
+                log("\(name) again: already draining")
+            }
+        }
+        defer { watcher.cancel() }
+
+        let outcome: WorkerExit
+        do {
+            outcome = try await worker.run()
+        } catch {
+            await engine.shutdown()
+            throw CLIError(description: "\(error)")
+        }
+        await engine.shutdown()
+        switch outcome {
+        case .completed:
+            return
+        case .nothingToDo:
+            throw ExitCode(ExitStatus.nothingToDo)
+        case let .drained(reason, workRemains):
+            if reason == .maxRuntime && workRemains { throw ExitCode(ExitStatus.workRemains) }
+        }
+    }
+}
+
+/// Counts stop signals: the first drains, a second SIGINT stops at once.
+final class SignalCounter: Sendable {
+    enum Kind { case first, secondInterrupt, repeated }
+    private let seen = Mutex(0)
+
+    func record(_ number: Int32) -> Kind {
+        let count = seen.withLock { count -> Int in count += 1; return count }
+        if count == 1 { return .first }
+        return number == SIGINT ? .secondInterrupt : .repeated
+    }
+}
