@@ -1,18 +1,19 @@
 import ArgumentParser
 import Foundation
 import SluiceCore
+import SluiceEngine
 import SluiceRemote
 
 // Owned by the lead: the built-in engine plugs in here.
 
 /// Which engine `sluice work` drives.
 enum EngineKind: String, ExpressibleByArgument, CaseIterable, Sendable {
-    /// The in-process CPU engine (the default once it is part of the build).
+    /// The in-process CPU engine running a GGUF model.
     case builtin
     /// A remote OpenAI-compatible server at --base-url.
     case openai
 
-    static let defaultKind: EngineKind = .openai
+    static let defaultKind: EngineKind = .builtin
 }
 
 /// Everything `makeEngine` needs, gathered from `sluice work`'s flags and the environment.
@@ -28,13 +29,21 @@ struct EngineOptions: Sendable {
     var apiKey: String?
     /// --request-timeout in seconds (openai).
     var requestTimeout: Double
+    /// --threads (builtin): compute threads; nil uses every core.
+    var threads: Int? = nil
+    /// --chat-template (builtin): overrides the format detected from the model.
+    var chatTemplate: ChatTemplate? = nil
+    /// --context-length (builtin): caps the model's context per sequence.
+    var contextLength: Int? = nil
 }
+
+extension ChatTemplate: ExpressibleByArgument {}
 
 /// Builds the engine `sluice work` drives.
 func makeEngine(_ options: EngineOptions) throws -> any InferenceEngine {
     switch options.kind {
     case .builtin:
-        throw CLIError(description: "the built-in engine is not available in this build; use --engine openai --base-url URL")
+        return try makeBuiltinEngine(options)
     case .openai:
         guard let text = options.baseURL, !text.isEmpty else {
             throw CLIError.usage("--engine openai needs --base-url URL (or SLUICE_BASE_URL), e.g. --base-url http://127.0.0.1:8080")
@@ -48,5 +57,29 @@ func makeEngine(_ options: EngineOptions) throws -> any InferenceEngine {
         return OpenAIEngine(configuration: OpenAIEngineConfiguration(
             baseURL: url, capacity: concurrency, requestTimeout: options.requestTimeout,
             apiKey: options.apiKey, model: options.model))
+    }
+}
+
+/// Loads the model `--model` names (default: the cached default model) into the built-in engine.
+func makeBuiltinEngine(_ options: EngineOptions) throws -> BuiltinEngine {
+    var settings = BuiltinEngineOptions()
+    if let threads = options.threads {
+        guard threads >= 1 else { throw CLIError.usage("--threads must be at least 1 (got \(threads))") }
+        settings.threads = threads
+    }
+    if let concurrency = options.concurrency {
+        guard concurrency >= 1 else { throw CLIError.usage("--concurrency must be at least 1 (got \(concurrency))") }
+        settings.maxSequences = concurrency
+    }
+    if let contextLength = options.contextLength {
+        guard contextLength >= 16 else { throw CLIError.usage("--context-length must be at least 16 (got \(contextLength))") }
+        settings.contextLength = contextLength
+    }
+    settings.chatTemplate = options.chatTemplate
+    do {
+        let path = try ModelCache().resolve(options.model)
+        return try BuiltinEngine(modelPath: path, options: settings)
+    } catch {
+        throw CLIError(description: "cannot load model: \(error)")
     }
 }

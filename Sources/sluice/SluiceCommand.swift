@@ -18,7 +18,7 @@ struct SluiceCommand: AsyncParsableCommand {
         """,
         subcommands: [
             EnqueueCommand.self, WorkCommand.self, StatusCommand.self, JobsCommand.self,
-            ExportCommand.self, CancelCommand.self, RetryCommand.self,
+            ExportCommand.self, CancelCommand.self, RetryCommand.self, ModelsCommand.self, GenerateCommand.self,
         ]
     )
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SluiceEngine
 import SluiceQueue
 import SluiceRunner
 import Synchronization
@@ -57,6 +58,15 @@ struct WorkCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-attempts"), help: "Attempts per request before a transient failure becomes final.")
     var maxAttempts: Int = 5
 
+    @Option(help: "builtin: compute threads (default: all cores).")
+    var threads: Int?
+
+    @Option(name: .customLong("chat-template"), help: "builtin: chat format instead of the model's (gemma, chatml, llama3).")
+    var chatTemplate: ChatTemplate?
+
+    @Option(name: .customLong("context-length"), help: ArgumentHelp("builtin: tokens of context per sequence at most (default: the model's).", valueName: "tokens"))
+    var contextLength: Int?
+
     @Flag(help: "No log lines on standard error (errors are still printed).")
     var quiet = false
 
@@ -91,7 +101,10 @@ struct WorkCommand: AsyncParsableCommand {
             concurrency: concurrency,
             model: model,
             apiKey: environment[apiKeyEnv],
-            requestTimeout: requestTimeout)
+            requestTimeout: requestTimeout,
+            threads: threads,
+            chatTemplate: chatTemplate,
+            contextLength: contextLength)
         let engine = try makeEngine(options)
         let log: WorkerLog = quiet ? .silent : .standardError
         let worker = Worker(store: store, engine: engine, configuration: configuration, log: log)
