@@ -1,0 +1,114 @@
+import ArgumentParser
+import Foundation
+import SluiceEngine
+
+/// Measures the built-in engine's forward pass the way llama.cpp's benchmarks do:
+/// prompt processing (one prefill of `--prompt-tokens`, as llama-bench's pp) and
+/// aggregate generation at several batch sizes (as llama-batched-bench's S_TG).
+struct EngineBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "engine",
+        abstract: "Prompt and generation throughput of the built-in engine's forward pass.")
+
+    @Option(help: "Model file or cache name (default: the default model).")
+    var model: String?
+
+    @Option(help: "Compute threads (default: all cores).")
+    var threads: Int = ComputePool.availableCores
+
+    @Option(name: .customLong("pp"), help: "Prompt tokens for the prompt-processing test.")
+    var promptTokens = 512
+
+    @Option(name: .customLong("npp"), help: "Prompt tokens per sequence before the generation test.")
+    var generationPrompt = 128
+
+    @Option(name: .customLong("ntg"), help: "Tokens generated per sequence.")
+    var generated = 128
+
+    @Option(name: .customLong("npl"), help: "Comma-separated numbers of parallel sequences.")
+    var parallel = "1"
+
+    @Option(help: "Repetitions of the prompt test (best is kept).")
+    var repetitions = 2
+
+    @Option(name: .customLong("json"), help: "Append a JSON record of the results to this file.")
+    var jsonPath: String?
+
+    func run() throws {
+        let path = try ModelCache().resolve(model)
+        let file = try GGUFFile(path: path)
+        let pool = ComputePool(threads: threads)
+        let lm = try loadLanguageModel(file, pool: pool)
+        let vocabulary = lm.shape.vocabularySize
+        var generator = SystemRandomNumberGenerator()
+        func randomTokens(_ n: Int) -> [Int32] { (0..<n).map { _ in Int32.random(in: 1000..<min(vocabulary, 200_000), using: &generator) } }
+        let logits = UnsafeMutablePointer<Float>.allocate(capacity: vocabulary * 64)
+        defer { logits.deallocate() }
+        let clock = ContinuousClock()
+        func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+
+        // Prompt processing: one sequence, all prompt tokens in one step, logits for the last.
+        var bestPrompt = Double.infinity
+        for _ in 0..<max(1, repetitions) {
+            let cache = lm.makeCache()
+            let tokens = randomTokens(promptTokens)
+            cache.reserve(slot: 0, positions: promptTokens)
+            let elapsed = clock.measure {
+                lm.forward(tokens: tokens, placements: tokens.indices.map { TokenPlacement(slot: 0, position: $0) },
+                           logitRows: [tokens.count - 1], cache: cache, logits: logits)
+            }
+            bestPrompt = min(bestPrompt, seconds(elapsed))
+        }
+        let promptRate = Double(promptTokens) / bestPrompt
+        print(String(format: "pp%d: %.1f tok/s (threads %d)", promptTokens, promptRate, threads))
+
+        var generation: [(Int, Double)] = []
+        for npl in parallel.split(separator: ",").compactMap({ Int($0) }) where npl > 0 {
+            let cache = lm.makeCache()
+            var lastTokens: [Int32] = []
+            for s in 0..<npl {
+                let prompt = randomTokens(generationPrompt)
+                cache.reserve(slot: s, positions: generationPrompt + generated)
+                lm.forward(tokens: prompt, placements: prompt.indices.map { TokenPlacement(slot: s, position: $0) },
+                           logitRows: [prompt.count - 1], cache: cache, logits: logits)
+                lastTokens.append(Sampler.argmax(logits, count: vocabulary))
+            }
+            let stepLogits = UnsafeMutablePointer<Float>.allocate(capacity: vocabulary * npl)
+            defer { stepLogits.deallocate() }
+            let elapsed = clock.measure {
+                for step in 0..<generated {
+                    lm.forward(tokens: lastTokens, placements: (0..<npl).map { TokenPlacement(slot: $0, position: generationPrompt + step) },
+                               logitRows: Array(0..<npl), cache: cache, logits: stepLogits)
+                    for s in 0..<npl { lastTokens[s] = Sampler.argmax(stepLogits + s * vocabulary, count: vocabulary) }
+                }
+            }
+            let rate = Double(npl * generated) / seconds(elapsed)
+            generation.append((npl, rate))
+            print(String(format: "tg%d x %d sequences: %.1f tok/s aggregate", generated, npl, rate))
+        }
+        let peakMB = Double(peakResidentKilobytes()) / 1024
+        print(String(format: "peak RSS: %.0f MB", peakMB))
+        if let jsonPath {
+            let record = """
+            {"tool":"sluice","model":"\(URL(fileURLWithPath: path).lastPathComponent)","threads":\(threads),"pp":\(promptTokens),"pp_tok_s":\(String(format: "%.2f", promptRate)),"npp":\(generationPrompt),"ntg":\(generated),"tg":[\(generation.map { "{\"npl\":\($0.0),\"tok_s\":\(String(format: "%.2f", $0.1))}" }.joined(separator: ","))],"peak_rss_mb":\(String(format: "%.0f", peakMB))}
+
+            """
+            if let handle = FileHandle(forWritingAtPath: jsonPath) {
+                handle.seekToEndOfFile()
+                handle.write(Data(record.utf8))
+                try? handle.close()
+            } else {
+                try record.write(toFile: jsonPath, atomically: true, encoding: .utf8)
+            }
+        }
+    }
+}
+
+/// VmHWM from /proc/self/status, in kilobytes (0 where unavailable).
+func peakResidentKilobytes() -> Int {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+    }
+    return 0
+}
