@@ -41,7 +41,7 @@ struct EngineBench: ParsableCommand {
         let lm = try loadLanguageModel(file, pool: pool)
         let vocabulary = lm.shape.vocabularySize
         var generator = SystemRandomNumberGenerator()
-        func randomTokens(_ n: Int) -> [Int32] { (0..<n).map { _ in Int32.random(in: 1000..<min(vocabulary, 200_000), using: &generator) } }
+        func randomTokens(_ n: Int) -> [Int32] { (0..<n).map { _ in Int32(Int.random(in: 1000..<min(vocabulary, 200_000), using: &generator)) } }
         let logits = UnsafeMutablePointer<Float>.allocate(capacity: vocabulary * 64)
         defer { logits.deallocate() }
         let clock = ContinuousClock()

@@ -21,6 +21,7 @@ public final class ComputePool: @unchecked Sendable {
     /// Threads taking part in each loop, the caller included.
     public let threadCount: Int
     private let shared: PoolShared
+    private let turn = Mutex(())
     private var workers: [pthread_t] = []
 
     /// Creates a pool using `threads` threads (the caller plus `threads - 1` workers).
@@ -54,14 +55,17 @@ public final class ComputePool: @unchecked Sendable {
     public static var availableCores: Int { max(1, ProcessInfo.processInfo.activeProcessorCount) }
 
     /// Runs `body(i)` for every `i` in `0..<count`, spread over the pool, and
-    /// returns when all have finished. Not reentrant: call from one thread at a time.
+    /// returns when all have finished. Calls from several threads take turns;
+    /// `body` must not call back into the pool.
     public func parallelFor(_ count: Int, _ body: (Int) -> Void) {
         if count <= 0 { return }
         if count == 1 || workers.isEmpty {
             for i in 0..<count { body(i) }
             return
         }
-        withoutActuallyEscaping(body) { escapable in shared.run(escapable, count: count) }
+        turn.withLock { _ in
+            withoutActuallyEscaping(body) { escapable in shared.run(escapable, count: count) }
+        }
     }
 }
 

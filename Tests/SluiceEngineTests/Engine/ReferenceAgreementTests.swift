@@ -14,6 +14,9 @@ struct ReferenceAgreementTests {
         var stableIDs: [Int32]
         var llamaTop5: [(id: Int32, logprob: Double)]
         var fp64Top5: [(id: Int32, logprob: Double)]
+        /// The float64 pass's own greedy tokens, and where they first leave llama.cpp's (nil: never).
+        var fp64IDs: [Int32]
+        var fp64Divergence: Int?
     }
 
     static func records() throws -> [Record] {
@@ -33,7 +36,9 @@ struct ReferenceAgreementTests {
             let length = s["stable_prefix_len"]?.intValue ?? 0
             return Record(prompt: g["prompt"]?.stringValue ?? "", promptIDs: ids(g["prompt_ids"]),
                           stableIDs: Array(ids(s["stable_prefix_ids"]).prefix(length)),
-                          llamaTop5: top(s["llamacpp_top5_first"]), fp64Top5: top(s["fp64_top5_first"]))
+                          llamaTop5: top(s["llamacpp_top5_first"]), fp64Top5: top(s["fp64_top5_first"]),
+                          fp64IDs: ids(g["numpy_fp64_dequant_reference"]?["output_ids"]),
+                          fp64Divergence: g["numpy_fp64_dequant_reference"]?["first_divergence_vs_primary"]?.intValue)
         }
     }
 
@@ -44,11 +49,27 @@ struct ReferenceAgreementTests {
         }
     }
 
+    /// Greedy tokens equal llama.cpp's within its stable prefix, up to where llama.cpp's
+    /// own tokens leave the float64 pass's: past that point llama.cpp's choice is an
+    /// artefact of its 8-bit activations at a near-tie, and an engine that computes more
+    /// exactly follows the float64 pass instead (checked by the next test).
     @Test func greedyTokensMatchLlamaCppWithinTheStablePrefix() throws {
         let m = try DefaultModel.require()
         for record in try Self.records() {
-            let (tokens, _) = greedyTokens(m.model, prompt: record.promptIDs, count: record.stableIDs.count)
-            #expect(tokens == record.stableIDs, "prompt '\(record.prompt)': got \(tokens), llama.cpp's stable prefix \(record.stableIDs)")
+            let length = min(record.stableIDs.count, record.fp64Divergence ?? Int.max)
+            let (tokens, _) = greedyTokens(m.model, prompt: record.promptIDs, count: length)
+            #expect(tokens == Array(record.stableIDs.prefix(length)),
+                    "prompt '\(record.prompt)': got \(tokens), llama.cpp's stable prefix \(record.stableIDs.prefix(length))")
+        }
+    }
+
+    @Test func greedyTokensFollowTheFloat64Pass() throws {
+        let m = try DefaultModel.require()
+        for record in try Self.records() {
+            let (tokens, _) = greedyTokens(m.model, prompt: record.promptIDs, count: record.fp64IDs.count)
+            let agreed = zip(tokens, record.fp64IDs).prefix { $0 == $1 }.count
+            print("prompt '\(record.prompt)': \(agreed) of \(record.fp64IDs.count) greedy tokens equal the float64 pass's")
+            #expect(agreed == record.fp64IDs.count, "prompt '\(record.prompt)': got \(tokens), float64 pass \(record.fp64IDs)")
         }
     }
 
