@@ -260,23 +260,9 @@ struct GGUFParser {
         else {
             throw GGUFError(
                 .badAlignment,
-                "key '\(key)' is \(describeInteger(value)); it must be a power of two from 1 to \(GGUFLimits.maxAlignment)")
+                "key '\(key)' is \(value.scalarDescription); it must be a power of two from 1 to \(GGUFLimits.maxAlignment)")
         }
         return alignment
-    }
-
-    private static func describeInteger(_ value: GGUFValue) -> String {
-        switch value {
-        case .uint8(let v): "\(v)"
-        case .int8(let v): "\(v)"
-        case .uint16(let v): "\(v)"
-        case .int16(let v): "\(v)"
-        case .uint32(let v): "\(v)"
-        case .int32(let v): "\(v)"
-        case .uint64(let v): "\(v)"
-        case .int64(let v): "\(v)"
-        default: "\(value)"
-        }
     }
 
     // MARK: Tensors

@@ -34,8 +34,9 @@ public func dequantizeRow(of tensor: GGUFTensor, row: Int, into destination: Uns
 /// blocks at `source` and writes `blocks * blockSize` floats. Loops have
 /// fixed trip counts over raw pointers so that LLVM vectorizes them.
 public enum Dequantize {
-    /// IEEE half to single; exact for every value (subnormals, infinities,
-    /// NaN payloads kept apart from the quiet bit the hardware may set).
+    /// IEEE half to single: exact for every finite value (subnormals
+    /// included) and the infinities; a NaN stays a NaN with its sign and
+    /// payload, though the hardware conversion may set the quiet bit.
     @inline(__always)
     static func half(_ p: UnsafeRawPointer, _ offset: Int) -> Float {
         Float(Float16(bitPattern: p.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
