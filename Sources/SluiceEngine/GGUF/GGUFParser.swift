@@ -361,7 +361,7 @@ struct GGUFParser {
                     byteCount: info.byteCount, fileOffset: start, data: reader.base + start))
         }
         let byStart = tensors.indices.filter { tensors[$0].byteCount > 0 }.sorted {
-            tensors[$0].fileOffset < tensors[$1].fileOffset
+            (tensors[$0].fileOffset, $0) < (tensors[$1].fileOffset, $1)
         }
         for (previous, next) in zip(byStart, byStart.dropFirst()) {
             let a = tensors[previous]
