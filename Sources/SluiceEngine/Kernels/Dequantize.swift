@@ -30,6 +30,19 @@ public func dequantizeRow(of tensor: GGUFTensor, row: Int, into destination: Uns
     dequantizeRow(tensor.type, tensor.row(row), count: tensor.rowLength, into: destination)
 }
 
+extension GGUFTensor {
+    /// The whole tensor as floats (for small tensors such as norm weights;
+    /// large ones are better dequantized row by row where they are used).
+    public func dequantized() -> [Float] {
+        [Float](unsafeUninitializedCapacity: elementCount) { buffer, initialized in
+            if elementCount > 0 {
+                dequantizeRow(type, data, count: elementCount, into: buffer.baseAddress!)
+            }
+            initialized = elementCount
+        }
+    }
+}
+
 /// Block-level dequantizers, one per type. Each reads `blocks` consecutive
 /// blocks at `source` and writes `blocks * blockSize` floats. Loops have
 /// fixed trip counts over raw pointers so that LLVM vectorizes them.

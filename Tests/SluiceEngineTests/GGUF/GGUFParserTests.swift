@@ -32,6 +32,11 @@ import Testing
         let embedding = try #require(file.tensor(named: "token_embd.weight"))
         #expect(embedding.rowCount == 2 && embedding.rowLength == 32 && embedding.bytesPerRow == 34)
         #expect(embedding.row(1) == embedding.data + 34)
+        let all = embedding.dequantized()
+        var second = [Float](repeating: 0, count: 32)
+        dequantizeRow(.q8_0, embedding.data + 34, count: 32, into: &second)
+        #expect(all.count == 64 && Array(all[32...]) == second)
+        #expect(all.allSatisfy { $0.isFinite })
     }
 
     @Test func typedAccessors() throws {
@@ -153,12 +158,12 @@ import Testing
         }
         try expectError(.io, "'\(directory.path)' is not a regular file") { _ = try GGUFFile(path: directory.path) }
         let empty = directory.appendingPathComponent("empty.gguf").path
-        FileManager.default.createFile(atPath: empty, contents: Data())
+        #expect(FileManager.default.createFile(atPath: empty, contents: Data()))
         try expectError(.truncated, "'\(empty)' is 0 bytes, too short to be a GGUF file (no magic)") {
             _ = try GGUFFile(path: empty)
         }
         let garbage = directory.appendingPathComponent("garbage.gguf").path
-        FileManager.default.createFile(atPath: garbage, contents: Data("hello world".utf8))
+        #expect(FileManager.default.createFile(atPath: garbage, contents: Data("hello world".utf8)))
         try expectError(.badMagic, "not a GGUF file: magic at offset 0 is 0x68656c6c (\"hell\"), expected \"GGUF\"") {
             _ = try GGUFFile(path: garbage)
         }
