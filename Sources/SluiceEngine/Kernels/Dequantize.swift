@@ -52,13 +52,38 @@ public enum Dequantize {
     /// payload, though the hardware conversion may set the quiet bit.
     @inline(__always)
     static func half(_ p: UnsafeRawPointer, _ offset: Int) -> Float {
-        Float(Float16(bitPattern: p.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
+        halfToFloat(UInt16(littleEndian: p.loadUnaligned(fromByteOffset: offset, as: UInt16.self)))
+    }
+
+    /// IEEE half (as bits) to single.
+    @inline(__always)
+    static func halfToFloat(_ bits: UInt16) -> Float {
+        #if arch(x86_64) && os(macOS)
+        return halfToFloatPortable(bits)  // Float16 is unavailable on Intel Macs
+        #else
+        return Float(Float16(bitPattern: bits))  // one vcvtph2ps / fcvt
+        #endif
+    }
+
+    /// The same conversion in integer arithmetic (keeps NaN payloads bit for bit).
+    static func halfToFloatPortable(_ bits: UInt16) -> Float {
+        let sign = UInt32(bits & 0x8000) << 16
+        let exponent = UInt32(bits >> 10) & 0x1F
+        let mantissa = UInt32(bits & 0x03FF)
+        if exponent == 0x1F {
+            return Float(bitPattern: sign | 0x7F80_0000 | (mantissa << 13))
+        }
+        if exponent == 0 {
+            // Zero or subnormal: mantissa × 2^-24, exact in single precision.
+            return Float(bitPattern: sign | (Float(mantissa) * 0x1p-24).bitPattern)
+        }
+        return Float(bitPattern: sign | ((exponent + 112) << 23) | (mantissa << 13))
     }
 
     public static func f16(_ source: UnsafeRawPointer, count: Int, into y: UnsafeMutablePointer<Float>) {
         let x = source
         for i in 0..<count {
-            y[i] = Float(Float16(bitPattern: x.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+            y[i] = halfToFloat(UInt16(littleEndian: x.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
         }
     }
 
