@@ -68,6 +68,14 @@ import Testing
         #expect(zip(aligned, shifted).allSatisfy { Self.same($0, $1) })
     }
 
+    /// The integer-only half conversion (used where Float16 is unavailable)
+    /// agrees with the reference on all 65,536 bit patterns, NaN payloads included.
+    @Test func portableHalfConversionIsExact() throws {
+        let expected = Self.floats(try Self.fixture("F16.expected.bin"))
+        let wrong = (0...UInt16.max).filter { Dequantize.halfToFloatPortable($0).bitPattern != expected[Int($0)].bitPattern }
+        #expect(wrong.isEmpty, "first wrong: \(wrong.prefix(5).map { String($0, radix: 16) })")
+    }
+
     static func same(_ a: Float, _ b: Float) -> Bool {
         a.bitPattern == b.bitPattern || (a.isNaN && b.isNaN)
     }
