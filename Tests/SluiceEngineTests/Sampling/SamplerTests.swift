@@ -1,0 +1,82 @@
+import Foundation
+import Testing
+
+@testable import SluiceEngine
+
+struct SamplerTests {
+    let logits: [Float] = [1.0, 3.0, 2.0, 3.0, -1.0, 0.5]
+
+    func sample(_ parameters: SamplingParameters, _ u: Double) -> Int32 {
+        logits.withUnsafeBufferPointer { Sampler.sample($0.baseAddress!, count: logits.count, parameters: parameters, uniform: u) }
+    }
+
+    @Test func greedyTakesTheLowestIdAmongTies() {
+        var p = SamplingParameters()
+        p.temperature = 0
+        #expect(sample(p, 0.99) == 1)
+        p.temperature = 1
+        p.topK = 1
+        #expect(sample(p, 0.99) == 1)
+    }
+
+    @Test func drawsFollowTheDistribution() {
+        var p = SamplingParameters()
+        p.temperature = 1
+        // Candidates sorted by probability (ties by id): 1, 3, 2, 0, 5, 4.
+        let weights = [3.0, 3.0, 2.0, 1.0, 0.5, -1.0].map { exp($0 - 3) }
+        let total = weights.reduce(0, +)
+        let order: [Int32] = [1, 3, 2, 0, 5, 4]
+        var running = 0.0
+        for (i, weight) in weights.enumerated() {
+            #expect(sample(p, (running + weight / 2) / total) == order[i])
+            running += weight
+        }
+    }
+
+    @Test func topKTopPAndMinPFilter() {
+        var p = SamplingParameters()
+        p.topK = 2
+        #expect(Set((0..<50).map { sample(p, Double($0) / 50) }) == [1, 3])
+        p.topK = 0
+        p.topP = 0.5  // 1 and 3 together hold ~0.58 of the mass
+        #expect(Set((0..<50).map { sample(p, Double($0) / 50) }) == [1, 3])
+        p.topP = 1
+        p.minP = 0.3  // keeps tokens with p >= 0.3 * p(max): 1, 3, 2 (e^-1 = 0.37)
+        #expect(Set((0..<50).map { sample(p, Double($0) / 50) }) == [1, 2, 3])
+    }
+
+    @Test func counterRandomIsAPureFunctionOfItsKey() {
+        let a = CounterRandom.uniform(seed: 7, key: CounterRandom.key(for: "req-1"), index: 5)
+        #expect(a == CounterRandom.uniform(seed: 7, key: CounterRandom.key(for: "req-1"), index: 5))
+        #expect(a != CounterRandom.uniform(seed: 7, key: CounterRandom.key(for: "req-1"), index: 6))
+        #expect(a != CounterRandom.uniform(seed: 8, key: CounterRandom.key(for: "req-1"), index: 5))
+        let draws = (0..<10_000).map { CounterRandom.uniform(seed: 1, key: 2, index: UInt64($0)) }
+        #expect(draws.allSatisfy { $0 >= 0 && $0 < 1 })
+        let mean = draws.reduce(0, +) / Double(draws.count)
+        #expect(abs(mean - 0.5) < 0.02)
+    }
+
+    @Test func logProbabilitiesAreALogSoftmax() {
+        let result = logits.withUnsafeBufferPointer { Sampler.logProbabilities($0.baseAddress!, count: logits.count, token: 2, top: 3) }
+        let normalizer = log(logits.reduce(0.0) { $0 + exp(Double($1)) })
+        #expect(abs(result.chosen - (2 - normalizer)) < 1e-9)
+        #expect(result.top.map(\.token) == [1, 3, 2])
+        #expect(abs(result.top[0].logProbability - (3 - normalizer)) < 1e-9)
+    }
+
+    @Test func stopStringsMatchTheEarliestOccurrence() {
+        let text = "alpha beta gamma"
+        #expect(StopStrings.firstMatch(in: text, stops: ["gamma", "beta"]) == text.range(of: "beta")!.lowerBound)
+        #expect(StopStrings.firstMatch(in: text, stops: ["delta"]) == nil)
+    }
+
+    @Test func checkpointsRoundTrip() throws {
+        let state = CheckpointState(tokens: [5, 6, 7], logprobs: [
+            .init(token: 5, logprob: -0.25, top: [TokenLogProbability(token: 5, logProbability: -0.25), TokenLogProbability(token: 9, logProbability: -1.5)]),
+        ])
+        let checkpoint = state.encoded()
+        #expect(checkpoint.generatedTokens == 3)
+        #expect(CheckpointState(checkpoint) == state)
+        #expect(CheckpointState(.init(generatedTokens: 1, payload: Array("garbage".utf8))) == nil)
+    }
+}
