@@ -109,7 +109,7 @@ private func bytes(_ text: String) -> [Int32] { text.utf8.map { Int32($0) } }
         #expect(tokenizer.encode("x<|im_end|>", addSpecial: false, parseSpecial: true) == [120, 261])
         #expect(tokenizer.encode("x<|im_end|>", addSpecial: false, parseSpecial: false) == bytes("x<|im_end|>"))
         #expect(tokenizer.endOfGenerationTokens == [260, 261])
-        #expect(tokenizer.eot == 260)
+        #expect(tokenizer.eot == 261)  // "<|im_end|>" comes before "<|endoftext|>" in llama.cpp's list
         #expect(tokenizer.decode([120, 261]) == "x<|im_end|>")
         #expect(tokenizer.decode([120, 261], skipSpecial: true) == "x")
     }

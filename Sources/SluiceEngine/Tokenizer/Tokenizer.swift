@@ -143,7 +143,7 @@ public final class Tokenizer: Sendable {
             return id >= 0 && id < count ? Int32(id) : fallbackID
         }
         func lookup(_ text: String) -> Int32? { table.lookup(Array(text.utf8)) }
-        func firstFound(_ texts: [String]) -> Int32? { texts.compactMap(lookup).min() }
+        func firstFound(_ texts: [String]) -> Int32? { texts.lazy.compactMap(lookup).first }
         func markControl(_ id: Int32?) { if let id { attributes[Int(id)].insert(.control) } }
 
         bos = valid(vocabulary.bosID, default: defaultBOS)
@@ -158,7 +158,8 @@ public final class Tokenizer: Sendable {
 
         // Tokens found by their text when the metadata does not name them; they
         // become control tokens. (llama.cpp takes whichever its hash map yields
-        // first when several match; the lowest id is taken here.)
+        // first when several match; here the earliest text in its list wins, so
+        // "<|eot_id|>" beats "<|end_of_text|>" and "<|im_end|>" beats "<|endoftext|>".)
         if eot == nil {
             eot = firstFound(["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
                               "<EOT>", "_<EOT>", "[EOT]", "<｜end▁of▁sentence｜>", "<end_of_utterance>"])
