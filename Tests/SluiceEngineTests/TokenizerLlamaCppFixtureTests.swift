@@ -54,8 +54,9 @@ struct LlamaCppTokenizationRecord: Sendable {
 }
 
 @Suite struct TokenizerLlamaCppFixtureTests {
-    /// Byte-level BPE vocabularies (Llama 3's and Qwen 2's pre-tokenizers) in tiny GGUF files.
-    @Test(arguments: ["llama-bpe", "qwen2"])
+    /// Byte-level BPE vocabularies in tiny GGUF files, one per pre-tokenizer:
+    /// Llama 3's, Qwen 2's, GPT-2's, llama.cpp's default chain and SmolLM's.
+    @Test(arguments: ["llama-bpe", "qwen2", "gpt-2", "default", "smollm"])
     func byteLevelBPEMatchesLlamaCpp(_ pre: String) throws {
         let file = try GGUFFile(path: TokenizerFixtures.url("tokenizer/gpt2-\(pre).gguf").path)
         let tokenizer = try Tokenizer(gguf: file)
@@ -64,7 +65,7 @@ struct LlamaCppTokenizationRecord: Sendable {
         let root = try #require(try TokenizerFixtures.json("tokenizer/gpt2-expected.json") as? [String: Any])
         let models = try #require(root["models"] as? [String: Any])
         let records = try #require(models[pre] as? [[String: Any]]).map(LlamaCppTokenizationRecord.init)
-        #expect(records.count > 150)
+        #expect(records.count > 90)
         let mismatches = records.reduce(0) { $0 + $1.check(tokenizer, pre) }
         #expect(mismatches == 0)
         if pre == "llama-bpe" {
@@ -72,7 +73,7 @@ struct LlamaCppTokenizationRecord: Sendable {
             #expect(tokenizer.eot == tokenizer.token(for: "<|eot_id|>"))
             #expect(tokenizer.isEndOfGeneration(try #require(tokenizer.token(for: "<|eot_id|>"))))
             #expect(tokenizer.isEndOfGeneration(try #require(tokenizer.token(for: "<|end_of_text|>"))))
-        } else {
+        } else if pre == "qwen2" {
             #expect(!tokenizer.addsBOS)
             #expect(tokenizer.isEndOfGeneration(try #require(tokenizer.token(for: "<|im_end|>"))))
             #expect(tokenizer.isEndOfGeneration(try #require(tokenizer.token(for: "<|endoftext|>"))))

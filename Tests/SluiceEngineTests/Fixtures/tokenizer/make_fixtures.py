@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Makes the tokenizer fixtures in this folder (run by hand; the tests only read the outputs).
 
-- gpt2-llama-bpe.gguf, gpt2-qwen2.gguf: vocabulary-only GGUF files with byte-level BPE
-  vocabularies (pre-tokenizers "llama-bpe" and "qwen2"), whose merges are learned here from
+- gpt2-<pre>.gguf: vocabulary-only GGUF files with byte-level BPE vocabularies (pre-tokenizers
+  "llama-bpe", "qwen2", "gpt-2", "default", "smollm"), whose merges are learned here from
   CORPUS by a plain BPE trainer, plus special tokens and a few whole-word tokens that no merge
   reaches (to exercise llama.cpp's ignore_merges for Llama 3).
 - gpt2-expected.json, gemma3-expected.json: llama.cpp's llama_tokenize / llama_detokenize
@@ -32,6 +32,9 @@ newlines and\r\nwindows lines. https://example.com/path?q=1&r=two#frag user@exam
 SPECIAL = {
     "llama-bpe": ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
     "qwen2": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+    "gpt-2": ["<|endoftext|>"],
+    "default": ["<|endoftext|>"],
+    "smollm": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
 }
 USER_DEFINED = ["<tool_call>"]
 WHOLE_WORDS = ["Ġpreempted", "Ġcheckpointing", "Ġwonderful"]
@@ -92,7 +95,7 @@ def write_gpt2_gguf(path, pre, merges):
         tokens.append(s); types.append(3)
     for s in USER_DEFINED:
         tokens.append(s); types.append(4)
-    arch = "llama" if pre == "llama-bpe" else "qwen2"
+    arch = "qwen2" if pre == "qwen2" else "llama"
     w = gguf.GGUFWriter(path, arch)
     w.add_context_length(256); w.add_embedding_length(8); w.add_block_count(1); w.add_feed_forward_length(16)
     w.add_head_count(1); w.add_head_count_kv(1); w.add_layer_norm_rms_eps(1e-6)
@@ -102,8 +105,10 @@ def write_gpt2_gguf(path, pre, merges):
     ids = {t: i for i, t in enumerate(tokens)}
     if pre == "llama-bpe":
         w.add_bos_token_id(ids["<|begin_of_text|>"]); w.add_eos_token_id(ids["<|end_of_text|>"]); w.add_add_bos_token(True)
-    else:
+    elif pre == "qwen2":
         w.add_bos_token_id(ids["<|endoftext|>"]); w.add_eos_token_id(ids["<|im_end|>"]); w.add_add_bos_token(False)
+    else:  # no add_bos key: llama.cpp's default for the pre-tokenizer applies
+        w.add_bos_token_id(ids["<|endoftext|>"]); w.add_eos_token_id(ids["<|endoftext|>"])
     w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
 
 
@@ -211,10 +216,10 @@ def main():
     peer = Peer(lib)
     merges = train_merges(600)
     gpt2 = {}
-    for pre in ("llama-bpe", "qwen2"):
+    for pre, randoms in (("llama-bpe", 150), ("qwen2", 150), ("gpt-2", 60), ("default", 60), ("smollm", 60)):
         path = os.path.join(HERE, f"gpt2-{pre}.gguf")
         write_gpt2_gguf(path, pre, merges)
-        gpt2[pre] = expectations(peer, peer.load(path), STRINGS + random_strings(7, 150))
+        gpt2[pre] = expectations(peer, peer.load(path), STRINGS + random_strings(7, randoms))
     json.dump({"generator": "make_fixtures.py", "models": gpt2}, open(os.path.join(HERE, "gpt2-expected.json"), "w"),
               ensure_ascii=True, separators=(",", ":"))
     if len(sys.argv) > 1:
