@@ -5,6 +5,9 @@
   "llama-bpe", "qwen2", "gpt-2", "default", "smollm"), whose merges are learned here from
   CORPUS by a plain BPE trainer, plus special tokens and a few whole-word tokens that no merge
   reaches (to exercise llama.cpp's ignore_merges for Llama 3).
+- unicode-flags.json: llama.cpp's code point categories (its unicode-data.cpp, Unicode 15.1) as
+  [first code point, flags] runs, flags as in its unicode_cpt_flags (0x100 = whitespace); needs
+  env LLAMA_SRC (the llama.cpp source tree).
 - gpt2-expected.json, gemma3-expected.json: llama.cpp's llama_tokenize / llama_detokenize
   results for STRINGS (and seeded random strings) with those files and with the default model.
 
@@ -209,7 +212,24 @@ def expectations(peer, vocab, strings):
     return records
 
 
+def write_unicode_flags(llama_src):
+    text = open(os.path.join(llama_src, "src", "unicode-data.cpp")).read()
+    body = re.search(r"unicode_ranges_flags = \{.*?\n(.*?)\n\};", text, re.S).group(1)
+    ranges = [(int(a, 16), int(b, 16)) for a, b in re.findall(r"\{0x([0-9A-F]+), 0x([0-9A-F]+)\}", body)]
+    spaces = {int(x, 16) for x in re.findall(r"0x([0-9A-F]+)", re.search(r"unicode_set_whitespace = \{(.*?)\};", text, re.S).group(1))}
+    runs, previous = [], None
+    for (start, flags), (end, _) in zip(ranges, ranges[1:]):
+        for cp in sorted([start] + [c for c in spaces if start <= c < end] + [c + 1 for c in spaces if start <= c + 1 < end]):
+            value = (flags & 0xFF) | (0x100 if cp in spaces else 0)
+            if value != previous:
+                runs.append([cp, value]); previous = value
+    json.dump({"source": "llama.cpp src/unicode-data.cpp", "runs": runs}, open(os.path.join(HERE, "unicode-flags.json"), "w"),
+              separators=(",", ":"))
+
+
 def main():
+    if os.environ.get("LLAMA_SRC"):
+        write_unicode_flags(os.environ["LLAMA_SRC"])
     lib = os.environ.get("LLAMA_LIB")
     if not lib:
         raise SystemExit("set LLAMA_LIB to llama.cpp's libllama.so")
