@@ -81,6 +81,19 @@ struct LlamaCppTokenizationRecord: Sendable {
         }
     }
 
+    /// A SentencePiece-style vocabulary with the space prefix on (Llama 2 /
+    /// TinyLlama shape): prefixing, byte fallback, and llama.cpp's detokenization
+    /// (the leading space is stripped only when no BOS is removed first).
+    @Test func sentencePieceWithSpacePrefixMatchesLlamaCpp() throws {
+        let tokenizer = try Tokenizer(gguf: GGUFFile(path: TokenizerFixtures.url("tokenizer/spm-llama.gguf").path))
+        #expect(tokenizer.model == .sentencePiece && tokenizer.addsSpacePrefix && tokenizer.addsBOS)
+        let root = try #require(try TokenizerFixtures.json("tokenizer/spm-expected.json") as? [String: Any])
+        let records = try #require(root["records"] as? [[String: Any]]).map(LlamaCppTokenizationRecord.init)
+        #expect(records.count > 150)
+        let mismatches = records.reduce(0) { $0 + $1.check(tokenizer, "spm") }
+        #expect(mismatches == 0)
+    }
+
     /// The default model on a wider set of strings than ../shared/reference (chat
     /// markup, every kind of special token, whitespace runs, byte fallback, and
     /// 200 seeded random strings across scripts).

@@ -5,6 +5,8 @@
   "llama-bpe", "qwen2", "gpt-2", "default", "smollm"), whose merges are learned here from
   CORPUS by a plain BPE trainer, plus special tokens and a few whole-word tokens that no merge
   reaches (to exercise llama.cpp's ignore_merges for Llama 3).
+- spm-llama.gguf, spm-expected.json: a SentencePiece-style "llama" vocabulary with the space
+  prefix on (Llama 2 / TinyLlama shape), and llama.cpp's results for it.
 - unicode-flags.json: llama.cpp's code point categories (its unicode-data.cpp, Unicode 15.1) as
   [first code point, flags] runs, flags as in its unicode_cpt_flags (0x100 = whitespace); needs
   env LLAMA_SRC (the llama.cpp source tree).
@@ -81,6 +83,53 @@ def train_merges(count):
             new[tuple(out)] = new.get(tuple(out), 0) + c
         seqs = new
     return merges
+
+
+def write_spm_gguf(path, count):
+    """A SentencePiece-style "llama" vocabulary (Llama 2 / TinyLlama shape): <unk> <s> </s>, 256
+    <0xNN> byte tokens, then pieces learned by BPE over "▁"-prefixed words, scored by merge order."""
+    words = Counter("\u2581" + w for w in CORPUS.split())
+    seqs = {tuple(w): c for w, c in words.items()}
+    chars = sorted({ch for w in words for ch in w})
+    pieces = []
+    for _ in range(count):
+        pairs = Counter()
+        for seq, c in seqs.items():
+            for a, b in zip(seq, seq[1:]):
+                pairs[(a, b)] += c
+        if not pairs:
+            break
+        best = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))[0]
+        pieces.append(best[0] + best[1])
+        new = {}
+        for seq, c in seqs.items():
+            out, i = [], 0
+            while i < len(seq):
+                if i + 1 < len(seq) and (seq[i], seq[i + 1]) == best:
+                    out.append(seq[i] + seq[i + 1]); i += 2
+                else:
+                    out.append(seq[i]); i += 1
+            new[tuple(out)] = new.get(tuple(out), 0) + c
+        seqs = new
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    types = [2, 3, 3] + [6] * 256
+    scores = [0.0] * len(tokens)
+    seen = set(tokens)
+    for i, piece in enumerate(pieces):
+        if piece not in seen:
+            tokens.append(piece); types.append(1); scores.append(-float(i)); seen.add(piece)
+    for i, ch in enumerate(chars):
+        if ch not in seen:
+            tokens.append(ch); types.append(1); scores.append(-1000.0 - i); seen.add(ch)
+    for special, kind in (("<|im_start|>", 3), ("<|im_end|>", 3), ("<tool_call>", 4), ("\n\n", 4)):
+        tokens.append(special); types.append(kind); scores.append(0.0)
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_context_length(256); w.add_embedding_length(8); w.add_block_count(1); w.add_feed_forward_length(16)
+    w.add_head_count(1); w.add_head_count_kv(1); w.add_layer_norm_rms_eps(1e-6)
+    w.add_tokenizer_model("llama"); w.add_tokenizer_pre("default")
+    w.add_token_list(tokens); w.add_token_scores(scores); w.add_token_types(types)
+    w.add_bos_token_id(1); w.add_eos_token_id(2); w.add_unk_token_id(0); w.add_add_bos_token(True); w.add_add_eos_token(False)
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
 
 
 def write_gpt2_gguf(path, pre, merges):
@@ -240,6 +289,11 @@ def main():
         path = os.path.join(HERE, f"gpt2-{pre}.gguf")
         write_gpt2_gguf(path, pre, merges)
         gpt2[pre] = expectations(peer, peer.load(path), STRINGS + random_strings(7, randoms))
+    spm_path = os.path.join(HERE, "spm-llama.gguf")
+    write_spm_gguf(spm_path, 500)
+    spm_strings = STRINGS + ["<s>a</s>", "<unk> <s>", "<0x41><0x0A>", "<|im_start|>user\nHi<|im_end|>\n\n", " ▁x"]
+    json.dump({"generator": "make_fixtures.py", "records": expectations(peer, peer.load(spm_path), spm_strings + random_strings(5, 150))},
+              open(os.path.join(HERE, "spm-expected.json"), "w"), ensure_ascii=True, separators=(",", ":"))
     json.dump({"generator": "make_fixtures.py", "models": gpt2}, open(os.path.join(HERE, "gpt2-expected.json"), "w"),
               ensure_ascii=True, separators=(",", ":"))
     if len(sys.argv) > 1:
