@@ -123,6 +123,12 @@ import Testing
         }
         print("tokenizer: \(small.utf8.count) bytes → \(smallCount) tokens in \(smallBest) (\(rate(smallCount, smallBest)) tokens/s); "
               + "\(large.utf8.count) bytes → \(largeCount) tokens in \(largeTime) (\(rate(largeCount, largeTime)) tokens/s)")
+        let largeIDs = tokenizer.encode(large, parseSpecial: true)
+        let decodeStart = clock.now
+        let decoded = tokenizer.decode(largeIDs, skipSpecial: true)
+        let decodeTime = clock.now - decodeStart
+        #expect(decoded == large)
+        print("tokenizer: decoding \(largeIDs.count) tokens took \(decodeTime) (\(rate(largeIDs.count, decodeTime)) tokens/s)")
         #expect(largeCount > 40 * smallCount - 40)
         // 40× the text must not take much more than 40× the time (generous for a loaded CI machine).
         let bound: Duration = smallBest * 200 + .seconds(1)
