@@ -126,6 +126,28 @@ private func byteToken(_ byte: UInt8) -> Int32 { 3 + Int32(byte) }
         #expect(tokenizer.encode("a <tag> b", addSpecial: false) == [a, space, tag, b])
     }
 
+    @Test func oddVocabulariesWorkWithoutCrashing() throws {
+        // Empty texts are renamed "[EMPTY_i]" and duplicates map to their last id,
+        // as in llama.cpp; a byte with no <0xNN> token falls back to <unk> (id 0
+        // by default), where llama.cpp would throw.
+        var vocabulary = TokenizerVocabulary(model: "llama", tokens: TokenizerStrings(["", "a", "a", "ab", ""]))
+        vocabulary.addSpacePrefix = false
+        let tokenizer = try Tokenizer(vocabulary: vocabulary)
+        #expect(tokenizer.encode("ab", addSpecial: false) == [3])
+        #expect(tokenizer.encode("a", addSpecial: false) == [2])
+        #expect(tokenizer.encode("b", addSpecial: false) == [0])
+        #expect(tokenizer.text(of: 4) == "[EMPTY_4]")
+        #expect(tokenizer.token(for: "") == nil)
+        #expect(tokenizer.decode([0, 3]) == "[EMPTY_0]ab")
+
+        // Merge lines without a separating space are ignored; the rest keep their rank.
+        let bytes = (0..<256).map { String(decoding: ByteLevelAlphabet.encoded[$0], as: UTF8.self) }
+        let gpt2 = TokenizerVocabulary(model: "gpt2", preTokenizer: "qwen2", tokens: TokenizerStrings(bytes + ["ab"]),
+                                       merges: TokenizerStrings(["ab", " ", "", "a b"]))
+        let bpe = try Tokenizer(vocabulary: gpt2)
+        #expect(bpe.encode("abc", addSpecial: false) == [256, 99])
+    }
+
     @Test func badVocabulariesAreErrors() throws {
         #expect(throws: TokenizerError.self) {
             try Tokenizer(vocabulary: TokenizerVocabulary(model: "llama", tokens: TokenizerStrings([])))
