@@ -61,7 +61,7 @@ public struct GGUFMetadata: Sendable {
         guard let value = values[key] else { return nil }
         guard value.isInteger else { throw Self.mismatch(key, expected: "an integer", value) }
         guard let int = value.integerValue else {
-            throw GGUFError(.valueOutOfRange, "metadata key '\(key)': value \(value) does not fit in Int")
+            throw GGUFError(.valueOutOfRange, "metadata key '\(key)': value \(value.scalarDescription) does not fit in Int")
         }
         return int
     }

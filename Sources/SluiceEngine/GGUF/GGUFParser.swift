@@ -260,23 +260,9 @@ struct GGUFParser {
         else {
             throw GGUFError(
                 .badAlignment,
-                "key '\(key)' is \(describeInteger(value)); it must be a power of two from 1 to \(GGUFLimits.maxAlignment)")
+                "key '\(key)' is \(value.scalarDescription); it must be a power of two from 1 to \(GGUFLimits.maxAlignment)")
         }
         return alignment
-    }
-
-    private static func describeInteger(_ value: GGUFValue) -> String {
-        switch value {
-        case .uint8(let v): "\(v)"
-        case .int8(let v): "\(v)"
-        case .uint16(let v): "\(v)"
-        case .int16(let v): "\(v)"
-        case .uint32(let v): "\(v)"
-        case .int32(let v): "\(v)"
-        case .uint64(let v): "\(v)"
-        case .int64(let v): "\(v)"
-        default: "\(value)"
-        }
     }
 
     // MARK: Tensors
@@ -375,7 +361,7 @@ struct GGUFParser {
                     byteCount: info.byteCount, fileOffset: start, data: reader.base + start))
         }
         let byStart = tensors.indices.filter { tensors[$0].byteCount > 0 }.sorted {
-            tensors[$0].fileOffset < tensors[$1].fileOffset
+            (tensors[$0].fileOffset, $0) < (tensors[$1].fileOffset, $1)
         }
         for (previous, next) in zip(byStart, byStart.dropFirst()) {
             let a = tensors[previous]

@@ -115,6 +115,25 @@ public enum GGUFValue: Sendable, Equatable {
         }
     }
 
+    /// The value as text (`640`, `1e-06`, `"gemma3"`), arrays summarized.
+    public var scalarDescription: String {
+        switch self {
+        case .uint8(let v): "\(v)"
+        case .int8(let v): "\(v)"
+        case .uint16(let v): "\(v)"
+        case .int16(let v): "\(v)"
+        case .uint32(let v): "\(v)"
+        case .int32(let v): "\(v)"
+        case .uint64(let v): "\(v)"
+        case .int64(let v): "\(v)"
+        case .float32(let v): "\(v)"
+        case .float64(let v): "\(v)"
+        case .bool(let v): "\(v)"
+        case .string(let v): "\"\(v)\""
+        case .array(let a): "[\(a.count) \(a.elementType) elements]"
+        }
+    }
+
     var isInteger: Bool {
         switch self {
         case .uint8, .int8, .uint16, .int16, .uint32, .int32, .uint64, .int64: true

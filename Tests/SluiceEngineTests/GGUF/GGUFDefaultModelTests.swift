@@ -66,5 +66,55 @@ import Testing
         }
         print("GGUF parse of the default model (metadata + tensor table): best of 5 \(best)")
         #expect(best < .milliseconds(100))
+
+        // Decoding the whole vocabulary into Swift strings, as a tokenizer might.
+        let file = try GGUFFile(path: path)
+        var decode = Duration.seconds(1000)
+        for _ in 0..<3 {
+            var count = 0
+            decode = min(decode, try clock.measure { count = try file.stringArray("tokenizer.ggml.tokens").count })
+            #expect(count == 262_144)
+        }
+        print("GGUF: decoding 262,144 vocabulary strings: best of 3 \(decode)")
+        #expect(decode < .milliseconds(200))
+    }
+
+    /// Real blocks, not random ones: row 0 of the first tensor of each type,
+    /// against gguf-py's dequantizer (fixtures from scripts/make-dequant-fixtures).
+    @Test(arguments: [
+        "output_norm.weight", "token_embd.weight", "blk.0.attn_k.weight", "blk.0.attn_output.weight",
+        "blk.0.ffn_down.weight",
+    ])
+    func dequantizesRealRowsExactly(name: String) throws {
+        let file = try GGUFFile(path: DefaultModelLocation.path)
+        let tensor = try file.requireTensor(name)
+        let expected = DequantizeTests.floats(try DequantizeTests.fixture("model.\(name).row0.bin"))
+        #expect(expected.count == tensor.rowLength)
+        var actual = [Float](repeating: .nan, count: tensor.rowLength)
+        dequantizeRow(of: tensor, row: 0, into: &actual)
+        #expect(actual.map(\.bitPattern) == expected.map(\.bitPattern), "\(name) (\(tensor.type))")
+    }
+
+    /// Every weight of the model dequantizes to a finite number.
+    @Test func wholeModelDequantizesToFiniteValues() throws {
+        let file = try GGUFFile(path: DefaultModelLocation.path)
+        var row = [Float](repeating: 0, count: file.tensors.map(\.rowLength).max()!)
+        var total = 0
+        let clock = ContinuousClock()
+        let elapsed = clock.measure {
+            for tensor in file.tensors {
+                var finite = true
+                row.withUnsafeMutableBufferPointer { out in
+                    for r in 0..<tensor.rowCount {
+                        dequantizeRow(of: tensor, row: r, into: out.baseAddress!)
+                        for i in 0..<tensor.rowLength where !out[i].isFinite { finite = false }
+                    }
+                }
+                #expect(finite, "\(tensor.name) has non-finite weights")
+                total += tensor.elementCount
+            }
+        }
+        #expect(total == 268_098_176)
+        print("GGUF: dequantized all \(total) weights of the default model in \(elapsed)")
     }
 }

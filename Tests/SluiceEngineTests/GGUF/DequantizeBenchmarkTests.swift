@@ -1,0 +1,56 @@
+import Foundation
+import Testing
+
+@testable import SluiceEngine
+
+/// Dequantization throughput, run by hand:
+///   SLUICE_DEQUANT_BENCH=1 swift test -c release -Xswiftc -enable-testing --filter DequantizeBenchmark
+/// Dequantizes 2048-element rows (as a matmul does, into a buffer that stays
+/// in L1) from 16 MiB-ish of source blocks, and prints floats per second.
+@Suite(.enabled(if: ProcessInfo.processInfo.environment["SLUICE_DEQUANT_BENCH"] != nil))
+struct DequantizeBenchmarkTests {
+    @Test func throughput() {
+        let rowLength = 2048
+        let rows = 4096
+        var generator = SplitMix64(seed: 7)
+        for type in DequantizeTests.supported {
+            let rowBytes = rowLength / type.blockSize * type.bytesPerBlock
+            var source = [UInt8](repeating: 0, count: rowBytes * rows)
+            for i in source.indices { source[i] = UInt8(truncatingIfNeeded: generator.next()) }
+            var row = [Float](repeating: 0, count: rowLength)
+            let clock = ContinuousClock()
+            var best = Duration.seconds(1000)
+            var checksum: Float = 0
+            for _ in 0..<5 {
+                let elapsed = source.withUnsafeBytes { raw in
+                    row.withUnsafeMutableBufferPointer { out in
+                        clock.measure {
+                            for r in 0..<rows {
+                                dequantizeRow(type, raw.baseAddress! + r * rowBytes, count: rowLength, into: out.baseAddress!)
+                                checksum += out[r % rowLength]
+                            }
+                        }
+                    }
+                }
+                best = min(best, elapsed)
+            }
+            let seconds = Double(best.components.attoseconds) / 1e18 + Double(best.components.seconds)
+            let floatsPerSecond = Double(rows * rowLength) / seconds
+            let sourceGBs = Double(rows * rowBytes) / seconds / 1e9
+            print("dequantize \(type.name.padding(toLength: 5, withPad: " ", startingAt: 0)): \(String(format: "%6.2f", floatsPerSecond / 1e9)) G floats/s (\(String(format: "%5.1f", sourceGBs)) GB/s of blocks read) [checksum \(checksum.isNaN ? 0 : 1)]")
+        }
+    }
+}
+
+/// A small deterministic generator for tests (SplitMix64).
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
