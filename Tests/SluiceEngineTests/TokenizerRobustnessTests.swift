@@ -65,7 +65,7 @@ import Testing
 
     @Test func randomTextRoundTrips() throws {
         let tokenizer = try DefaultTokenizer.load()
-        var generator = SplitMix64(seed: 0x5EED)
+        var generator = TokenizerTestRandom(seed: 0x5EED)
         let pools: [ClosedRange<UInt32>] = [0x20...0x7E, 0xA0...0x24F, 0x300...0x36F, 0x3040...0x30FF, 0x4E00...0x9FFF,
                                             0x1F300...0x1FAFF, 0x0...0x20, 0x10000...0x10FFFF]
         for _ in 0..<300 {
@@ -143,7 +143,7 @@ import Testing
 }
 
 /// A small deterministic generator for reproducible random inputs.
-struct SplitMix64 {
+private struct TokenizerTestRandom {
     private var state: UInt64
     init(seed: UInt64) { state = seed }
     mutating func next() -> UInt64 {
