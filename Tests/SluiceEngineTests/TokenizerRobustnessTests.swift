@@ -86,6 +86,30 @@ import Testing
         }
     }
 
+    @Test func oneTokenizerServesManyTasksAtOnce() async throws {
+        let tokenizer = try DefaultTokenizer.load()
+        let texts = (0..<16).map { "<start_of_turn>user\nTask \($0): naïve café, 日本語 🚀\n<end_of_turn>\n" }
+        let expected = texts.map { tokenizer.encode($0, parseSpecial: true) }
+        let results = try await withThrowingTaskGroup(of: (Int, [Int32], String).self) { group in
+            for (index, text) in texts.enumerated() {
+                group.addTask {
+                    var ids: [Int32] = []
+                    for _ in 0..<50 { ids = tokenizer.encode(text, parseSpecial: true) }
+                    return (index, ids, tokenizer.decode(ids, skipSpecial: true))
+                }
+            }
+            var results: [(Int, [Int32], String)] = []
+            for try await result in group { results.append(result) }
+            return results
+        }
+        #expect(results.count == texts.count)
+        for (index, ids, text) in results {
+            #expect(ids == expected[index])
+            #expect(text == texts[index].replacingOccurrences(of: "<start_of_turn>", with: "")
+                .replacingOccurrences(of: "<end_of_turn>", with: ""))
+        }
+    }
+
     @Test func invalidTokenIdsDecodeToNothing() throws {
         let tokenizer = try DefaultTokenizer.load()
         #expect(tokenizer.piece(for: -1) == [])
