@@ -6,7 +6,8 @@ import Testing
 /// Dequantization throughput, run by hand:
 ///   SLUICE_DEQUANT_BENCH=1 swift test -c release -Xswiftc -enable-testing --filter DequantizeBenchmark
 /// Dequantizes 2048-element rows (as a matmul does, into a buffer that stays
-/// in L1) from 16 MiB-ish of source blocks, and prints floats per second.
+/// in L1) from 4096 rows of random blocks with realistic f16 scales, and
+/// prints floats per second.
 @Suite(.enabled(if: ProcessInfo.processInfo.environment["SLUICE_DEQUANT_BENCH"] != nil))
 struct DequantizeBenchmarkTests {
     @Test func throughput() {
@@ -17,6 +18,17 @@ struct DequantizeBenchmarkTests {
             let rowBytes = rowLength / type.blockSize * type.bytesPerBlock
             var source = [UInt8](repeating: 0, count: rowBytes * rows)
             for i in source.indices { source[i] = UInt8(truncatingIfNeeded: generator.next()) }
+            // Realistic scales: small normal f16 values, as quantizers write them.
+            let scaleOffsets: [TensorType: [Int]] = [
+                .q4_0: [0], .q5_0: [0], .q8_0: [0], .q4_K: [0, 2], .q5_K: [0, 2], .q6_K: [208],
+            ]
+            for block in 0..<(source.count / type.bytesPerBlock) {
+                for offset in scaleOffsets[type] ?? [] {
+                    let scale = Float16(Float(generator.next() % 1000 + 1) * 1e-5).bitPattern
+                    source[block * type.bytesPerBlock + offset] = UInt8(truncatingIfNeeded: scale)
+                    source[block * type.bytesPerBlock + offset + 1] = UInt8(truncatingIfNeeded: scale >> 8)
+                }
+            }
             var row = [Float](repeating: 0, count: rowLength)
             let clock = ContinuousClock()
             var best = Duration.seconds(1000)
