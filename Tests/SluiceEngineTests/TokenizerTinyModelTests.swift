@@ -31,6 +31,7 @@ import Testing
         let root = try #require(try TokenizerFixtures.json("tiny/tokenize-\(name).json") as? [String: Any])
         let records = try #require(root["records"] as? [[String: Any]])
         var compared = 0
+        var detokenizations = 0
         for record in records {
             let text = try #require(record["text"] as? String)
             for variant in Self.variants {
@@ -38,9 +39,17 @@ import Testing
                 guard let expected = record[variant.key] as? [Int] else { continue }
                 let ids = tokenizer.encode(text, addSpecial: variant.addSpecial, parseSpecial: variant.parseSpecial)
                 #expect(ids == expected.map { Int32($0) }, "\(name) \(variant.key) \(text.debugDescription)")
+                // The server's /detokenize concatenates the pieces, special tokens rendered.
+                let detokenizedKey = variant.key.replacingOccurrences(of: "ids_", with: "detok_")
+                if let detokenized = record[detokenizedKey] as? String {
+                    #expect(tokenizer.concatenatedPieces(expected.map { Int32($0) }) == detokenized,
+                            "\(name) \(detokenizedKey) \(text.debugDescription)")
+                    detokenizations += 1
+                }
                 compared += 1
             }
         }
         #expect(compared > 200)
+        #expect(detokenizations > 200)
     }
 }

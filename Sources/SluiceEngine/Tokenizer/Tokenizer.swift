@@ -393,6 +393,17 @@ public final class Tokenizer: Sendable {
         String(decoding: decodeBytes(tokens, skipSpecial: skipSpecial), as: UTF8.self)
     }
 
+    /// The pieces of `tokens` concatenated, with no space stripping or
+    /// cleaning: what llama.cpp's server returns from `/detokenize` (with
+    /// `renderSpecial`) and streams for generated tokens (without it), and what
+    /// `StreamingDecoder` emits. Equal to `decode` for Gemma 3.
+    public func concatenatedPieces(_ tokens: [Int32], renderSpecial: Bool = true) -> String {
+        var output: [UInt8] = []
+        output.reserveCapacity(tokens.count * 4)
+        for token in tokens { appendPiece(token, renderSpecial: renderSpecial, stripLeadingSpaces: 0, to: &output) }
+        return String(decoding: output, as: UTF8.self)
+    }
+
     /// The bytes of `decode(_:skipSpecial:)`, before UTF-8 decoding.
     public func decodeBytes(_ tokens: [Int32], skipSpecial: Bool = false) -> [UInt8] {
         var tokens = tokens[...]
