@@ -31,7 +31,9 @@ public final class Tokenizer: Sendable {
     public let eos: Int32?
     /// End-of-turn token (`<end_of_turn>`, `<|eot_id|>`, `<|im_end|>` …), from metadata or found by its text.
     public let eot: Int32?
+    /// Unknown token (also SentencePiece's last resort for a byte with no `<0xNN>` token).
     public let unknown: Int32?
+    /// Padding token, if the metadata names one.
     public let padding: Int32?
     /// Whether `encode(_:addSpecial: true, …)` starts with BOS.
     public let addsBOS: Bool
