@@ -3,7 +3,8 @@
 ///
 /// Every assigned code point has exactly one category bit; unassigned ones
 /// are `undefined`. `whitespace` is the Unicode White_Space property, which is
-/// the set llama.cpp uses for `\s`.
+/// the set llama.cpp uses for `\s`. Checked against llama.cpp's own table for
+/// all 1,114,112 code points: identical.
 struct CodepointFlags: OptionSet, Sendable {
     let rawValue: UInt16
 
@@ -38,9 +39,17 @@ struct CodepointFlags: OptionSet, Sendable {
 
     private static let asciiTable: [CodepointFlags] = (0..<128).map { compute(Unicode.Scalar(UInt8($0))) }
 
+    /// llama.cpp's category table is generated from Unicode 15.1; characters
+    /// assigned later count as unassigned there, so they do here too.
+    static let unicodeVersion = (major: 15, minor: 1)
+
     private static func compute(_ scalar: Unicode.Scalar) -> CodepointFlags {
         let properties = scalar.properties
         var flags: CodepointFlags
+        if let age = properties.age,
+           age.major > unicodeVersion.major || (age.major == unicodeVersion.major && age.minor > unicodeVersion.minor) {
+            return properties.isWhitespace ? [.undefined, .whitespace] : .undefined
+        }
         switch properties.generalCategory {
         case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter:
             flags = .letter

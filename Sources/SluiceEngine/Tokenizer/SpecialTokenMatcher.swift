@@ -99,7 +99,18 @@ struct SpecialTokenMatcher: Sendable {
             }
         }
         guard !occurrences.isEmpty else { return [.text(0..<text.count)] }
-        occurrences.sort { $0.precedence != $1.precedence ? $0.precedence < $1.precedence : $0.start < $1.start }
+        // Order by (precedence, start): occurrences were found in increasing
+        // start order, so a stable counting sort by precedence is enough and
+        // stays linear even for long runs of whitespace tokens.
+        var bucketStarts = [Int](repeating: 0, count: sortedTokens.count + 1)
+        for occurrence in occurrences { bucketStarts[Int(occurrence.precedence) + 1] += 1 }
+        for index in 1..<bucketStarts.count { bucketStarts[index] += bucketStarts[index - 1] }
+        var ordered = occurrences
+        for occurrence in occurrences {
+            ordered[bucketStarts[Int(occurrence.precedence)]] = occurrence
+            bucketStarts[Int(occurrence.precedence)] += 1
+        }
+        occurrences = ordered
 
         // 0: free text, 1: part of a matched token, 2: whitespace stripped next to one.
         var taken = [UInt8](repeating: 0, count: text.count)

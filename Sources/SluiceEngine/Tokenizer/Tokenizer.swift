@@ -31,7 +31,9 @@ public final class Tokenizer: Sendable {
     public let eos: Int32?
     /// End-of-turn token (`<end_of_turn>`, `<|eot_id|>`, `<|im_end|>` …), from metadata or found by its text.
     public let eot: Int32?
+    /// Unknown token (also SentencePiece's last resort for a byte with no `<0xNN>` token).
     public let unknown: Int32?
+    /// Padding token, if the metadata names one.
     public let padding: Int32?
     /// Whether `encode(_:addSpecial: true, …)` starts with BOS.
     public let addsBOS: Bool
@@ -143,7 +145,7 @@ public final class Tokenizer: Sendable {
             return id >= 0 && id < count ? Int32(id) : fallbackID
         }
         func lookup(_ text: String) -> Int32? { table.lookup(Array(text.utf8)) }
-        func firstFound(_ texts: [String]) -> Int32? { texts.compactMap(lookup).min() }
+        func firstFound(_ texts: [String]) -> Int32? { texts.lazy.compactMap(lookup).first }
         func markControl(_ id: Int32?) { if let id { attributes[Int(id)].insert(.control) } }
 
         bos = valid(vocabulary.bosID, default: defaultBOS)
@@ -158,7 +160,8 @@ public final class Tokenizer: Sendable {
 
         // Tokens found by their text when the metadata does not name them; they
         // become control tokens. (llama.cpp takes whichever its hash map yields
-        // first when several match; the lowest id is taken here.)
+        // first when several match; here the earliest text in its list wins, so
+        // "<|eot_id|>" beats "<|end_of_text|>" and "<|im_end|>" beats "<|endoftext|>".)
         if eot == nil {
             eot = firstFound(["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
                               "<EOT>", "_<EOT>", "[EOT]", "<｜end▁of▁sentence｜>", "<end_of_utterance>"])
@@ -390,6 +393,17 @@ public final class Tokenizer: Sendable {
     ///   `<bos>` included. Bytes that are not valid UTF-8 become U+FFFD.
     public func decode(_ tokens: [Int32], skipSpecial: Bool = false) -> String {
         String(decoding: decodeBytes(tokens, skipSpecial: skipSpecial), as: UTF8.self)
+    }
+
+    /// The pieces of `tokens` concatenated, with no space stripping or
+    /// cleaning: what llama.cpp's server returns from `/detokenize` (with
+    /// `renderSpecial`) and streams for generated tokens (without it), and what
+    /// `StreamingDecoder` emits. Equal to `decode` for Gemma 3.
+    public func concatenatedPieces(_ tokens: [Int32], renderSpecial: Bool = true) -> String {
+        var output: [UInt8] = []
+        output.reserveCapacity(tokens.count * 4)
+        for token in tokens { appendPiece(token, renderSpecial: renderSpecial, stripLeadingSpaces: 0, to: &output) }
+        return String(decoding: output, as: UTF8.self)
     }
 
     /// The bytes of `decode(_:skipSpecial:)`, before UTF-8 decoding.
