@@ -34,7 +34,7 @@ enum BatchLineValidator {
         }
         let customID = fields.customID.map { decodeString(line, $0) }
         func problem(_ reason: BadLineReason, _ message: String) -> Result<ValidLine, LineProblem> {
-            .failure(LineProblem(reason: reason, message: message, customID: customID ?? nil))
+            .failure(LineProblem(reason: reason, message: message, customID: customID))
         }
         if let duplicate = fields.duplicateField {
             return problem(.duplicateField, "field \"\(duplicate)\" appears more than once")
@@ -188,14 +188,15 @@ struct Scanner {
             skipWhitespace()
             let valueStart = index
             guard index < bytes.count else { return nil }
-            let stringValue: StringRange? = bytes[index] == UInt8(ascii: "\"") ? scanString() : nil
             let kind: ValueKind
-            if stringValue != nil {
+            var stringValue: StringRange?
+            if bytes[index] == UInt8(ascii: "\"") {
+                guard let range = scanString() else { return nil }
+                stringValue = range
                 kind = .string
-            } else if let scanned = scanValue(depth: 1) {
-                kind = scanned
             } else {
-                return nil
+                guard let scanned = scanValue(depth: 1) else { return nil }
+                kind = scanned
             }
             let valueRange = valueStart..<index
             record(key: key, kind: kind, string: stringValue, range: valueRange, into: &fields)
