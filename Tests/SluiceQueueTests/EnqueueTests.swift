@@ -145,15 +145,17 @@ import Testing
             #"{"body": "# + body + #", "url": "/v1/completions", "method": "POST", "custom_id": "r\u0031"}"#,
             #"{"custom_id":"r1","method":"POST","url":"/v1/completions","body":{}}"#,
             #"{"custom_id":"r\/2","method":"POST","url":"/v1/completions","body":{}}"#,
+            #"{"custom_id":"r3","method":"P\u004fST","url":"\/v1\/chat\/completions","body":{}}"#,
         ]
         let report = try store.enqueue(file: try dir.write("escapes.jsonl", lines.joined(separator: "\n")))
-        #expect(report.accepted == 2)
+        #expect(report.accepted == 3)
         #expect(report.badLines.map(\.reason) == [.duplicateCustomID])
         let stored = try store.withConnection { db in try db.queryText("SELECT body FROM requests ORDER BY id LIMIT 1", operation: "t") }
         #expect(stored == body)
         let worker = try store.registerWorker(host: "h", pid: 1, description: "t")
         let claimed = try store.claim(worker: worker, job: nil, limit: 10, leaseSeconds: 30)
-        #expect(claimed.map(\.customID) == ["r1", "r/2"])
+        #expect(claimed.map(\.customID) == ["r1", "r/2", "r3"])
+        #expect(claimed[2].endpoint == .chatCompletions)
         #expect(claimed[0].body == (try JSON.parse(body)))
         #expect(claimed[0].body["temperature"] == .number("1.50"))
     }
