@@ -33,6 +33,7 @@ struct QueueBench: AsyncParsableCommand {
             let workDir = dir ?? FileManager.default.temporaryDirectory.appendingPathComponent("sluice-bench-queue-\(UUID().uuidString)").path
             try FileManager.default.createDirectory(atPath: workDir, withIntermediateDirectories: true)
             defer { if dir == nil { try? FileManager.default.removeItem(atPath: workDir) } }
+            print("machine: \(ProcessInfo.processInfo.activeProcessorCount) CPUs, load average \(ProcessMemory.loadAverage())")
             let workerCounts = workers.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
 
             let input = workDir + "/input.jsonl"
@@ -44,8 +45,9 @@ struct QueueBench: AsyncParsableCommand {
             let seconds = enqueue["seconds"] as? Double ?? 0
             let accepted = enqueue["accepted"] as? Int ?? 0
             let peakMB = (enqueue["peak_rss_kb"] as? Int ?? 0) / 1024
-            print(String(format: "enqueue: %d lines in %.2f s = %.0f lines/s, peak RSS %d MB (database %d MB)",
-                         accepted, seconds, Double(accepted) / max(seconds, 1e-9), peakMB,
+            let cpu = enqueue["cpu_seconds"] as? Double ?? 0
+            print(String(format: "enqueue: %d lines in %.2f s = %.0f lines/s, peak RSS %d MB, CPU %.2f s (user+sys, all threads), database %d MB",
+                         accepted, seconds, Double(accepted) / max(seconds, 1e-9), peakMB, cpu,
                          fileSize(enqueueDB) / 1_000_000))
             removeDatabase(enqueueDB)
 
@@ -61,14 +63,16 @@ struct QueueBench: AsyncParsableCommand {
                     try spawnChild(["worker-child", "--db", db, "--job", String(jobID), "--claim", String(claim), "--commit", String(commit)])
                 }
                 var completed = 0
+                var cpu = 0.0
                 for process in processes {
                     let report = try finishChild(process)
                     completed += report["completed"] as? Int ?? 0
+                    cpu += report["cpu_seconds"] as? Double ?? 0
                 }
                 let elapsed = Date().timeIntervalSince(start)
                 let status = try store.status(job: jobID)[0]
-                print(String(format: "claim+complete, %d worker process%@ (claim %d, commit %d): %d requests in %.2f s = %.0f requests/s; done %d of %d",
-                             count, count == 1 ? "" : "es", claim, commit, completed, elapsed, Double(completed) / elapsed,
+                print(String(format: "claim+complete, %d worker process%@ (claim %d, commit %d): %d requests in %.2f s = %.0f requests/s, workers' CPU %.2f s; done %d of %d",
+                             count, count == 1 ? "" : "es", claim, commit, completed, elapsed, Double(completed) / elapsed, cpu,
                              status.counts.done, status.counts.total))
                 if status.counts.done != drainRequests || completed != drainRequests {
                     throw ValidationError("the drain lost or duplicated requests: completed \(completed), done \(status.counts.done)")
@@ -121,7 +125,7 @@ struct QueueBench: AsyncParsableCommand {
             let report = try store.enqueue(file: file, allowDuplicate: true)
             let object: [String: Any] = [
                 "seconds": report.seconds, "accepted": report.accepted, "bad": report.badLineCount,
-                "peak_rss_kb": ProcessMemory.peakResidentKB(),
+                "peak_rss_kb": ProcessMemory.peakResidentKB(), "cpu_seconds": ProcessMemory.cpuSeconds(),
             ]
             print(String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self))
         }
@@ -166,7 +170,8 @@ struct QueueBench: AsyncParsableCommand {
                 }
             }
             try store.unregisterWorker(worker)
-            let object: [String: Any] = ["completed": completed, "peak_rss_kb": ProcessMemory.peakResidentKB()]
+            let object: [String: Any] = ["completed": completed, "peak_rss_kb": ProcessMemory.peakResidentKB(),
+                                         "cpu_seconds": ProcessMemory.cpuSeconds()]
             print(String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self))
         }
     }
@@ -189,7 +194,7 @@ enum BenchInput {
         var state: UInt64 = 0x9E37_79B9_7F4A_7C15
         for i in 1...max(lines, 1) where lines > 0 {
             var prompt = "Summarize item \(i) of the nightly batch in one sentence:"
-            for _ in 0..<14 {
+            for _ in 0..<5 {
                 state = state &* 6364136223846793005 &+ 1442695040888963407
                 prompt += " " + words[Int(state >> 59) % words.count]
             }
@@ -225,6 +230,20 @@ enum BenchInput {
 }
 
 enum ProcessMemory {
+    /// User + system CPU seconds of this process, all threads.
+    static func cpuSeconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
+            + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+    }
+
+    /// The 1-, 5- and 15-minute load averages, as /proc/loadavg says them.
+    static func loadAverage() -> String {
+        let text = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? ""
+        return text.split(separator: " ").prefix(3).joined(separator: " ")
+    }
+
     /// Peak resident set size of this process in KiB (`VmHWM` from /proc/self/status).
     static func peakResidentKB() -> Int {
         guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
