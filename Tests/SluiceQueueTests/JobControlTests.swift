@@ -104,3 +104,39 @@ import Testing
         #expect(throws: QueueError.noSuchJob("99")) { try store.status(job: 99) }
     }
 }
+
+@Suite struct ListingTests {
+    @Test func jobsListsEveryJobWithItsStateAndWorkersListsRecentOnes() throws {
+        let dir = try TempDir()
+        let clock = TestClock()
+        let store = try SQLiteStore(path: dir.databasePath, clock: clock.function)
+        let a = try #require(try store.enqueue(file: try inputFile(dir, name: "a.jsonl", count: 2, salt: "a"), name: "alpha", priority: 3).jobID)
+        let b = try #require(try store.enqueue(file: try dir.write("b.jsonl", requestLine("x") + "\n{}\n")).jobID)
+        try store.cancel(job: a)
+        let jobs = try store.jobs()
+        #expect(jobs.map(\.id) == [a, b])
+        #expect(jobs[0].name == "alpha" && jobs[0].state == .cancelled && jobs[0].priority == 3 && jobs[0].requestCount == 2)
+        #expect(jobs[1].name == nil && jobs[1].state == .active && jobs[1].requestCount == 2 && jobs[1].badLineCount == 1)
+        #expect(jobs[1].inputSHA256 == SHA256.hex(Array((requestLine("x") + "\n{}\n").utf8)))
+        #expect(jobs[1].createdAt == clock.now)
+
+        let stopped = try store.registerWorker(host: "h1", pid: 1, description: "one")
+        try store.unregisterWorker(stopped)
+        let running = try store.registerWorker(host: "h2", pid: 2, description: "two")
+        _ = try store.claim(worker: running, job: nil, limit: 5, leaseSeconds: 30)
+        clock.advance(1)
+        try store.heartbeat(worker: running, leaseSeconds: 30)
+        let workers = try store.workers()
+        #expect(workers.map(\.id) == [running])
+        #expect(workers[0].leasesHeld == 1 && workers[0].description == "two" && workers[0].stoppedAt == nil)
+        #expect(workers[0].lastHeartbeat == clock.now)
+        // A worker that vanished without unregistering stays listed while it holds leases,
+        // and drops off an hour after its last heartbeat once it holds none.
+        clock.advance(3601)
+        #expect(try store.workers().map(\.id) == [running])
+        let other = try store.registerWorker(host: "h3", pid: 3, description: "three")
+        let taken = try store.claim(worker: other, job: nil, limit: 5, leaseSeconds: 30)
+        #expect(taken.count == 1)
+        #expect(try store.workers().map(\.id) == [other])
+    }
+}
