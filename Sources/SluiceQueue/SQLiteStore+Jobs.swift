@@ -151,6 +151,7 @@ extension SQLiteStore {
 
     /// Cancels the job: its queued and leased requests become cancelled, and workers holding
     /// leases on them lose them (their commits are dropped).
+    @discardableResult
     public func cancel(job: JobID) throws -> CancelReport {
         let now = clock()
         return try withConnection { db in
@@ -181,6 +182,7 @@ extension SQLiteStore {
     /// Puts failed requests back in the queue with their failure count reset. With
     /// `failedOnly == false`, cancelled requests are requeued too. A cancelled job with
     /// requeued requests becomes active again. Bad input lines stay failed: they can never succeed.
+    @discardableResult
     public func retry(job: JobID, failedOnly: Bool = true) throws -> RetryReport {
         try withConnection { db in
             try db.writeTransaction("retry job \(job)") {

@@ -86,7 +86,7 @@ struct EngineBench: ParsableCommand {
             generation.append((npl, rate))
             print(String(format: "tg%d x %d sequences: %.1f tok/s aggregate", generated, npl, rate))
         }
-        let peakMB = Double(peakResidentKilobytes()) / 1024
+        let peakMB = Double(ProcessMemory.peakResidentKB()) / 1024
         print(String(format: "peak RSS: %.0f MB", peakMB))
         if let jsonPath {
             let record = """
@@ -102,13 +102,4 @@ struct EngineBench: ParsableCommand {
             }
         }
     }
-}
-
-/// VmHWM from /proc/self/status, in kilobytes (0 where unavailable).
-func peakResidentKilobytes() -> Int {
-    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
-    for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
-        return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
-    }
-    return 0
 }

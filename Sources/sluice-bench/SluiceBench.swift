@@ -1,10 +1,12 @@
 import ArgumentParser
 
-/// Benchmarks of Sluice's parts, run by the scripts in scripts/ (never by the test suite).
+/// Measurements of Sluice's parts, run by the scripts in scripts/ (never by the test suite).
+/// Each area adds a subcommand in its own file.
 @main
-struct SluiceBench: ParsableCommand {
+struct SluiceBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice-bench",
-        abstract: "Benchmarks of Sluice's parts (see scripts/bench*).",
-        subcommands: [EngineBench.self])
+        abstract: "Measure Sluice's throughput and memory (see scripts/bench*).",
+        subcommands: [QueueBench.self, EngineBench.self]
+    )
 }

@@ -1,3 +1,4 @@
+import Foundation
 import SluiceCore
 
 /// A validated input line: where its parts are in the line's bytes.
@@ -32,9 +33,39 @@ enum BatchLineValidator {
         guard fields.isObject else {
             return .failure(LineProblem(reason: .notObject, message: "not a JSON object (the line is \(fields.kindName))"))
         }
+        // The common case, checked on the bytes without allocating.
+        if fields.duplicateField == nil, fields.unknownField == nil,
+           let idRange = fields.customID, idRange.count > 0,
+           let method = fields.method, !method.hasEscape, bytesEqual(line, method, "POST"),
+           let url = fields.url, !url.hasEscape, let endpoint = endpoint(line, url),
+           fields.bodyValue == .object, let bodyRange = fields.body {
+            return .success(ValidLine(
+                customID: UnsafeBufferPointer(rebasing: line[idRange.lowerBound..<idRange.upperBound]),
+                decodedCustomID: idRange.hasEscape ? decodeString(line, idRange) : nil,
+                endpoint: endpoint, body: UnsafeBufferPointer(rebasing: line[bodyRange])))
+        }
+        return validateSlowly(line, fields)
+    }
+
+    static let supportedURLs = Endpoint.allCases.map(\.rawValue).joined(separator: ", ")
+
+    static func bytesEqual(_ line: UnsafeBufferPointer<UInt8>, _ range: StringRange, _ literal: StaticString) -> Bool {
+        range.count == literal.utf8CodeUnitCount
+            && memcmp(line.baseAddress! + range.lowerBound, literal.utf8Start, range.count) == 0
+    }
+
+    private static func endpoint(_ line: UnsafeBufferPointer<UInt8>, _ range: StringRange) -> Endpoint? {
+        if bytesEqual(line, range, "/v1/chat/completions") { return .chatCompletions }
+        if bytesEqual(line, range, "/v1/completions") { return .completions }
+        return nil
+    }
+
+    /// Every check, in reporting order, with escapes decoded: says why a line is bad, or
+    /// accepts the rare valid line the fast path leaves (escaped method or url).
+    private static func validateSlowly(_ line: UnsafeBufferPointer<UInt8>, _ fields: TopLevelFields) -> Result<ValidLine, LineProblem> {
         let customID = fields.customID.map { decodeString(line, $0) }
         func problem(_ reason: BadLineReason, _ message: String) -> Result<ValidLine, LineProblem> {
-            .failure(LineProblem(reason: reason, message: message, customID: customID ?? nil))
+            .failure(LineProblem(reason: reason, message: message, customID: customID))
         }
         if let duplicate = fields.duplicateField {
             return problem(.duplicateField, "field \"\(duplicate)\" appears more than once")
@@ -55,7 +86,7 @@ enum BatchLineValidator {
             let shown = method.map { "\"\($0)\"" } ?? methodValue.kindName
             return problem(.unsupportedMethod, "unsupported method \(shown) (must be \"POST\")")
         }
-        let supported = Endpoint.allCases.map(\.rawValue).joined(separator: ", ")
+        let supported = supportedURLs
         guard let urlValue = fields.urlValue else {
             return problem(.missingURL, "missing \"url\" (supported: \(supported))")
         }
@@ -70,10 +101,10 @@ enum BatchLineValidator {
         guard bodyValue == .object else {
             return problem(.bodyNotObject, "\"body\" must be an object, not \(bodyValue.kindName)")
         }
-        let idBytes = UnsafeBufferPointer(rebasing: line[idRange.lowerBound..<idRange.upperBound])
-        return .success(ValidLine(customID: idBytes, decodedCustomID: idRange.hasEscape ? customID : nil,
-                                  endpoint: endpoint,
-                                  body: UnsafeBufferPointer(rebasing: line[bodyRange])))
+        return .success(ValidLine(
+            customID: UnsafeBufferPointer(rebasing: line[idRange.lowerBound..<idRange.upperBound]),
+            decodedCustomID: idRange.hasEscape ? customID : nil,
+            endpoint: endpoint, body: UnsafeBufferPointer(rebasing: line[bodyRange])))
     }
 
     /// Why the line is not JSON: invalid UTF-8 anywhere, or the parser's own reason.
@@ -188,14 +219,15 @@ struct Scanner {
             skipWhitespace()
             let valueStart = index
             guard index < bytes.count else { return nil }
-            let stringValue: StringRange? = bytes[index] == UInt8(ascii: "\"") ? scanString() : nil
             let kind: ValueKind
-            if stringValue != nil {
+            var stringValue: StringRange?
+            if bytes[index] == UInt8(ascii: "\"") {
+                guard let range = scanString() else { return nil }
+                stringValue = range
                 kind = .string
-            } else if let scanned = scanValue(depth: 1) {
-                kind = scanned
             } else {
-                return nil
+                guard let scanned = scanValue(depth: 1) else { return nil }
+                kind = scanned
             }
             let valueRange = valueStart..<index
             record(key: key, kind: kind, string: stringValue, range: valueRange, into: &fields)
@@ -242,9 +274,10 @@ struct Scanner {
     private func keyName(_ key: StringRange) -> (known: Int, text: String) {
         let raw = UnsafeBufferPointer(rebasing: bytes[key.lowerBound..<key.upperBound])
         if !key.hasEscape {
-            for (i, field) in BatchLineValidator.allowedFields.enumerated() where raw.elementsEqual(field.utf8) {
-                return (i, field)
-            }
+            if BatchLineValidator.bytesEqual(bytes, key, "custom_id") { return (0, "custom_id") }
+            if BatchLineValidator.bytesEqual(bytes, key, "method") { return (1, "method") }
+            if BatchLineValidator.bytesEqual(bytes, key, "url") { return (2, "url") }
+            if BatchLineValidator.bytesEqual(bytes, key, "body") { return (3, "body") }
             return (-1, String(decoding: raw, as: UTF8.self))
         }
         let literal = UnsafeBufferPointer(rebasing: bytes[(key.lowerBound - 1)...key.upperBound])

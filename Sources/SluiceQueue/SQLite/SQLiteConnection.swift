@@ -39,6 +39,8 @@ final class SQLiteConnection {
                                     message: "the file system does not support WAL (journal mode is \(mode ?? "unknown"))")
         }
         try execute("PRAGMA synchronous = NORMAL", operation: "set synchronous")
+        // After a checkpoint, shrink a WAL that a long reader let grow (say during a big export).
+        _ = try queryInt("PRAGMA journal_size_limit = \(64 << 20)", operation: "limit WAL size")
     }
 
     deinit {

@@ -8,7 +8,7 @@ enum Schema {
         CREATE TABLE jobs (
             id INTEGER PRIMARY KEY,
             name TEXT,
-            state TEXT NOT NULL CHECK (state IN ('loading', 'active', 'cancelled')),
+            state TEXT NOT NULL CHECK (state = 'loading' OR state = 'active' OR state = 'cancelled'),
             priority INTEGER NOT NULL DEFAULT 0,
             input_path TEXT NOT NULL,
             input_sha256 TEXT NOT NULL,
@@ -32,7 +32,10 @@ enum Schema {
             id INTEGER PRIMARY KEY,
             job_id INTEGER NOT NULL REFERENCES jobs(id),
             line INTEGER NOT NULL,
-            state TEXT NOT NULL CHECK (state IN ('queued', 'leased', 'done', 'failed', 'cancelled')),
+            -- An OR chain, not IN (...): SQLite builds a temporary table for an IN list on
+            -- every insert, which made loading a file twice as slow.
+            state TEXT NOT NULL
+                CHECK (state = 'queued' OR state = 'leased' OR state = 'done' OR state = 'failed' OR state = 'cancelled'),
             -- 1 = /v1/chat/completions, 2 = /v1/completions; NULL for bad input lines.
             endpoint INTEGER,
             failed_attempts INTEGER NOT NULL DEFAULT 0,
