@@ -1,0 +1,96 @@
+import Foundation
+import SluiceCore
+import Testing
+
+@testable import SluiceEngine
+
+/// Tiny random-weight models of each architecture and tensor type (scripts/make-tiny-models),
+/// against llama.cpp's greedy outputs and the float64 reference pass (Fixtures/tiny/*.json,
+/// format in scripts/README-fixtures.md).
+@Suite(.serialized)
+struct TinyModelTests {
+    static let models = ["llama-spm-f32", "llama3-bpe-f16", "qwen2-bf16", "gemma3-swa-f16", "llama-spm-quant"]
+
+    /// The engine computes in float32 with exactly dequantized weights; the float64 pass differs
+    /// only by float32 rounding in sums of at most a few hundred terms and in exp/tanh, which
+    /// keeps log-probabilities within about 1e-5 nats. The bounds leave room for the larger
+    /// logits of random weights without hiding a real error: a wrong RoPE base, a missing
+    /// window mask or bias moves log-probabilities by 0.1 to several nats.
+    static let maxAbsoluteError = 2e-3
+    static let meanAbsoluteError = 2e-4
+
+    struct Loaded {
+        let file: GGUFFile
+        let model: any LanguageModel
+        let tokenizer: Tokenizer
+        let fixture: JSON
+    }
+
+    static let pool = ComputePool(threads: 2)
+
+    static func load(_ name: String) throws -> Loaded {
+        let file = try GGUFFile(path: Fixtures.url("tiny/\(name).gguf").path)
+        return Loaded(file: file, model: try loadLanguageModel(file, pool: pool), tokenizer: try Tokenizer(gguf: file),
+                      fixture: try Fixtures.json("tiny/\(name).json"))
+    }
+
+    static func ids(_ value: JSON?) -> [Int32] { (value?.arrayValue ?? []).compactMap { $0.intValue.map(Int32.init) } }
+
+    @Test(arguments: models)
+    func promptsTokenizeAsLlamaCpp(_ name: String) throws {
+        let m = try Self.load(name)
+        for record in m.fixture["records"]?.arrayValue ?? [] {
+            let prompt = try #require(record["prompt"]?.stringValue)
+            #expect(m.tokenizer.encode(prompt, addSpecial: true, parseSpecial: true) == Self.ids(record["prompt_ids"]), "\(name): \(prompt)")
+        }
+    }
+
+    @Test(arguments: models)
+    func greedyTokensMatchLlamaCppUntilItsFirstNearTie(_ name: String) throws {
+        let m = try Self.load(name)
+        let records = m.fixture["records"]?.arrayValue ?? []
+        #expect(!records.isEmpty)
+        for record in records {
+            let expected = Self.ids(record["llamacpp"]?["output_ids"])
+            let comparable = record["llamacpp"]?["first_small_gap_step"]?.intValue ?? expected.count
+            let (tokens, _) = greedyTokens(m.model, prompt: Self.ids(record["prompt_ids"]), count: expected.count)
+            #expect(Array(tokens.prefix(comparable)) == Array(expected.prefix(comparable)),
+                    "\(name) '\(record["prompt"]?.stringValue ?? "")': \(tokens) vs llama.cpp \(expected) (first \(comparable) compared)")
+        }
+    }
+
+    @Test(arguments: models)
+    func logprobsMatchTheFloat64Pass(_ name: String) throws {
+        let m = try Self.load(name)
+        let vocabulary = m.model.shape.vocabularySize
+        var total = 0.0, count = 0, worst = 0.0
+        for record in m.fixture["records"]?.arrayValue ?? [] {
+            let ids = Self.ids(record["fp64"]?["ids"])
+            let positions = record["fp64"]?["positions"]?.arrayValue ?? []
+            #expect(positions.count == ids.count)
+            // Teacher-forced along llama.cpp's continuation, all positions in one prefill.
+            let cache = m.model.makeCache()
+            cache.reserve(slot: 0, positions: ids.count)
+            var logits = [Float](repeating: 0, count: ids.count * vocabulary)
+            logits.withUnsafeMutableBufferPointer { out in
+                m.model.forward(tokens: ids, placements: ids.indices.map { TokenPlacement(slot: 0, position: $0) },
+                                logitRows: Array(ids.indices), cache: cache, logits: out.baseAddress!)
+            }
+            for (i, position) in positions.enumerated() {
+                let ours = logSoftmax(Array(logits[(i * vocabulary)..<((i + 1) * vocabulary)]))
+                for entry in position["top"]?.arrayValue ?? [] {
+                    guard let pair = entry.arrayValue, let id = pair[0].intValue, let reference = pair[1].doubleValue else { continue }
+                    let delta = abs(ours[id] - reference)
+                    total += delta
+                    count += 1
+                    worst = max(worst, delta)
+                }
+            }
+        }
+        let mean = total / Double(max(count, 1))
+        print("\(name): log-probs vs float64 over \(count) (position, id) pairs: mean |Δ| \(mean), max \(worst) nats")
+        #expect(count > 0)
+        #expect(worst <= Self.maxAbsoluteError, "\(name): max |Δ| \(worst)")
+        #expect(mean <= Self.meanAbsoluteError, "\(name): mean |Δ| \(mean)")
+    }
+}
