@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import select
+import signal
 import socket
 import sys
 import threading
@@ -231,6 +232,10 @@ def expected(input_path):
 
 
 def main():
+    # A parent may have left signals blocked (threads of many runtimes block them, and children inherit
+    # the mask); unblock them so SIGTERM and SIGINT stop this server as they should.
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
     parser = argparse.ArgumentParser(description="Deterministic OpenAI-compatible test server.")
     parser.add_argument("--port-file")
     parser.add_argument("--log")

@@ -42,7 +42,7 @@ public final class Worker: Sendable {
         do { try store.unregisterWorker(worker) } catch { log("could not release leases: \(error)") }
     }
 
-    /// What the worker has done so far (complete once `run` returned).
+    /// What the worker has done so far (final once `run` returned).
     public var statistics: WorkerStatistics { finalStatistics.withLock { $0 } }
 
     /// Works until the queue (or the job) has no unfinished request, or until a drain completes.
@@ -104,6 +104,7 @@ public final class Worker: Sendable {
                     let now = ContinuousClock.now
                     try loop.handle(input, now: now)
                     try loop.step(now: now)
+                    finalStatistics.withLock { $0 = loop.statistics }
                     if let done = try loop.finish(now: now) {
                         exit = done
                         break

@@ -237,7 +237,8 @@ final class WorkerLoop {
     private func commitIsDue(now: ContinuousClock.Instant) -> Bool {
         guard now >= nextCommitAttempt else { return false }
         if let since = pendingSince {
-            if drain != nil { return true }
+            // Draining: releases come in a burst as cancels land; gather them briefly rather than commit each.
+            if drain != nil, now - since >= .milliseconds(20) { return true }
             if pending.results.count + pending.releases.count >= configuration.commitBatchSize { return true }
             if now - since >= .seconds(configuration.commitInterval) { return true }
         }
