@@ -35,6 +35,25 @@ struct EngineOptions: Sendable {
     var chatTemplate: ChatTemplate? = nil
     /// --context-length (builtin): caps the model's context per sequence.
     var contextLength: Int? = nil
+    /// --kv-memory (builtin): the KV cache budget, e.g. "2G" or "512M".
+    var kvMemory: String? = nil
+}
+
+/// Parses a byte size: a number with an optional K, M, G or T suffix (powers of 1024), or an optional B/iB.
+func parseByteSize(_ text: String) -> Int? {
+    var digits = text.trimmingCharacters(in: .whitespaces).uppercased()
+    for suffix in ["IB", "B"] where digits.hasSuffix(suffix) && digits.count > suffix.count { digits.removeLast(suffix.count) }
+    let scale: Double
+    switch digits.last {
+    case "K": scale = 1024
+    case "M": scale = 1_048_576
+    case "G": scale = 1_073_741_824
+    case "T": scale = 1_099_511_627_776
+    default: scale = 1
+    }
+    if scale > 1 { digits.removeLast() }
+    guard let value = Double(digits), value > 0, value * scale < 1e18 else { return nil }
+    return Int(value * scale)
 }
 
 extension ChatTemplate: ExpressibleByArgument {}
@@ -74,6 +93,12 @@ func makeBuiltinEngine(_ options: EngineOptions) throws -> BuiltinEngine {
     if let contextLength = options.contextLength {
         guard contextLength >= 16 else { throw CLIError.usage("--context-length must be at least 16 (got \(contextLength))") }
         settings.contextLength = contextLength
+    }
+    if let kvMemory = options.kvMemory {
+        guard let bytes = parseByteSize(kvMemory), bytes >= 1 << 20 else {
+            throw CLIError.usage("--kv-memory must be a size of at least 1M, like 512M or 4G (got \(kvMemory))")
+        }
+        settings.kvMemoryBytes = bytes
     }
     settings.chatTemplate = options.chatTemplate
     do {

@@ -67,6 +67,9 @@ struct WorkCommand: AsyncParsableCommand {
     @Option(name: .customLong("context-length"), help: ArgumentHelp("builtin: tokens of context per sequence at most (default: the model's).", valueName: "tokens"))
     var contextLength: Int?
 
+    @Option(name: .customLong("kv-memory"), help: ArgumentHelp("builtin: KV cache budget (default 2G); when full, the newest sequences are preempted and recomputed later.", valueName: "size"))
+    var kvMemory: String?
+
     @Flag(help: "No log lines on standard error (errors are still printed).")
     var quiet = false
 
@@ -104,7 +107,8 @@ struct WorkCommand: AsyncParsableCommand {
             requestTimeout: requestTimeout,
             threads: threads,
             chatTemplate: chatTemplate,
-            contextLength: contextLength)
+            contextLength: contextLength,
+            kvMemory: kvMemory)
         let engine = try makeEngine(options)
         let log: WorkerLog = quiet ? .silent : .standardError
         let worker = Worker(store: store, engine: engine, configuration: configuration, log: log)

@@ -16,6 +16,9 @@ public struct BuiltinEngineOptions: Sendable {
     public var contextLength: Int?
     /// How often the engine publishes checkpoints of requests in progress.
     public var checkpointInterval: Duration = .milliseconds(250)
+    /// The most memory the KV cache may use. When it is full the newest sequences
+    /// are preempted (their cache dropped) and recomputed when room frees up.
+    public var kvMemoryBytes = 2 << 30
 
     public init() {}
 }
@@ -37,6 +40,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
     /// The name written into responses when the request names no model.
     public let modelName: String
     public let contextLength: Int
+    /// How many tokens the KV cache budget can hold for one sequence.
+    public let maxCachedTokens: Int
 
     private let file: GGUFFile
     private let pool: ComputePool
@@ -72,6 +77,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
             ?? ChatTemplate.detect(jinja: jinja, architecture: model.architecture, hasToken: { tokenizer.token(for: $0) != nil })
         modelName = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
         contextLength = min(options.contextLength ?? model.shape.contextLength, model.shape.contextLength)
+        let probe = model.makeCache(budgetBytes: options.kvMemoryBytes)
+        maxCachedTokens = probe.blockBudget * KVCache.blockPositions
         capacity = options.maxSequences + max(2, options.maxSequences / 2)
         description = "built-in engine: \(modelName) (\(model.architecture), \(options.threads) threads, \(options.maxSequences) sequences)"
         (events, continuation) = AsyncStream.makeStream(of: EngineEvent.self)
@@ -129,8 +136,10 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
     private func run() {
         var running: [Generation] = []
         var waiting: [EngineRequest] = []
+        /// Generations whose cache was dropped to make room; they resume first.
+        var preempted: [Generation] = []
         var nextSlot = 0
-        let cache = model.makeCache()
+        let cache = model.makeCache(budgetBytes: options.kvMemoryBytes)
         let scheduler = BatchScheduler(tokenBudget: options.tokenBudget)
         let clock = ContinuousClock()
         var lastPublished = clock.now
@@ -142,7 +151,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
                 defer { box.submitted.removeAll(); box.cancelled.removeAll() }
                 return (box.submitted, box.cancelled, box.stopping)
             }
-            while messages.0.isEmpty && messages.1.isEmpty && !messages.2 && running.isEmpty && waiting.isEmpty {
+            while messages.0.isEmpty && messages.1.isEmpty && !messages.2 && running.isEmpty && waiting.isEmpty && preempted.isEmpty {
                 wakeup.wait()
                 messages = mailbox.withLock { box in
                     defer { box.submitted.removeAll(); box.cancelled.removeAll() }
@@ -154,7 +163,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
             waiting.append(contentsOf: submitted)
 
             if stopping {
-                for generation in running { stop(generation, cache: cache) }
+                for generation in running + preempted { stop(generation, cache: cache) }
                 for request in waiting { continuation.yield(.stopped(requestID: request.id, checkpoint: request.resumeFrom)) }
                 continuation.finish()
                 return
@@ -162,20 +171,29 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
             if !cancelled.isEmpty {
                 for generation in running where cancelled.contains(generation.request.id) { stop(generation, cache: cache) }
                 running.removeAll { cancelled.contains($0.request.id) }
+                for generation in preempted where cancelled.contains(generation.request.id) { stop(generation, cache: cache) }
+                preempted.removeAll { cancelled.contains($0.request.id) }
                 for request in waiting where cancelled.contains(request.id) {
                     continuation.yield(.stopped(requestID: request.id, checkpoint: request.resumeFrom))
                 }
                 waiting.removeAll { cancelled.contains($0.id) }
             }
-            while running.count < options.maxSequences, !waiting.isEmpty {
+            // Admit while there are free slots and the cache can hold the newcomer's whole prompt.
+            while running.count < options.maxSequences, let generation = preempted.first {
+                guard running.isEmpty || cache.freeBlocks >= KVCache.blocks(for: generation.totalCount) else { break }
+                running.append(preempted.removeFirst())
+            }
+            while running.count < options.maxSequences, preempted.isEmpty, !waiting.isEmpty {
                 let request = waiting.removeFirst()
                 switch prepare(request, slot: nextSlot) {
                 case let .success(generation):
                     nextSlot += 1
                     if let reason = finishReason(generation) {
                         finish(generation, reason: reason, cache: cache)
-                    } else {
+                    } else if running.isEmpty || cache.freeBlocks >= KVCache.blocks(for: generation.totalCount) {
                         running.append(generation)
+                    } else {
+                        preempted.append(generation)
                     }
                 case let .failure(error):
                     continuation.yield(.finished(requestID: request.id, outcome: .response(
@@ -184,6 +202,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
             }
             if running.isEmpty { continue }
 
+            makeRoom(&running, preempted: &preempted, scheduler: scheduler, cache: cache)
+            if running.isEmpty { continue }
             step(running, scheduler: scheduler, cache: cache)
             running.removeAll { generation in
                 guard let reason = generation.finishReason else { return false }
@@ -197,11 +217,33 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         }
     }
 
+    /// Preempts the newest generations until the next step's cache growth fits the budget.
+    /// A preempted generation keeps its tokens; it is recomputed (prefill of prompt and
+    /// generated tokens) when it is admitted again, with identical results, since the
+    /// kernels are batch- and prefill-invariant. A lone generation that cannot fit
+    /// ends with finish reason "length".
+    private func makeRoom(_ running: inout [Generation], preempted: inout [Generation], scheduler: BatchScheduler, cache: KVCache) {
+        while !running.isEmpty {
+            let plan = scheduler.plan(running)
+            let growth = plan.contributions.map { (slot: $0.generation.slot, positions: $0.generation.cachedCount + $0.count) }
+            if cache.additionalBlocks(growth) <= cache.freeBlocks { return }
+            let victim = running.removeLast()
+            cache.release(slot: victim.slot)
+            if running.isEmpty {
+                finish(victim, reason: "length", cache: cache)
+            } else {
+                victim.cachedCount = 0
+                preempted.insert(victim, at: 0)
+            }
+        }
+    }
+
     /// Runs one forward step over the planned batch and samples every sequence that reached its end.
     private func step(_ running: [Generation], scheduler: BatchScheduler, cache: KVCache) {
         let plan = scheduler.plan(running)
         for (generation, count) in plan.contributions {
-            cache.reserve(slot: generation.slot, positions: generation.cachedCount + count)
+            let reserved = cache.reserve(slot: generation.slot, positions: generation.cachedCount + count)
+            precondition(reserved, "makeRoom guarantees the step fits the KV budget")
         }
         let vocabulary = model.shape.vocabularySize
         let logits = UnsafeMutablePointer<Float>.allocate(capacity: max(1, plan.logitRows.count * vocabulary))
@@ -280,9 +322,14 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         do throws(RequestError) {
             let parameters = try GenerationRequest(endpoint: request.endpoint, body: request.body)
             let promptTokens = try tokenize(parameters.prompt)
+            let promptParameter = request.endpoint == .chatCompletions ? "messages" : "prompt"
             guard promptTokens.count < contextLength else {
                 throw RequestError("the prompt is \(promptTokens.count) tokens, but the model's context is \(contextLength) tokens",
-                                   parameter: request.endpoint == .chatCompletions ? "messages" : "prompt")
+                                   parameter: promptParameter)
+            }
+            guard promptTokens.count < maxCachedTokens else {
+                throw RequestError("the prompt is \(promptTokens.count) tokens, but the KV cache budget (--kv-memory) holds \(maxCachedTokens) tokens",
+                                   parameter: promptParameter)
             }
             var resumed = request.resumeFrom.flatMap(CheckpointState.init)
             if let state = resumed, promptTokens.count + state.tokens.count > contextLength {

@@ -44,10 +44,10 @@ public func causalAttention(queries: UnsafePointer<Float>, placements: [TokenPla
                             cache: KVCache, layer: Int, output: UnsafeMutablePointer<Float>, pool: ComputePool) {
     let d = shape.headSize
     let groupSize = shape.heads / shape.kvHeads
-    let kvWidth = shape.kvHeads * d
     let queryWidth = shape.heads * d
     let items = placements.count * shape.heads
     let longest = placements.map(\.position).max().map { $0 + 1 } ?? 0
+    let views = placements.map { cache.view(slot: $0.slot) }
     pool.parallelFor(items) { item in
         let t = item / shape.heads
         let h = item % shape.heads
@@ -56,14 +56,13 @@ public func causalAttention(queries: UnsafePointer<Float>, placements: [TokenPla
         let first = shape.window.map { max(0, placement.position - $0 + 1) } ?? 0
         let last = placement.position
         let q = queries + t * queryWidth + h * d
-        let keys = UnsafePointer(cache.keys(layer: layer, slot: placement.slot)) + kvHead * d
-        let values = UnsafePointer(cache.values(layer: layer, slot: placement.slot)) + kvHead * d
+        let view = views[t]
         let out = output + t * queryWidth + h * d
         withUnsafeTemporaryAllocation(of: Float.self, capacity: min(longest, last - first + 1)) { buffer in
             let scores = buffer.baseAddress!
             var maximum = -Float.infinity
             for p in first...last {
-                let s = dot(q, keys + p * kvWidth, count: d) * shape.scale
+                let s = dot(q, view.key(layer: layer, position: p) + kvHead * d, count: d) * shape.scale
                 scores[p - first] = s
                 maximum = max(maximum, s)
             }
@@ -77,7 +76,7 @@ public func causalAttention(queries: UnsafePointer<Float>, placements: [TokenPla
             out.initialize(repeating: 0, count: d)
             for p in first...last {
                 let weight = scores[p - first] * inverse
-                let v = values + p * kvWidth
+                let v = UnsafePointer(view.value(layer: layer, position: p) + kvHead * d)
                 var k = 0
                 while k + 16 <= d {
                     var acc = UnsafeRawPointer(out + k).loadUnaligned(as: SIMD16<Float>.self)

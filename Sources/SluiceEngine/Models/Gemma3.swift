@@ -142,8 +142,9 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
                 layer.rotary.apply(k.pointer + t * kvWidth, heads: kvHeads, position: placements[t].position)
                 scaleInPlace(q.pointer + t * queryWidth, by: queryScale, count: queryWidth)
                 let slot = placements[t].slot, position = placements[t].position
-                (cache.keys(layer: index, slot: slot) + position * kvWidth).update(from: k.pointer + t * kvWidth, count: kvWidth)
-                (cache.values(layer: index, slot: slot) + position * kvWidth).update(from: v.pointer + t * kvWidth, count: kvWidth)
+                let view = cache.view(slot: slot)
+                view.key(layer: index, position: position).update(from: k.pointer + t * kvWidth, count: kvWidth)
+                view.value(layer: index, position: position).update(from: v.pointer + t * kvWidth, count: kvWidth)
             }
             let attention = AttentionShape(heads: heads, kvHeads: kvHeads, headSize: headSize, scale: 1, window: layer.window)
             causalAttention(queries: q.pointer, placements: placements, shape: attention, cache: cache, layer: index,

@@ -27,9 +27,9 @@ public protocol LanguageModel: AnyObject, Sendable {
 }
 
 extension LanguageModel {
-    /// A cache sized for this model's layers.
-    public func makeCache() -> KVCache {
-        KVCache(layerCount: shape.layerCount, width: shape.kvWidth)
+    /// A cache sized for this model's layers, holding at most `budgetBytes` (nil: unlimited).
+    public func makeCache(budgetBytes: Int? = nil) -> KVCache {
+        KVCache(layerCount: shape.layerCount, width: shape.kvWidth, budgetBytes: budgetBytes)
     }
 }
 

@@ -139,8 +139,9 @@ public final class Llama: LanguageModel, @unchecked Sendable {
                 let slot = placements[t].slot, position = placements[t].position
                 rotary.apply(q.pointer + t * queryWidth, heads: heads, position: position)
                 rotary.apply(k.pointer + t * kvWidth, heads: kvHeads, position: position)
-                (cache.keys(layer: index, slot: slot) + position * kvWidth).update(from: k.pointer + t * kvWidth, count: kvWidth)
-                (cache.values(layer: index, slot: slot) + position * kvWidth).update(from: v.pointer + t * kvWidth, count: kvWidth)
+                let view = cache.view(slot: slot)
+                view.key(layer: index, position: position).update(from: k.pointer + t * kvWidth, count: kvWidth)
+                view.value(layer: index, position: position).update(from: v.pointer + t * kvWidth, count: kvWidth)
             }
             causalAttention(queries: q.pointer, placements: placements, shape: attention, cache: cache, layer: index,
                             output: attended.pointer, pool: pool)
