@@ -141,11 +141,8 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
                 layer.rotary.apply(q.pointer + t * queryWidth, heads: heads, position: placements[t].position)
                 layer.rotary.apply(k.pointer + t * kvWidth, heads: kvHeads, position: placements[t].position)
                 scaleInPlace(q.pointer + t * queryWidth, by: queryScale, count: queryWidth)
-                let slot = placements[t].slot, position = placements[t].position
-                let view = cache.view(slot: slot)
-                view.key(layer: index, position: position).update(from: k.pointer + t * kvWidth, count: kvWidth)
-                view.value(layer: index, position: position).update(from: v.pointer + t * kvWidth, count: kvWidth)
             }
+            storeKeysAndValues(k.pointer, v.pointer, width: kvWidth, placements: placements, layer: index, cache: cache)
             let attention = AttentionShape(heads: heads, kvHeads: kvHeads, headSize: headSize, scale: 1, window: layer.window)
             causalAttention(queries: q.pointer, placements: placements, shape: attention, cache: cache, layer: index,
                             output: attended.pointer, pool: pool)
@@ -163,12 +160,7 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
             addInPlace(x.pointer, projected.pointer, count: n * width)
         }
 
-        // Only the rows that sample a token need the (large) output projection.
-        let selected = Activations(logitRows.count * width)
-        for (i, row) in logitRows.enumerated() {
-            (selected.pointer + i * width).update(from: x.pointer + row * width, count: width)
-        }
-        rmsNorm(selected.pointer, rows: logitRows.count, width: width, weight: outputNorm, epsilon: epsilon, into: selected.pointer)
-        matmul(selected.pointer, tokens: logitRows.count, output, into: logits, pool: pool)
+        projectLogits(x.pointer, width: width, logitRows: logitRows, norm: outputNorm, epsilon: epsilon,
+                      output: output, into: logits, pool: pool)
     }
 }

@@ -51,6 +51,28 @@ public struct ModelLoadError: Error, CustomStringConvertible, Sendable {
     public init(_ description: String) { self.description = description }
 }
 
+/// Copies each token's new keys and values (`width` floats per token) into the cache at its placement.
+func storeKeysAndValues(_ keys: UnsafePointer<Float>, _ values: UnsafePointer<Float>, width: Int,
+                        placements: [TokenPlacement], layer: Int, cache: KVCache) {
+    for (t, placement) in placements.enumerated() {
+        let view = cache.view(slot: placement.slot)
+        view.key(layer: layer, position: placement.position).update(from: keys + t * width, count: width)
+        view.value(layer: layer, position: placement.position).update(from: values + t * width, count: width)
+    }
+}
+
+/// The final norm and output projection, for the batch rows that sample a token only:
+/// the projection is the largest matrix of a small model, so prompt rows skip it.
+func projectLogits(_ x: UnsafePointer<Float>, width: Int, logitRows: [Int], norm: [Float], epsilon: Float,
+                   output: WeightMatrix, into logits: UnsafeMutablePointer<Float>, pool: ComputePool) {
+    let selected = Activations(logitRows.count * width)
+    for (i, row) in logitRows.enumerated() {
+        (selected.pointer + i * width).update(from: x + row * width, count: width)
+    }
+    rmsNorm(selected.pointer, rows: logitRows.count, width: width, weight: norm, epsilon: epsilon, into: selected.pointer)
+    matmul(selected.pointer, tokens: logitRows.count, output, into: logits, pool: pool)
+}
+
 /// A scratch matrix of floats that frees itself.
 final class Activations {
     let pointer: UnsafeMutablePointer<Float>

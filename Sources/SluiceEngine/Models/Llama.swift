@@ -136,13 +136,10 @@ public final class Llama: LanguageModel, @unchecked Sendable {
             if let bias = layer.keyBias { addBias(k.pointer, rows: n, width: kvWidth, bias: bias) }
             if let bias = layer.valueBias { addBias(v.pointer, rows: n, width: kvWidth, bias: bias) }
             for t in 0..<n {
-                let slot = placements[t].slot, position = placements[t].position
-                rotary.apply(q.pointer + t * queryWidth, heads: heads, position: position)
-                rotary.apply(k.pointer + t * kvWidth, heads: kvHeads, position: position)
-                let view = cache.view(slot: slot)
-                view.key(layer: index, position: position).update(from: k.pointer + t * kvWidth, count: kvWidth)
-                view.value(layer: index, position: position).update(from: v.pointer + t * kvWidth, count: kvWidth)
+                rotary.apply(q.pointer + t * queryWidth, heads: heads, position: placements[t].position)
+                rotary.apply(k.pointer + t * kvWidth, heads: kvHeads, position: placements[t].position)
             }
+            storeKeysAndValues(k.pointer, v.pointer, width: kvWidth, placements: placements, layer: index, cache: cache)
             causalAttention(queries: q.pointer, placements: placements, shape: attention, cache: cache, layer: index,
                             output: attended.pointer, pool: pool)
             matmul(attended.pointer, tokens: n, layer.attentionOutput, into: projected.pointer, pool: pool)
@@ -157,11 +154,7 @@ public final class Llama: LanguageModel, @unchecked Sendable {
             addInPlace(x.pointer, projected.pointer, count: n * width)
         }
 
-        let selected = Activations(logitRows.count * width)
-        for (i, row) in logitRows.enumerated() {
-            (selected.pointer + i * width).update(from: x.pointer + row * width, count: width)
-        }
-        rmsNorm(selected.pointer, rows: logitRows.count, width: width, weight: outputNorm, epsilon: epsilon, into: selected.pointer)
-        matmul(selected.pointer, tokens: logitRows.count, output, into: logits, pool: pool)
+        projectLogits(x.pointer, width: width, logitRows: logitRows, norm: outputNorm, epsilon: epsilon,
+                      output: output, into: logits, pool: pool)
     }
 }
