@@ -31,9 +31,12 @@ final class Generation {
         self.slot = slot
         self.promptTokens = promptTokens
         self.maxTokens = maxTokens
-        // Without a seed, the stream is keyed by the request itself: the same request
-        // always samples the same way, which keeps resumed and cached results exact.
-        randomKey = CounterRandom.key(for: request.customID + "\u{0}" + request.body.serialized)
+        // A seeded request's draws depend only on its body, so identical requests give identical
+        // outputs (and a cached result is exactly what a fresh computation would give). Without
+        // a seed, the custom id joins the key: different requests sample differently, and each
+        // one still samples the same way every time, which keeps resumed results exact.
+        let body = request.endpoint.rawValue + "\u{0}" + request.body.serialized
+        randomKey = CounterRandom.key(for: parameters.hasSeed ? body : request.customID + "\u{0}" + body)
         if let resumed {
             generated = resumed.tokens
             logprobs = resumed.logprobs
