@@ -192,6 +192,29 @@ import Testing
         try expectExportMatches(output, customIDs: (1...100).map { "req-\($0)" }, answers: answers)
     }
 
+    @Test func aSecondSigintExitsAtOnceAndHandsLeasesBack() async throws {
+        let scratch = try Scratch(), children = Children()
+        defer { children.killAll(); scratch.remove() }
+        let server = try await FakeServer(["--stall"], scratch: scratch, children: children)
+        let input = scratch.path("batch.jsonl"), db = scratch.path("sluice.db")
+        try writeBatchFile(input, count: 20)
+        _ = try await sluice(["enqueue", input, "--db", db], in: scratch, children: children)
+        let worker = try children.spawn(try sluiceBinary(), ["work", "--db", db, "--engine", "openai", "--base-url", server.baseURL,
+                                                             "--concurrency", "8", "--lease", "60", "--grace", "60"],
+                                        stdout: scratch.path("w.out"), stderr: scratch.path("w.err"))
+        try await waitUntil("8 requests in flight") { try server.stats()["in_flight"]?.intValue == 8 }
+        kill(worker.processIdentifier, SIGINT)
+        try await waitUntil("the worker logs that it is draining") {
+            ((try? String(contentsOfFile: scratch.path("w.err"), encoding: .utf8)) ?? "").contains("draining")
+        }
+        kill(worker.processIdentifier, SIGINT)
+        let status = try await waitForExit(worker, seconds: 10)
+        #expect(status == 130)
+        // The leases went back at once: a new worker need not wait 60 s for them to expire.
+        let counts = try await jobCounts("1", db: db, scratch: scratch, children: children)
+        #expect(counts["leased"]?.intValue == 0 && counts["queued"]?.intValue == 20 && counts["failed"]?.intValue == 0)
+    }
+
     @Test func maxRuntimeExitsFourWithWorkLeft() async throws {
         let scratch = try Scratch(), children = Children()
         defer { children.killAll(); scratch.remove() }
