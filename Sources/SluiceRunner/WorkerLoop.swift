@@ -47,6 +47,7 @@ final class WorkerLoop {
     private var lastCheckpointPull: ContinuousClock.Instant
     private var nextClaimAt: ContinuousClock.Instant
     private var lastClaimCameBackShort = false
+    private var emptyClaims = 0
     private var nextUnfinishedCheck: ContinuousClock.Instant
     private var waitingLogged = false
     private var commitFailingSince: ContinuousClock.Instant?
@@ -331,7 +332,12 @@ final class WorkerLoop {
         statistics.claims += 1
         statistics.claimed += claimed.count
         lastClaimCameBackShort = claimed.count < limit
-        if lastClaimCameBackShort { nextClaimAt = now + .seconds(configuration.idlePollInterval) }
+        // An empty queue is polled less and less often (each claim is a write transaction), up to a second.
+        emptyClaims = claimed.isEmpty ? emptyClaims + 1 : 0
+        if lastClaimCameBackShort {
+            let backoff = configuration.idlePollInterval * Double(1 << min(emptyClaims, 6))
+            nextClaimAt = now + .seconds(min(max(1, configuration.idlePollInterval), backoff))
+        }
         if !claimed.isEmpty { waitingLogged = false }
         for claim in claimed {
             if flights[claim.id] != nil {

@@ -108,9 +108,9 @@ import Testing
     @Test func twentySigkillsThenOneMoreWorkerGiveTheUninterruptedExport() async throws {
         let scratch = try Scratch(), children = Children()
         defer { children.killAll(); scratch.remove() }
-        let server = try await FakeServer(["--delay", "0.01"], scratch: scratch, children: children)
+        let server = try await FakeServer(["--delay", "0.02"], scratch: scratch, children: children)
         let input = scratch.path("batch.jsonl"), db = scratch.path("killed.db"), referenceDB = scratch.path("reference.db")
-        let count = 600
+        let count = 1500
         try writeBatchFile(input, count: count)
         for database in [db, referenceDB] {
             let enqueue = try await sluice(["enqueue", input, "--db", database], in: scratch, children: children)
@@ -121,8 +121,9 @@ import Testing
         var random = SeededRandom(state: 20_261_127)
         for round in 0..<20 {
             let before = try server.stats()["received"]?.intValue ?? 0
-            // Kill after a random number of requests reached the server (0: right after start).
-            let target = Int.random(in: 0...20, using: &random)
+            // Kill after a random number of requests reached the server: 0 is right after start,
+            // 120 is well past the first commits (one every ~150 ms).
+            let target = Int.random(in: 0...120, using: &random)
             let worker = try children.spawn(binary, workArguments + ["--db", db],
                                             stdout: scratch.path("k\(round).out"), stderr: scratch.path("k\(round).err"))
             try await waitUntil("round \(round): \(target) requests sent", seconds: 30) {
@@ -131,6 +132,9 @@ import Testing
             kill(worker.processIdentifier, SIGKILL)
             worker.waitUntilExit()
         }
+        // The kills landed mid-job: some results were committed, some work was left.
+        let midway = try await jobCounts("1", db: db, scratch: scratch, children: children)
+        #expect((midway["done"]?.intValue ?? 0) > 0 && (midway["done"]?.intValue ?? count) < count, "counts after the kills: \(midway.serialized)")
         let last = try await sluice(workArguments + ["--db", db], in: scratch, children: children, seconds: 120)
         #expect(last.status == 0, "\(last.stderr)")
 
@@ -159,7 +163,8 @@ import Testing
         let enqueue = try await sluice(["enqueue", input, "--db", db], in: scratch, children: children)
         #expect(enqueue.status == 0, "\(enqueue.stderr)")
 
-        let grace = 3.0
+        // The worker plans to be out by grace - grace/8; the rest is slack for a loaded machine.
+        let grace = 8.0
         let worker = try children.spawn(try sluiceBinary(), ["work", "--db", db, "--engine", "openai", "--base-url", server.baseURL,
                                                              "--concurrency", "64", "--lease", "30", "--grace", "\(grace)"],
                                         stdout: scratch.path("w.out"), stderr: scratch.path("w.err"))
@@ -186,6 +191,29 @@ import Testing
         #expect(export.status == 0, "\(export.stderr)")
         let answers = try await expectedAnswers(for: input, scratch: scratch, children: children)
         try expectExportMatches(output, customIDs: (1...100).map { "req-\($0)" }, answers: answers)
+    }
+
+    @Test func aSecondSigintExitsAtOnceAndHandsLeasesBack() async throws {
+        let scratch = try Scratch(), children = Children()
+        defer { children.killAll(); scratch.remove() }
+        let server = try await FakeServer(["--stall"], scratch: scratch, children: children)
+        let input = scratch.path("batch.jsonl"), db = scratch.path("sluice.db")
+        try writeBatchFile(input, count: 20)
+        _ = try await sluice(["enqueue", input, "--db", db], in: scratch, children: children)
+        let worker = try children.spawn(try sluiceBinary(), ["work", "--db", db, "--engine", "openai", "--base-url", server.baseURL,
+                                                             "--concurrency", "8", "--lease", "60", "--grace", "60"],
+                                        stdout: scratch.path("w.out"), stderr: scratch.path("w.err"))
+        try await waitUntil("8 requests in flight") { try server.stats()["in_flight"]?.intValue == 8 }
+        kill(worker.processIdentifier, SIGINT)
+        try await waitUntil("the worker logs that it is draining") {
+            ((try? String(contentsOfFile: scratch.path("w.err"), encoding: .utf8)) ?? "").contains("draining")
+        }
+        kill(worker.processIdentifier, SIGINT)
+        let status = try await waitForExit(worker, seconds: 10)
+        #expect(status == 130)
+        // The leases went back at once: a new worker need not wait 60 s for them to expire.
+        let counts = try await jobCounts("1", db: db, scratch: scratch, children: children)
+        #expect(counts["leased"]?.intValue == 0 && counts["queued"]?.intValue == 20 && counts["failed"]?.intValue == 0)
     }
 
     @Test func maxRuntimeExitsFourWithWorkLeft() async throws {
