@@ -162,7 +162,8 @@ final class LogLines: Sendable {
     @Test func aResultForALostLeaseIsDroppedNotWritten() async throws {
         let store = MemoryStore(requests: 3)
         let engine = ScriptedEngine(capacity: 4) { request in
-            .respond(after: request.id == 2 ? 0.3 : 0.001, okOutcome(request.id))
+            // Long enough that the steal below always lands before the result, even on a starved machine.
+            .respond(after: request.id == 2 ? 2.0 : 0.001, okOutcome(request.id))
         }
         let worker = Worker(store: store, engine: engine, configuration: fastConfiguration(), log: .silent)
         let run = Task { try await worker.run() }
@@ -229,8 +230,9 @@ final class LogLines: Sendable {
         let took = ContinuousClock.now - drainStarted
 
         #expect(exit == .drained(.signal("SIGTERM"), workRemains: true))
-        // The worker aims to be done by the grace period; the extra second only absorbs a starved test machine.
-        #expect(took < .seconds(1.5 + 1), "drain took \(took)")
+        // The worker aims to be done by the grace period (the end-to-end test holds the real process to
+        // --grace); the slack here only absorbs a starved test machine, where a step can wait a second.
+        #expect(took < .seconds(1.5 + 3), "drain took \(took)")
         #expect(took >= .seconds(1.5 - configuration.drainMargin - 0.05), "requests were not given time to finish: \(took)")
         let rows = store.rows
         #expect(rows.allSatisfy { $0.state == .queued && $0.failedAttempts == 0 && $0.owner == nil })
