@@ -143,6 +143,25 @@ import Testing
         }
     }
 
+    @Test func sigtermStopsARunThatTheNextRunFinishes() async throws {
+        let scratch = try Scratch(), children = Children()
+        defer { children.killAll(); scratch.remove() }
+        let server = try await FakeServer(["--delay", "0.1"], scratch: scratch, children: children)
+        let spec = try writeSpec(scratch, server: server, extra: "grace = \"5s\"")
+        try writeBatchFile(scratch.path("inbox/a.jsonl"), count: 80, prefix: "a")
+        let run = try children.spawn(try sluiceBinary(), ["run", spec], stdout: scratch.path("run.out"), stderr: scratch.path("run.err"))
+        try await waitUntil("the run sends requests") { server.loggedRequests().count >= 4 }
+        kill(run.processIdentifier, SIGTERM)
+        #expect(try await waitForExit(run, seconds: 10) == 4)
+        #expect(outputs(scratch).isEmpty)
+        let next = try await sluice(["run", spec], in: scratch, children: children)
+        #expect(next.status == 0, "\(next.stderr)")
+        #expect(next.stderr.contains("0 new input file(s) enqueued, 1 known") && next.stderr.contains("1 export(s) written"))
+        #expect(try readJSONLines(scratch.path("out/a.results.jsonl")).count == 80)
+        let perKey = Dictionary(grouping: server.loggedRequests(), by: { $0["key"]?.stringValue ?? "" })
+        #expect(perKey.count == 80)
+    }
+
     @Test func badSpecsAreUsageErrorsNamingFieldAndLine() async throws {
         let scratch = try Scratch(), children = Children()
         defer { children.killAll(); scratch.remove() }
