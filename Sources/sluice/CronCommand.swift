@@ -104,7 +104,13 @@ enum UserCrontab {
         throw CLIError(description: "crontab -l failed (status \(result.status)): \(result.error)")
     }
 
+    /// Installs `text` as the crontab; an empty text removes the crontab.
     static func write(_ text: String) throws {
+        if text.isEmpty {
+            let result = try runCrontab(["-r"], input: nil)
+            if result.status == 0 || result.error.contains("no crontab") { return }
+            throw CLIError(description: "crontab -r failed (status \(result.status)): \(result.error)")
+        }
         let result = try runCrontab(["-"], input: text)
         guard result.status == 0 else {
             throw CLIError(description: "crontab - failed (status \(result.status)): \(result.error)")
