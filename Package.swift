@@ -28,6 +28,7 @@ let package = Package(
         .target(name: "SluiceQueue", dependencies: ["CSQLite", "SluiceCore"]),
         .target(name: "SluiceEngine", dependencies: ["SluiceCore"], swiftSettings: fastMath),
         .target(name: "SluiceRemote", dependencies: ["SluiceCore"]),
+        .target(name: "SluiceSchedule", dependencies: ["SluiceCore", "SluiceQueue"]),
         .target(
             name: "SluiceRunner",
             dependencies: ["SluiceCore", "SluiceQueue", "SluiceEngine", "SluiceRemote"]
@@ -36,6 +37,7 @@ let package = Package(
             name: "sluice",
             dependencies: [
                 "SluiceRunner",
+                "SluiceSchedule",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -57,6 +59,7 @@ let package = Package(
         ),
         .testTarget(name: "SluiceRemoteTests", dependencies: ["SluiceRemote"]),
         .testTarget(name: "SluiceRunnerTests", dependencies: ["SluiceRunner"]),
+        .testTarget(name: "SluiceScheduleTests", dependencies: ["SluiceSchedule"], resources: [.copy("Fixtures")]),
         .testTarget(name: "EndToEndTests", dependencies: ["SluiceCore"]),
     ]
 )

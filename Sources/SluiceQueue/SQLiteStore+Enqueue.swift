@@ -18,11 +18,15 @@ extension SQLiteStore {
     /// The job is loaded in state `loading`, which claims ignore, and becomes `active` in the
     /// last transaction: a crash part-way leaves nothing visible, and the leftovers are deleted
     /// the next time a store opens the database.
+    ///
+    /// `bodyDefaults` (an object) is merged under each good line's body: a top-level key the
+    /// body lacks is added with the default's value; the body's own keys always win.
     /// - Throws: `QueueError.emptyInput`, `.duplicateInput` (same content enqueued before,
     ///   unless `allowDuplicate`), `.duplicateJobName`, `.invalidJobName`, `.cannotReadInput`, database errors.
     public func enqueue(file path: String, name: String? = nil, priority: Int = 0, strict: Bool = false,
                         allowDuplicate: Bool = false,
-                        maxLineBytes: Int = SQLiteStore.defaultMaxLineBytes) throws -> EnqueueReport {
+                        maxLineBytes: Int = SQLiteStore.defaultMaxLineBytes,
+                        bodyDefaults: JSON? = nil) throws -> EnqueueReport {
         let startTime = DispatchTime.now().uptimeNanoseconds
         if let name { try Self.checkJobName(name) }
         guard maxLineBytes > 0, maxLineBytes < Int(Int32.max) else {
@@ -43,7 +47,7 @@ extension SQLiteStore {
         var load = LoadState()
         do {
             try withConnection { db in
-                try loadLines(db, reader: reader, job: job, strict: strict, into: &load) {
+                try loadLines(db, reader: reader, job: job, strict: strict, bodyDefaults: bodyDefaults, into: &load) {
                     // Between transactions: give up early on a duplicate once the hash is known.
                     if !allowDuplicate, let digest = hasher?.finishedDigest,
                        let earlier = try earlierJob(db, sha256: digest.hex, excluding: job) {
@@ -129,7 +133,7 @@ extension SQLiteStore {
     }
 
     /// Reads every line into the loading job, in transactions of `enqueueRowsPerTransaction` rows.
-    private func loadLines(_ db: SQLiteConnection, reader: LineReader, job: JobID, strict: Bool,
+    private func loadLines(_ db: SQLiteConnection, reader: LineReader, job: JobID, strict: Bool, bodyDefaults: JSON?,
                            into load: inout LoadState, betweenTransactions: () throws -> Void) throws {
         let insertGood = try db.prepare("""
             INSERT INTO requests (id, job_id, line, state, endpoint, custom_id, body)
@@ -206,7 +210,11 @@ extension SQLiteStore {
                     } else {
                         insertGood.bindTextNoCopy(5, valid.customID)
                     }
-                    insertGood.bindTextNoCopy(6, valid.body)
+                    if let defaults = bodyDefaults?.objectValue, !defaults.isEmpty {
+                        insertGood.bind(6, try Self.mergeDefaults(defaults, under: valid.body, line: number))
+                    } else {
+                        insertGood.bindTextNoCopy(6, valid.body)
+                    }
                     let rc = insertGood.stepCode()
                     sqlite3_reset(insertGood.pointer)
                     if rc == SQLITE_DONE {
@@ -240,6 +248,22 @@ extension SQLiteStore {
             try db.execute("COMMIT", operation: "enqueue requests")
             inTransaction = false
         }
+    }
+
+    /// The body with every default key it lacks appended (the body's own keys and their order kept).
+    static func mergeDefaults(_ defaults: [(key: String, value: JSON)], under body: UnsafeBufferPointer<UInt8>,
+                              line: Int) throws -> String {
+        let parsed: JSON
+        do {
+            parsed = try JSON.parse(body)
+        } catch {
+            throw QueueError.invalidArgument("line \(line): the body could not be read to merge defaults: \(error)")
+        }
+        guard case var .object(pairs) = parsed else { return parsed.serialized }
+        for (key, value) in defaults where !pairs.contains(where: { $0.key == key }) {
+            pairs.append((key: key, value: value))
+        }
+        return JSON.object(pairs).serialized
     }
 
     private func checkLineNumber(_ number: Int) throws {

@@ -17,9 +17,16 @@ struct StatusCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON instead of text.")
     var json = false
 
+    @Flag(help: "Show it again every --interval seconds until the jobs are finished (or SIGINT/SIGTERM).")
+    var watch = false
+
+    @Option(help: ArgumentHelp("Seconds between updates with --watch.", valueName: "seconds"))
+    var interval: Double = 2
+
     func run() async throws {
         let store = try global.openExistingStore()
         let jobID = try job.map { try store.job(named: $0) }
+        if watch { return try await watchStatus(store: store, job: jobID) }
         let statuses = try store.status(job: jobID)
         let now = Date().timeIntervalSince1970
         if json {

@@ -1,0 +1,95 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The files a spec keeps beside its database, in `DATABASE-runs/SPEC/`:
+/// `run.lock` (held by a run for its whole life with `on_overlap = "exit"`), `enqueue.lock` and
+/// `export.lock` (held briefly, so that joined runs never enqueue or export the same thing twice),
+/// and `ledger.tsv`, an append-only record of exports and retention deletions.
+public struct RunState: Sendable {
+    public let folder: String
+
+    public init(databasePath: String, specName: String) throws {
+        folder = databasePath + "-runs/" + specName
+        do {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        } catch {
+            throw RunError.state("cannot create the run-state folder \(folder): \(error.localizedDescription)")
+        }
+    }
+
+    /// An exclusive `flock` on `folder/name`; nil when `wait` is false and another process holds it.
+    public func lock(_ name: String, wait: Bool) throws -> FileLock? {
+        try FileLock.acquire(path: folder + "/" + name, wait: wait)
+    }
+
+    /// One ledger record.
+    public enum Entry: Sendable, Equatable {
+        /// `job` was exported when its finish time was `finishedAt`.
+        case exported(job: Int64, finishedAt: Double, sha256: String)
+        /// `job` (input `sha256`) was deleted by retention: the input must not be enqueued again.
+        case deleted(job: Int64, sha256: String)
+    }
+
+    var ledgerPath: String { folder + "/ledger.tsv" }
+
+    public func readLedger() throws -> [Entry] {
+        guard let data = FileManager.default.contents(atPath: ledgerPath) else { return [] }
+        var entries: [Entry] = []
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
+            let f = line.split(separator: "\t").map(String.init)
+            if f.count == 4, f[0] == "exported", let job = Int64(f[1]), let at = Double(f[2]) {
+                entries.append(.exported(job: job, finishedAt: at, sha256: f[3]))
+            } else if f.count == 3, f[0] == "deleted", let job = Int64(f[1]) {
+                entries.append(.deleted(job: job, sha256: f[2]))
+            }
+            // Anything else is a torn last line from a crash: ignored.
+        }
+        return entries
+    }
+
+    /// Appends a record with one `write` (under the caller's lock).
+    public func append(_ entry: Entry) throws {
+        let line: String
+        switch entry {
+        case let .exported(job, at, sha): line = "exported\t\(job)\t\(at)\t\(sha)\n"
+        case let .deleted(job, sha): line = "deleted\t\(job)\t\(sha)\n"
+        }
+        let fd = open(ledgerPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw RunError.state("cannot write \(ledgerPath): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let bytes = Array(line.utf8)
+        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        guard written == bytes.count, fsync(fd) == 0 else {
+            throw RunError.state("cannot write \(ledgerPath): \(String(cString: strerror(errno)))")
+        }
+    }
+}
+
+/// An exclusive advisory lock (`flock`) on a file, released when this object is freed or the process exits.
+public final class FileLock: Sendable {
+    private let fd: Int32
+    public let path: String
+
+    private init(fd: Int32, path: String) {
+        self.fd = fd
+        self.path = path
+    }
+
+    /// Takes the lock; nil when `wait` is false and another open file holds it.
+    static func acquire(path: String, wait: Bool) throws -> FileLock? {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw RunError.state("cannot open lock file \(path): \(String(cString: strerror(errno)))") }
+        while flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0 {
+            if errno == EINTR { continue }
+            let code = errno
+            close(fd)
+            if code == EWOULDBLOCK { return nil }
+            throw RunError.state("cannot lock \(path): \(String(cString: strerror(code)))")
+        }
+        return FileLock(fd: fd, path: path)
+    }
+
+    deinit { close(fd) }
+}

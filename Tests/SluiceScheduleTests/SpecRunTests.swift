@@ -1,0 +1,201 @@
+import Foundation
+import SluiceCore
+import SluiceQueue
+import Synchronization
+import Testing
+@testable import SluiceSchedule
+
+/// A temporary folder removed at the end of the test.
+private final class Folder {
+    let path: String
+    init() throws {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-schedule-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: path + "/inbox", withIntermediateDirectories: true)
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+
+    func write(_ name: String, _ text: String, modified: Date? = nil) throws {
+        try text.write(toFile: path + "/" + name, atomically: true, encoding: .utf8)
+        if let modified {
+            try FileManager.default.setAttributes([.modificationDate: modified], ofItemAtPath: path + "/" + name)
+        }
+    }
+
+    func files(_ sub: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: path + "/" + sub)) ?? []).filter { !$0.hasPrefix(".") }.sorted()
+    }
+}
+
+private func batch(_ ids: [String], extraBody: String = "") -> String {
+    ids.map { #"{"custom_id":"\#($0)","method":"POST","url":"/v1/completions","body":{"prompt":"p \#($0)"\#(extraBody)}}"# }
+        .joined(separator: "\n") + "\n"
+}
+
+private func spec(_ folder: Folder, extra: String = "", defaults: String = "") throws -> JobSpec {
+    try JobSpec.parse("""
+        name = "t"
+        \(extra)
+        [input]
+        path = "inbox/"
+        settle = "0s"
+        [output]
+        folder = "out"
+        errors = "{stem}.errors.jsonl"
+        \(defaults)
+        """, path: folder.path + "/t.toml")
+}
+
+/// Stands in for `sluice work`: answers every request of the job, echoing its body
+/// (failing ids that start with "fail").
+private final class Seen: Sendable {
+    let bodies = Mutex<[JSON]>([])
+    var all: [JSON] { bodies.withLock { $0 } }
+}
+
+private func answerAll(_ store: SQLiteStore, seen: Seen = Seen()) -> (JobID, Double?) async throws -> Bool {
+    { job, _ in
+        let worker = try store.registerWorker(host: "test", pid: 1, description: "test")
+        while true {
+            let claimed = try store.claim(worker: worker, job: job, limit: 100, leaseSeconds: 60)
+            if claimed.isEmpty { break }
+            var batch = CommitBatch()
+            for request in claimed {
+                seen.bodies.withLock { $0.append(request.body) }
+                let lease = LeaseRef(requestID: request.id, leaseGeneration: request.leaseGeneration)
+                if request.customID.hasPrefix("fail") {
+                    batch.results.append((lease, .failure(code: "boom", message: "failed on purpose", retryable: false)))
+                } else {
+                    batch.results.append((lease, .response(statusCode: 200, body: .object(["echo": request.body]),
+                                                           usage: Usage(promptTokens: 1, completionTokens: 2))))
+                }
+            }
+            try store.commit(batch, worker: worker)
+        }
+        try store.unregisterWorker(worker)
+        return false
+    }
+}
+
+@Test func repeatedRunsEnqueueAndExportEachFileOnce() async throws {
+    let folder = try Folder()
+    try folder.write("inbox/a.jsonl", batch(["a1", "a2"]))
+    try folder.write("inbox/b.jsonl", batch(["b1"], extraBody: #","max_tokens":5"#))
+    try folder.write("inbox/notes.txt", "not an input")
+    try folder.write("inbox/.c.jsonl.part", batch(["c1"]))
+    let store = try SQLiteStore(path: folder.path + "/sluice.db")
+    let seen = Seen()
+    let run = try SpecRun(spec: try spec(folder, defaults: "[defaults]\nmax_tokens = 9\ntemperature = 0"),
+                          store: store, log: { _ in })
+
+    let first = try await run.run(work: answerAll(store, seen: seen))
+    #expect(first.outcome == .done)
+    #expect(first.enqueued.map { ($0 as NSString).lastPathComponent } == ["a.jsonl", "b.jsonl"])
+    #expect(folder.files("out") == ["a.results.jsonl", "b.results.jsonl"])
+    // Defaults merged under each body: the line's own max_tokens wins.
+    let bodies = seen.all.map(\.serialized).sorted()
+    #expect(bodies == [#"{"prompt":"p a1","max_tokens":9,"temperature":0}"#, #"{"prompt":"p a2","max_tokens":9,"temperature":0}"#,
+                       #"{"prompt":"p b1","max_tokens":5,"temperature":0}"#])
+    let exportedA = try String(contentsOfFile: folder.path + "/out/a.results.jsonl", encoding: .utf8)
+    #expect(exportedA.split(separator: "\n").count == 2 && exportedA.contains(#""custom_id":"a1""#))
+
+    // Again, twice: nothing new, nothing re-exported (an export's file is left alone).
+    try "tampered".write(toFile: folder.path + "/out/a.results.jsonl", atomically: true, encoding: .utf8)
+    for _ in 0..<2 {
+        let again = try await run.run(work: answerAll(store, seen: seen))
+        #expect(again.outcome == .done && again.enqueued.isEmpty && again.exported.isEmpty && again.skippedKnown == 2)
+    }
+    #expect(try String(contentsOfFile: folder.path + "/out/a.results.jsonl", encoding: .utf8) == "tampered")
+    #expect(try store.jobs().count == 2)
+    #expect(seen.all.count == 3)
+
+    // The same content under another name is known; a new file is not.
+    try folder.write("inbox/a-copy.jsonl", batch(["a1", "a2"]))
+    try folder.write("inbox/d.jsonl", batch(["d1", "fail-d2"]))
+    let third = try await run.run(work: answerAll(store, seen: seen))
+    #expect(third.enqueued.map { ($0 as NSString).lastPathComponent } == ["d.jsonl"])
+    #expect(third.outcome == .doneWithFailures(1))
+    #expect(third.outcome.exitCode == 5)
+    #expect(folder.files("out") == ["a.results.jsonl", "b.results.jsonl", "d.errors.jsonl", "d.results.jsonl"])
+    let names = try store.jobs().map { $0.name ?? "" }
+    let shaA = try SpecRun.sha256(ofFile: folder.path + "/inbox/a.jsonl")
+    #expect(names.count == 3 && names[0] == "t/a.jsonl/" + shaA.prefix(12))
+    #expect(names[1].hasPrefix("t/b.jsonl/") && names[2].hasPrefix("t/d.jsonl/"))
+
+    // A retried job finishes again at a new time: exported again, once.
+    let d = try #require(try store.jobs().last)
+    try store.retry(job: d.id)
+    let fourth = try await run.run(work: answerAll(store, seen: seen))
+    #expect(fourth.exported.count == 1 && fourth.enqueued.isEmpty)
+}
+
+@Test func settlingFilesWaitForTheNextRun() async throws {
+    let folder = try Folder()
+    try folder.write("inbox/old.jsonl", batch(["o1"]), modified: Date().addingTimeInterval(-120))
+    try folder.write("inbox/new.jsonl", batch(["n1"]))
+    let store = try SQLiteStore(path: folder.path + "/sluice.db")
+    let settled = try JobSpec.parse("name = \"s\"\n[input]\npath = \"inbox/\"\nsettle = \"1m\"\n[output]\nfolder = \"out\"",
+                                    path: folder.path + "/s.toml")
+    let run = try SpecRun(spec: settled, store: store, log: { _ in })
+    let report = try await run.run(work: answerAll(store))
+    #expect(report.enqueued.map { ($0 as NSString).lastPathComponent } == ["old.jsonl"])
+    #expect(report.settling == 1)
+}
+
+@Test func retentionDeletesOldJobsAndNeverReenqueuesThem() async throws {
+    let folder = try Folder()
+    try folder.write("inbox/a.jsonl", batch(["a1"]))
+    let store = try SQLiteStore(path: folder.path + "/sluice.db")
+    let run = try SpecRun(spec: try spec(folder, extra: "retention = \"1h\""), store: store, log: { _ in })
+    let seen = Seen()
+    let first = try await run.run(work: answerAll(store, seen: seen))
+    #expect(first.exported.count == 1 && first.deleted.isEmpty)
+    let later = try await run.run(now: Date().addingTimeInterval(3700), work: answerAll(store, seen: seen))
+    #expect(later.deleted.count == 1)
+    #expect(try store.jobs().isEmpty)
+    #expect(folder.files("out") == ["a.results.jsonl"])
+    let again = try await run.run(now: Date().addingTimeInterval(7200), work: answerAll(store, seen: seen))
+    #expect(again.enqueued.isEmpty && again.skippedKnown == 1 && again.outcome == .done)
+    #expect(seen.all.count == 1)
+}
+
+@Test func overlappingRunWithExitPolicyLeavesAtOnce() async throws {
+    let folder = try Folder()
+    try folder.write("inbox/a.jsonl", batch(["a1"]))
+    let store = try SQLiteStore(path: folder.path + "/sluice.db")
+    let run = try SpecRun(spec: try spec(folder), store: store, log: { _ in })
+    let held = try #require(try run.state.lock("run.lock", wait: false))
+    let report = try await run.run(work: answerAll(store))
+    #expect(report.outcome == .skippedOverlap && report.outcome.exitCode == 6)
+    #expect(try store.jobs().isEmpty)
+    withExtendedLifetime(held) {}
+}
+
+@Test func deadlineLeavesWorkForTheNextRun() async throws {
+    let folder = try Folder()
+    try folder.write("inbox/a.jsonl", batch(["a1"]))
+    try folder.write("inbox/b.jsonl", batch(["b1"]))
+    let store = try SQLiteStore(path: folder.path + "/sluice.db")
+    let run = try SpecRun(spec: try spec(folder, extra: "deadline = \"1s\""), store: store, log: { _ in })
+    // The "worker" uses up the whole deadline on the first job without finishing it.
+    let report = try await run.run { _, seconds in
+        #expect(seconds != nil && seconds! <= 1)
+        try await Task.sleep(for: .seconds(seconds! + 0.05))
+        return true
+    }
+    #expect(report.outcome == .workRemains && report.outcome.exitCode == 4)
+    #expect(report.exported.isEmpty)
+    let next = try await run.run(work: answerAll(store))
+    #expect(next.outcome == .done && next.exported.count == 2)
+}
+
+@Test func enqueueMergesDefaultsUnderTheBody() throws {
+    let folder = try Folder()
+    try folder.write("in.jsonl", batch(["x"], extraBody: #","temperature":1,"stop":null"#) + "not json\n")
+    let store = try SQLiteStore(path: folder.path + "/sluice.db")
+    let report = try store.enqueue(file: folder.path + "/in.jsonl",
+                                   bodyDefaults: .object(["temperature": .int(0), "seed": .int(7), "stop": .string("x")]))
+    #expect(report.accepted == 1 && report.badLineCount == 1)
+    let worker = try store.registerWorker(host: "t", pid: 1, description: "t")
+    let claimed = try store.claim(worker: worker, job: nil, limit: 10, leaseSeconds: 10)
+    #expect(claimed.map(\.body.serialized) == [#"{"prompt":"p x","temperature":1,"stop":null,"seed":7}"#])
+}
