@@ -6,5 +6,5 @@ struct SluiceBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice-bench",
         abstract: "Benchmarks of Sluice's parts (see scripts/bench*).",
-        subcommands: [EngineBench.self])
+        subcommands: [EngineBench.self, MatMulBench.self])
 }
