@@ -30,11 +30,8 @@ public struct WeightMatrix: @unchecked Sendable {
         self.data = data
         self.rowBytes = columns / type.blockSize * type.bytesPerBlock
         if PackedWeights.supports(type) && columns % 32 == 0 && rows > 0 {
-            let packed = PackedWeights(type: type, rows: rows, columns: columns, data: data, rowBytes: rowBytes)
-            self.packed = packed
-            if releasingSource {
-                PackedWeights.releaseMappedPages(data, byteCount: rows * rowBytes)
-            }
+            packed = PackedWeights(type: type, rows: rows, columns: columns, data: data, rowBytes: rowBytes,
+                                   releasingSource: releasingSource)
         } else {
             self.packed = nil
         }
@@ -58,7 +55,7 @@ public struct WeightMatrix: @unchecked Sendable {
 /// decoding every 16 weights in registers once per tile of up to four tokens;
 /// larger batches decode four rows into an L1 buffer once and reuse them for
 /// every token (the decode then costs nothing next to the multiply-adds).
-let fusedTokenLimit = 4
+let fusedTokenLimit = 8
 
 /// Activations one work item of a large batch multiplies, in bytes: a block of
 /// tokens stays in L2 while the item streams its rows of weights past it.

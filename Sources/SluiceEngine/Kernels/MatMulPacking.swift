@@ -47,12 +47,14 @@ final class PackedWeights: @unchecked Sendable {
     }
 
     /// Repacks `rows` rows of `columns` elements of `type` at `data` (`rowBytes` apart).
-    init(type: TensorType, rows: Int, columns: Int, data: UnsafeRawPointer, rowBytes: Int) {
+    /// With `releasingSource`, the source pages (a read-only file mapping) are
+    /// given back as packing goes, so the peak footprint never holds both copies.
+    init(type: TensorType, rows: Int, columns: Int, data: UnsafeRawPointer, rowBytes: Int, releasingSource: Bool) {
         precondition(Self.supports(type) && columns % 32 == 0 && columns % type.blockSize == 0)
         self.rows = rows
         self.columns = columns
         scaleShift = type == .q6_K ? 0 : 1
-        scalesPerRow = columns / 16 >> scaleShift
+        scalesPerRow = (columns / 16) >> scaleShift
         let quads = (rows + 3) / 4
         quants = .allocate(byteCount: max(1, quads * 4 * columns), alignment: 64)
         quants.initializeMemory(as: UInt8.self, repeating: 0, count: max(1, quads * 4 * columns))
@@ -68,7 +70,11 @@ final class PackedWeights: @unchecked Sendable {
         let rowMins = UnsafeMutablePointer<Float>.allocate(capacity: scalesPerRow)
         defer { rowQuants.deallocate(); rowScales.deallocate(); rowMins.deallocate() }
         let groups = columns / 32
+        let rowsPerRelease = max(1, (4 << 20) / max(1, rowBytes))
         for row in 0..<rows {
+            if releasingSource && row > 0 && row % rowsPerRelease == 0 {
+                Self.releaseMappedPages(data + (row - rowsPerRelease) * rowBytes, byteCount: rowsPerRelease * rowBytes)
+            }
             let source = data + row * rowBytes
             switch type {
             case .q8_0: Self.packQ8_0(source, groups: groups, rowQuants, rowScales)
@@ -89,6 +95,10 @@ final class PackedWeights: @unchecked Sendable {
                 scales[base + 4 * i] = rowScales[i]
                 if hasMins { mins![base + 4 * i] = rowMins[i] }
             }
+        }
+        if releasingSource {
+            // Whole range: also the pages straddling the chunk boundaries above.
+            Self.releaseMappedPages(data, byteCount: rows * rowBytes)
         }
     }
 

@@ -45,7 +45,7 @@ private let allTypes: [TensorType] = [.q8_0, .q4_0, .q5_0, .q4_K, .q5_K, .q6_K, 
     func packedRowsDecodeToTheDequantizersFloats(type: TensorType) {
         let weights = RandomWeights(type, rows: 13, columns: 512, seed: 1)
         let w = weights.matrix
-        #expect(w.packed != nil)
+        #expect(w.packed?.scalesPerRow == w.columns / (type == .q6_K ? 16 : 32))
         let expected = UnsafeMutablePointer<Float>.allocate(capacity: w.columns)
         let actual = UnsafeMutablePointer<Float>.allocate(capacity: w.columns)
         defer { expected.deallocate(); actual.deallocate() }
