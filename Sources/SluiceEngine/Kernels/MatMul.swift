@@ -1,5 +1,15 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A weight matrix in its file's (possibly quantized) layout: `rows` output
 /// features, each a row of `columns` input features stored contiguously.
+///
+/// Quantized types the fused kernels handle (Q8_0, Q4_0, Q5_0, Q4_K, Q5_K,
+/// Q6_K) are also repacked at init into `PackedWeights`; `data` stays valid
+/// either way.
 public struct WeightMatrix: @unchecked Sendable {
     public let name: String
     public let type: TensorType
@@ -7,43 +17,175 @@ public struct WeightMatrix: @unchecked Sendable {
     public let columns: Int
     public let data: UnsafeRawPointer
     public let rowBytes: Int
+    let packed: PackedWeights?
 
-    public init(name: String, type: TensorType, rows: Int, columns: Int, data: UnsafeRawPointer) {
+    /// - Parameter releasingSource: `data` lies in a read-only file mapping whose
+    ///   pages may be given back once repacked (they are read again from the file
+    ///   if touched later). Never pass true for memory the process owns.
+    public init(name: String, type: TensorType, rows: Int, columns: Int, data: UnsafeRawPointer, releasingSource: Bool = false) {
         self.name = name
         self.type = type
         self.rows = rows
         self.columns = columns
         self.data = data
         self.rowBytes = columns / type.blockSize * type.bytesPerBlock
+        if PackedWeights.supports(type) && columns % 32 == 0 && rows > 0 {
+            packed = PackedWeights(type: type, rows: rows, columns: columns, data: data, rowBytes: rowBytes,
+                                   releasingSource: releasingSource)
+        } else {
+            self.packed = nil
+        }
     }
+
+    /// Bytes allocated for the repacked layout (0 when the kernels read `data` as is).
+    public var packedBytes: Int { packed?.allocatedBytes ?? 0 }
 
     /// Writes row `row`, dequantized, to `destination` (`columns` floats).
     @inline(__always)
     public func dequantize(row: Int, into destination: UnsafeMutablePointer<Float>) {
-        dequantizeRow(type, data + row * rowBytes, count: columns, into: destination)
+        if let packed {
+            packed.decode(row: row, columns: columns, into: destination)
+        } else {
+            dequantizeRow(type, data + row * rowBytes, count: columns, into: destination)
+        }
     }
 }
 
-/// Rows of weights each work item covers: small enough to balance two to
-/// sixteen threads, large enough that claiming items costs nothing measurable.
-private let rowsPerItem = 16
+/// Batches up to this many tokens multiply straight from the packed weights,
+/// decoding every 16 weights in registers once per tile of up to four tokens;
+/// larger batches decode four rows into an L1 buffer once and reuse them for
+/// every token (the decode then costs nothing next to the multiply-adds).
+let fusedTokenLimit = 8
+
+/// Activations one work item of a large batch multiplies, in bytes: a block of
+/// tokens stays in L2 while the item streams its rows of weights past it.
+let activationBlockBytes = 192 * 1024
 
 /// `y[t][r] = Σ_k x[t][k] · W[r][k]` for `tokens` rows of activations.
 ///
-/// Each weight row is dequantized once per call, into a small buffer that stays
-/// in L1, and then multiplied with every activation row: batching pays because
-/// the weights are read from memory once per step, whatever the batch size.
+/// Each weight is decoded from its packed layout (see `PackedWeights`) to the
+/// same float `dequantizeRow` gives; small batches multiply it straight from
+/// registers, large ones from a decoded block of four rows in L1. Work items
+/// cover a block of rows and a block of tokens, so activations of long
+/// prompts stay in L2.
 ///
 /// Batch-invariant by construction: every output element is one accumulator
 /// reduced in the same order (16-lane fused multiply-adds over `k`, then the
-/// lanes, then the scalar tail) whatever `tokens`, the tile it falls in or the
-/// thread that computes it. A request's logits therefore do not depend on what
-/// shares its batch, which is what makes resumed and cached results exact.
+/// lanes, then the scalar tail) whatever `tokens`, the tile or code path it
+/// falls in or the thread that computes it. A request's logits therefore do not
+/// depend on what shares its batch, which is what makes resumed and cached
+/// results exact.
 ///
 /// - Parameters:
 ///   - x: `tokens × W.columns` activations, row-major.
 ///   - y: `tokens × W.rows` outputs, row-major.
 public func matmul(_ x: UnsafePointer<Float>, tokens: Int, _ w: WeightMatrix, into y: UnsafeMutablePointer<Float>, pool: ComputePool) {
+    guard tokens > 0, w.rows > 0 else { return }
+    guard let packed = w.packed else {
+        dequantizingMatmul(x, tokens: tokens, w, into: y, pool: pool)
+        return
+    }
+    if packed.mins != nil {
+        packedMatmul(x, tokens: tokens, w, packed, into: y, pool: pool, Affine.self)
+    } else {
+        packedMatmul(x, tokens: tokens, w, packed, into: y, pool: pool, Scaled.self)
+    }
+}
+
+@inline(__always)
+private func packedMatmul<Mode: ScaleMode>(_ x: UnsafePointer<Float>, tokens: Int, _ w: WeightMatrix, _ packed: PackedWeights,
+                                           into y: UnsafeMutablePointer<Float>, pool: ComputePool, _: Mode.Type) {
+    let columns = w.columns, rows = w.rows
+    let tokenBlock = tokens <= fusedTokenLimit ? tokens : max(8, min(tokens, activationBlockBytes / (4 * columns)) / 4 * 4)
+    let tokenBlocks = (tokens + tokenBlock - 1) / tokenBlock
+    // Few, large items for the output head (262,144 rows), so claiming them stays cheap.
+    let rowsPerItem = rows >= 16_384 && tokens <= fusedTokenLimit ? 64 : 16
+    let rowBlocks = (rows + rowsPerItem - 1) / rowsPerItem
+    pool.parallelFor(tokenBlocks * rowBlocks) { item in
+        let firstToken = item / rowBlocks * tokenBlock, lastToken = min(tokens, firstToken + tokenBlock)
+        let firstRow = item % rowBlocks * rowsPerItem, lastRow = min(rows, firstRow + rowsPerItem)
+        if lastToken - firstToken <= fusedTokenLimit {
+            fusedRows(packed, firstRow..<lastRow, x, tokens: firstToken..<lastToken, columns: columns, y, outStride: rows, Mode.self)
+        } else {
+            decodedRows(w, firstRow..<lastRow, x, tokens: firstToken..<lastToken, y)
+        }
+    }
+}
+
+/// Rows `rowRange` times tokens `tokenRange`, straight from the packed weights.
+@inline(__always)
+private func fusedRows<Mode: ScaleMode>(_ w: PackedWeights, _ rowRange: Range<Int>, _ x: UnsafePointer<Float>, tokens tokenRange: Range<Int>,
+                                        columns: Int, _ y: UnsafeMutablePointer<Float>, outStride: Int, _: Mode.Type) {
+    var r = rowRange.lowerBound
+    while r + 4 <= rowRange.upperBound {
+        let quad = w.cursor(row: r)  // r is a multiple of 4: lane 0 of its quad
+        var t = tokenRange.lowerBound
+        while t + 4 <= tokenRange.upperBound {
+            fusedTile4x4(w, quad, x + t * columns, columns: columns, y + t * outStride + r, outStride: outStride, Mode.self)
+            t += 4
+        }
+        if t + 2 <= tokenRange.upperBound {
+            fusedTile4x2(w, quad, x + t * columns, columns: columns, y + t * outStride + r, outStride: outStride, Mode.self)
+            t += 2
+        }
+        if t < tokenRange.upperBound {
+            fusedTile4x1(w, quad, x + t * columns, columns: columns, y + t * outStride + r, outStride: outStride, Mode.self)
+        }
+        r += 4
+    }
+    while r < rowRange.upperBound {
+        let cursor = w.cursor(row: r)
+        for t in tokenRange {
+            let xt = x + t * columns
+            var acc = SIMD16<Float>()
+            for c in 0..<columns / 16 {
+                acc.addProduct(cursor.chunk(c, scaleShift: w.scaleShift, Mode.self), load16(xt + 16 * c))
+            }
+            y[t * outStride + r] = acc.sum()
+        }
+        r += 1
+    }
+}
+
+/// Rows `rowRange` times tokens `tokenRange`, through four rows of weights decoded into L1.
+private func decodedRows(_ w: WeightMatrix, _ rowRange: Range<Int>, _ x: UnsafePointer<Float>, tokens tokenRange: Range<Int>,
+                         _ y: UnsafeMutablePointer<Float>) {
+    let columns = w.columns
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * columns) { scratch in
+        let rows = scratch.baseAddress!
+        var r = rowRange.lowerBound
+        while r + 4 <= rowRange.upperBound {
+            for i in 0..<4 { w.dequantize(row: r + i, into: rows + i * columns) }
+            var t = tokenRange.lowerBound
+            while t + 4 <= tokenRange.upperBound {
+                tile4x4(rows, x + t * columns, columns: columns, y + t * w.rows + r, outStride: w.rows)
+                t += 4
+            }
+            while t < tokenRange.upperBound {
+                tile4x1(rows, x + t * columns, columns: columns, y + t * w.rows + r)
+                t += 1
+            }
+            r += 4
+        }
+        while r < rowRange.upperBound {
+            w.dequantize(row: r, into: rows)
+            for t in tokenRange {
+                y[t * w.rows + r] = dot(rows, x + t * columns, count: columns)
+            }
+            r += 1
+        }
+    }
+}
+
+/// Rows of weights each work item of `dequantizingMatmul` covers.
+private let rowsPerItem = 16
+
+/// The general kernel (and the one before packed layouts existed): each weight
+/// row is dequantized once per call into a small buffer in L1 and multiplied
+/// with every activation row. Used for types without a packed layout (F32,
+/// F16, BF16) and as the baseline in benchmarks; same reduction order as
+/// `matmul`, so results agree to the bit.
+public func dequantizingMatmul(_ x: UnsafePointer<Float>, tokens: Int, _ w: WeightMatrix, into y: UnsafeMutablePointer<Float>, pool: ComputePool) {
     let items = (w.rows + rowsPerItem - 1) / rowsPerItem
     let columns = w.columns
     pool.parallelFor(items) { item in
@@ -53,7 +195,7 @@ public func matmul(_ x: UnsafePointer<Float>, tokens: Int, _ w: WeightMatrix, in
             let rows = scratch.baseAddress!
             var r = firstRow
             while r + 4 <= lastRow {
-                for i in 0..<4 { w.dequantize(row: r + i, into: rows + i * columns) }
+                for i in 0..<4 { dequantizeRow(w.type, w.data + (r + i) * w.rowBytes, count: columns, into: rows + i * columns) }
                 var t = 0
                 while t + 4 <= tokens {
                     tile4x4(rows, x + t * columns, columns: columns, y + t * w.rows + r, outStride: w.rows)
@@ -66,7 +208,7 @@ public func matmul(_ x: UnsafePointer<Float>, tokens: Int, _ w: WeightMatrix, in
                 r += 4
             }
             while r < lastRow {
-                w.dequantize(row: r, into: rows)
+                dequantizeRow(w.type, w.data + r * w.rowBytes, count: columns, into: rows)
                 for t in 0..<tokens {
                     y[t * w.rows + r] = dot(rows, x + t * columns, count: columns)
                 }
@@ -163,4 +305,98 @@ private func tile4x1(_ w: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>
     y[1] = finish(a1, w1, x, from: k, to: columns)
     y[2] = finish(a2, w2, x, from: k, to: columns)
     y[3] = finish(a3, w3, x, from: k, to: columns)
+}
+
+/// Four packed weight rows times 4 activation rows, decoding each 16 weights once for all 4.
+@inline(__always)
+private func fusedTile4x4<Mode: ScaleMode>(_ w: PackedWeights, _ quad: RowCursor,
+                                         _ x: UnsafePointer<Float>, columns: Int, _ y: UnsafeMutablePointer<Float>, outStride: Int, _: Mode.Type) {
+    let scaleShift = w.scaleShift
+    let x0 = x
+    let x1 = x + 1 * columns
+    let x2 = x + 2 * columns
+    let x3 = x + 3 * columns
+    var a00 = SIMD16<Float>(); var a01 = SIMD16<Float>(); var a02 = SIMD16<Float>(); var a03 = SIMD16<Float>()
+    var a10 = SIMD16<Float>(); var a11 = SIMD16<Float>(); var a12 = SIMD16<Float>(); var a13 = SIMD16<Float>()
+    var a20 = SIMD16<Float>(); var a21 = SIMD16<Float>(); var a22 = SIMD16<Float>(); var a23 = SIMD16<Float>()
+    var a30 = SIMD16<Float>(); var a31 = SIMD16<Float>(); var a32 = SIMD16<Float>(); var a33 = SIMD16<Float>()
+    for c in 0..<columns / 16 {
+        let offset = 64 * c, scaleIndex = 4 * (c &>> scaleShift), k = 16 * c
+        let v0 = load16(x0 + k)
+        let v1 = load16(x1 + k)
+        let v2 = load16(x2 + k)
+        let v3 = load16(x3 + k)
+        let u0 = quad.chunk(offset: offset, scaleIndex: scaleIndex, Mode.self)
+        a00.addProduct(u0, v0); a01.addProduct(u0, v1); a02.addProduct(u0, v2); a03.addProduct(u0, v3)
+        let u1 = quad.chunk(offset: offset + 16, scaleIndex: scaleIndex + 1, Mode.self)
+        a10.addProduct(u1, v0); a11.addProduct(u1, v1); a12.addProduct(u1, v2); a13.addProduct(u1, v3)
+        let u2 = quad.chunk(offset: offset + 32, scaleIndex: scaleIndex + 2, Mode.self)
+        a20.addProduct(u2, v0); a21.addProduct(u2, v1); a22.addProduct(u2, v2); a23.addProduct(u2, v3)
+        let u3 = quad.chunk(offset: offset + 48, scaleIndex: scaleIndex + 3, Mode.self)
+        a30.addProduct(u3, v0); a31.addProduct(u3, v1); a32.addProduct(u3, v2); a33.addProduct(u3, v3)
+    }
+    let y0 = y
+    y0[0] = a00.sum(); y0[1] = a10.sum(); y0[2] = a20.sum(); y0[3] = a30.sum()
+    let y1 = y + 1 * outStride
+    y1[0] = a01.sum(); y1[1] = a11.sum(); y1[2] = a21.sum(); y1[3] = a31.sum()
+    let y2 = y + 2 * outStride
+    y2[0] = a02.sum(); y2[1] = a12.sum(); y2[2] = a22.sum(); y2[3] = a32.sum()
+    let y3 = y + 3 * outStride
+    y3[0] = a03.sum(); y3[1] = a13.sum(); y3[2] = a23.sum(); y3[3] = a33.sum()
+}
+
+/// Four packed weight rows times 2 activation rows, decoding each 16 weights once for all 2.
+@inline(__always)
+private func fusedTile4x2<Mode: ScaleMode>(_ w: PackedWeights, _ quad: RowCursor,
+                                         _ x: UnsafePointer<Float>, columns: Int, _ y: UnsafeMutablePointer<Float>, outStride: Int, _: Mode.Type) {
+    let scaleShift = w.scaleShift
+    let x0 = x
+    let x1 = x + 1 * columns
+    var a00 = SIMD16<Float>(); var a01 = SIMD16<Float>()
+    var a10 = SIMD16<Float>(); var a11 = SIMD16<Float>()
+    var a20 = SIMD16<Float>(); var a21 = SIMD16<Float>()
+    var a30 = SIMD16<Float>(); var a31 = SIMD16<Float>()
+    for c in 0..<columns / 16 {
+        let offset = 64 * c, scaleIndex = 4 * (c &>> scaleShift), k = 16 * c
+        let v0 = load16(x0 + k)
+        let v1 = load16(x1 + k)
+        let u0 = quad.chunk(offset: offset, scaleIndex: scaleIndex, Mode.self)
+        a00.addProduct(u0, v0); a01.addProduct(u0, v1)
+        let u1 = quad.chunk(offset: offset + 16, scaleIndex: scaleIndex + 1, Mode.self)
+        a10.addProduct(u1, v0); a11.addProduct(u1, v1)
+        let u2 = quad.chunk(offset: offset + 32, scaleIndex: scaleIndex + 2, Mode.self)
+        a20.addProduct(u2, v0); a21.addProduct(u2, v1)
+        let u3 = quad.chunk(offset: offset + 48, scaleIndex: scaleIndex + 3, Mode.self)
+        a30.addProduct(u3, v0); a31.addProduct(u3, v1)
+    }
+    let y0 = y
+    y0[0] = a00.sum(); y0[1] = a10.sum(); y0[2] = a20.sum(); y0[3] = a30.sum()
+    let y1 = y + 1 * outStride
+    y1[0] = a01.sum(); y1[1] = a11.sum(); y1[2] = a21.sum(); y1[3] = a31.sum()
+}
+
+/// Four packed weight rows times 1 activation row, decoding each 16 weights once for all 1.
+@inline(__always)
+private func fusedTile4x1<Mode: ScaleMode>(_ w: PackedWeights, _ quad: RowCursor,
+                                         _ x: UnsafePointer<Float>, columns: Int, _ y: UnsafeMutablePointer<Float>, outStride: Int, _: Mode.Type) {
+    let scaleShift = w.scaleShift
+    let x0 = x
+    var a00 = SIMD16<Float>()
+    var a10 = SIMD16<Float>()
+    var a20 = SIMD16<Float>()
+    var a30 = SIMD16<Float>()
+    for c in 0..<columns / 16 {
+        let offset = 64 * c, scaleIndex = 4 * (c &>> scaleShift), k = 16 * c
+        let v0 = load16(x0 + k)
+        let u0 = quad.chunk(offset: offset, scaleIndex: scaleIndex, Mode.self)
+        a00.addProduct(u0, v0)
+        let u1 = quad.chunk(offset: offset + 16, scaleIndex: scaleIndex + 1, Mode.self)
+        a10.addProduct(u1, v0)
+        let u2 = quad.chunk(offset: offset + 32, scaleIndex: scaleIndex + 2, Mode.self)
+        a20.addProduct(u2, v0)
+        let u3 = quad.chunk(offset: offset + 48, scaleIndex: scaleIndex + 3, Mode.self)
+        a30.addProduct(u3, v0)
+    }
+    let y0 = y
+    y0[0] = a00.sum(); y0[1] = a10.sum(); y0[2] = a20.sum(); y0[3] = a30.sum()
 }

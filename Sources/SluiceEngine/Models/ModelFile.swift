@@ -43,7 +43,9 @@ extension GGUFFile {
         guard tensor.type.isSupported else {
             throw ModelLoadError("tensor '\(name)' has type \(tensor.type), which Sluice does not support")
         }
-        return WeightMatrix(name: name, type: tensor.type, rows: rows, columns: columns, data: tensor.data)
+        // A mapped file's pages of repacked weights can be given back; owned images must keep theirs.
+        return WeightMatrix(name: name, type: tensor.type, rows: rows, columns: columns, data: tensor.data,
+                            releasingSource: path != nil)
     }
 
     func optionalMatrix(_ name: String, columns: Int, rows: Int) throws -> WeightMatrix? {
