@@ -35,6 +35,8 @@ struct EngineOptions: Sendable {
     var chatTemplate: ChatTemplate? = nil
     /// --context-length (builtin): caps the model's context per sequence.
     var contextLength: Int? = nil
+    /// builtin: how often the engine publishes checkpoints for the worker (nil: the engine's default).
+    var checkpointPublishInterval: Duration? = nil
 }
 
 extension ChatTemplate: ExpressibleByArgument {}
@@ -76,6 +78,7 @@ func makeBuiltinEngine(_ options: EngineOptions) throws -> BuiltinEngine {
         settings.contextLength = contextLength
     }
     settings.chatTemplate = options.chatTemplate
+    if let interval = options.checkpointPublishInterval { settings.checkpointInterval = interval }
     do {
         let path = try ModelCache().resolve(options.model)
         return try BuiltinEngine(modelPath: path, options: settings)

@@ -19,7 +19,7 @@ struct WorkCommand: AsyncParsableCommand {
         A second SIGINT exits at once (status 130) after handing leases back.
 
         Exit status: 0 no work left, or drained after SIGTERM/SIGINT; 3 nothing to do when it started; \
-        4 --max-runtime reached with work remaining; 1 error; 2 usage error; 130 second SIGINT.
+        4 --max-runtime or --until reached with work remaining; 1 error; 2 usage error; 130 second SIGINT.
         """
     )
 
@@ -67,6 +67,8 @@ struct WorkCommand: AsyncParsableCommand {
     @Option(name: .customLong("context-length"), help: ArgumentHelp("builtin: tokens of context per sequence at most (default: the model's).", valueName: "tokens"))
     var contextLength: Int?
 
+    @OptionGroup(title: "Preemption") var preemption: WorkPreemptionOptions
+
     @Flag(help: "No log lines on standard error (errors are still printed).")
     var quiet = false
 
@@ -94,8 +96,9 @@ struct WorkCommand: AsyncParsableCommand {
         configuration.graceSeconds = grace
         configuration.maxRuntimeSeconds = maxRuntime
         configuration.maxAttempts = maxAttempts
+        preemption.apply(to: &configuration)
 
-        let options = EngineOptions(
+        var options = EngineOptions(
             kind: engine,
             baseURL: baseURL ?? environment["SLUICE_BASE_URL"],
             concurrency: concurrency,
@@ -105,9 +108,13 @@ struct WorkCommand: AsyncParsableCommand {
             threads: threads,
             chatTemplate: chatTemplate,
             contextLength: contextLength)
+        options.checkpointPublishInterval = preemption.enginePublishInterval
         let engine = try makeEngine(options)
+        configuration.resultCache = try preemption.resultCachePolicy(engine: engine, options: options)
         let log: WorkerLog = quiet ? .silent : .standardError
         let worker = Worker(store: store, engine: engine, configuration: configuration, log: log)
+        let preemptionWatchers = try preemption.startWatchers(worker: worker, log: log)
+        defer { for watcher in preemptionWatchers { watcher.cancel() } }
 
         let signals = SignalCounter()
         let grace = self.grace
@@ -147,7 +154,7 @@ struct WorkCommand: AsyncParsableCommand {
         case .nothingToDo:
             throw ExitCode(ExitStatus.nothingToDo)
         case let .drained(reason, workRemains):
-            if reason == .maxRuntime && workRemains { throw ExitCode(ExitStatus.workRemains) }
+            if (reason == .maxRuntime || reason == .deadline) && workRemains { throw ExitCode(ExitStatus.workRemains) }
         }
     }
 }

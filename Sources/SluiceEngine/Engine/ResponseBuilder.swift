@@ -11,7 +11,7 @@ struct ResponseBuilder {
 
     func body(for generation: Generation, content: String, finishReason: String) -> JSON {
         let request = generation.request
-        let id = String(CounterRandom.key(for: request.customID + "\u{0}" + request.body.serialized), radix: 16)
+        let id = BuiltinResultIdentity.responseID(for: request)
         let usage = JSON.object([
             "prompt_tokens": .int(generation.promptTokens.count),
             "completion_tokens": .int(generation.generated.count),
