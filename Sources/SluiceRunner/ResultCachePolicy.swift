@@ -45,8 +45,8 @@ public struct RemoteResultCacheKeying: ResultCacheKeying {
     public init() {}
 
     public func material(for request: EngineRequest) -> String? {
-        guard case let .object(fields) = request.body else { return nil }
-        func value(_ key: String) -> JSON? { fields.first { $0.key == key }?.value }
+        guard case .object = request.body else { return nil }
+        func value(_ key: String) -> JSON? { request.body[key] }
         if value("stream")?.boolValue == true { return nil }
         if let n = value("n")?.intValue, n != 1 { return nil }
         let greedy = value("temperature")?.doubleValue == 0

@@ -30,6 +30,8 @@ public struct WorkerConfiguration: Sendable {
     public var checkpointTokens: Int = 64
     /// Answer identical deterministic requests from the store's result cache (nil: off).
     public var resultCache: ResultCachePolicy?
+    /// Where to record generation progress per request (for measuring recomputed work); nil: nowhere.
+    public var tokenLedger: TokenLedger?
     /// Most requests claimed in one transaction.
     public var claimBatchSize: Int = 256
     /// How often to look for work again when the queue had none to give.

@@ -104,6 +104,9 @@ final class WorkerLoop {
                 return
             }
             record(outcome, for: flight, now: now)
+            if case let .response(_, _, usage) = outcome {
+                configuration.tokenLedger?.record("F", request: id, lease: flight.lease.leaseGeneration, tokens: usage.completionTokens)
+            }
             var computed: CachedResponse?
             if case let .response(200, body, usage) = outcome {
                 computed = CachedResponse(statusCode: 200, body: body, usage: usage)
@@ -114,6 +117,9 @@ final class WorkerLoop {
             forgetCheckpoints(id)
             submitDeferred(id)
             settleWaiters(of: flight, computed: nil, now: now)
+            if let checkpoint {
+                configuration.tokenLedger?.record("X", request: id, lease: flight.lease.leaseGeneration, tokens: checkpoint.generatedTokens)
+            }
             switch flight.phase {
             case .abandoned:
                 return
@@ -292,6 +298,7 @@ final class WorkerLoop {
         for (id, checkpoint) in engine.collectCheckpoints() {
             guard let flight = flights[id], flight.phase == .running else { continue }
             freshCheckpoints[id] = checkpoint
+            configuration.tokenLedger?.record("P", request: id, lease: flight.lease.leaseGeneration, tokens: checkpoint.generatedTokens)
         }
     }
 
@@ -429,6 +436,7 @@ final class WorkerLoop {
                                    attempt: request.attempt, phase: .running, cacheKey: cacheKey)
         storedCheckpointTokens[claim.id] = claim.checkpoint?.generatedTokens ?? 0
         if let cacheKey { computingKey[cacheKey] = claim.id }
+        configuration.tokenLedger?.record("S", request: claim.id, lease: claim.leaseGeneration, tokens: claim.checkpoint?.generatedTokens ?? 0)
         engine.submit(request)
     }
 
@@ -446,6 +454,7 @@ final class WorkerLoop {
         statistics.completionTokens += response.usage.completionTokens
         statistics.cachedCompletionTokens += response.usage.completionTokens
         pendingCache.hits.append((lease: lease, key: key))
+        configuration.tokenLedger?.record("H", request: claim.id, lease: claim.leaseGeneration, tokens: 0)
         addResult(lease, .response(statusCode: response.statusCode, body: body, usage: response.usage), now: now)
     }
 

@@ -96,7 +96,7 @@ struct WorkCommand: AsyncParsableCommand {
         configuration.graceSeconds = grace
         configuration.maxRuntimeSeconds = maxRuntime
         configuration.maxAttempts = maxAttempts
-        preemption.apply(to: &configuration)
+        try preemption.apply(to: &configuration)
 
         var options = EngineOptions(
             kind: engine,

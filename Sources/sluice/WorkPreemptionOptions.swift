@@ -38,6 +38,11 @@ struct WorkPreemptionOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Drain at this time: ISO 8601 (2026-11-27T06:00:00Z) or HH:MM local time.", valueName: "time"))
     var until: String?
 
+    @Option(name: .customLong("token-ledger"), help: ArgumentHelp(
+        "Append each request's generation progress to this file (used by scripts/preemption-drill to measure recomputed tokens).",
+        valueName: "path"))
+    var tokenLedger: String?
+
     /// Seconds between periodic checkpoints; 0 = off.
     var effectiveCheckpointInterval: Double { noCheckpoints ? 0 : checkpointInterval }
 
@@ -75,9 +80,10 @@ struct WorkPreemptionOptions: ParsableArguments {
         return (url, chosen)
     }
 
-    func apply(to configuration: inout WorkerConfiguration) {
+    func apply(to configuration: inout WorkerConfiguration) throws {
         configuration.checkpointInterval = effectiveCheckpointInterval
         configuration.checkpointTokens = checkpointTokens
+        if let tokenLedger { configuration.tokenLedger = try TokenLedger(path: tokenLedger) }
     }
 
     /// How often the built-in engine publishes checkpoints for the worker to pull.
