@@ -54,6 +54,8 @@ final class WorkerLoop {
     /// Generated tokens in each running request's latest stored checkpoint.
     private var storedCheckpointTokens: [Int64: Int] = [:]
     private var lastCheckpointCommit: ContinuousClock.Instant
+    /// A drain began: store the latest checkpoints at once, without waiting for the engine to stop its step.
+    private var drainCheckpointPending = false
     private var pending = CommitBatch()
     private var pendingSince: ContinuousClock.Instant?
     private var lastCheckpointPull: ContinuousClock.Instant
@@ -227,6 +229,10 @@ final class WorkerLoop {
         deferred.removeAll()
         releaseParked(now: now)
         let running = flights.values.filter { $0.phase == .running }.count
+        if checkpointsEnabled {
+            pullCheckpoints(now: now)
+            drainCheckpointPending = true
+        }
         if engine.checkpointsPartialOutput {
             log("draining (\(reason)): stopping \(running) requests in flight and storing their partial output")
             cancelRunning(now: now)
@@ -273,6 +279,7 @@ final class WorkerLoop {
 
     private func commitIsDue(now: ContinuousClock.Instant) -> Bool {
         guard now >= nextCommitAttempt else { return false }
+        if drainCheckpointPending { return true }
         if let since = pendingSince {
             // Draining: releases come in a burst as cancels land; gather them briefly rather than commit each.
             if drain != nil, now - since >= .milliseconds(20) { return true }
@@ -296,7 +303,7 @@ final class WorkerLoop {
     private func pullCheckpoints(now: ContinuousClock.Instant) {
         lastCheckpointPull = now
         for (id, checkpoint) in engine.collectCheckpoints() {
-            guard let flight = flights[id], flight.phase == .running else { continue }
+            guard let flight = flights[id], flight.phase != .abandoned else { continue }
             freshCheckpoints[id] = checkpoint
             configuration.tokenLedger?.record("P", request: id, lease: flight.lease.leaseGeneration, tokens: checkpoint.generatedTokens)
         }
@@ -314,13 +321,19 @@ final class WorkerLoop {
             pullCheckpoints(now: now)
             lastCheckpointCommit = now
             for (id, checkpoint) in freshCheckpoints.sorted(by: { $0.key < $1.key }) {
-                guard let flight = flights[id], flight.phase == .running else { continue }
+                // Requests stopping for a drain are still ours until their release is committed.
+                guard let flight = flights[id], flight.phase != .abandoned else { continue }
                 batch.checkpoints.append((lease: flight.lease, checkpoint: checkpoint))
                 storedCheckpointTokens[id] = checkpoint.generatedTokens
             }
             freshCheckpoints.removeAll()
         }
-        guard !batch.isEmpty else { return }
+        let drainCheckpoints = drainCheckpointPending ? batch.checkpoints.count : nil
+        drainCheckpointPending = false
+        guard !batch.isEmpty else {
+            if drainCheckpoints != nil { logDrainCheckpoints(0, now: now) }
+            return
+        }
         let report: CommitReport
         do {
             if let cacheStore, !pendingCache.isEmpty {
@@ -342,6 +355,7 @@ final class WorkerLoop {
             return
         }
         commitFailingSince = nil
+        if let drainCheckpoints { logDrainCheckpoints(drainCheckpoints, now: now) }
         pending = CommitBatch()
         pendingSince = nil
         statistics.commits += 1
@@ -358,6 +372,12 @@ final class WorkerLoop {
         }
         statistics.released += batch.releases.filter { !$0.countsAsFailure && !lost.contains($0.lease) }.count
         if !lost.isEmpty { abandon(lost, droppedResults: droppedResults) }
+    }
+
+    private func logDrainCheckpoints(_ updated: Int, now: ContinuousClock.Instant) {
+        guard let started = drain?.startedAt else { return }
+        let milliseconds = Int(((ContinuousClock.now - started) / .milliseconds(1)).rounded())
+        log("drain: checkpoints stored \(milliseconds) ms after the drain began (\(updated) updated since the last commit)")
     }
 
     /// Leases that are no longer ours: stop the engine's work on them and forget them.

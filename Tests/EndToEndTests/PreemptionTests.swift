@@ -174,9 +174,15 @@ import Testing
         let log = (try? String(contentsOfFile: scratch.path("w.err"), encoding: .utf8)) ?? ""
         #expect(status == 0, "exit status \(String(describing: status)): \(log)")
         #expect(exited < .seconds(grace), "exit took \(exited)")
-        // The drain stops the engine between two steps; one decode step of 32 sequences takes well under a second here.
-        #expect(released < .seconds(1.5), "checkpoints and releases took \(released) after SIGTERM")
-        print("SIGTERM with 32 sequences in flight: leases released with checkpoints after \(released), exit after \(exited)")
+        // The latest checkpoints are stored as soon as the drain begins; the releases (with the engine's final
+        // checkpoints) follow when the engine ends its current step, which other tests sharing the cores can slow.
+        let stored = log.split(separator: "\n").first { $0.contains("drain: checkpoints stored") }
+        let milliseconds = stored.flatMap { line in
+            line.range(of: "stored ").flatMap { Int(line[$0.upperBound...].prefix { $0.isNumber }) }
+        }
+        #expect(milliseconds.map { $0 < 1000 } == true, "no prompt checkpoint commit at the drain: \(log)")
+        #expect(released < .seconds(5), "releases took \(released) after SIGTERM")
+        print("SIGTERM with 32 sequences in flight: checkpoints stored after \(milliseconds ?? -1) ms, leases released with checkpoints after \(released), exit after \(exited)")
         #expect(try sqlite(db, "SELECT count(*) FROM requests WHERE state = 'queued' AND checkpoint_tokens > 0") == "32")
         #expect(try sqlite(db, "SELECT count(*) FROM requests WHERE state = 'queued'") == "40")
         let after = Int(try sqlite(db, "SELECT coalesce(sum(checkpoint_tokens), 0) FROM requests")) ?? 0
