@@ -25,7 +25,7 @@ public struct WorkerConfiguration: Sendable {
     /// Partial output of an engine that checkpoints is committed at least this often
     /// (and whenever a request got `checkpointTokens` tokens further). 0 turns periodic
     /// checkpoints off: partial output is then stored only by a drain.
-    public var checkpointInterval: Double = 1
+    public var checkpointInterval: Double = 0.5
     /// A request's checkpoint is committed once it is this many tokens past its last one.
     public var checkpointTokens: Int = 64
     /// Answer identical deterministic requests from the store's result cache (nil: off).

@@ -8,7 +8,7 @@ import SluiceRunner
 struct WorkPreemptionOptions: ParsableArguments {
     @Option(name: .customLong("checkpoint-interval"), help: ArgumentHelp(
         "builtin: store partial output of requests in flight at least this often, in seconds (0 = off).", valueName: "seconds"))
-    var checkpointInterval: Double = 1
+    var checkpointInterval: Double = 0.5
 
     @Option(name: .customLong("checkpoint-tokens"), help: ArgumentHelp(
         "builtin: also store a request's partial output as soon as it is this many tokens past its last checkpoint.", valueName: "tokens"))
