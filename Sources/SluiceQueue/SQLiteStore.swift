@@ -181,93 +181,98 @@ public final class SQLiteStore: QueueStore {
         let now = clock()
         return try withConnection { db in
             try db.writeTransaction("commit results") {
-                var lost: [LeaseRef] = []
-                var touchedJobs = Set<JobID>()
-                let finish = try db.cached("""
-                    UPDATE requests
-                    SET state = ?1, lease_owner = NULL, lease_expires_at = NULL,
-                        checkpoint_tokens = NULL, checkpoint_payload = NULL
-                    WHERE id = ?2 AND state = 'leased' AND lease_owner = ?3 AND lease_generation = ?4
-                    """, operation: "commit results")
-                let insertResult = try db.cached("""
-                    INSERT INTO results (request_id, job_id, status_code, error_code, error_message,
-                                         prompt_tokens, completion_tokens, finished_at, worker_id, lease_generation, body)
-                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                    """, operation: "commit results")
-                for (lease, outcome) in batch.results {
-                    let isResponse: Bool
-                    if case .response = outcome { isResponse = true } else { isResponse = false }
-                    finish.bind(1, isResponse ? "done" : "failed")
-                    finish.bind(2, lease.requestID)
-                    finish.bind(3, worker)
-                    finish.bind(4, lease.leaseGeneration)
-                    try finish.run()
-                    guard db.changes == 1 else { lost.append(lease); continue }
-                    let job = RequestKey.job(of: lease.requestID)
-                    touchedJobs.insert(job)
-                    insertResult.bind(1, lease.requestID)
-                    insertResult.bind(2, job)
-                    switch outcome {
-                    case let .response(statusCode, body, usage):
-                        insertResult.bind(3, statusCode)
-                        insertResult.bind(6, usage.promptTokens)
-                        insertResult.bind(7, usage.completionTokens)
-                        insertResult.bind(11, body.serialized)
-                    case let .failure(code, message, _, _):
-                        insertResult.bind(4, code)
-                        insertResult.bind(5, message)
-                        insertResult.bind(6, 0)
-                        insertResult.bind(7, 0)
-                    }
-                    insertResult.bind(8, now)
-                    insertResult.bind(9, worker)
-                    insertResult.bind(10, lease.leaseGeneration)
-                    try insertResult.run()
-                }
-
-                let saveCheckpoint = try db.cached("""
-                    UPDATE requests SET checkpoint_tokens = ?1, checkpoint_payload = ?2
-                    WHERE id = ?3 AND state = 'leased' AND lease_owner = ?4 AND lease_generation = ?5
-                    """, operation: "commit checkpoints")
-                for (lease, checkpoint) in batch.checkpoints {
-                    saveCheckpoint.bind(1, checkpoint.generatedTokens)
-                    saveCheckpoint.bind(2, blob: checkpoint.payload)
-                    saveCheckpoint.bind(3, lease.requestID)
-                    saveCheckpoint.bind(4, worker)
-                    saveCheckpoint.bind(5, lease.leaseGeneration)
-                    try saveCheckpoint.run()
-                    if db.changes != 1 { lost.append(lease) }
-                }
-
-                let release = try db.cached("""
-                    UPDATE requests
-                    SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL,
-                        failed_attempts = failed_attempts + ?1, not_before = ?2,
-                        checkpoint_tokens = CASE WHEN ?3 THEN ?4 ELSE checkpoint_tokens END,
-                        checkpoint_payload = CASE WHEN ?3 THEN ?5 ELSE checkpoint_payload END
-                    WHERE id = ?6 AND state = 'leased' AND lease_owner = ?7 AND lease_generation = ?8
-                    """, operation: "release leases")
-                for item in batch.releases {
-                    release.bind(1, item.countsAsFailure ? 1 : 0)
-                    release.bind(2, item.notBefore ?? 0)
-                    release.bind(3, item.checkpoint == nil ? 0 : 1)
-                    if let checkpoint = item.checkpoint {
-                        release.bind(4, checkpoint.generatedTokens)
-                        release.bind(5, blob: checkpoint.payload)
-                    }
-                    release.bind(6, item.lease.requestID)
-                    release.bind(7, worker)
-                    release.bind(8, item.lease.leaseGeneration)
-                    try release.run()
-                    if db.changes != 1 { lost.append(item.lease) }
-                }
-
-                for job in touchedJobs.sorted() {
-                    try markFinishedIfDone(db, job: job, now: now)
-                }
-                return CommitReport(lostLeases: lost)
+                try applyCommit(db, batch, worker: worker, now: now)
             }
         }
+    }
+
+    /// The writes of `commit`, inside a transaction the caller holds.
+    func applyCommit(_ db: SQLiteConnection, _ batch: CommitBatch, worker: WorkerID, now: Double) throws -> CommitReport {
+        var lost: [LeaseRef] = []
+        var touchedJobs = Set<JobID>()
+        let finish = try db.cached("""
+            UPDATE requests
+            SET state = ?1, lease_owner = NULL, lease_expires_at = NULL,
+                checkpoint_tokens = NULL, checkpoint_payload = NULL
+            WHERE id = ?2 AND state = 'leased' AND lease_owner = ?3 AND lease_generation = ?4
+            """, operation: "commit results")
+        let insertResult = try db.cached("""
+            INSERT INTO results (request_id, job_id, status_code, error_code, error_message,
+                                 prompt_tokens, completion_tokens, finished_at, worker_id, lease_generation, body)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+            """, operation: "commit results")
+        for (lease, outcome) in batch.results {
+            let isResponse: Bool
+            if case .response = outcome { isResponse = true } else { isResponse = false }
+            finish.bind(1, isResponse ? "done" : "failed")
+            finish.bind(2, lease.requestID)
+            finish.bind(3, worker)
+            finish.bind(4, lease.leaseGeneration)
+            try finish.run()
+            guard db.changes == 1 else { lost.append(lease); continue }
+            let job = RequestKey.job(of: lease.requestID)
+            touchedJobs.insert(job)
+            insertResult.bind(1, lease.requestID)
+            insertResult.bind(2, job)
+            switch outcome {
+            case let .response(statusCode, body, usage):
+                insertResult.bind(3, statusCode)
+                insertResult.bind(6, usage.promptTokens)
+                insertResult.bind(7, usage.completionTokens)
+                insertResult.bind(11, body.serialized)
+            case let .failure(code, message, _, _):
+                insertResult.bind(4, code)
+                insertResult.bind(5, message)
+                insertResult.bind(6, 0)
+                insertResult.bind(7, 0)
+            }
+            insertResult.bind(8, now)
+            insertResult.bind(9, worker)
+            insertResult.bind(10, lease.leaseGeneration)
+            try insertResult.run()
+        }
+
+        let saveCheckpoint = try db.cached("""
+            UPDATE requests SET checkpoint_tokens = ?1, checkpoint_payload = ?2
+            WHERE id = ?3 AND state = 'leased' AND lease_owner = ?4 AND lease_generation = ?5
+            """, operation: "commit checkpoints")
+        for (lease, checkpoint) in batch.checkpoints {
+            saveCheckpoint.bind(1, checkpoint.generatedTokens)
+            saveCheckpoint.bind(2, blob: checkpoint.payload)
+            saveCheckpoint.bind(3, lease.requestID)
+            saveCheckpoint.bind(4, worker)
+            saveCheckpoint.bind(5, lease.leaseGeneration)
+            try saveCheckpoint.run()
+            if db.changes != 1 { lost.append(lease) }
+        }
+
+        let release = try db.cached("""
+            UPDATE requests
+            SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL,
+                failed_attempts = failed_attempts + ?1, not_before = ?2,
+                checkpoint_tokens = CASE WHEN ?3 THEN ?4 ELSE checkpoint_tokens END,
+                checkpoint_payload = CASE WHEN ?3 THEN ?5 ELSE checkpoint_payload END
+            WHERE id = ?6 AND state = 'leased' AND lease_owner = ?7 AND lease_generation = ?8
+            """, operation: "release leases")
+        for item in batch.releases {
+            release.bind(1, item.countsAsFailure ? 1 : 0)
+            release.bind(2, item.notBefore ?? 0)
+            release.bind(3, item.checkpoint == nil ? 0 : 1)
+            if let checkpoint = item.checkpoint {
+                release.bind(4, checkpoint.generatedTokens)
+                release.bind(5, blob: checkpoint.payload)
+            }
+            release.bind(6, item.lease.requestID)
+            release.bind(7, worker)
+            release.bind(8, item.lease.leaseGeneration)
+            try release.run()
+            if db.changes != 1 { lost.append(item.lease) }
+        }
+
+        for job in touchedJobs.sorted() {
+            try markFinishedIfDone(db, job: job, now: now)
+        }
+        return CommitReport(lostLeases: lost)
     }
 
     /// Records the job's finish time once nothing in it is queued or leased.

@@ -132,7 +132,7 @@ public final class Worker: Sendable {
         let statistics = loop.statistics
         finalStatistics.withLock { $0 = statistics }
         let result = exit ?? .drained(.requested, workRemains: (try? store.hasUnfinishedWork(job: configuration.job)) ?? true)
-        log("worker \(workerID) stopped (\(describe(result))): \(statistics.completed) results (\(statistics.failed) failed), \(statistics.retried) retries, \(statistics.released) released, \(statistics.lostLeases) lost leases, \(statistics.commits) commits")
+        log("worker \(workerID) stopped (\(describe(result))): \(statistics.completed) results (\(statistics.failed) failed), \(statistics.retried) retries, \(statistics.released) released, \(statistics.lostLeases) lost leases, \(statistics.commits) commits, \(statistics.checkpointsStored) checkpoints; \(statistics.completionTokens) completion tokens (\(statistics.cachedCompletionTokens) of them in \(statistics.cacheHits) results from the cache)")
         return result
     }
 

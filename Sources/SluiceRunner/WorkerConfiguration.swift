@@ -22,8 +22,16 @@ public struct WorkerConfiguration: Sendable {
     public var commitInterval: Double = 0.15
     /// A commit happens as soon as this many results and releases are waiting.
     public var commitBatchSize: Int = 256
-    /// How often partial output is pulled from an engine that checkpoints.
-    public var checkpointInterval: Double = 2
+    /// Partial output of an engine that checkpoints is committed at least this often
+    /// (and whenever a request got `checkpointTokens` tokens further). 0 turns periodic
+    /// checkpoints off: partial output is then stored only by a drain.
+    public var checkpointInterval: Double = 0.5
+    /// A request's checkpoint is committed once it is this many tokens past its last one.
+    public var checkpointTokens: Int = 64
+    /// Answer identical deterministic requests from the store's result cache (nil: off).
+    public var resultCache: ResultCachePolicy?
+    /// Where to record generation progress per request (for measuring recomputed work); nil: nowhere.
+    public var tokenLedger: TokenLedger?
     /// Most requests claimed in one transaction.
     public var claimBatchSize: Int = 256
     /// How often to look for work again when the queue had none to give.
@@ -38,6 +46,8 @@ public struct WorkerConfiguration: Sendable {
         if !(leaseSeconds >= 1) { return "--lease must be at least 1 second (got \(leaseSeconds))" }
         if !(graceSeconds >= 0.5) { return "--grace must be at least 0.5 seconds (got \(graceSeconds))" }
         if let runtime = maxRuntimeSeconds, !(runtime > 0) { return "--max-runtime must be positive (got \(runtime))" }
+        if !(checkpointInterval >= 0) { return "--checkpoint-interval must be 0 (off) or positive (got \(checkpointInterval))" }
+        if checkpointTokens < 1 { return "--checkpoint-tokens must be at least 1 (got \(checkpointTokens))" }
         if maxAttempts < 1 { return "--max-attempts must be at least 1 (got \(maxAttempts))" }
         return nil
     }

@@ -6,12 +6,18 @@ public enum DrainReason: Sendable, Equatable, CustomStringConvertible {
     case maxRuntime
     /// Asked by the embedding program.
     case requested
+    /// A preemption notice: the metadata endpoint or the file named (`--preemption-notice`, `--preemption-file`).
+    case preemptionNotice(String)
+    /// The `--until` deadline passed.
+    case deadline
 
     public var description: String {
         switch self {
         case let .signal(name): return "received \(name)"
         case .maxRuntime: return "--max-runtime reached"
         case .requested: return "stop requested"
+        case let .preemptionNotice(source): return "preemption notice from \(source)"
+        case .deadline: return "--until deadline reached"
         }
     }
 }
@@ -44,6 +50,13 @@ public struct WorkerStatistics: Sendable, Equatable {
     public var checkpointsStored = 0
     public var promptTokens = 0
     public var completionTokens = 0
+    /// Results answered from the result cache (their usage is counted in the token totals above).
+    public var cacheHits = 0
+    /// Responses this worker computed and added to the result cache.
+    public var cacheStores = 0
+
+    /// The tokens of `completionTokens` that came from the cache rather than the engine.
+    public var cachedCompletionTokens = 0
 
     public init() {}
 }

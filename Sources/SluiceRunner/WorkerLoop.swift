@@ -19,6 +19,8 @@ final class WorkerLoop {
         var lease: LeaseRef
         var attempt: Int
         var phase: Phase
+        /// The result cache key, when the request is cacheable.
+        var cacheKey: String?
     }
 
     enum Phase: Equatable {
@@ -42,6 +44,18 @@ final class WorkerLoop {
     private var flights: [Int64: Flight] = [:]
     /// Claimed requests whose id is still held by the engine from an abandoned lease; submitted once it lets go.
     private var deferred: [Int64: ClaimedRequest] = [:]
+    /// Claimed requests identical to one in flight (same cache key): answered from its result when it finishes.
+    private var parked: [String: [ClaimedRequest]] = [:]
+    /// Cache keys of requests in the engine, and which request computes each.
+    private var computingKey: [String: Int64] = [:]
+    private var pendingCache = CacheWrites()
+    /// The newest checkpoint per request pulled from the engine and not yet committed.
+    private var freshCheckpoints: [Int64: Checkpoint] = [:]
+    /// Generated tokens in each running request's latest stored checkpoint.
+    private var storedCheckpointTokens: [Int64: Int] = [:]
+    private var lastCheckpointCommit: ContinuousClock.Instant
+    /// A drain began: store the latest checkpoints at once, without waiting for the engine to stop its step.
+    private var drainCheckpointPending = false
     private var pending = CommitBatch()
     private var pendingSince: ContinuousClock.Instant?
     private var lastCheckpointPull: ContinuousClock.Instant
@@ -66,13 +80,19 @@ final class WorkerLoop {
                                   maxRetryAfter: configuration.maxRetryAfter)
         let now = ContinuousClock.now
         lastCheckpointPull = now
+        lastCheckpointCommit = now
         nextClaimAt = now
         nextUnfinishedCheck = now
         nextCommitAttempt = now
         nextProgressLog = now + .seconds(configuration.progressInterval)
     }
 
-    private var occupiedSlots: Int { flights.count + deferred.count }
+    private var parkedCount: Int { parked.values.reduce(0) { $0 + $1.count } }
+    private var occupiedSlots: Int { flights.count + deferred.count + parkedCount }
+    private var checkpointsEnabled: Bool { engine.checkpointsPartialOutput && configuration.checkpointInterval > 0 }
+    private var cacheStore: (any ResultCacheStore)? {
+        configuration.resultCache == nil ? nil : store as? any ResultCacheStore
+    }
 
     // MARK: Inputs
 
@@ -80,12 +100,29 @@ final class WorkerLoop {
         switch input {
         case let .engine(.finished(id, outcome)):
             guard let flight = flights.removeValue(forKey: id) else { return }
+            forgetCheckpoints(id)
             submitDeferred(id)
-            if flight.phase == .abandoned { return }
+            if flight.phase == .abandoned {
+                settleWaiters(of: flight, computed: nil, now: now)
+                return
+            }
             record(outcome, for: flight, now: now)
+            if case let .response(_, _, usage) = outcome {
+                configuration.tokenLedger?.record("F", request: id, lease: flight.lease.leaseGeneration, tokens: usage.completionTokens)
+            }
+            var computed: CachedResponse?
+            if case let .response(200, body, usage) = outcome {
+                computed = CachedResponse(statusCode: 200, body: body, usage: usage)
+            }
+            settleWaiters(of: flight, computed: computed, now: now)
         case let .engine(.stopped(id, checkpoint)):
             guard let flight = flights.removeValue(forKey: id) else { return }
+            forgetCheckpoints(id)
             submitDeferred(id)
+            settleWaiters(of: flight, computed: nil, now: now)
+            if let checkpoint {
+                configuration.tokenLedger?.record("X", request: id, lease: flight.lease.leaseGeneration, tokens: checkpoint.generatedTokens)
+            }
             switch flight.phase {
             case .abandoned:
                 return
@@ -170,6 +207,7 @@ final class WorkerLoop {
             release(LeaseRef(requestID: claim.id, leaseGeneration: claim.leaseGeneration), countsAsFailure: false, checkpoint: nil, now: now)
         }
         deferred.removeAll()
+        releaseParked(now: now)
         if drain == nil || !held.isEmpty {
             commitNow(now: now)
             throw WorkerError.engineStopped("its event stream ended with \(held.count) requests in flight")
@@ -190,7 +228,12 @@ final class WorkerLoop {
             statistics.released += 1
         }
         deferred.removeAll()
+        releaseParked(now: now)
         let running = flights.values.filter { $0.phase == .running }.count
+        if checkpointsEnabled {
+            pullCheckpoints(now: now)
+            drainCheckpointPending = true
+        }
         if engine.checkpointsPartialOutput {
             log("draining (\(reason)): stopping \(running) requests in flight and storing their partial output")
             cancelRunning(now: now)
@@ -237,33 +280,69 @@ final class WorkerLoop {
 
     private func commitIsDue(now: ContinuousClock.Instant) -> Bool {
         guard now >= nextCommitAttempt else { return false }
+        if drainCheckpointPending { return true }
         if let since = pendingSince {
             // Draining: releases come in a burst as cancels land; gather them briefly rather than commit each.
             if drain != nil, now - since >= .milliseconds(20) { return true }
             if pending.results.count + pending.releases.count >= configuration.commitBatchSize { return true }
             if now - since >= .seconds(configuration.commitInterval) { return true }
         }
-        if engine.checkpointsPartialOutput, !flights.isEmpty,
-           now - lastCheckpointPull >= .seconds(configuration.checkpointInterval) {
-            return true
+        if checkpointsEnabled, !flights.isEmpty {
+            // Pulling is cheap (a mutex and a dictionary); storing waits for the interval or the token threshold.
+            if now - lastCheckpointPull >= .milliseconds(50) { pullCheckpoints(now: now) }
+            if !freshCheckpoints.isEmpty {
+                if now - lastCheckpointCommit >= .seconds(configuration.checkpointInterval) { return true }
+                let threshold = configuration.checkpointTokens
+                if freshCheckpoints.contains(where: { $0.value.generatedTokens - (storedCheckpointTokens[$0.key] ?? 0) >= threshold }) {
+                    return true
+                }
+            }
         }
         return false
+    }
+
+    private func pullCheckpoints(now: ContinuousClock.Instant) {
+        lastCheckpointPull = now
+        for (id, checkpoint) in engine.collectCheckpoints() {
+            guard let flight = flights[id], flight.phase != .abandoned else { continue }
+            freshCheckpoints[id] = checkpoint
+            configuration.tokenLedger?.record("P", request: id, lease: flight.lease.leaseGeneration, tokens: checkpoint.generatedTokens)
+        }
+    }
+
+    private func forgetCheckpoints(_ id: Int64) {
+        freshCheckpoints[id] = nil
+        storedCheckpointTokens[id] = nil
     }
 
     /// One transaction with everything waiting; a failed commit keeps the batch for the next try.
     private func commit(now: ContinuousClock.Instant) throws {
         var batch = pending
-        if engine.checkpointsPartialOutput {
-            lastCheckpointPull = now
-            for (id, checkpoint) in engine.collectCheckpoints() {
-                guard let flight = flights[id], flight.phase == .running else { continue }
+        if checkpointsEnabled {
+            pullCheckpoints(now: now)
+            lastCheckpointCommit = now
+            for (id, checkpoint) in freshCheckpoints.sorted(by: { $0.key < $1.key }) {
+                // Requests stopping for a drain are still ours until their release is committed.
+                guard let flight = flights[id], flight.phase != .abandoned else { continue }
                 batch.checkpoints.append((lease: flight.lease, checkpoint: checkpoint))
+                storedCheckpointTokens[id] = checkpoint.generatedTokens
             }
+            freshCheckpoints.removeAll()
         }
-        guard !batch.isEmpty else { return }
+        let drainCheckpoints = drainCheckpointPending ? batch.checkpoints.count : nil
+        drainCheckpointPending = false
+        guard !batch.isEmpty else {
+            if drainCheckpoints != nil { logDrainCheckpoints(0, now: now) }
+            return
+        }
         let report: CommitReport
         do {
-            report = try store.commit(batch, worker: worker)
+            if let cacheStore, !pendingCache.isEmpty {
+                report = try cacheStore.commit(batch, worker: worker, cache: pendingCache)
+            } else {
+                report = try store.commit(batch, worker: worker)
+            }
+            pendingCache = CacheWrites()
         } catch {
             pending = batch
             let since = commitFailingSince ?? now
@@ -277,6 +356,7 @@ final class WorkerLoop {
             return
         }
         commitFailingSince = nil
+        if let drainCheckpoints { logDrainCheckpoints(drainCheckpoints, now: now) }
         pending = CommitBatch()
         pendingSince = nil
         statistics.commits += 1
@@ -293,6 +373,12 @@ final class WorkerLoop {
         }
         statistics.released += batch.releases.filter { !$0.countsAsFailure && !lost.contains($0.lease) }.count
         if !lost.isEmpty { abandon(lost, droppedResults: droppedResults) }
+    }
+
+    private func logDrainCheckpoints(_ updated: Int, now: ContinuousClock.Instant) {
+        guard let started = drain?.startedAt else { return }
+        let milliseconds = Int(((ContinuousClock.now - started) / .milliseconds(1)).rounded())
+        log("drain: checkpoints stored \(milliseconds) ms after the drain began (\(updated) updated since the last commit)")
     }
 
     /// Leases that are no longer ours: stop the engine's work on them and forget them.
@@ -339,25 +425,98 @@ final class WorkerLoop {
             nextClaimAt = now + .seconds(min(max(1, configuration.idlePollInterval), backoff))
         }
         if !claimed.isEmpty { waitingLogged = false }
-        for claim in claimed {
-            if flights[claim.id] != nil {
-                deferred[claim.id] = claim
-            } else {
-                submit(claim)
+        var cached: [String: CachedResponse] = [:]
+        if let cacheStore, let policy = configuration.resultCache {
+            let keys = claimed.compactMap { policy.key(for: engineRequest(for: $0)) }
+            do {
+                cached = try cacheStore.cachedResponses(for: keys)
+            } catch {
+                log("result cache lookup failed, computing instead: \(error)")
             }
+        }
+        for claim in claimed { route(claim, cached: cached, now: now) }
+    }
+
+    private func engineRequest(for claim: ClaimedRequest) -> EngineRequest {
+        EngineRequest(id: claim.id, customID: claim.customID, endpoint: claim.endpoint, body: claim.body,
+                      attempt: claim.failedAttempts + 1, resumeFrom: claim.checkpoint)
+    }
+
+    /// Answers a claimed request from the cache, parks it behind an identical one in flight, or submits it.
+    private func route(_ claim: ClaimedRequest, cached: [String: CachedResponse], now: ContinuousClock.Instant) {
+        let request = engineRequest(for: claim)
+        let key = configuration.resultCache?.key(for: request)
+        if let key, let hit = cached[key], hit.statusCode == 200 {
+            answerFromCache(claim, request: request, key: key, response: hit, now: now)
+        } else if flights[claim.id] != nil {
+            deferred[claim.id] = claim
+        } else if let key, cacheStore != nil, computingKey[key] != nil {
+            parked[key, default: []].append(claim)
+        } else {
+            submit(request, claim: claim, cacheKey: cacheStore == nil ? nil : key)
         }
     }
 
-    private func submit(_ claim: ClaimedRequest) {
-        let attempt = claim.failedAttempts + 1
+    private func submit(_ request: EngineRequest, claim: ClaimedRequest, cacheKey: String?) {
         flights[claim.id] = Flight(claim: claim, lease: LeaseRef(requestID: claim.id, leaseGeneration: claim.leaseGeneration),
-                                   attempt: attempt, phase: .running)
-        engine.submit(EngineRequest(id: claim.id, customID: claim.customID, endpoint: claim.endpoint, body: claim.body,
-                                    attempt: attempt, resumeFrom: claim.checkpoint))
+                                   attempt: request.attempt, phase: .running, cacheKey: cacheKey)
+        storedCheckpointTokens[claim.id] = claim.checkpoint?.generatedTokens ?? 0
+        if let cacheKey { computingKey[cacheKey] = claim.id }
+        configuration.tokenLedger?.record("S", request: claim.id, lease: claim.leaseGeneration, tokens: claim.checkpoint?.generatedTokens ?? 0)
+        engine.submit(request)
     }
 
     private func submitDeferred(_ id: Int64) {
-        if let claim = deferred.removeValue(forKey: id) { submit(claim) }
+        if let claim = deferred.removeValue(forKey: id) { route(claim, cached: [:], now: .now) }
+    }
+
+    private func answerFromCache(_ claim: ClaimedRequest, request: EngineRequest, key: String, response: CachedResponse,
+                                 now: ContinuousClock.Instant) {
+        let lease = LeaseRef(requestID: claim.id, leaseGeneration: claim.leaseGeneration)
+        let body = configuration.resultCache?.keying.adapt(response.body, to: request) ?? response.body
+        // Usage is what computing the response cost the first time; hits are counted apart.
+        statistics.cacheHits += 1
+        statistics.promptTokens += response.usage.promptTokens
+        statistics.completionTokens += response.usage.completionTokens
+        statistics.cachedCompletionTokens += response.usage.completionTokens
+        pendingCache.hits.append((lease: lease, key: key))
+        configuration.tokenLedger?.record("H", request: claim.id, lease: claim.leaseGeneration, tokens: 0)
+        addResult(lease, .response(statusCode: response.statusCode, body: body, usage: response.usage), now: now)
+    }
+
+    /// A computed request left the engine: store its response in the cache and answer the identical
+    /// requests parked behind it, or (without a response) send them on their own way.
+    private func settleWaiters(of flight: Flight, computed: CachedResponse?, now: ContinuousClock.Instant) {
+        guard let key = flight.cacheKey else { return }
+        if computingKey[key] == flight.claim.id { computingKey[key] = nil }
+        let waiters = parked.removeValue(forKey: key) ?? []
+        if let computed {
+            pendingCache.stores.append((key: key, response: computed))
+            statistics.cacheStores += 1
+            for claim in waiters {
+                answerFromCache(claim, request: engineRequest(for: claim), key: key, response: computed, now: now)
+            }
+        } else if drain != nil {
+            for claim in waiters {
+                release(LeaseRef(requestID: claim.id, leaseGeneration: claim.leaseGeneration), countsAsFailure: false,
+                        checkpoint: claim.checkpoint, now: now)
+            }
+        } else {
+            for claim in waiters { route(claim, cached: [:], now: now) }
+        }
+    }
+
+    /// Hands parked requests back to the queue; returns how many.
+    @discardableResult
+    private func releaseParked(now: ContinuousClock.Instant) -> Int {
+        var count = 0
+        for claim in parked.values.joined() {
+            release(LeaseRef(requestID: claim.id, leaseGeneration: claim.leaseGeneration), countsAsFailure: false,
+                    checkpoint: claim.checkpoint, now: now)
+            count += 1
+        }
+        parked.removeAll()
+        return count
     }
 
     // MARK: The end
@@ -365,11 +524,11 @@ final class WorkerLoop {
     /// The exit, once there is nothing left for this worker to do.
     func finish(now: ContinuousClock.Instant) throws -> WorkerExit? {
         if let state = drain {
-            guard flights.isEmpty, deferred.isEmpty else { return nil }
+            guard flights.isEmpty, deferred.isEmpty, parked.isEmpty else { return nil }
             try finalCommit(until: state.giveUpAt + .seconds(configuration.drainMargin / 2))
             return .drained(state.reason, workRemains: (try? store.hasUnfinishedWork(job: configuration.job)) ?? true)
         }
-        guard flights.isEmpty, deferred.isEmpty, pendingSince == nil, lastClaimCameBackShort, now >= nextUnfinishedCheck else {
+        guard flights.isEmpty, deferred.isEmpty, parked.isEmpty, pendingSince == nil, lastClaimCameBackShort, now >= nextUnfinishedCheck else {
             return nil
         }
         nextUnfinishedCheck = now + .seconds(configuration.idlePollInterval)
@@ -397,5 +556,6 @@ final class WorkerLoop {
         for (id, flight) in flights where flight.phase == .running { engine.cancel(requestID: id) }
         flights.removeAll()
         deferred.removeAll()
+        parked.removeAll()
     }
 }

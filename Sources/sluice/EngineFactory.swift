@@ -37,6 +37,8 @@ struct EngineOptions: Sendable {
     var contextLength: Int? = nil
     /// --kv-memory (builtin): the KV cache budget, e.g. "2G" or "512M".
     var kvMemory: String? = nil
+    /// builtin: how often the engine publishes checkpoints for the worker (nil: the engine's default).
+    var checkpointPublishInterval: Duration? = nil
 }
 
 /// Parses a byte size: a number with an optional K, M, G or T suffix (powers of 1024), or an optional B/iB.
@@ -101,6 +103,7 @@ func makeBuiltinEngine(_ options: EngineOptions) throws -> BuiltinEngine {
         settings.kvMemoryBytes = bytes
     }
     settings.chatTemplate = options.chatTemplate
+    if let interval = options.checkpointPublishInterval { settings.checkpointInterval = interval }
     do {
         let path = try ModelCache().resolve(options.model)
         return try BuiltinEngine(modelPath: path, options: settings)

@@ -30,7 +30,9 @@ struct StatusCommand: AsyncParsableCommand {
         let statuses = try store.status(job: jobID)
         let now = Date().timeIntervalSince1970
         if json {
-            print(JSON.array(statuses.map { StatusFormat.json($0, now: now) }).serialized)
+            print(JSON.array(try statuses.map { status in
+                StatusFormat.addingCacheHits(StatusFormat.json(status, now: now), try store.cacheHitCounts(job: status.job.id))
+            }).serialized)
             return
         }
         if statuses.isEmpty {
@@ -40,6 +42,8 @@ struct StatusCommand: AsyncParsableCommand {
         for (index, status) in statuses.enumerated() {
             if index > 0 { print("") }
             print(StatusFormat.text(status, now: now))
+            let hits = try store.cacheHitCounts(job: status.job.id)
+            if hits.hits > 0 { print(StatusFormat.cacheLine(hits)) }
         }
     }
 }

@@ -19,7 +19,7 @@ struct WorkCommand: AsyncParsableCommand {
         A second SIGINT exits at once (status 130) after handing leases back.
 
         Exit status: 0 no work left, or drained after SIGTERM/SIGINT; 3 nothing to do when it started; \
-        4 --max-runtime reached with work remaining; 1 error; 2 usage error; 130 second SIGINT.
+        4 --max-runtime or --until reached with work remaining; 1 error; 2 usage error; 130 second SIGINT.
         """
     )
 
@@ -70,6 +70,8 @@ struct WorkCommand: AsyncParsableCommand {
     @Option(name: .customLong("kv-memory"), help: ArgumentHelp("builtin: KV cache budget (default 2G); when full, the newest sequences are preempted and recomputed later.", valueName: "size"))
     var kvMemory: String?
 
+    @OptionGroup(title: "Preemption") var preemption: WorkPreemptionOptions
+
     @Flag(help: "No log lines on standard error (errors are still printed).")
     var quiet = false
 
@@ -97,8 +99,9 @@ struct WorkCommand: AsyncParsableCommand {
         configuration.graceSeconds = grace
         configuration.maxRuntimeSeconds = maxRuntime
         configuration.maxAttempts = maxAttempts
+        try preemption.apply(to: &configuration)
 
-        let options = EngineOptions(
+        var options = EngineOptions(
             kind: engine,
             baseURL: baseURL ?? environment["SLUICE_BASE_URL"],
             concurrency: concurrency,
@@ -109,9 +112,13 @@ struct WorkCommand: AsyncParsableCommand {
             chatTemplate: chatTemplate,
             contextLength: contextLength,
             kvMemory: kvMemory)
+        options.checkpointPublishInterval = preemption.enginePublishInterval
         let engine = try makeEngine(options)
+        configuration.resultCache = try preemption.resultCachePolicy(engine: engine, options: options)
         let log: WorkerLog = quiet ? .silent : .standardError
         let worker = Worker(store: store, engine: engine, configuration: configuration, log: log)
+        let preemptionWatchers = try preemption.startWatchers(worker: worker, log: log)
+        defer { for watcher in preemptionWatchers { watcher.cancel() } }
 
         let signals = SignalCounter()
         let grace = self.grace
@@ -151,7 +158,7 @@ struct WorkCommand: AsyncParsableCommand {
         case .nothingToDo:
             throw ExitCode(ExitStatus.nothingToDo)
         case let .drained(reason, workRemains):
-            if reason == .maxRuntime && workRemains { throw ExitCode(ExitStatus.workRemains) }
+            if (reason == .maxRuntime || reason == .deadline) && workRemains { throw ExitCode(ExitStatus.workRemains) }
         }
     }
 }

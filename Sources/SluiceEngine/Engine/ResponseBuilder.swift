@@ -2,17 +2,16 @@ import SluiceCore
 
 /// Writes OpenAI response bodies for finished generations.
 ///
-/// Bodies are a pure function of the request body and its tokens (the id is
-/// derived from the body, and there is no wall-clock `created` field), so the
-/// same request gives byte-identical output however and whenever it ran, and a
-/// cached answer to an identical request is the answer it would have got.
+/// Bodies are a pure function of the request and its tokens (the id is derived
+/// from the request, and there is no wall-clock `created` field), so the same
+/// request gives byte-identical output however and whenever it ran.
 struct ResponseBuilder {
     let modelName: String
     let tokenizer: Tokenizer
 
     func body(for generation: Generation, content: String, finishReason: String) -> JSON {
         let request = generation.request
-        let id = String(CounterRandom.key(for: request.endpoint.rawValue + "\u{0}" + request.body.serialized), radix: 16)
+        let id = BuiltinResultIdentity.responseID(for: request)
         let usage = JSON.object([
             "prompt_tokens": .int(generation.promptTokens.count),
             "completion_tokens": .int(generation.generated.count),

@@ -33,7 +33,18 @@ final class SQLiteConnection {
         sqlite3_busy_timeout(db, Int32(min(max(busyTimeout, 0) * 1000, Double(Int32.max))))
         try execute("PRAGMA foreign_keys = ON", operation: "enable foreign keys")
         // Changing the journal mode needs a moment of exclusive access; the busy timeout covers that.
-        let mode = try queryText("PRAGMA journal_mode = WAL", operation: "enable WAL")
+        // SQLite answers SQLITE_BUSY at once, without the busy handler, when another connection is
+        // migrating a brand-new file: retry until the busy timeout.
+        let deadline = Date().addingTimeInterval(busyTimeout)
+        var mode: String?
+        while true {
+            do {
+                mode = try queryText("PRAGMA journal_mode = WAL", operation: "enable WAL")
+                break
+            } catch QueueError.databaseBusy where Date() < deadline {
+                usleep(5_000)
+            }
+        }
         guard mode?.lowercased() == "wal" else {
             throw QueueError.sqlite(path: path, operation: "enable WAL", code: SQLITE_ERROR,
                                     message: "the file system does not support WAL (journal mode is \(mode ?? "unknown"))")

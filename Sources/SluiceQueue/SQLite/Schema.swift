@@ -82,6 +82,21 @@ enum Schema {
             stopped_at REAL
         ) STRICT;
         """,
+        // 2: the result cache (responses of deterministic requests, keyed by a hash of
+        // everything the response depends on) and which results came from it.
+        """
+        CREATE TABLE result_cache (
+            key TEXT PRIMARY KEY,
+            status_code INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            -- What computing the response cost the first time; reported again on every hit.
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            hits INTEGER NOT NULL DEFAULT 0
+        ) STRICT;
+        ALTER TABLE results ADD COLUMN from_cache INTEGER NOT NULL DEFAULT 0;
+        """,
     ]
 
     static var currentVersion: Int { migrations.count }

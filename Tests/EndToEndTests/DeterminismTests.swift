@@ -1,0 +1,96 @@
+import Foundation
+import SluiceCore
+import Testing
+
+/// The same job through the built binary and the built-in engine gives byte-identical exports
+/// whatever the batch size, thread count, number of workers, or the result cache: greedy,
+/// seeded and derived-seed sampling, a stop string, and a duplicate request in one job.
+@Suite(.serialized) struct DeterminismTests {
+    static func job() -> String {
+        func line(_ id: String, _ url: String, _ body: String) -> String {
+            #"{"custom_id":"\#(id)","method":"POST","url":"\#(url)","body":\#(body)}"# + "\n"
+        }
+        let completions = "/v1/completions", chat = "/v1/chat/completions"
+        return line("greedy-1", completions, #"{"prompt":"The capital of France is","max_tokens":16,"temperature":0}"#)
+            + line("greedy-2", completions, #"{"prompt":"def add(a, b):","max_tokens":16,"temperature":0}"#)
+            + line("greedy-chat", chat, #"{"messages":[{"role":"user","content":"Name three rivers."}],"max_tokens":16,"temperature":0}"#)
+            + line("seeded-1", completions, #"{"prompt":"Once upon a time","max_tokens":16,"temperature":0.8,"seed":11}"#)
+            + line("seeded-2", completions, #"{"prompt":"The weather today","max_tokens":16,"temperature":1.0,"top_p":0.9,"seed":12}"#)
+            // The same body as greedy-1 in another key order: answered from the cache, with its own response id.
+            + line("greedy-1-again", completions, #"{"temperature":0,"max_tokens":16,"prompt":"The capital of France is"}"#)
+            + line("derived-seed", completions, #"{"prompt":"My favourite colour","max_tokens":16,"temperature":0.7}"#)
+            + line("seeded-chat", chat, #"{"messages":[{"role":"user","content":"Tell me a joke."}],"max_tokens":16,"temperature":0.9,"seed":5}"#)
+            + line("greedy-stop", completions, #"{"prompt":"Count: 1, 2, 3,","max_tokens":16,"temperature":0,"stop":[" 7"]}"#)
+    }
+
+    /// Enqueues the job into a fresh database, runs `workers` workers with `arguments`, returns the export's bytes.
+    func run(_ arguments: [String], workers: Int = 1, scratch: Scratch, children: Children, name: String) async throws -> (export: Data, db: String) {
+        let input = scratch.path("job.jsonl"), db = scratch.path("\(name).db"), output = scratch.path("\(name).jsonl")
+        try Self.job().write(toFile: input, atomically: true, encoding: .utf8)
+        let enqueue = try await sluice(["enqueue", input, "--db", db], in: scratch, children: children)
+        #expect(enqueue.status == 0, "\(enqueue.stderr)")
+        var processes: [Process] = []
+        for index in 0..<workers {
+            processes.append(try children.spawn(try sluiceBinary(), ["work", "--db", db, "--lease", "60"] + arguments,
+                                                stdout: scratch.path("\(name)-\(index).out"), stderr: scratch.path("\(name)-\(index).err")))
+        }
+        for (index, process) in processes.enumerated() {
+            let status = try await waitForExit(process, seconds: 300)
+            let log = (try? String(contentsOfFile: scratch.path("\(name)-\(index).err"), encoding: .utf8)) ?? ""
+            #expect(status == 0 || status == 3, "\(name) worker \(index): exit \(String(describing: status)): \(log)")
+        }
+        let export = try await sluice(["export", "1", "--db", db, "-o", output], in: scratch, children: children)
+        #expect(export.status == 0, "\(export.stderr)")
+        return (try Data(contentsOf: URL(fileURLWithPath: output)), db)
+    }
+
+    @Test func exportsAreByteIdenticalAcrossBatchThreadsWorkersAndCache() async throws {
+        guard defaultModelInstalled() else {
+            Issue.record("the default model is not installed: run scripts/fetch-model")
+            return
+        }
+        let scratch = try Scratch(), children = Children()
+        defer { children.killAll(); scratch.remove() }
+        let reference = try await run(["--concurrency", "32", "--threads", "2"], scratch: scratch, children: children, name: "batch32-threads2-cache")
+        let lines = try readJSONLines(scratch.path("batch32-threads2-cache.jsonl"))
+        #expect(lines.count == 9 && lines.allSatisfy { $0["response"]?["status_code"]?.intValue == 200 })
+        // The duplicate came from the cache within the job; status counts it.
+        let status = try await sluice(["status", "1", "--db", reference.db, "--json"], in: scratch, children: children)
+        let job = try JSON.parse(status.stdout).arrayValue?.first
+        #expect(job?["cache_hits"]?.intValue == 1, "\(status.stdout)")
+        #expect(job?["cached_completion_tokens"]?.intValue == lines[0]["response"]?["body"]?["usage"]?["completion_tokens"]?.intValue)
+        // Its usage is what the computation cost, reported truthfully, and its id is its own.
+        #expect(lines[5]["response"]?["body"]?["usage"] == lines[0]["response"]?["body"]?["usage"])
+        #expect(lines[5]["response"]?["body"]?["choices"] == lines[0]["response"]?["body"]?["choices"])
+        #expect(lines[5]["response"]?["body"]?["id"] != lines[0]["response"]?["body"]?["id"])
+
+        let variants: [(name: String, arguments: [String], workers: Int)] = [
+            ("batch1-no-cache", ["--concurrency", "1", "--threads", "2", "--no-cache"], 1),
+            ("batch32-threads1", ["--concurrency", "32", "--threads", "1"], 1),
+            ("three-workers", ["--concurrency", "4", "--threads", "1", "--no-checkpoints"], 3),
+        ]
+        for variant in variants {
+            let other = try await run(variant.arguments, workers: variant.workers, scratch: scratch, children: children, name: variant.name)
+            #expect(other.export == reference.export, "\(variant.name) exported different bytes than batch 32 / 2 threads / cache")
+            if other.export != reference.export {
+                let a = String(decoding: reference.export, as: UTF8.self).split(separator: "\n")
+                let b = String(decoding: other.export, as: UTF8.self).split(separator: "\n")
+                for (x, y) in zip(a, b) where x != y { Issue.record("first difference:\n\(x)\n\(y)"); break }
+            }
+        }
+
+        // The same file again in the reference database: a second job answered wholly from the cache, same bodies.
+        let input = scratch.path("job.jsonl")
+        let again = try await sluice(["enqueue", input, "--db", reference.db, "--allow-duplicate"], in: scratch, children: children)
+        #expect(again.status == 0, "\(again.stderr)")
+        let work = try await sluice(["work", "--db", reference.db], in: scratch, children: children, seconds: 120)
+        #expect(work.status == 0, "\(work.stderr)")
+        let output = scratch.path("second-job.jsonl")
+        _ = try await sluice(["export", "2", "--db", reference.db, "-o", output], in: scratch, children: children)
+        let second = try readJSONLines(output)
+        #expect(second.map { $0["response"]?["body"] } == lines.map { $0["response"]?["body"] })
+        let secondStatus = try await sluice(["status", "2", "--db", reference.db, "--json"], in: scratch, children: children)
+        #expect(try JSON.parse(secondStatus.stdout).arrayValue?.first?["cache_hits"]?.intValue == 9, "\(secondStatus.stdout)")
+        #expect(work.stderr.contains("in 9 results from the cache"), "\(work.stderr)")
+    }
+}
