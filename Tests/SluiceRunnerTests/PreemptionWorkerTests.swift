@@ -38,9 +38,10 @@ struct BodyKeying: ResultCacheKeying {
         let timed = try await stalledRun({ $0.checkpointInterval = 0.4; $0.checkpointTokens = 100_000 }, seconds: 1.3)
         // At least every interval, but not at every pull (26 pulls of 4 requests in 1.3 s).
         #expect((4...24).contains(timed.recorded.checkpointWrites), "checkpoint writes: \(timed.recorded.checkpointWrites)")
-        // Every 5 tokens (pulled every 50 ms): far more often than the 100 s interval.
+        // Every 5 tokens (pulled every 50 ms): the 100 s interval alone would write nothing before the drain,
+        // so any periodic write is the token threshold's (a starved machine pulls less often than every 50 ms).
         let byTokens = try await stalledRun({ $0.checkpointInterval = 100; $0.checkpointTokens = 5 }, seconds: 1.3)
-        #expect(byTokens.recorded.checkpointWrites >= 12, "checkpoint writes: \(byTokens.recorded.checkpointWrites)")
+        #expect(byTokens.recorded.checkpointWrites >= 4, "checkpoint writes: \(byTokens.recorded.checkpointWrites)")
         // Off: nothing periodic, but the drain still hands back partial output.
         let off = try await stalledRun({ $0.checkpointInterval = 0 }, seconds: 0.6)
         #expect(off.recorded.checkpointWrites == 0)
