@@ -254,7 +254,9 @@ final class LogLines: Sendable {
         let exit = try await run.value
 
         #expect(exit == .drained(.signal("SIGINT"), workRemains: true))
-        #expect(ContinuousClock.now - drainStarted < .seconds(2))
+        // "At once" means well before the 10 s grace a non-checkpointing engine would be given;
+        // the bound leaves room for a starved test machine.
+        #expect(ContinuousClock.now - drainStarted < .seconds(5))
         for row in store.rows {
             #expect(row.state == .queued && row.failedAttempts == 0)
             #expect((row.checkpoint?.generatedTokens ?? 0) >= 1)
