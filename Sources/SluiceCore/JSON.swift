@@ -423,25 +423,8 @@ struct JSONParser {
 
     /// Advances over one multi-byte UTF-8 sequence, rejecting overlongs, surrogates and truncation.
     mutating func skipUTF8Sequence() throws(JSONParseError) {
-        let b0 = bytes[index]
-        let length: Int
-        var lower: UInt8 = 0x80, upper: UInt8 = 0xBF
-        switch b0 {
-        case 0xC2...0xDF: length = 2
-        case 0xE0: length = 3; lower = 0xA0
-        case 0xE1...0xEC, 0xEE...0xEF: length = 3
-        case 0xED: length = 3; upper = 0x9F
-        case 0xF0: length = 4; lower = 0x90
-        case 0xF1...0xF3: length = 4
-        case 0xF4: length = 4; upper = 0x8F
-        default: throw error("invalid UTF-8 (byte 0x\(String(b0, radix: 16)))")
-        }
-        guard index + length <= bytes.count else { throw error("truncated UTF-8 sequence") }
-        let b1 = bytes[index + 1]
-        guard b1 >= lower && b1 <= upper else { throw error("invalid UTF-8 sequence") }
-        for k in 2..<max(length, 2) where k < length {
-            let bk = bytes[index + k]
-            guard bk >= 0x80 && bk <= 0xBF else { throw error("invalid UTF-8 sequence") }
+        guard let length = UTF8Validation.multiByteLength(bytes, at: index) else {
+            throw error("invalid UTF-8 (byte 0x\(String(bytes[index], radix: 16)))")
         }
         index += length
     }
