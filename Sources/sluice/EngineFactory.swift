@@ -39,6 +39,20 @@ struct EngineOptions: Sendable {
     var kvMemory: String? = nil
     /// builtin: how often the engine publishes checkpoints for the worker (nil: the engine's default).
     var checkpointPublishInterval: Duration? = nil
+    /// --speculate (builtin): prompt-lookup speculative decoding on or off (nil: the engine's default).
+    var speculate: SpeculateChoice? = nil
+    /// --draft-model (builtin): a smaller model with the same vocabulary that drafts tokens.
+    var draftModel: String? = nil
+    /// --draft-tokens (builtin): the most draft tokens a sequence verifies per step.
+    var draftTokens: Int? = nil
+}
+
+/// `--speculate`: where the built-in engine's speculative decoding drafts come from.
+enum SpeculateChoice: String, ExpressibleByArgument, CaseIterable, Sendable {
+    /// Prompt lookup: continue the text the way it continued after the same tokens earlier.
+    case ngram
+    /// No speculation.
+    case off
 }
 
 /// Parses a byte size: a number with an optional K, M, G or T suffix (powers of 1024), or an optional B/iB.
@@ -104,6 +118,23 @@ func makeBuiltinEngine(_ options: EngineOptions) throws -> BuiltinEngine {
     }
     settings.chatTemplate = options.chatTemplate
     if let interval = options.checkpointPublishInterval { settings.checkpointInterval = interval }
+    switch options.speculate {
+    case .ngram?: settings.speculation.mode = .promptLookup
+    case .off?: settings.speculation.mode = .off
+    case nil: break
+    }
+    if let draftTokens = options.draftTokens {
+        guard (1...64).contains(draftTokens) else { throw CLIError.usage("--draft-tokens must be 1 to 64 (got \(draftTokens))") }
+        settings.speculation.maxDraftTokens = draftTokens
+    }
+    if let draftModel = options.draftModel {
+        if options.speculate == .off { throw CLIError.usage("--draft-model drafts for speculative decoding; it contradicts --speculate off") }
+        do {
+            settings.speculation.mode = .draftModel(path: try ModelCache().resolve(draftModel))
+        } catch {
+            throw CLIError(description: "cannot find draft model: \(error)")
+        }
+    }
     do {
         let path = try ModelCache().resolve(options.model)
         return try BuiltinEngine(modelPath: path, options: settings)

@@ -34,10 +34,23 @@ struct GenerateCommand: AsyncParsableCommand {
     @Option(help: "Compute threads (default: all cores).")
     var threads: Int?
 
+    @Option(help: ArgumentHelp("Speculative decoding by prompt lookup (ngram) or none (off).", valueName: "ngram|off"))
+    var speculate: SpeculateChoice?
+
+    @Option(name: .customLong("draft-model"), help: ArgumentHelp("A smaller model with the same vocabulary that drafts tokens.", valueName: "name-or-path"))
+    var draftModel: String?
+
+    @Option(name: .customLong("draft-tokens"), help: ArgumentHelp("The most draft tokens verified per step.", valueName: "n"))
+    var draftTokens: Int?
+
     func run() async throws {
         guard maxTokens >= 1 else { throw CLIError.usage("--max-tokens must be at least 1") }
-        let engine = try makeBuiltinEngine(EngineOptions(kind: .builtin, baseURL: nil, concurrency: 1, model: model, apiKey: nil,
-                                                         requestTimeout: 0, threads: threads, chatTemplate: chatTemplate))
+        var options = EngineOptions(kind: .builtin, baseURL: nil, concurrency: 1, model: model, apiKey: nil,
+                                    requestTimeout: 0, threads: threads, chatTemplate: chatTemplate)
+        options.speculate = speculate
+        options.draftModel = draftModel
+        options.draftTokens = draftTokens
+        let engine = try makeBuiltinEngine(options)
         var fields: [(key: String, value: JSON)] = [
             (key: "max_tokens", value: .int(maxTokens)),
             (key: "temperature", value: .double(temperature)),
@@ -66,6 +79,8 @@ struct GenerateCommand: AsyncParsableCommand {
         let text = choice?["text"]?.stringValue ?? choice?["message"]?["content"]?.stringValue ?? ""
         print(chat ? text : prompt + text)
         let seconds = Double((ContinuousClock.now - started).components.attoseconds) / 1e18 + Double((ContinuousClock.now - started).components.seconds)
-        printNote("[\(usage.promptTokens) prompt + \(usage.completionTokens) generated tokens in \(String(format: "%.2f", seconds)) s, finish: \(choice?["finish_reason"]?.stringValue ?? "?")]")
+        let speculation = engine.speculationStatistics
+        let drafts = speculation.draftedTokens == 0 ? "" : ", drafts kept: \(speculation.acceptedTokens) of \(speculation.draftedTokens)"
+        printNote("[\(usage.promptTokens) prompt + \(usage.completionTokens) generated tokens in \(String(format: "%.2f", seconds)) s, finish: \(choice?["finish_reason"]?.stringValue ?? "?")\(drafts)]")
     }
 }

@@ -65,6 +65,16 @@ public final class KVCache: @unchecked Sendable {
         return true
     }
 
+    /// Frees sequence `slot`'s blocks past the ones holding positions `0..<positions`
+    /// (room reserved for speculative tokens that were rejected). Kept positions are untouched.
+    public func truncate(slot: Int, positions: Int) {
+        guard let storage = sequences[slot] else { return }
+        let excess = storage.blockCount - Self.blocks(for: positions)
+        guard excess > 0 else { return }
+        storage.removeLast(excess)
+        blocksInUse -= excess
+    }
+
     /// Forgets sequence `slot` and frees its memory.
     public func release(slot: Int) {
         guard let storage = sequences.removeValue(forKey: slot) else { return }
@@ -112,6 +122,11 @@ private final class SequenceBlocks {
         }
         (table + blockCount).initialize(to: block)
         blockCount += 1
+    }
+
+    func removeLast(_ count: Int) {
+        for i in (blockCount - count)..<blockCount { table[i].deallocate() }
+        blockCount -= count
     }
 
     func deallocate() {

@@ -19,6 +19,8 @@ public struct BuiltinEngineOptions: Sendable {
     /// The most memory the KV cache may use. When it is full the newest sequences
     /// are preempted (their cache dropped) and recomputed when room frees up.
     public var kvMemoryBytes = 2 << 30
+    /// Speculative decoding (prompt lookup or a draft model); never changes the output.
+    public var speculation = SpeculationOptions()
 
     public init() {}
 }
@@ -50,6 +52,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
     private let mailbox = Mutex(Mailbox())
     private let wakeup = NSCondition()
     private let finishedRunning = DispatchSemaphore(value: 0)
+    private let speculator: Speculator?
 
     struct Mailbox {
         var submitted: [EngineRequest] = []
@@ -80,6 +83,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         let probe = model.makeCache(budgetBytes: options.kvMemoryBytes)
         maxCachedTokens = probe.blockBudget * KVCache.blockPositions
         capacity = options.maxSequences + max(2, options.maxSequences / 2)
+        speculator = try Speculator.make(options.speculation, for: file, pool: pool, positions: maxCachedTokens,
+                                         catchUpBudget: options.tokenBudget)
         description = "built-in engine: \(modelName) (\(model.architecture), \(options.threads) threads, \(options.maxSequences) sequences)"
         (events, continuation) = AsyncStream.makeStream(of: EngineEvent.self)
         let thread = Thread { [self] in
@@ -90,6 +95,9 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         thread.stackSize = 16 << 20
         thread.start()
     }
+
+    /// What speculative decoding did so far (zeros when it is off).
+    public var speculationStatistics: SpeculationStatistics { speculator?.statistics ?? SpeculationStatistics() }
 
     public func submit(_ request: EngineRequest) {
         mailbox.withLock { $0.submitted.append(request) }
@@ -240,10 +248,15 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
 
     /// Runs one forward step over the planned batch and samples every sequence that reached its end.
     private func step(_ running: [Generation], scheduler: BatchScheduler, cache: KVCache) {
-        let plan = scheduler.plan(running)
+        var plan = scheduler.plan(running)
         for (generation, count) in plan.contributions {
             let reserved = cache.reserve(slot: generation.slot, positions: generation.cachedCount + count)
             precondition(reserved, "makeRoom guarantees the step fits the KV budget")
+        }
+        if let speculator {
+            let drafts = speculator.propose(plan: plan, running: running, cache: cache, contextLength: contextLength,
+                                            usableVocabulary: tokenizer.vocabularySize)
+            if !drafts.isEmpty { plan = scheduler.plan(running, drafts: drafts) }
         }
         let vocabulary = model.shape.vocabularySize
         let logits = UnsafeMutablePointer<Float>.allocate(capacity: max(1, plan.logitRows.count * vocabulary))
@@ -251,20 +264,41 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         model.forward(tokens: plan.tokens, placements: plan.placements, logitRows: plan.logitRows, cache: cache, logits: logits)
         for (generation, count) in plan.contributions { generation.cachedCount += count }
 
-        for (row, generation) in plan.samplers.enumerated() {
-            let rowLogits = UnsafePointer(logits + row * vocabulary)
-            // Tokens past the tokenizer's vocabulary (padding rows of the embedding) are never sampled.
-            let usable = tokenizer.vocabularySize
-            let token = Sampler.sample(rowLogits, count: usable, parameters: generation.parameters.sampling,
-                                       uniform: generation.nextUniform)
-            var entry: Generation.TokenLogprobs?
-            if let top = generation.parameters.logprobs {
-                let result = Sampler.logProbabilities(rowLogits, count: usable, token: token, top: top)
-                entry = .init(token: token, logprob: result.chosen, top: result.top)
+        for (index, generation) in plan.samplers.enumerated() {
+            // The sampler's own row, then one per draft token: each row's logits are bit for bit
+            // those a plain decode step would compute at that position (the kernels are batch-
+            // invariant), so each draft is kept exactly when it is the token the model picks.
+            let drafts = plan.drafts[index]
+            var accepted = 0
+            for offset in 0...drafts.count {
+                let token = sampleNext(generation, logits: logits + (plan.firstLogit[index] + offset) * vocabulary)
+                let matched = offset < drafts.count && token == drafts[offset]
+                if matched { accepted += 1 }
+                if !matched || generation.finishReason != nil { break }
             }
-            generation.append(token, logprobs: entry)
-            generation.finishReason = finishReason(generation)
+            if !drafts.isEmpty {
+                // Roll back the rejected drafts' keys and values: the next step overwrites them.
+                generation.cachedCount -= drafts.count - accepted
+                cache.truncate(slot: generation.slot, positions: generation.cachedCount + 1)
+                speculator?.record(slot: generation.slot, drafted: drafts.count, accepted: accepted)
+            }
         }
+    }
+
+    /// Samples a generation's next token from its logits and appends it, with log-probabilities if requested.
+    private func sampleNext(_ generation: Generation, logits: UnsafePointer<Float>) -> Int32 {
+        // Tokens past the tokenizer's vocabulary (padding rows of the embedding) are never sampled.
+        let usable = tokenizer.vocabularySize
+        let token = Sampler.sample(logits, count: usable, parameters: generation.parameters.sampling,
+                                   uniform: generation.nextUniform)
+        var entry: Generation.TokenLogprobs?
+        if let top = generation.parameters.logprobs {
+            let result = Sampler.logProbabilities(logits, count: usable, token: token, top: top)
+            entry = .init(token: token, logprob: result.chosen, top: result.top)
+        }
+        generation.append(token, logprobs: entry)
+        generation.finishReason = finishReason(generation)
+        return token
     }
 
     /// Why a generation is complete after its latest token, or nil to go on.
@@ -287,6 +321,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
 
     private func finish(_ generation: Generation, reason: String, cache: KVCache) {
         cache.release(slot: generation.slot)
+        speculator?.forget(slot: generation.slot)
         var content = text(of: generation)
         if let match = StopStrings.firstMatch(in: content, stops: generation.parameters.stop) {
             content = String(content[..<match])
@@ -300,6 +335,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
 
     private func stop(_ generation: Generation, cache: KVCache) {
         cache.release(slot: generation.slot)
+        speculator?.forget(slot: generation.slot)
         mailbox.withLock { _ = $0.checkpoints.removeValue(forKey: generation.request.id) }
         let checkpoint = generation.generated.isEmpty ? generation.request.resumeFrom : generation.checkpointState.encoded()
         continuation.yield(.stopped(requestID: generation.request.id, checkpoint: checkpoint))

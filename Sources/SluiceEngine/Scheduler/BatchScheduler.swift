@@ -6,6 +6,11 @@ struct StepPlan {
     /// Rows of the batch whose logits are sampled, one per entry of `samplers`.
     var logitRows: [Int] = []
     var samplers: [Generation] = []
+    /// Speculative decoding: the draft tokens each sampler's last token is followed by in
+    /// the batch (parallel to `samplers`). Every draft gets a logit row too, right after
+    /// its sampler's, so sampler `i`'s rows start at `firstLogit[i]`.
+    var drafts: [[Int32]] = []
+    var firstLogit: [Int] = []
     /// How many tokens each scheduled generation contributes, by index into the running list.
     var contributions: [(generation: Generation, count: Int)] = []
 }
@@ -20,32 +25,43 @@ struct StepPlan {
 struct BatchScheduler {
     var tokenBudget: Int
 
-    func plan(_ running: [Generation]) -> StepPlan {
+    /// - Parameter drafts: speculative tokens to verify after a sampler's last token, by slot.
+    ///   They come on top of the token budget and count in its `contributions`.
+    func plan(_ running: [Generation], drafts: [Int: [Int32]] = [:]) -> StepPlan {
         var plan = StepPlan()
         var budget = tokenBudget
         let decoding = running.filter { $0.totalCount - $0.cachedCount == 1 }
         let prefilling = running.filter { $0.totalCount - $0.cachedCount > 1 }
         for generation in decoding {
-            add(generation, count: 1, to: &plan)
+            add(generation, count: 1, drafts: drafts[generation.slot] ?? [], to: &plan)
             budget -= 1
         }
         for generation in prefilling where budget > 0 {
             let count = min(generation.totalCount - generation.cachedCount, budget)
-            add(generation, count: count, to: &plan)
+            add(generation, count: count, drafts: drafts[generation.slot] ?? [], to: &plan)
             budget -= count
         }
         return plan
     }
 
-    private func add(_ generation: Generation, count: Int, to plan: inout StepPlan) {
+    private func add(_ generation: Generation, count: Int, drafts: [Int32], to plan: inout StepPlan) {
         for index in generation.cachedCount..<(generation.cachedCount + count) {
             plan.tokens.append(generation.token(at: index))
             plan.placements.append(TokenPlacement(slot: generation.slot, position: index))
         }
-        plan.contributions.append((generation, count))
-        if generation.cachedCount + count == generation.totalCount {
-            plan.logitRows.append(plan.tokens.count - 1)
-            plan.samplers.append(generation)
+        guard generation.cachedCount + count == generation.totalCount else {
+            plan.contributions.append((generation, count))
+            return
         }
+        plan.firstLogit.append(plan.logitRows.count)
+        plan.logitRows.append(plan.tokens.count - 1)
+        plan.samplers.append(generation)
+        plan.drafts.append(drafts)
+        for (offset, token) in drafts.enumerated() {
+            plan.tokens.append(token)
+            plan.placements.append(TokenPlacement(slot: generation.slot, position: generation.totalCount + offset))
+            plan.logitRows.append(plan.tokens.count - 1)
+        }
+        plan.contributions.append((generation, count + drafts.count))
     }
 }
