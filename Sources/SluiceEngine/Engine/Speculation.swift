@@ -69,8 +69,8 @@ struct SpeculationPolicy {
 
         /// After a verification of `drafted` tokens of which the first `accepted` matched.
         mutating func record(drafted: Int, accepted: Int) {
-            kept = kept * 0.9 + Double(accepted)
-            tried = tried * 0.9 + Double(accepted + (accepted < drafted ? 1 : 0))
+            kept = kept * 0.7 + Double(accepted)
+            tried = tried * 0.7 + Double(accepted + (accepted < drafted ? 1 : 0))
         }
 
         /// A step without drafts: old evidence fades, so a sequence that stopped drafting tries again later.
