@@ -1,7 +1,7 @@
 import Synchronization
 
 /// Where the built-in engine's speculative decoding gets its draft tokens.
-public enum SpeculationMode: Sendable, Equatable {
+public enum SpeculationMode: Sendable, Hashable {
     /// No speculation: one token per sequence per step.
     case off
     /// Drafts copied from earlier in the sequence (prompt or output) after its last few tokens.
@@ -26,7 +26,7 @@ public struct SpeculationOptions: Sendable, Equatable {
     /// The cost of one more batch row relative to a forward step's fixed cost (reading
     /// the weights, starting the threads). Drafts are verified only where the chance
     /// of keeping them pays for their rows; see `SpeculationPolicy`.
-    public var rowCost = 0.25
+    public var rowCost = 0.35
     /// Verifies every draft up to `maxDraftTokens`, whatever its chance (for tests).
     public var draftAlways = false
 
@@ -56,27 +56,60 @@ public struct SpeculationStatistics: Sendable, Equatable {
 /// step) drafts even unlikely tokens, a full batch (compute-bound) only near-certain
 /// ones. The j-th draft token of a sequence is kept only if the j - 1 before it
 /// were, so its chance is α^j, with α the sequence's recent per-token acceptance.
+///
+/// A sequence's α blends its own recent record with what drafts of the same kind
+/// achieved in all sequences lately (`DraftKind`: how long a suffix prompt lookup
+/// matched, or the draft model), so a new sequence of a copying job drafts from its
+/// first step, and one of an ordinary job does not.
 struct SpeculationPolicy {
     var rowCost: Double
     var draftAlways: Bool
 
-    /// A sequence's recent acceptance: discounted counts of kept and tried draft tokens.
+    /// Discounted counts of kept and tried draft tokens.
     struct Acceptance {
-        var kept = 0.0
-        var tried = 0.0
-        /// The estimated chance that the next draft token is kept; 0.5 with no evidence.
-        var rate: Double { (kept + 0.5) / (tried + 1) }
+        var kept: Double
+        var tried: Double
+        /// Weight of old evidence at each new verification.
+        var memory: Double
+
+        init(prior: Double = 0.5, weight: Double = 1, memory: Double = 0.7) {
+            kept = prior * weight
+            tried = weight
+            self.memory = memory
+        }
+
+        /// The share of tried draft tokens that were kept (`fallback` with no evidence).
+        func rate(fallback: Double) -> Double { tried < 1e-9 ? fallback : kept / tried }
+
+        /// This record's rate, falling back on `prior` as if it were `weight` tries.
+        func rate(prior: Double, weight: Double = 2) -> Double { (kept + weight * prior) / (tried + weight) }
 
         /// After a verification of `drafted` tokens of which the first `accepted` matched.
         mutating func record(drafted: Int, accepted: Int) {
-            kept = kept * 0.7 + Double(accepted)
-            tried = tried * 0.7 + Double(accepted + (accepted < drafted ? 1 : 0))
+            kept = kept * memory + Double(accepted)
+            tried = tried * memory + Double(accepted + (accepted < drafted ? 1 : 0))
         }
 
         /// A step without drafts: old evidence fades, so a sequence that stopped drafting tries again later.
         mutating func idle() {
             kept *= 0.97
             tried *= 0.97
+        }
+    }
+
+    /// What kind of draft a sequence proposes: drafts of one kind are about equally reliable.
+    enum DraftKind: Hashable {
+        /// Prompt lookup that matched a suffix of this many tokens.
+        case lookup(matched: Int)
+        case draftModel
+
+        /// What a draft of this kind is assumed to achieve before any evidence: long matches
+        /// usually continue a copy, single tokens often do not.
+        var prior: Double {
+            switch self {
+            case let .lookup(matched): matched >= 3 ? 0.8 : matched == 2 ? 0.6 : 0.35
+            case .draftModel: 0.6
+            }
         }
     }
 
@@ -113,7 +146,11 @@ final class Speculator {
     private let policy: SpeculationPolicy
     private let lookup: PromptLookup
     private let draftModel: DraftModel?
+    /// Each sequence's own record, by slot, and the kind of its latest draft.
     private var acceptance: [Int: SpeculationPolicy.Acceptance] = [:]
+    private var latestKind: [Int: SpeculationPolicy.DraftKind] = [:]
+    /// All sequences' record by kind of draft (slowly forgetting, so it follows the job).
+    private var kinds: [SpeculationPolicy.DraftKind: SpeculationPolicy.Acceptance] = [:]
     private let counters = Mutex(SpeculationStatistics())
 
     init(options: SpeculationOptions, draftModel: DraftModel?) {
@@ -142,14 +179,20 @@ final class Speculator {
         guard !generations.isEmpty else { return [:] }
 
         var lookedUp: [[Int32]] = []
+        var drafted: [SpeculationPolicy.DraftKind] = []
         if draftModel == nil {
-            lookedUp = zip(generations, limits).map { generation, limit in
-                lookup.draft(TokenHistory(prompt: generation.promptTokens, generated: generation.generated), count: limit).tokens
+            for (generation, limit) in zip(generations, limits) {
+                let found = lookup.draft(TokenHistory(prompt: generation.promptTokens, generated: generation.generated), count: limit)
+                lookedUp.append(found.tokens)
+                drafted.append(.lookup(matched: found.matched))
             }
+        } else {
+            drafted = generations.map { _ in .draftModel }
         }
         let candidates = generations.indices.map { i in
-            (rate: acceptance[generations[i].slot, default: .init()].rate, available: draftModel == nil ? lookedUp[i].count : limits[i])
+            (rate: rate(slot: generations[i].slot, kind: drafted[i]), available: draftModel == nil ? lookedUp[i].count : limits[i])
         }
+        for (generation, kind) in zip(generations, drafted) { latestKind[generation.slot] = kind }
         var counts = policy.allocate(candidates, rows: plan.tokens.count)
 
         // Room in the cache: the step already reserved each sequence's real tokens; drafts take
@@ -161,7 +204,7 @@ final class Speculator {
             }
         }
         for (i, generation) in generations.enumerated() where counts[i] == 0 {
-            acceptance[generation.slot, default: .init()].idle()
+            acceptance[generation.slot]?.idle()
         }
 
         var drafts: [Int: [Int32]] = [:]
@@ -176,9 +219,18 @@ final class Speculator {
         return drafts.filter { !$0.value.isEmpty }
     }
 
+    /// The chance that a draft token of `kind` for sequence `slot` is kept.
+    private func rate(slot: Int, kind: SpeculationPolicy.DraftKind) -> Double {
+        let shared = kinds[kind]?.rate(fallback: kind.prior) ?? kind.prior
+        return acceptance[slot]?.rate(prior: shared) ?? shared
+    }
+
     /// After verifying `drafted` draft tokens of sequence `slot`, of which the first `accepted` matched.
     func record(slot: Int, drafted: Int, accepted: Int) {
-        acceptance[slot, default: .init()].record(drafted: drafted, accepted: accepted)
+        acceptance[slot, default: .init(prior: 0, weight: 0)].record(drafted: drafted, accepted: accepted)
+        if let kind = latestKind[slot] {
+            kinds[kind, default: .init(prior: kind.prior, weight: 2, memory: 0.98)].record(drafted: drafted, accepted: accepted)
+        }
         counters.withLock { totals in
             totals.verifications += 1
             totals.draftedTokens += drafted
@@ -189,6 +241,7 @@ final class Speculator {
     /// The sequence in `slot` is gone (finished, stopped or cancelled).
     func forget(slot: Int) {
         acceptance.removeValue(forKey: slot)
+        latestKind.removeValue(forKey: slot)
         draftModel?.forget(slot: slot)
     }
 }

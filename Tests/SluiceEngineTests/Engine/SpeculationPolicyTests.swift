@@ -56,14 +56,20 @@ struct SpeculationPolicyTests {
     }
 
     @Test func acceptanceEstimateFollowsRecentVerifications() {
-        var acceptance = SpeculationPolicy.Acceptance()
-        #expect(acceptance.rate == 0.5)
+        var acceptance = SpeculationPolicy.Acceptance(prior: 0, weight: 0)
+        #expect(acceptance.rate(prior: 0.6) == 0.6)
         for _ in 0..<10 { acceptance.record(drafted: 4, accepted: 4) }
-        #expect(acceptance.rate > 0.9)
+        #expect(acceptance.rate(prior: 0.5) > 0.9)
         for _ in 0..<10 { acceptance.record(drafted: 4, accepted: 0) }
-        #expect(acceptance.rate < 0.3)
-        let low = acceptance.rate
+        #expect(acceptance.rate(prior: 0.5) < 0.3)
+        let low = acceptance.rate(prior: 0.5)
         for _ in 0..<50 { acceptance.idle() }
-        #expect(acceptance.rate > low)
+        #expect(acceptance.rate(prior: 0.5) > low)
+    }
+
+    @Test func longerLookupMatchesArePresumedMoreReliable() {
+        typealias Kind = SpeculationPolicy.DraftKind
+        #expect(Kind.lookup(matched: 3).prior > Kind.lookup(matched: 2).prior)
+        #expect(Kind.lookup(matched: 2).prior > Kind.lookup(matched: 1).prior)
     }
 }
