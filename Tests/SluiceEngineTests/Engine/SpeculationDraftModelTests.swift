@@ -35,7 +35,7 @@ struct SpeculationDraftModelTests {
         options.speculation.mode = mode
         configure(&options)
         let engine = try BuiltinEngine(modelPath: Self.path(Self.target), options: options)
-        let events = await runToCompletion(engine, Self.requests())
+        let events = await completeWithin(engine, Self.requests())
         await engine.shutdown()
         return (events.mapValues { $0.response?.body.serialized ?? "not a 200 response: \($0)" }, engine.speculationStatistics)
     }
@@ -89,7 +89,6 @@ struct SpeculationDraftModelTests {
         options.speculation.draftAlways = true
         let request = completionRequest(1, prompt: Self.prompts[1], maxTokens: 120, extra: [("logprobs", .int(1))])
         let engine = try BuiltinEngine(modelPath: Self.path(Self.target), options: options)
-        engine.submit(request)
         let watcher = Task { () -> [CheckpointState] in
             var seen: [CheckpointState] = []
             while !Task.isCancelled {
@@ -100,11 +99,7 @@ struct SpeculationDraftModelTests {
             }
             return seen
         }
-        var expected: JSON?
-        for await event in engine.events {
-            expected = event.response?.body
-            break
-        }
+        let expected = await completeWithin(engine, [request])[request.id]?.response?.body
         watcher.cancel()
         let seen = await watcher.value
         await engine.shutdown()
@@ -122,11 +117,11 @@ struct SpeculationDraftModelTests {
         var plainOptions = options
         plainOptions.speculation.mode = .off
         let plain = try BuiltinEngine(modelPath: Self.path(Self.target), options: plainOptions)
-        let uninterruptedPlain = await runToCompletion(plain, [request])[1]?.response?.body
+        let uninterruptedPlain = await completeWithin(plain, [request])[1]?.response?.body
         await plain.shutdown()
         #expect(uninterruptedPlain == body, "speculating run vs plain run")
         let again = try BuiltinEngine(modelPath: Self.path(Self.target), options: options)
-        let events = await runToCompletion(again, [resumed])
+        let events = await completeWithin(again, [resumed])
         await again.shutdown()
         #expect(events[2]?.response?.body == body, "resumed at token \(resumeAt.tokens.count)")
     }

@@ -38,7 +38,7 @@ struct SpeculationTests {
     }
 
     func run(_ engine: BuiltinEngine, _ requests: [EngineRequest]) async -> (bodies: [Int64: String], statistics: SpeculationStatistics) {
-        let events = await runToCompletion(engine, requests)
+        let events = await completeWithin(engine, requests)
         await engine.shutdown()
         return (events.mapValues { $0.response?.body.serialized ?? "not a 200 response: \($0)" }, engine.speculationStatistics)
     }
@@ -104,7 +104,6 @@ struct SpeculationTests {
         let (reference, _) = greedyTokens(m.model, prompt: m.tokenizer.encode(prompt, addSpecial: true, parseSpecial: true), count: 40)
 
         let first = try engine(.promptLookup) { $0.checkpointInterval = .zero; $0.speculation.draftAlways = true }
-        first.submit(request)
         let watcher = Task { () -> [CheckpointState] in
             var seen: [CheckpointState] = []
             while !Task.isCancelled {
@@ -115,11 +114,7 @@ struct SpeculationTests {
             }
             return seen
         }
-        var uninterrupted: JSON?
-        for await event in first.events {
-            uninterrupted = event.response?.body
-            break
-        }
+        let uninterrupted = await completeWithin(first, [request])[request.id]?.response?.body
         watcher.cancel()
         let seen = await watcher.value
         await first.shutdown()
@@ -136,7 +131,7 @@ struct SpeculationTests {
         resumed.id = 2
         resumed.resumeFrom = middle.encoded()
         let again = try engine(.promptLookup) { $0.speculation.draftAlways = true }
-        let events = await runToCompletion(again, [resumed])
+        let events = await completeWithin(again, [resumed])
         await again.shutdown()
         if middle.logprobs.count == middle.tokens.count {
             #expect(events[2]?.response?.body == expected, "resumed at token \(middle.tokens.count)")
