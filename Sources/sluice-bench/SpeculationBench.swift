@@ -55,6 +55,7 @@ struct SpeculationBench: AsyncParsableCommand {
         var records: [String] = []
         for sequences in concurrency.split(separator: ",").compactMap({ Int($0) }) where sequences > 0 {
             var times: [SpeculationMode: [Double]] = [:]
+            var cpu: [SpeculationMode: [Double]] = [:]
             var tokens = 0
             var outputs: [SpeculationMode: [Int64: String]] = [:]
             var statistics = SpeculationStatistics()
@@ -67,8 +68,10 @@ struct SpeculationBench: AsyncParsableCommand {
                     options.speculation.maxDraftTokens = draftTokens
                     let engine = try BuiltinEngine(modelPath: path, options: options)
                     let started = ContinuousClock.now
+                    let cpuBefore = ProcessMemory.cpuSeconds()
                     let results = await Self.complete(engine, job)
                     let elapsed = ContinuousClock.now - started
+                    cpu[mode, default: []].append(ProcessMemory.cpuSeconds() - cpuBefore)
                     await engine.shutdown()
                     times[mode, default: []].append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
                     tokens = results.values.reduce(0) { $0 + $1.completionTokens }
@@ -79,11 +82,13 @@ struct SpeculationBench: AsyncParsableCommand {
             let identical = outputs[.off] == outputs[speculative]
             let plain = Self.median(times[.off] ?? []), sped = Self.median(times[speculative] ?? [])
             let ratio = plain / sped
-            print(String(format: "%2d sequences: %7.1f tok/s without, %7.1f tok/s with speculation: %.2fx; drafts kept %d of %d (%.0f%%); outputs %@",
-                         sequences, Double(tokens) / plain, Double(tokens) / sped, ratio, statistics.acceptedTokens,
+            // CPU time is less disturbed than wall time by other processes on a shared machine.
+            let cpuRatio = Self.median(cpu[.off] ?? []) / Self.median(cpu[speculative] ?? [])
+            print(String(format: "%2d sequences: %7.1f tok/s without, %7.1f tok/s with speculation: %.2fx (CPU time %.2fx); drafts kept %d of %d (%.0f%%); outputs %@",
+                         sequences, Double(tokens) / plain, Double(tokens) / sped, ratio, cpuRatio, statistics.acceptedTokens,
                          statistics.draftedTokens, 100 * statistics.acceptanceRate, identical ? "identical" : "DIFFERENT"))
-            records.append(String(format: "{\"sequences\":%d,\"completion_tokens\":%d,\"off_tok_s\":%.2f,\"spec_tok_s\":%.2f,\"ratio\":%.3f,\"drafted\":%d,\"accepted\":%d,\"identical\":%@}",
-                                  sequences, tokens, Double(tokens) / plain, Double(tokens) / sped, ratio, statistics.draftedTokens,
+            records.append(String(format: "{\"sequences\":%d,\"completion_tokens\":%d,\"off_tok_s\":%.2f,\"spec_tok_s\":%.2f,\"ratio\":%.3f,\"cpu_ratio\":%.3f,\"drafted\":%d,\"accepted\":%d,\"identical\":%@}",
+                                  sequences, tokens, Double(tokens) / plain, Double(tokens) / sped, ratio, cpuRatio, statistics.draftedTokens,
                                   statistics.acceptedTokens, identical ? "true" : "false"))
             if !identical { throw ValidationError("speculation changed the output at \(sequences) sequences") }
         }
