@@ -84,9 +84,9 @@ struct SpeculationBench: AsyncParsableCommand {
             let ratio = plain / sped
             // CPU time is less disturbed than wall time by other processes on a shared machine.
             let cpuRatio = Self.median(cpu[.off] ?? []) / Self.median(cpu[speculative] ?? [])
-            print(String(format: "%2d sequences: %7.1f tok/s without, %7.1f tok/s with speculation: %.2fx (CPU time %.2fx); drafts kept %d of %d (%.0f%%); outputs %@",
+            print(String(format: "%2d sequences: %7.1f tok/s without, %7.1f tok/s with speculation: %.2fx (CPU time %.2fx); drafts kept %d of %d (%.0f%%), %.2f s drafting; outputs %@",
                          sequences, Double(tokens) / plain, Double(tokens) / sped, ratio, cpuRatio, statistics.acceptedTokens,
-                         statistics.draftedTokens, 100 * statistics.acceptanceRate, identical ? "identical" : "DIFFERENT"))
+                         statistics.draftedTokens, 100 * statistics.acceptanceRate, statistics.draftingSeconds, identical ? "identical" : "DIFFERENT"))
             records.append(String(format: "{\"sequences\":%d,\"completion_tokens\":%d,\"off_tok_s\":%.2f,\"spec_tok_s\":%.2f,\"ratio\":%.3f,\"cpu_ratio\":%.3f,\"drafted\":%d,\"accepted\":%d,\"identical\":%@}",
                                   sequences, tokens, Double(tokens) / plain, Double(tokens) / sped, ratio, cpuRatio, statistics.draftedTokens,
                                   statistics.acceptedTokens, identical ? "true" : "false"))

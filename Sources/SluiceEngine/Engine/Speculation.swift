@@ -20,13 +20,16 @@ public struct SpeculationOptions: Sendable, Equatable {
     public var mode: SpeculationMode = .promptLookup
     /// The most draft tokens one sequence verifies in one step.
     public var maxDraftTokens = 8
+    /// The most draft tokens one step verifies over all sequences: each needs a row of
+    /// logits (1 MB for a 262,144-token vocabulary), so this bounds the memory they take.
+    public var maxDraftTokensPerStep = 32
     /// Prompt lookup: the longest and shortest suffixes looked up.
     public var maxNgram = 3
     public var minNgram = 1
     /// The cost of one more batch row relative to a forward step's fixed cost (reading
     /// the weights, starting the threads). Drafts are verified only where the chance
     /// of keeping them pays for their rows; see `SpeculationPolicy`.
-    public var rowCost = 0.35
+    public var rowCost = 0.5
     /// Verifies every draft up to `maxDraftTokens`, whatever its chance (for tests).
     public var draftAlways = false
 
@@ -41,6 +44,8 @@ public struct SpeculationStatistics: Sendable, Equatable {
     public var draftedTokens = 0
     /// Draft tokens that matched the model's own choice (and so cost no step of their own).
     public var acceptedTokens = 0
+    /// Time spent proposing drafts (looking them up, or running the draft model), in seconds.
+    public var draftingSeconds = 0.0
 
     public init() {}
 
@@ -64,6 +69,8 @@ public struct SpeculationStatistics: Sendable, Equatable {
 struct SpeculationPolicy {
     var rowCost: Double
     var draftAlways: Bool
+    /// The most draft tokens in one step.
+    var stepLimit = Int.max
 
     /// Discounted counts of kept and tried draft tokens.
     struct Acceptance {
@@ -117,15 +124,19 @@ struct SpeculationPolicy {
     /// `candidates[i]` = (acceptance rate, most drafts available); the result is parallel.
     func allocate(_ candidates: [(rate: Double, available: Int)], rows: Int) -> [Int] {
         var counts = [Int](repeating: 0, count: candidates.count)
+        var left = stepLimit
         if draftAlways {
-            for (i, c) in candidates.enumerated() { counts[i] = c.available }
+            for (i, c) in candidates.enumerated() {
+                counts[i] = min(c.available, left)
+                left -= counts[i]
+            }
             return counts
         }
         // Greedily take the most likely draft token of all while it pays for its row; a
         // sequence's j-th token is less likely than its (j-1)-th, so each gets a prefix.
         var rows = rows
         var next = candidates.map { $0.available > 0 ? $0.rate : 0 }
-        while true {
+        while left > 0 {
             var best = -1
             for i in next.indices where counts[i] < candidates[i].available && (best < 0 || next[i] > next[best]) { best = i }
             guard best >= 0 else { break }
@@ -134,6 +145,7 @@ struct SpeculationPolicy {
             counts[best] += 1
             next[best] *= candidates[best].rate
             rows += 1
+            left -= 1
         }
         return counts
     }
@@ -155,7 +167,8 @@ final class Speculator {
 
     init(options: SpeculationOptions, draftModel: DraftModel?) {
         self.options = options
-        policy = SpeculationPolicy(rowCost: options.rowCost, draftAlways: options.draftAlways)
+        policy = SpeculationPolicy(rowCost: options.rowCost, draftAlways: options.draftAlways,
+                                   stepLimit: max(0, options.maxDraftTokensPerStep))
         lookup = PromptLookup(maxNgram: options.maxNgram, minNgram: options.minNgram)
         self.draftModel = draftModel
     }
@@ -168,6 +181,12 @@ final class Speculator {
     /// A draft never reaches past `maxTokens` or the context: the model's token after the
     /// last draft is appended too, so k drafts may add k + 1 tokens.
     func propose(plan: StepPlan, running: [Generation], cache: KVCache, contextLength: Int, usableVocabulary: Int) -> [Int: [Int32]] {
+        let started = ContinuousClock.now
+        defer {
+            let elapsed = ContinuousClock.now - started
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            counters.withLock { $0.draftingSeconds += seconds }
+        }
         var generations: [Generation] = []
         var limits: [Int] = []
         for generation in plan.samplers {

@@ -53,6 +53,10 @@ struct SpeculationPolicyTests {
         let split = policy.allocate([(rate: 0.6, available: 8), (rate: 0.95, available: 8)], rows: 2)
         #expect(split[1] >= split[0] && split[1] > 0)
         #expect(SpeculationPolicy(rowCost: 0.25, draftAlways: true).allocate([(rate: 0.01, available: 3)], rows: 64) == [3])
+        // The step limit bounds the total, whoever asks.
+        let capped = SpeculationPolicy(rowCost: 0.01, draftAlways: false, stepLimit: 5)
+        #expect(capped.allocate([(rate: 0.99, available: 8), (rate: 0.98, available: 8)], rows: 1).reduce(0, +) == 5)
+        #expect(SpeculationPolicy(rowCost: 0.25, draftAlways: true, stepLimit: 4).allocate([(rate: 0.5, available: 3), (rate: 0.5, available: 3)], rows: 1) == [3, 1])
     }
 
     @Test func acceptanceEstimateFollowsRecentVerifications() {
