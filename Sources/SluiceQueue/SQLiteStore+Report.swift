@@ -101,7 +101,7 @@ extension SQLiteStore {
                 var counts = RequestCounts()
                 var unfinishedPreempted = 0
                 let countStates = try db.prepare(
-                    "SELECT state, count(*), sum(preemptions > 0) FROM requests WHERE job_id = ?1 GROUP BY state",
+                    "SELECT state, count(*), sum(preemptions > 0 OR interrupted <> 0) FROM requests WHERE job_id = ?1 GROUP BY state",
                     operation: "count requests")
                 countStates.bind(1, job)
                 while try countStates.step() {

@@ -86,7 +86,7 @@ public final class ProgressReporter: Sendable {
     private var isStopped: Bool { state.withLock { $0.stopped } }
 
     private func currentFigures(maxAge: Double) -> ProgressFigures {
-        ProgressFigures(sample: sampler.sample(maxAge: maxAge), telemetry: telemetry.snapshot())
+        ProgressFigures(sample: sampler.sample(maxAge: maxAge, force: maxAge == 0), telemetry: telemetry.snapshot())
     }
 
     private func run() {

@@ -55,9 +55,10 @@ public final class ProgressSampler: Sendable {
 
     /// The latest figures: read again if the last read is older than `maxAge` seconds (and the
     /// spacing rule allows), else the last read's.
-    public func sample(maxAge: Double, now: ContinuousClock.Instant = .now) -> ProgressSample {
+    /// - Parameter force: read now whatever the spacing rule says (for final figures).
+    public func sample(maxAge: Double, force: Bool = false, now: ContinuousClock.Instant = .now) -> ProgressSample {
         state.withLock { state in
-            if let last = state.last, let at = state.lastReadAt {
+            if !force, let last = state.last, let at = state.lastReadAt {
                 let age = (now - at) / .seconds(1)
                 if age < max(maxAge, state.lastReadSeconds * 20) { return last }
             }

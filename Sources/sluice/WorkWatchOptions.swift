@@ -47,8 +47,11 @@ struct WorkWatchOptions: ParsableArguments {
         var reporter: ProgressReporter?
         var server: MetricsHTTPServer?
         var file: MetricsFileWriter?
+        var sampler: ProgressSampler?
 
         func stop() {
+            // The last figures are read fresh: the final metrics file and progress line show the end state.
+            _ = sampler?.sample(maxAge: 0, force: true)
             server?.stop()
             file?.stop()
             reporter?.stop()
@@ -73,6 +76,7 @@ struct WorkWatchOptions: ParsableArguments {
         }
         let sampler = ProgressSampler(store: readStore, job: job)
         var running = Running(log: quiet ? .silent : .standardError)
+        running.sampler = sampler
         if showProgress {
             let mode: ProgressReporter.Mode = isatty(STDERR_FILENO) == 1 ? .terminal(refresh: 0.5) : .lines(interval: progressInterval)
             let reporter = ProgressReporter(sampler: sampler, telemetry: telemetry, mode: mode)
