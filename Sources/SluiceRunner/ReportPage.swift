@@ -61,11 +61,11 @@ public enum ReportPage {
         if let cost = report.cost {
             cards.append(("Cost", money(cost), report.costPerMillionTokens.map { "\(money($0)) per million tokens" } ?? "no tokens"))
         }
-        var html = "<section class=\"cards\">\n"
+        var html = "<div class=\"cards\">\n"
         for (label, value, note) in cards {
             html += "<div class=\"card\"><div class=\"label\">\(e(label))</div><div class=\"value\">\(e(value))</div><div class=\"note\">\(e(note))</div></div>\n"
         }
-        return html + "</section>\n"
+        return html + "</div>\n"
     }
 
     private static func throughputSection(_ report: ReportSummary) -> String {
@@ -74,13 +74,13 @@ public enum ReportPage {
         let chart = ReportSVG.barChart(
             values: series.tokensPerMinute, yTitle: "completion tokens / min", xTitle: "time since the first claim",
             ariaLabel: "Completion tokens per minute over time",
-            xLabel: { ProgressFormat.duration(Double($0) * width) },
+            xLabel: { axisDuration(Double($0) * width) },
             barTitle: { index in
                 "\(ProgressFormat.duration(Double(index) * width))–\(ProgressFormat.duration(Double(index + 1) * width)): "
                     + String(format: "%.0f", series.tokensPerMinute[index]) + " tokens/min"
             })
         return section("Throughput over time", chart,
-                       note: "Completion tokens of the results committed in each \(ProgressFormat.duration(width)) interval (by result time), as a rate per minute. Cache hits count with the tokens their usage reports.")
+                       note: "Completion tokens of the results committed in each \(axisDuration(width)) interval (by result time), as a rate per minute. Cache hits count with the tokens their usage reports.")
     }
 
     private static func latencySection(_ report: ReportSummary) -> String {
@@ -217,6 +217,14 @@ public enum ReportPage {
 
     static func seconds(_ value: Double) -> String {
         value < 10 ? String(format: "%.2f s", value) : ProgressFormat.duration(value)
+    }
+
+    /// Axis labels: `0s`, `15s`, `2m`, `1m30s`, `3h`, `2h30m`.
+    static func axisDuration(_ seconds: Double) -> String {
+        let total = Int(seconds.rounded())
+        if total < 60 { return "\(total)s" }
+        if total < 3600 { return total % 60 == 0 ? "\(total / 60)m" : "\(total / 60)m\(total % 60)s" }
+        return total % 3600 == 0 ? "\(total / 3600)h" : "\(total / 3600)h\((total % 3600) / 60)m"
     }
 
     static func money(_ value: Double) -> String {
