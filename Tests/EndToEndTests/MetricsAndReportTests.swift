@@ -133,7 +133,9 @@ import Testing
         try await waitUntil("a scrape shows the 12 quick requests done") {
             guard let response = scrape(port: metricsPort), response.hasPrefix("HTTP/1.1 200 OK") else { return false }
             scraped = response
+            // The store's counts and the process's own (recorded just after each commit) both show the 12.
             return response.contains("state=\"done\"} 12\n") && response.contains("state=\"leased\"} 1\n")
+                && response.contains("sluice_request_latency_seconds_count 12\n")
         }
         #expect(scraped.contains("Content-Type: text/plain; version=0.0.4"))
         let body = String(scraped[scraped.range(of: "\r\n\r\n")!.upperBound...])
@@ -161,7 +163,7 @@ import Testing
         var fileText = ""
         try await waitUntil("the metrics file shows the 12 quick requests done") {
             fileText = (try? String(contentsOfFile: metricsFile, encoding: .utf8)) ?? ""
-            return fileText.contains("state=\"done\"} 12\n")
+            return fileText.contains("state=\"done\"} 12\n") && fileText.contains("sluice_request_latency_seconds_count 12\n")
         }
         let fileSamples = try #require(try await parseWithPrometheusClient(fileText, scratch: scratch, children: children))
         #expect(value(fileSamples, "sluice_job_requests", job.merging(["state": "done"]) { $1 }) == 12)
