@@ -106,7 +106,7 @@ import Testing
     }()
 
     @Test(.enabled(if: prometheusClientAvailable,
-                   "skipped: python3 cannot import prometheus_client (pip install --user prometheus_client; scripts/test installs it)"))
+                   "python3 cannot import prometheus_client (pip install --user prometheus_client; scripts/test installs it)"))
     func metricsEndpointAndFileParseWithPrometheusClientWhileWorking() async throws {
         let scratch = try Scratch(), children = Children()
         defer { children.killAll(); scratch.remove() }
