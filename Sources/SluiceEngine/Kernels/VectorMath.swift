@@ -21,7 +21,7 @@ func laneSum(_ v: SIMD16<Float>) -> Float {
 /// `2^n` is built in the exponent bits. Inputs are clamped to where results are normal floats.
 @inline(__always)
 func exp16(_ x: SIMD16<Float>) -> SIMD16<Float> {
-    let clamped = x.clamped(lowerBound: SIMD16(repeating: -87), upperBound: SIMD16(repeating: 88))
+    let clamped = clamp16(x, -87, 88)
     // Adding 1.5·2²³ rounds to the nearest integer, which then sits in the low mantissa bits.
     let roundingShift = SIMD16<Float>(repeating: 12_582_912)
     let shifted = roundingShift.addingProduct(clamped, SIMD16(repeating: 1.442_695_04))
@@ -29,12 +29,25 @@ func exp16(_ x: SIMD16<Float>) -> SIMD16<Float> {
     let ln2High: Float = 0.693_145_751_953_125  // 12 significant bits: exact times any |n| ≤ 128
     let ln2Low: Float = 1.428_606_765_330_187e-6
     let r = clamped.addingProduct(n, SIMD16(repeating: -ln2High)).addingProduct(n, SIMD16(repeating: -ln2Low))
+    // Horner's rule, one fused multiply-add per degree (written out: a loop over an array
+    // literal is not reliably unrolled).
     var p = SIMD16<Float>(repeating: 1.0 / 5040)
-    for coefficient: Float in [1.0 / 720, 1.0 / 120, 1.0 / 24, 1.0 / 6, 0.5, 1, 1] {
-        p = SIMD16(repeating: coefficient).addingProduct(p, r)
-    }
+    p = SIMD16(repeating: 1.0 / 720).addingProduct(p, r)
+    p = SIMD16(repeating: 1.0 / 120).addingProduct(p, r)
+    p = SIMD16(repeating: 1.0 / 24).addingProduct(p, r)
+    p = SIMD16(repeating: 1.0 / 6).addingProduct(p, r)
+    p = SIMD16(repeating: 0.5).addingProduct(p, r)
+    p = SIMD16(repeating: 1).addingProduct(p, r)
+    p = SIMD16(repeating: 1).addingProduct(p, r)
     let integer = unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- unsafeBitCast(roundingShift, to: SIMD16<Int32>.self)
     return p * unsafeBitCast((integer &+ 127) &<< 23, to: SIMD16<Float>.self)
+}
+
+/// `x` limited to `lower...upper` per lane. (The standard library's `clamped` handles NaN lane by
+/// lane in scalar code; comparisons and selects stay in vector registers. NaN stays NaN here.)
+@inline(__always)
+func clamp16(_ x: SIMD16<Float>, _ lower: Float, _ upper: Float) -> SIMD16<Float> {
+    x.replacing(with: lower, where: x .< lower).replacing(with: upper, where: x .> upper)
 }
 
 /// `tanh x` per lane: within 2 ulps of 1 (2⁻²²) absolute, which is what matters where it is added
@@ -48,7 +61,7 @@ func tanh16(_ x: SIMD16<Float>) -> SIMD16<Float> {
     let signBit = SIMD16<UInt32>(repeating: 0x8000_0000)
     let bits = unsafeBitCast(x, to: SIMD16<UInt32>.self)
     let magnitude = unsafeBitCast(bits & ~signBit, to: SIMD16<Float>.self)
-    let a = magnitude.clamped(lowerBound: SIMD16(repeating: 0), upperBound: SIMD16(repeating: 9))
+    let a = magnitude.replacing(with: 9, where: magnitude .> 9)
     let large = 1 - 2 / (exp16(a + a) + 1)
     let a2 = a * a
     var series = SIMD16<Float>(repeating: -17.0 / 315)
