@@ -22,7 +22,7 @@ import Testing
             + line("derived-seed", completions, #"{"prompt":"My favourite colour","max_tokens":16,"temperature":0.7}"#)
             + line("seeded-chat", chat, #"{"messages":[{"role":"user","content":"Tell me a joke."}],"max_tokens":16,"temperature":0.9,"seed":5}"#)
             + line("greedy-stop", completions, #"{"prompt":"Count: 1, 2, 3,","max_tokens":16,"temperature":0,"stop":[" 7"]}"#)
-            // Three requests sharing a system prompt of about a hundred tokens: its KV blocks are shared.
+            // Three requests sharing a long system prompt: its KV blocks are shared.
             + line("shared-greedy", chat, #"{"messages":[{"role":"system","content":"\#(systemPrompt)"},{"role":"user","content":"Who wrote Emma?"}],"max_tokens":16,"temperature":0,"logprobs":true,"top_logprobs":2}"#)
             + line("shared-seeded", chat, #"{"messages":[{"role":"system","content":"\#(systemPrompt)"},{"role":"user","content":"Is it open on Sunday?"}],"max_tokens":16,"temperature":0.8,"seed":3,"logprobs":true}"#)
             + line("shared-derived", chat, #"{"messages":[{"role":"system","content":"\#(systemPrompt)"},{"role":"user","content":"Where are the maps?"}],"max_tokens":16,"temperature":0.9}"#)
