@@ -181,4 +181,37 @@ struct SlidingWindowTrimmingTests {
         #expect(text == tokenizer.decode(tokens))
         #expect(logprobs.count == generatedTokens)
     }
+
+    /// Prompts sharing a start much longer than the window: a later request takes the global
+    /// layer's blocks from the start and the window layers' blocks only near the end of the
+    /// shared part (the rest are holes it never reads), also after eviction under a tight budget.
+    @Test func sharingPromptsLongerThanTheWindowChangesNoOutput() async throws {
+        let common = "The capital of France is Paris, the capital of Spain is Madrid, the capital of Italy is Rome, and the capital of"
+        let endings = [" Portugal is", " Greece is", " Austria is", " Norway is", " Poland is", " Ireland is"]
+        let requests = endings.enumerated().map { i, ending in
+            completionRequest(Int64(i), prompt: common + ending, maxTokens: 24,
+                              extra: [("logprobs", .int(2))] + (i % 2 == 0 ? [] : [("temperature", .double(0.9)), ("seed", .int(i))]))
+        }
+        func run(_ configure: (inout BuiltinEngineOptions) -> Void) async throws -> (bodies: [Int64: String], reused: Int, evicted: Int) {
+            var options = BuiltinEngineOptions()
+            options.threads = 2
+            configure(&options)
+            let engine = try BuiltinEngine(modelPath: Self.path, options: options)
+            let events = await runToCompletion(engine, requests)
+            let counts = (engine.reusedPromptTokens, engine.evictedPrefixBlocks)
+            await engine.shutdown()
+            return (events.mapValues { $0.response?.body.serialized ?? "not a 200 response: \($0)" }, counts.0, counts.1)
+        }
+        let reference = try await run { $0.prefixSharing = false }
+        let shared = try await run { $0.tokenBudget = 24 }
+        let probe = try loadLanguageModel(try GGUFFile(path: Self.path), pool: ComputePool(threads: 1)).makeCache()
+        let tight = try await run { $0.tokenBudget = 24; $0.maxSequences = 3; $0.kvMemoryBytes = 7 * probe.bytesPerBlock }
+        #expect(reference.reused == 0)
+        #expect(shared.reused >= 4 * 32, "later requests reuse at least two 16-position blocks each (reused \(shared.reused))")
+        #expect(tight.reused > 0 && tight.evicted > 0, "reused \(tight.reused), evicted \(tight.evicted)")
+        for request in requests {
+            #expect(shared.bodies[request.id] == reference.bodies[request.id], "request \(request.id)")
+            #expect(tight.bodies[request.id] == reference.bodies[request.id], "request \(request.id) under a tight budget")
+        }
+    }
 }
