@@ -78,6 +78,8 @@ struct WorkCommand: AsyncParsableCommand {
     @Flag(help: "No log lines on standard error (errors are still printed).")
     var quiet = false
 
+    @OptionGroup(title: "Watching") var watching: WorkWatchOptions
+
     func validate() throws {
         var configuration = WorkerConfiguration()
         configuration.leaseSeconds = lease
@@ -87,6 +89,7 @@ struct WorkCommand: AsyncParsableCommand {
         if let problem = configuration.validationError() { throw ValidationError(problem) }
         if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1 (got \(concurrency))") }
         if !(requestTimeout > 0) { throw ValidationError("--request-timeout must be positive (got \(requestTimeout))") }
+        try watching.validate()
     }
 
     func run() async throws {
@@ -119,7 +122,10 @@ struct WorkCommand: AsyncParsableCommand {
         options.prefixSharing = !noPrefixSharing
         let engine = try makeEngine(options)
         configuration.resultCache = try preemption.resultCachePolicy(engine: engine, options: options)
-        let log: WorkerLog = quiet ? .silent : .standardError
+        let watch = try watching.start(databasePath: global.databasePath, job: configuration.job, quiet: quiet,
+                                       configuration: &configuration)
+        defer { watch.stop() }
+        let log = watch.log
         let worker = Worker(store: store, engine: engine, configuration: configuration, log: log)
         let preemptionWatchers = try preemption.startWatchers(worker: worker, log: log)
         defer { for watcher in preemptionWatchers { watcher.cancel() } }

@@ -5,7 +5,7 @@ import Testing
 @testable import SluiceEngine
 
 /// The built-in engine end to end on the default model: batching, resume, request options.
-@Suite(.serialized)
+@Suite(.serialized, .ownThread)
 struct BuiltinEngineTests {
     static let prompts = [
         "The capital of France is",
