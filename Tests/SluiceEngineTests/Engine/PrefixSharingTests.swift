@@ -8,7 +8,7 @@ import Testing
 /// give bit-identical bodies (log-probabilities included) with sharing on and off, alone or
 /// batched, under a KV budget small enough to evict and preempt; and a generation much longer
 /// than Gemma 3's window, with the window's old blocks freed, matches the untrimmed forward pass.
-@Suite(.serialized)
+@Suite(.serialized, .ownThread)
 struct PrefixSharingTests {
     /// Over eighty tokens that every request starts with.
     static let systemPrompt = """
@@ -145,7 +145,7 @@ struct PrefixSharingTests {
 /// Sliding-window trimming on the tiny Gemma 3 (window 8, 16-position blocks): a generation far
 /// longer than the window fits a KV budget that could not hold it untrimmed, and its tokens are
 /// the untrimmed greedy pass's.
-@Suite(.serialized)
+@Suite(.serialized, .ownThread)
 struct SlidingWindowTrimmingTests {
     static let path = Fixtures.url("tiny/gemma3-swa-f16.gguf").path
 
