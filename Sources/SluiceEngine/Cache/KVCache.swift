@@ -155,7 +155,9 @@ public final class KVCache: @unchecked Sendable {
         guard needed > 0 else { return true }
         guard needed <= availableBytes else { return false }
         if budgetBytes != Int.max, budgetBytes - bytesAllocated < needed {
-            evictCachedBlocks(bytes: needed - (budgetBytes - bytesAllocated))
+            // Evicting ranks every cached block, so once the cache is full it frees a little more
+            // than asked (1/64 of the budget), and the next few reservations need no ranking.
+            evictCachedBlocks(bytes: max(needed - (budgetBytes - bytesAllocated), min(bytesReclaimable, budgetBytes / 64)))
         }
         let storage = sequence(slot)
         let count = blocks(for: positions)

@@ -16,7 +16,8 @@ public struct BuiltinEngineOptions: Sendable {
     public var contextLength: Int?
     /// How often the engine publishes checkpoints of requests in progress.
     public var checkpointInterval: Duration = .milliseconds(250)
-    /// The most memory the KV cache may use. When it is full the newest sequences
+    /// The most memory the KV cache may use. When it is full, cached prompt blocks no
+    /// request uses are evicted (least recently used first), then the newest sequences
     /// are preempted (their cache dropped) and recomputed when room frees up.
     public var kvMemoryBytes = 2 << 30
     /// Requests whose prompts start alike share the KV blocks of that start (computed once,
