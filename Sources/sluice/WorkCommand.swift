@@ -70,6 +70,9 @@ struct WorkCommand: AsyncParsableCommand {
     @Option(name: .customLong("kv-memory"), help: ArgumentHelp("builtin: KV cache budget (default 2G); when full, the newest sequences are preempted and recomputed later.", valueName: "size"))
     var kvMemory: String?
 
+    @Flag(name: .customLong("no-prefix-sharing"), help: "builtin: compute every prompt in full instead of sharing the KV blocks of common prompt prefixes (outputs are identical either way).")
+    var noPrefixSharing = false
+
     @OptionGroup(title: "Preemption") var preemption: WorkPreemptionOptions
 
     @Flag(help: "No log lines on standard error (errors are still printed).")
@@ -116,6 +119,7 @@ struct WorkCommand: AsyncParsableCommand {
             contextLength: contextLength,
             kvMemory: kvMemory)
         options.checkpointPublishInterval = preemption.enginePublishInterval
+        options.prefixSharing = !noPrefixSharing
         let engine = try makeEngine(options)
         configuration.resultCache = try preemption.resultCachePolicy(engine: engine, options: options)
         let watch = try watching.start(databasePath: global.databasePath, job: configuration.job, quiet: quiet,

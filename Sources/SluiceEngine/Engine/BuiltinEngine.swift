@@ -16,9 +16,15 @@ public struct BuiltinEngineOptions: Sendable {
     public var contextLength: Int?
     /// How often the engine publishes checkpoints of requests in progress.
     public var checkpointInterval: Duration = .milliseconds(250)
-    /// The most memory the KV cache may use. When it is full the newest sequences
+    /// The most memory the KV cache may use. When it is full, cached prompt blocks no
+    /// request uses are evicted (least recently used first), then the newest sequences
     /// are preempted (their cache dropped) and recomputed when room frees up.
     public var kvMemoryBytes = 2 << 30
+    /// Requests whose prompts start alike share the KV blocks of that start (computed once,
+    /// kept for later requests until the budget needs room). Outputs are identical either way.
+    public var prefixSharing = true
+    /// Positions per KV block (a power of two): the granularity of sharing and of memory.
+    public var kvBlockPositions = KVCache.defaultBlockPositions
 
     public init() {}
 }
@@ -50,6 +56,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
     private let mailbox = Mutex(Mailbox())
     private let wakeup = NSCondition()
     private let finishedRunning = DispatchSemaphore(value: 0)
+    private let reusedTokens = Atomic<Int>(0)
+    private let evictedBlocks = Atomic<Int>(0)
 
     struct Mailbox {
         var submitted: [EngineRequest] = []
@@ -77,8 +85,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
             ?? ChatTemplate.detect(jinja: jinja, architecture: model.architecture, hasToken: { tokenizer.token(for: $0) != nil })
         modelName = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
         contextLength = min(options.contextLength ?? model.shape.contextLength, model.shape.contextLength)
-        let probe = model.makeCache(budgetBytes: options.kvMemoryBytes)
-        maxCachedTokens = probe.blockBudget * KVCache.blockPositions
+        let probe = model.makeCache(budgetBytes: options.kvMemoryBytes, blockPositions: options.kvBlockPositions)
+        maxCachedTokens = probe.maxPositionsPerSequence
         capacity = options.maxSequences + max(2, options.maxSequences / 2)
         description = "built-in engine: \(modelName) (\(model.architecture), \(options.threads) threads, \(options.maxSequences) sequences)"
         (events, continuation) = AsyncStream.makeStream(of: EngineEvent.self)
@@ -100,6 +108,11 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         mailbox.withLock { _ = $0.cancelled.insert(requestID) }
         signal()
     }
+
+    /// Prompt tokens whose keys and values were taken from the prefix cache instead of computed.
+    public var reusedPromptTokens: Int { reusedTokens.load(ordering: .relaxed) }
+    /// Cached prompt blocks evicted (least recently used first) to make room in the KV budget.
+    public var evictedPrefixBlocks: Int { evictedBlocks.load(ordering: .relaxed) }
 
     public func collectCheckpoints() -> [(requestID: Int64, checkpoint: Checkpoint)] {
         let taken = mailbox.withLock { box in
@@ -139,7 +152,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         /// Generations whose cache was dropped to make room; they resume first.
         var preempted: [Generation] = []
         var nextSlot = 0
-        let cache = model.makeCache(budgetBytes: options.kvMemoryBytes)
+        let cache = model.makeCache(budgetBytes: options.kvMemoryBytes, blockPositions: options.kvBlockPositions)
         let scheduler = BatchScheduler(tokenBudget: options.tokenBudget)
         let clock = ContinuousClock()
         var lastPublished = clock.now
@@ -180,7 +193,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
             }
             // Admit while there are free slots and the cache can hold the newcomer's whole prompt.
             while running.count < options.maxSequences, let generation = preempted.first {
-                guard running.isEmpty || cache.freeBlocks >= KVCache.blocks(for: generation.totalCount) else { break }
+                guard running.isEmpty || cache.canHold(positions: generation.totalCount) else { break }
                 running.append(preempted.removeFirst())
             }
             while running.count < options.maxSequences, preempted.isEmpty, !waiting.isEmpty {
@@ -190,7 +203,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
                     nextSlot += 1
                     if let reason = finishReason(generation) {
                         finish(generation, reason: reason, cache: cache)
-                    } else if running.isEmpty || cache.freeBlocks >= KVCache.blocks(for: generation.totalCount) {
+                    } else if running.isEmpty || cache.canHold(positions: generation.totalCount) {
                         running.append(generation)
                     } else {
                         preempted.append(generation)
@@ -202,9 +215,15 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
             }
             if running.isEmpty { continue }
 
+            cache.prepareStep(running, sharePrefixes: options.prefixSharing)
             makeRoom(&running, preempted: &preempted, scheduler: scheduler, cache: cache)
             if running.isEmpty { continue }
             step(running, scheduler: scheduler, cache: cache)
+            if options.prefixSharing {
+                cache.registerComputedPrompts(running)
+                reusedTokens.store(cache.reusedPromptTokens, ordering: .relaxed)
+                evictedBlocks.store(cache.evictedBlocks, ordering: .relaxed)
+            }
             running.removeAll { generation in
                 guard let reason = generation.finishReason else { return false }
                 finish(generation, reason: reason, cache: cache)
@@ -226,7 +245,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         while !running.isEmpty {
             let plan = scheduler.plan(running)
             let growth = plan.contributions.map { (slot: $0.generation.slot, positions: $0.generation.cachedCount + $0.count) }
-            if cache.additionalBlocks(growth) <= cache.freeBlocks { return }
+            if cache.fits(growth) { return }
             let victim = running.removeLast()
             cache.release(slot: victim.slot)
             if running.isEmpty {

@@ -47,7 +47,7 @@ public func causalAttention(queries: UnsafePointer<Float>, placements: [TokenPla
     let queryWidth = shape.heads * d
     let items = placements.count * shape.heads
     let longest = placements.map(\.position).max().map { $0 + 1 } ?? 0
-    let views = placements.map { cache.view(slot: $0.slot) }
+    let views = placements.map { cache.view(slot: $0.slot).layer(layer) }
     pool.parallelFor(items) { item in
         let t = item / shape.heads
         let h = item % shape.heads
@@ -62,7 +62,7 @@ public func causalAttention(queries: UnsafePointer<Float>, placements: [TokenPla
             let scores = buffer.baseAddress!
             var maximum = -Float.infinity
             for p in first...last {
-                let s = dot(q, view.key(layer: layer, position: p) + kvHead * d, count: d) * shape.scale
+                let s = dot(q, view.key(p) + kvHead * d, count: d) * shape.scale
                 scores[p - first] = s
                 maximum = max(maximum, s)
             }
@@ -76,7 +76,7 @@ public func causalAttention(queries: UnsafePointer<Float>, placements: [TokenPla
             out.initialize(repeating: 0, count: d)
             for p in first...last {
                 let weight = scores[p - first] * inverse
-                let v = UnsafePointer(view.value(layer: layer, position: p) + kvHead * d)
+                let v = UnsafePointer(view.value(p) + kvHead * d)
                 var k = 0
                 while k + 16 <= d {
                     var acc = UnsafeRawPointer(out + k).loadUnaligned(as: SIMD16<Float>.self)
