@@ -73,23 +73,7 @@ extension SQLiteStore {
         let badLines = select.int(2)
         select.reset()
 
-        let countStates = try db.cached("SELECT state, count(*) FROM requests WHERE job_id = ?1 GROUP BY state",
-                                        operation: "count requests")
-        defer { countStates.reset() }
-        countStates.bind(1, job)
-        var counts = RequestCounts()
-        while try countStates.step() {
-            let n = countStates.int(1)
-            switch RequestState(rawValue: countStates.text(0) ?? "") {
-            case .queued: counts.queued = n
-            case .leased: counts.leased = n
-            case .done: counts.done = n
-            case .failed: counts.failed = n
-            case .cancelled: counts.cancelled = n
-            case nil: break
-            }
-        }
-        countStates.reset()
+        let counts = try requestCounts(db, job: job)
 
         let sums = try db.cached("""
             SELECT coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), coalesce(sum(from_cache), 0)
