@@ -68,11 +68,12 @@ extension SQLiteStore {
         }
     }
 
-    private func jobStatus(_ db: SQLiteConnection, job: JobInfo, startedAt: Double?, finishedAt: Double?,
-                           now: Double) throws -> JobStatus {
+    /// The job's requests by state.
+    func requestCounts(_ db: SQLiteConnection, job: JobID) throws -> RequestCounts {
         let countStates = try db.cached("SELECT state, count(*) FROM requests WHERE job_id = ?1 GROUP BY state",
                                         operation: "count requests")
-        countStates.bind(1, job.id)
+        defer { countStates.reset() }
+        countStates.bind(1, job)
         var counts = RequestCounts()
         while try countStates.step() {
             let n = countStates.int(1)
@@ -85,7 +86,12 @@ extension SQLiteStore {
             case nil: break
             }
         }
-        countStates.reset()
+        return counts
+    }
+
+    private func jobStatus(_ db: SQLiteConnection, job: JobInfo, startedAt: Double?, finishedAt: Double?,
+                           now: Double) throws -> JobStatus {
+        let counts = try requestCounts(db, job: job.id)
 
         let sumTokens = try db.cached("""
             SELECT coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0) FROM results WHERE job_id = ?1

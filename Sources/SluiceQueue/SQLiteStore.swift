@@ -137,7 +137,13 @@ public final class SQLiteStore: QueueStore {
         let jobFilter = oneJob ? "AND j.id = ?5" : ""
         return """
         UPDATE requests
-        SET state = 'leased', lease_owner = ?1, lease_expires_at = ?2, lease_generation = lease_generation + 1
+        SET state = 'leased', lease_owner = ?1, lease_expires_at = ?2, lease_generation = lease_generation + 1,
+            first_claimed_at = coalesce(first_claimed_at, ?3), claimed_at = ?3,
+            -- Right-hand sides read the row as it was: an expired lease, a lease handed back
+            -- unfinished, or a checkpoint to resume from means the request survived a preemption.
+            preemptions = preemptions
+                + (CASE WHEN state = 'leased' OR interrupted <> 0 OR checkpoint_tokens IS NOT NULL THEN 1 ELSE 0 END),
+            interrupted = 0
         WHERE id IN (
             SELECT id FROM (
                 SELECT * FROM (
@@ -249,7 +255,7 @@ public final class SQLiteStore: QueueStore {
         let release = try db.cached("""
             UPDATE requests
             SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL,
-                failed_attempts = failed_attempts + ?1, not_before = ?2,
+                failed_attempts = failed_attempts + ?1, not_before = ?2, interrupted = 1 - ?1,
                 checkpoint_tokens = CASE WHEN ?3 THEN ?4 ELSE checkpoint_tokens END,
                 checkpoint_payload = CASE WHEN ?3 THEN ?5 ELSE checkpoint_payload END
             WHERE id = ?6 AND state = 'leased' AND lease_owner = ?7 AND lease_generation = ?8
@@ -292,7 +298,7 @@ public final class SQLiteStore: QueueStore {
         try withConnection { db in
             try db.writeTransaction("unregister worker") {
                 let release = try db.cached("""
-                    UPDATE requests SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL
+                    UPDATE requests SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL, interrupted = 1
                     WHERE state = 'leased' AND lease_owner = ?1
                     """, operation: "release worker's leases")
                 release.bind(1, worker)

@@ -52,6 +52,9 @@ public final class Worker: Sendable {
         let pid = ProcessInfo.processInfo.processIdentifier
         let workerID = try store.registerWorker(host: host, pid: pid, description: engine.description)
         registration.withLock { $0 = workerID }
+        configuration.telemetry?.started(worker: workerID, engine: engine.description,
+                                         checkpoints: engine.checkpointsPartialOutput && configuration.checkpointInterval > 0,
+                                         now: ContinuousClock.now)
         let jobText = configuration.job.map { "job \($0)" } ?? "all jobs"
         log("worker \(workerID) (pid \(pid)) started on \(jobText): engine \(engine.description), capacity \(engine.capacity), lease \(format(configuration.leaseSeconds)), grace \(format(configuration.graceSeconds))")
 

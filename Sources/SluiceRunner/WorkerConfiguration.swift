@@ -36,8 +36,11 @@ public struct WorkerConfiguration: Sendable {
     public var claimBatchSize: Int = 256
     /// How often to look for work again when the queue had none to give.
     public var idlePollInterval: Double = 0.25
-    /// How often progress lines are logged.
+    /// How often the worker logs its own progress lines; 0 turns them off (a progress display or
+    /// `--no-progress` takes their place).
     public var progressInterval: Double = 10
+    /// Where the worker records throughput, latency and counters for progress displays and metrics; nil: nowhere.
+    public var telemetry: WorkerTelemetry?
 
     public init(job: JobID? = nil) { self.job = job }
 

@@ -16,7 +16,7 @@ public struct WorkerLog: Sendable {
 
     public func callAsFunction(_ line: String) { write(line) }
 
-    private static func timestamp() -> String {
+    static func timestamp() -> String {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         var seconds = time_t(now.tv_sec)

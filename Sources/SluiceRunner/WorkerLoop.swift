@@ -69,6 +69,12 @@ final class WorkerLoop {
     private var drain: Drain?
     private var nextProgressLog: ContinuousClock.Instant
     private var loggedRetries = 0
+    /// When each lease still held (or waiting to be committed) was claimed, for request latency.
+    private var claimedAt: [LeaseRef: ContinuousClock.Instant] = [:]
+    /// Generated tokens of each running request as last seen in a checkpoint, for step lengths.
+    private var observedTokens: [Int64: Int] = [:]
+    /// When a checkpoint pull last saw generation progress (nil while the engine is idle).
+    private var lastProgressSeen: ContinuousClock.Instant?
 
     init(worker: WorkerID, store: any QueueStore, engine: any InferenceEngine, configuration: WorkerConfiguration, log: WorkerLog) {
         self.worker = worker
@@ -169,6 +175,7 @@ final class WorkerLoop {
         }
         let delay = retryPolicy.delay(afterFailedAttempts: flight.attempt, retryAfter: retryAfter)
         statistics.retried += 1
+        configuration.telemetry?.recordRetry()
         logRetry("request \(flight.claim.customID) attempt \(flight.attempt) failed (\(code)): \(message); retrying in \(String(format: "%.1f", delay)) s")
         pending.releases.append(.init(lease: flight.lease, countsAsFailure: true,
                                       notBefore: Date().timeIntervalSince1970 + delay, checkpoint: checkpoint))
@@ -272,7 +279,8 @@ final class WorkerLoop {
         }
         if commitIsDue(now: now) { try commit(now: now) }
         if drain == nil { try claimIfRoom(now: now) }
-        if now >= nextProgressLog {
+        configuration.telemetry?.setInFlight(flights.count)
+        if configuration.progressInterval > 0, now >= nextProgressLog {
             nextProgressLog = now + .seconds(configuration.progressInterval)
             log("progress: \(statistics.completed) results (\(statistics.failed) failed), \(statistics.retried) retries, \(flights.count) in flight; \(statistics.claims) claims, \(statistics.commits) commits; \(statistics.completionTokens) tokens out")
         }
@@ -303,16 +311,41 @@ final class WorkerLoop {
 
     private func pullCheckpoints(now: ContinuousClock.Instant) {
         lastCheckpointPull = now
+        var mostTokensGained = 0
         for (id, checkpoint) in engine.collectCheckpoints() {
             guard let flight = flights[id], flight.phase != .abandoned else { continue }
             freshCheckpoints[id] = checkpoint
+            mostTokensGained = max(mostTokensGained, checkpoint.generatedTokens - (observedTokens[id] ?? checkpoint.generatedTokens))
+            observedTokens[id] = checkpoint.generatedTokens
             configuration.tokenLedger?.record("P", request: id, lease: flight.lease.leaseGeneration, tokens: checkpoint.generatedTokens)
         }
+        observeSteps(tokensGained: mostTokensGained, now: now)
+    }
+
+    /// The engine does not report its steps, but a running sequence gains one token per decode step:
+    /// the most tokens any request gained since the last pull that saw progress is the number of
+    /// steps in between, and the time in between divided by it is their mean length. Prefill steps
+    /// and idle moments inside the interval are included, so this is an upper bound on decode steps.
+    private func observeSteps(tokensGained: Int, now: ContinuousClock.Instant) {
+        guard let telemetry = configuration.telemetry else { return }
+        if flights.isEmpty {
+            lastProgressSeen = nil
+            return
+        }
+        guard tokensGained > 0 else {
+            if lastProgressSeen == nil { lastProgressSeen = now }
+            return
+        }
+        if let last = lastProgressSeen {
+            telemetry.recordSteps(tokensGained, seconds: (now - last) / .seconds(1))
+        }
+        lastProgressSeen = now
     }
 
     private func forgetCheckpoints(_ id: Int64) {
         freshCheckpoints[id] = nil
         storedCheckpointTokens[id] = nil
+        observedTokens[id] = nil
     }
 
     /// One transaction with everything waiting; a failed commit keeps the batch for the next try.
@@ -336,6 +369,7 @@ final class WorkerLoop {
             return
         }
         let report: CommitReport
+        let cacheHitLeases = Set(pendingCache.hits.map(\.lease))
         do {
             if let cacheStore, !pendingCache.isEmpty {
                 report = try cacheStore.commit(batch, worker: worker, cache: pendingCache)
@@ -361,6 +395,7 @@ final class WorkerLoop {
         pendingSince = nil
         statistics.commits += 1
         statistics.checkpointsStored += batch.checkpoints.count
+        if checkpointsEnabled { configuration.telemetry?.checkpointsCommitted(at: now) }
         let lost = Set(report.lostLeases)
         var droppedResults = 0
         for (lease, outcome) in batch.results {
@@ -369,10 +404,28 @@ final class WorkerLoop {
                 if case .failure = outcome { statistics.failed -= 1 }
             } else {
                 statistics.completed += 1
+                recordCommitted(lease, outcome, cacheHits: cacheHitLeases, now: now)
             }
+            claimedAt[lease] = nil
         }
+        for item in batch.releases { claimedAt[item.lease] = nil }
         statistics.released += batch.releases.filter { !$0.countsAsFailure && !lost.contains($0.lease) }.count
         if !lost.isEmpty { abandon(lost, droppedResults: droppedResults) }
+    }
+
+    private func recordCommitted(_ lease: LeaseRef, _ outcome: EngineOutcome, cacheHits: Set<LeaseRef>,
+                                 now: ContinuousClock.Instant) {
+        guard let telemetry = configuration.telemetry else { return }
+        let latency = claimedAt[lease].map { (now - $0) / .seconds(1) }
+        switch outcome {
+        case let .response(statusCode, _, usage):
+            telemetry.recordResult(succeeded: statusCode == 200, promptTokens: usage.promptTokens,
+                                   completionTokens: usage.completionTokens, fromCache: cacheHits.contains(lease),
+                                   latencySeconds: latency, now: now)
+        case .failure:
+            telemetry.recordResult(succeeded: false, promptTokens: 0, completionTokens: 0, fromCache: false,
+                                   latencySeconds: latency, now: now)
+        }
     }
 
     private func logDrainCheckpoints(_ updated: Int, now: ContinuousClock.Instant) {
@@ -390,6 +443,8 @@ final class WorkerLoop {
             cancelled += 1
         }
         statistics.lostLeases += lost.count
+        configuration.telemetry?.recordLostLeases(lost.count)
+        for lease in lost { claimedAt[lease] = nil }
         log("lost \(lost.count) leases (taken over by another worker, or the job was cancelled): dropped \(droppedResults) results, cancelled \(cancelled) requests in the engine")
     }
 
@@ -425,6 +480,9 @@ final class WorkerLoop {
             nextClaimAt = now + .seconds(min(max(1, configuration.idlePollInterval), backoff))
         }
         if !claimed.isEmpty { waitingLogged = false }
+        if configuration.telemetry != nil {
+            for claim in claimed { claimedAt[LeaseRef(requestID: claim.id, leaseGeneration: claim.leaseGeneration)] = now }
+        }
         var cached: [String: CachedResponse] = [:]
         if let cacheStore, let policy = configuration.resultCache {
             let keys = claimed.compactMap { policy.key(for: engineRequest(for: $0)) }
@@ -458,6 +516,8 @@ final class WorkerLoop {
     }
 
     private func submit(_ request: EngineRequest, claim: ClaimedRequest, cacheKey: String?) {
+        // Nothing was at risk while nothing ran: the checkpoint lag starts counting now.
+        if flights.isEmpty, checkpointsEnabled { configuration.telemetry?.checkpointsCommitted(at: ContinuousClock.now) }
         flights[claim.id] = Flight(claim: claim, lease: LeaseRef(requestID: claim.id, leaseGeneration: claim.leaseGeneration),
                                    attempt: request.attempt, phase: .running, cacheKey: cacheKey)
         storedCheckpointTokens[claim.id] = claim.checkpoint?.generatedTokens ?? 0

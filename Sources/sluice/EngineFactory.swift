@@ -37,6 +37,8 @@ struct EngineOptions: Sendable {
     var contextLength: Int? = nil
     /// --kv-memory (builtin): the KV cache budget, e.g. "2G" or "512M".
     var kvMemory: String? = nil
+    /// builtin: share the KV blocks of common prompt prefixes (--no-prefix-sharing turns it off).
+    var prefixSharing = true
     /// builtin: how often the engine publishes checkpoints for the worker (nil: the engine's default).
     var checkpointPublishInterval: Duration? = nil
     /// --speculate (builtin): prompt-lookup speculative decoding on or off (nil: the engine's default).
@@ -117,6 +119,7 @@ func makeBuiltinEngine(_ options: EngineOptions) throws -> BuiltinEngine {
         settings.kvMemoryBytes = bytes
     }
     settings.chatTemplate = options.chatTemplate
+    settings.prefixSharing = options.prefixSharing
     if let interval = options.checkpointPublishInterval { settings.checkpointInterval = interval }
     switch options.speculate {
     case .ngram?: settings.speculation.mode = .promptLookup

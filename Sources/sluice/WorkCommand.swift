@@ -78,11 +78,15 @@ struct WorkCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("draft-tokens"), help: ArgumentHelp("builtin: the most draft tokens a sequence verifies per step (default 8).", valueName: "n"))
     var draftTokens: Int?
+    @Flag(name: .customLong("no-prefix-sharing"), help: "builtin: compute every prompt in full instead of sharing the KV blocks of common prompt prefixes (outputs are identical either way).")
+    var noPrefixSharing = false
 
     @OptionGroup(title: "Preemption") var preemption: WorkPreemptionOptions
 
     @Flag(help: "No log lines on standard error (errors are still printed).")
     var quiet = false
+
+    @OptionGroup(title: "Watching") var watching: WorkWatchOptions
 
     func validate() throws {
         var configuration = WorkerConfiguration()
@@ -93,6 +97,7 @@ struct WorkCommand: AsyncParsableCommand {
         if let problem = configuration.validationError() { throw ValidationError(problem) }
         if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1 (got \(concurrency))") }
         if !(requestTimeout > 0) { throw ValidationError("--request-timeout must be positive (got \(requestTimeout))") }
+        try watching.validate()
     }
 
     func run() async throws {
@@ -125,9 +130,13 @@ struct WorkCommand: AsyncParsableCommand {
         options.speculate = speculate
         options.draftModel = draftModel
         options.draftTokens = draftTokens
+        options.prefixSharing = !noPrefixSharing
         let engine = try makeEngine(options)
         configuration.resultCache = try preemption.resultCachePolicy(engine: engine, options: options)
-        let log: WorkerLog = quiet ? .silent : .standardError
+        let watch = try watching.start(databasePath: global.databasePath, job: configuration.job, quiet: quiet,
+                                       configuration: &configuration)
+        defer { watch.stop() }
+        let log = watch.log
         let worker = Worker(store: store, engine: engine, configuration: configuration, log: log)
         let preemptionWatchers = try preemption.startWatchers(worker: worker, log: log)
         defer { for watcher in preemptionWatchers { watcher.cancel() } }

@@ -3,8 +3,9 @@ import SluiceCore
 import Testing
 
 /// The same job through the built binary and the built-in engine gives byte-identical exports
-/// whatever the batch size, thread count, number of workers, or the result cache: greedy,
-/// seeded and derived-seed sampling, a stop string, and a duplicate request in one job.
+/// whatever the batch size, thread count, number of workers, the result cache or prefix sharing:
+/// greedy, seeded and derived-seed sampling, a stop string, a duplicate request, and requests
+/// sharing a long system prompt in one job.
 @Suite(.serialized) struct DeterminismTests {
     static func job() -> String {
         func line(_ id: String, _ url: String, _ body: String) -> String {
@@ -21,7 +22,15 @@ import Testing
             + line("derived-seed", completions, #"{"prompt":"My favourite colour","max_tokens":16,"temperature":0.7}"#)
             + line("seeded-chat", chat, #"{"messages":[{"role":"user","content":"Tell me a joke."}],"max_tokens":16,"temperature":0.9,"seed":5}"#)
             + line("greedy-stop", completions, #"{"prompt":"Count: 1, 2, 3,","max_tokens":16,"temperature":0,"stop":[" 7"]}"#)
+            // Three requests sharing a long system prompt: its KV blocks are shared.
+            + line("shared-greedy", chat, #"{"messages":[{"role":"system","content":"\#(systemPrompt)"},{"role":"user","content":"Who wrote Emma?"}],"max_tokens":16,"temperature":0,"logprobs":true,"top_logprobs":2}"#)
+            + line("shared-seeded", chat, #"{"messages":[{"role":"system","content":"\#(systemPrompt)"},{"role":"user","content":"Is it open on Sunday?"}],"max_tokens":16,"temperature":0.8,"seed":3,"logprobs":true}"#)
+            + line("shared-derived", chat, #"{"messages":[{"role":"system","content":"\#(systemPrompt)"},{"role":"user","content":"Where are the maps?"}],"max_tokens":16,"temperature":0.9}"#)
     }
+
+    static let systemPrompt = "You are the reference desk of a small public library. Answer every question in one short sentence. "
+        + "Quote book titles exactly as the catalogue spells them, never invent an author, a date or a page number, and say that "
+        + "the catalogue does not know when it does not. Opening hours are nine to five on weekdays and ten to two on Saturdays."
 
     /// Enqueues the job into a fresh database, runs `workers` workers with `arguments`, returns the export's bytes.
     func run(_ arguments: [String], workers: Int = 1, scratch: Scratch, children: Children, name: String) async throws -> (export: Data, db: String) {
@@ -53,7 +62,7 @@ import Testing
         defer { children.killAll(); scratch.remove() }
         let reference = try await run(["--concurrency", "32", "--threads", "2"], scratch: scratch, children: children, name: "batch32-threads2-cache")
         let lines = try readJSONLines(scratch.path("batch32-threads2-cache.jsonl"))
-        #expect(lines.count == 9 && lines.allSatisfy { $0["response"]?["status_code"]?.intValue == 200 })
+        #expect(lines.count == 12 && lines.allSatisfy { $0["response"]?["status_code"]?.intValue == 200 })
         // The duplicate came from the cache within the job; status counts it.
         let status = try await sluice(["status", "1", "--db", reference.db, "--json"], in: scratch, children: children)
         let job = try JSON.parse(status.stdout).arrayValue?.first
@@ -68,6 +77,7 @@ import Testing
             ("batch1-no-cache", ["--concurrency", "1", "--threads", "2", "--no-cache"], 1),
             ("batch32-threads1", ["--concurrency", "32", "--threads", "1"], 1),
             ("three-workers", ["--concurrency", "4", "--threads", "1", "--no-checkpoints"], 3),
+            ("no-prefix-sharing", ["--concurrency", "32", "--threads", "2", "--no-prefix-sharing", "--no-cache"], 1),
         ]
         for variant in variants {
             let other = try await run(variant.arguments, workers: variant.workers, scratch: scratch, children: children, name: variant.name)
@@ -90,7 +100,7 @@ import Testing
         let second = try readJSONLines(output)
         #expect(second.map { $0["response"]?["body"] } == lines.map { $0["response"]?["body"] })
         let secondStatus = try await sluice(["status", "2", "--db", reference.db, "--json"], in: scratch, children: children)
-        #expect(try JSON.parse(secondStatus.stdout).arrayValue?.first?["cache_hits"]?.intValue == 9, "\(secondStatus.stdout)")
-        #expect(work.stderr.contains("in 9 results from the cache"), "\(work.stderr)")
+        #expect(try JSON.parse(secondStatus.stdout).arrayValue?.first?["cache_hits"]?.intValue == 12, "\(secondStatus.stdout)")
+        #expect(work.stderr.contains("in 12 results from the cache"), "\(work.stderr)")
     }
 }

@@ -232,7 +232,7 @@ final class LogLines: Sendable {
         #expect(exit == .drained(.signal("SIGTERM"), workRemains: true))
         // The worker aims to be done by the grace period (the end-to-end test holds the real process to
         // --grace); the slack here only absorbs a starved test machine, where a step can wait a second.
-        #expect(took < .seconds(1.5 + 3), "drain took \(took)")
+        #expect(took < .seconds(1.5 + 6), "drain took \(took)")
         #expect(took >= .seconds(1.5 - configuration.drainMargin - 0.05), "requests were not given time to finish: \(took)")
         let rows = store.rows
         #expect(rows.allSatisfy { $0.state == .queued && $0.failedAttempts == 0 && $0.owner == nil })
@@ -256,7 +256,7 @@ final class LogLines: Sendable {
         #expect(exit == .drained(.signal("SIGINT"), workRemains: true))
         // "At once" means well before the 10 s grace a non-checkpointing engine would be given;
         // the bound leaves room for a starved test machine.
-        #expect(ContinuousClock.now - drainStarted < .seconds(5))
+        #expect(ContinuousClock.now - drainStarted < .seconds(8))
         for row in store.rows {
             #expect(row.state == .queued && row.failedAttempts == 0)
             #expect((row.checkpoint?.generatedTokens ?? 0) >= 1)
@@ -328,7 +328,7 @@ final class LogLines: Sendable {
 }
 
 /// Polls `condition` until it holds, failing after `seconds`.
-func waitUntil(seconds: Double = 10, _ condition: () -> Bool, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+func waitUntil(seconds: Double = 120, _ condition: () -> Bool, sourceLocation: SourceLocation = #_sourceLocation) async throws {
     let deadline = ContinuousClock.now + .seconds(seconds)
     while !condition() {
         if ContinuousClock.now > deadline {

@@ -16,11 +16,17 @@ public struct BuiltinEngineOptions: Sendable {
     public var contextLength: Int?
     /// How often the engine publishes checkpoints of requests in progress.
     public var checkpointInterval: Duration = .milliseconds(250)
-    /// The most memory the KV cache may use. When it is full the newest sequences
+    /// The most memory the KV cache may use. When it is full, cached prompt blocks no
+    /// request uses are evicted (least recently used first), then the newest sequences
     /// are preempted (their cache dropped) and recomputed when room frees up.
     public var kvMemoryBytes = 2 << 30
     /// Speculative decoding (prompt lookup or a draft model); never changes the output.
     public var speculation = SpeculationOptions()
+    /// Requests whose prompts start alike share the KV blocks of that start (computed once,
+    /// kept for later requests until the budget needs room). Outputs are identical either way.
+    public var prefixSharing = true
+    /// Positions per KV block (a power of two): the granularity of sharing and of memory.
+    public var kvBlockPositions = KVCache.defaultBlockPositions
 
     public init() {}
 }
@@ -53,6 +59,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
     private let wakeup = NSCondition()
     private let finishedRunning = DispatchSemaphore(value: 0)
     private let speculator: Speculator?
+    private let reusedTokens = Atomic<Int>(0)
+    private let evictedBlocks = Atomic<Int>(0)
 
     struct Mailbox {
         var submitted: [EngineRequest] = []
@@ -80,8 +88,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
             ?? ChatTemplate.detect(jinja: jinja, architecture: model.architecture, hasToken: { tokenizer.token(for: $0) != nil })
         modelName = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
         contextLength = min(options.contextLength ?? model.shape.contextLength, model.shape.contextLength)
-        let probe = model.makeCache(budgetBytes: options.kvMemoryBytes)
-        maxCachedTokens = probe.blockBudget * KVCache.blockPositions
+        let probe = model.makeCache(budgetBytes: options.kvMemoryBytes, blockPositions: options.kvBlockPositions)
+        maxCachedTokens = probe.maxPositionsPerSequence
         capacity = options.maxSequences + max(2, options.maxSequences / 2)
         speculator = try Speculator.make(options.speculation, for: file, pool: pool, positions: maxCachedTokens,
                                          catchUpBudget: options.tokenBudget)
@@ -108,6 +116,11 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         mailbox.withLock { _ = $0.cancelled.insert(requestID) }
         signal()
     }
+
+    /// Prompt tokens whose keys and values were taken from the prefix cache instead of computed.
+    public var reusedPromptTokens: Int { reusedTokens.load(ordering: .relaxed) }
+    /// Cached prompt blocks evicted (least recently used first) to make room in the KV budget.
+    public var evictedPrefixBlocks: Int { evictedBlocks.load(ordering: .relaxed) }
 
     public func collectCheckpoints() -> [(requestID: Int64, checkpoint: Checkpoint)] {
         let taken = mailbox.withLock { box in
@@ -147,7 +160,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         /// Generations whose cache was dropped to make room; they resume first.
         var preempted: [Generation] = []
         var nextSlot = 0
-        let cache = model.makeCache(budgetBytes: options.kvMemoryBytes)
+        let cache = model.makeCache(budgetBytes: options.kvMemoryBytes, blockPositions: options.kvBlockPositions)
         let scheduler = BatchScheduler(tokenBudget: options.tokenBudget)
         let clock = ContinuousClock()
         var lastPublished = clock.now
@@ -188,7 +201,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
             }
             // Admit while there are free slots and the cache can hold the newcomer's whole prompt.
             while running.count < options.maxSequences, let generation = preempted.first {
-                guard running.isEmpty || cache.freeBlocks >= KVCache.blocks(for: generation.totalCount) else { break }
+                guard running.isEmpty || cache.canHold(positions: generation.totalCount) else { break }
                 running.append(preempted.removeFirst())
             }
             while running.count < options.maxSequences, preempted.isEmpty, !waiting.isEmpty {
@@ -198,7 +211,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
                     nextSlot += 1
                     if let reason = finishReason(generation) {
                         finish(generation, reason: reason, cache: cache)
-                    } else if running.isEmpty || cache.freeBlocks >= KVCache.blocks(for: generation.totalCount) {
+                    } else if running.isEmpty || cache.canHold(positions: generation.totalCount) {
                         running.append(generation)
                     } else {
                         preempted.append(generation)
@@ -210,9 +223,15 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
             }
             if running.isEmpty { continue }
 
+            cache.prepareStep(running, sharePrefixes: options.prefixSharing)
             makeRoom(&running, preempted: &preempted, scheduler: scheduler, cache: cache)
             if running.isEmpty { continue }
             step(running, scheduler: scheduler, cache: cache)
+            if options.prefixSharing {
+                cache.registerComputedPrompts(running)
+                reusedTokens.store(cache.reusedPromptTokens, ordering: .relaxed)
+                evictedBlocks.store(cache.evictedBlocks, ordering: .relaxed)
+            }
             running.removeAll { generation in
                 guard let reason = generation.finishReason else { return false }
                 finish(generation, reason: reason, cache: cache)
@@ -234,7 +253,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         while !running.isEmpty {
             let plan = scheduler.plan(running)
             let growth = plan.contributions.map { (slot: $0.generation.slot, positions: $0.generation.cachedCount + $0.count) }
-            if cache.additionalBlocks(growth) <= cache.freeBlocks { return }
+            if cache.fits(growth) { return }
             let victim = running.removeLast()
             cache.release(slot: victim.slot)
             if running.isEmpty {
@@ -277,9 +296,10 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
                 if !matched || generation.finishReason != nil { break }
             }
             if !drafts.isEmpty {
-                // Roll back the rejected drafts' keys and values: the next step overwrites them.
+                // Roll back the rejected drafts: their keys and values lie past `cachedCount`, where
+                // nothing reads them, and the next step overwrites them. Their block stays reserved
+                // for the positions the sequence grows into next.
                 generation.cachedCount -= drafts.count - accepted
-                cache.truncate(slot: generation.slot, positions: generation.cachedCount + 1)
                 speculator?.record(slot: generation.slot, drafted: drafts.count, accepted: accepted)
             }
         }

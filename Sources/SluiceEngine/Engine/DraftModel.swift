@@ -38,8 +38,7 @@ final class DraftModel {
         guard model.shape.vocabularySize >= vocabulary.tokens.count else {
             throw ModelLoadError("draft model \(path) cannot draft for this model: its output has \(model.shape.vocabularySize) rows for \(vocabulary.tokens.count) tokens")
         }
-        let bytesPerBlock = model.makeCache(budgetBytes: 0).bytesPerBlock
-        cache = model.makeCache(budgetBytes: max(1, KVCache.blocks(for: positions)) * bytesPerBlock)
+        cache = model.makeCache(budgetBytes: model.makeCache().bytesNeeded(positions: max(1, positions)))
         self.catchUpBudget = max(1, catchUpBudget)
     }
 

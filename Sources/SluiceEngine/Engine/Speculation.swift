@@ -219,7 +219,7 @@ final class Speculator {
         for (i, generation) in generations.enumerated() where counts[i] > 0 {
             let base = generation.totalCount
             if !cache.reserve(slot: generation.slot, positions: base + counts[i]) {
-                counts[i] = min(counts[i], KVCache.blocks(for: base) * KVCache.blockPositions - base)
+                counts[i] = min(counts[i], cache.blocks(for: base) * cache.blockPositions - base)
             }
         }
         for (i, generation) in generations.enumerated() where counts[i] == 0 {

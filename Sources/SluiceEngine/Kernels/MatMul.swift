@@ -141,7 +141,7 @@ private func fusedRows<Mode: ScaleMode>(_ w: PackedWeights, _ rowRange: Range<In
             for c in 0..<columns / 16 {
                 acc.addProduct(cursor.chunk(c, scaleShift: w.scaleShift, Mode.self), load16(xt + 16 * c))
             }
-            y[t * outStride + r] = acc.sum()
+            y[t * outStride + r] = laneSum(acc)
         }
         r += 1
     }
@@ -232,7 +232,7 @@ func load16(_ p: UnsafeMutablePointer<Float>) -> SIMD16<Float> {
 /// Every kernel ends a dot product through here, so all agree to the bit.
 @inline(__always)
 func finish(_ acc: SIMD16<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, from start: Int, to end: Int) -> Float {
-    var sum = acc.sum()
+    var sum = laneSum(acc)
     var k = start
     while k < end {
         sum = sum.addingProduct(a[k], b[k])
@@ -336,13 +336,13 @@ private func fusedTile4x4<Mode: ScaleMode>(_ w: PackedWeights, _ quad: RowCursor
         a30.addProduct(u3, v0); a31.addProduct(u3, v1); a32.addProduct(u3, v2); a33.addProduct(u3, v3)
     }
     let y0 = y
-    y0[0] = a00.sum(); y0[1] = a10.sum(); y0[2] = a20.sum(); y0[3] = a30.sum()
+    y0[0] = laneSum(a00); y0[1] = laneSum(a10); y0[2] = laneSum(a20); y0[3] = laneSum(a30)
     let y1 = y + 1 * outStride
-    y1[0] = a01.sum(); y1[1] = a11.sum(); y1[2] = a21.sum(); y1[3] = a31.sum()
+    y1[0] = laneSum(a01); y1[1] = laneSum(a11); y1[2] = laneSum(a21); y1[3] = laneSum(a31)
     let y2 = y + 2 * outStride
-    y2[0] = a02.sum(); y2[1] = a12.sum(); y2[2] = a22.sum(); y2[3] = a32.sum()
+    y2[0] = laneSum(a02); y2[1] = laneSum(a12); y2[2] = laneSum(a22); y2[3] = laneSum(a32)
     let y3 = y + 3 * outStride
-    y3[0] = a03.sum(); y3[1] = a13.sum(); y3[2] = a23.sum(); y3[3] = a33.sum()
+    y3[0] = laneSum(a03); y3[1] = laneSum(a13); y3[2] = laneSum(a23); y3[3] = laneSum(a33)
 }
 
 /// Four packed weight rows times 2 activation rows, decoding each 16 weights once for all 2.
@@ -370,9 +370,9 @@ private func fusedTile4x2<Mode: ScaleMode>(_ w: PackedWeights, _ quad: RowCursor
         a30.addProduct(u3, v0); a31.addProduct(u3, v1)
     }
     let y0 = y
-    y0[0] = a00.sum(); y0[1] = a10.sum(); y0[2] = a20.sum(); y0[3] = a30.sum()
+    y0[0] = laneSum(a00); y0[1] = laneSum(a10); y0[2] = laneSum(a20); y0[3] = laneSum(a30)
     let y1 = y + 1 * outStride
-    y1[0] = a01.sum(); y1[1] = a11.sum(); y1[2] = a21.sum(); y1[3] = a31.sum()
+    y1[0] = laneSum(a01); y1[1] = laneSum(a11); y1[2] = laneSum(a21); y1[3] = laneSum(a31)
 }
 
 /// Four packed weight rows times 1 activation row, decoding each 16 weights once for all 1.
@@ -398,5 +398,5 @@ private func fusedTile4x1<Mode: ScaleMode>(_ w: PackedWeights, _ quad: RowCursor
         a30.addProduct(u3, v0)
     }
     let y0 = y
-    y0[0] = a00.sum(); y0[1] = a10.sum(); y0[2] = a20.sum(); y0[3] = a30.sum()
+    y0[0] = laneSum(a00); y0[1] = laneSum(a10); y0[2] = laneSum(a20); y0[3] = laneSum(a30)
 }

@@ -34,20 +34,29 @@ public func scaleInPlace(_ y: UnsafeMutablePointer<Float>, by s: Float, count: I
 }
 
 /// `gate = gelu(gate) * up`, GELU in its tanh form as Gemma defines it.
+///
+/// Sixteen lanes at a time (a partial last group included), with `tanh16`: the scalar `tanhf`
+/// took a tenth of a batched decode step.
 public func geluTanhGate(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int) {
-    let c = Float((2.0 / Double.pi).squareRoot())
-    for i in 0..<count {
-        let g = gate[i]
+    let c = SIMD16<Float>(repeating: Float((2.0 / Double.pi).squareRoot()))
+    var i = 0
+    while i < count {
+        let n = min(16, count - i)
+        let g = loadPartial16(gate + i, count: n), u = loadPartial16(up + i, count: n)
         let inner = c * (g + 0.044715 * g * g * g)
-        gate[i] = 0.5 * g * (1 + tanhf(inner)) * up[i]
+        storePartial16(0.5 * g * (1 + tanh16(inner)) * u, gate + i, count: n)
+        i += 16
     }
 }
 
-/// `gate = silu(gate) * up`, the SwiGLU of Llama and Qwen.
+/// `gate = silu(gate) * up`, the SwiGLU of Llama and Qwen, sixteen lanes at a time.
 public func siluGate(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int) {
-    for i in 0..<count {
-        let g = gate[i]
-        gate[i] = g / (1 + expf(-g)) * up[i]
+    var i = 0
+    while i < count {
+        let n = min(16, count - i)
+        let g = loadPartial16(gate + i, count: n), u = loadPartial16(up + i, count: n)
+        storePartial16(g / (1 + exp16(-g)) * u, gate + i, count: n)
+        i += 16
     }
 }
 

@@ -94,7 +94,7 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
                 rotary: isGlobal ? globalRotary : localRotary)
         }
         shape = ModelShape(vocabularySize: tokenEmbedding.rows, contextLength: contextLength, layerCount: layerCount,
-                           embeddingWidth: width, kvWidth: kvHeads * headSize)
+                           embeddingWidth: width, kvWidth: kvHeads * headSize, slidingWindows: layers.map(\.window))
     }
 
     static func vocabularySize(_ file: GGUFFile) throws -> Int {

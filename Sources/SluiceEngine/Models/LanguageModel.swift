@@ -6,6 +6,8 @@ public struct ModelShape: Sendable {
     public var embeddingWidth: Int
     /// Floats per token per layer in the KV cache, for keys (and again for values).
     public var kvWidth: Int
+    /// Each layer's attention window (nil: global); empty when every layer is global.
+    public var slidingWindows: [Int?] = []
 }
 
 /// A decoder-only transformer that turns a batch of tokens into next-token logits.
@@ -27,9 +29,10 @@ public protocol LanguageModel: AnyObject, Sendable {
 }
 
 extension LanguageModel {
-    /// A cache sized for this model's layers, holding at most `budgetBytes` (nil: unlimited).
-    public func makeCache(budgetBytes: Int? = nil) -> KVCache {
-        KVCache(layerCount: shape.layerCount, width: shape.kvWidth, budgetBytes: budgetBytes)
+    /// A cache sized for this model's layers and windows, holding at most `budgetBytes` (nil: unlimited).
+    public func makeCache(budgetBytes: Int? = nil, blockPositions: Int = KVCache.defaultBlockPositions) -> KVCache {
+        KVCache(layerCount: shape.layerCount, width: shape.kvWidth, budgetBytes: budgetBytes,
+                slidingWindows: shape.slidingWindows, blockPositions: blockPositions)
     }
 }
 

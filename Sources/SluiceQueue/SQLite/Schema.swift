@@ -97,6 +97,20 @@ enum Schema {
         ) STRICT;
         ALTER TABLE results ADD COLUMN from_cache INTEGER NOT NULL DEFAULT 0;
         """,
+        // 3: per-request timing and preemptions, for latency histograms, throughput over time and
+        // reports after the fact. Written by the claim and by the commits that already touch the
+        // row (no transaction of their own). Rows from before this migration keep NULL times.
+        """
+        -- When the request was first claimed, and when its current (or last) lease was claimed;
+        -- seconds since the Unix epoch. A result's latency is results.finished_at - claimed_at.
+        ALTER TABLE requests ADD COLUMN first_claimed_at REAL;
+        ALTER TABLE requests ADD COLUMN claimed_at REAL;
+        -- Leases that ended without an outcome and were claimed again: expired (a killed worker),
+        -- handed back by a drain or a stopping worker, or resumed from a checkpoint.
+        ALTER TABLE requests ADD COLUMN preemptions INTEGER NOT NULL DEFAULT 0;
+        -- Set when a lease is handed back without counting as a failure; the next claim counts it.
+        ALTER TABLE requests ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;
+        """,
     ]
 
     static var currentVersion: Int { migrations.count }

@@ -5,7 +5,7 @@ import Testing
 @testable import SluiceEngine
 
 /// The built-in engine end to end on the default model: batching, resume, request options.
-@Suite(.serialized)
+@Suite(.serialized, .ownThread)
 struct BuiltinEngineTests {
     static let prompts = [
         "The capital of France is",
@@ -43,21 +43,21 @@ struct BuiltinEngineTests {
         }
     }
 
-    /// With room for three sequences' first blocks only, sequences that grow into a second
-    /// block force the newest ones out; they are recomputed later and end exactly the same.
+    /// With room for three sequences' prompts only, sequences that grow into another block
+    /// force the newest ones out; they are recomputed later and end exactly the same.
     @Test func preemptionUnderATinyKVBudgetChangesNoOutput() async throws {
         let m = try DefaultModel.require()
-        let blockBytes = m.model.makeCache().bytesPerBlock
+        let probe = m.model.makeCache()
         let stem = String(repeating: "one two three four five six seven eight nine ten ", count: 24)
         let requests = (0..<5).map { i in
             completionRequest(Int64(i), prompt: "\(i). " + stem, maxTokens: 40,
                               extra: i % 2 == 0 ? [] : [("temperature", .double(0.7)), ("seed", .int(i))])
         }
         let promptLength = m.tokenizer.encode(requests[0].body["prompt"]!.stringValue!, addSpecial: true, parseSpecial: true).count
-        #expect(promptLength < KVCache.blockPositions && promptLength + 40 > KVCache.blockPositions,
+        #expect(probe.blocks(for: promptLength + 40) > probe.blocks(for: promptLength + 1),
                 "prompts must cross a block boundary while generating (prompt \(promptLength) tokens)")
         let roomy = await bodies(try engine(), requests)
-        let tight = await bodies(try engine { $0.kvMemoryBytes = 3 * blockBytes }, requests)
+        let tight = await bodies(try engine { $0.kvMemoryBytes = 3 * probe.bytesNeeded(positions: promptLength + 1) }, requests)
         #expect(roomy.count == requests.count)
         for request in requests {
             #expect(roomy[request.id] == tight[request.id], "request \(request.id)")

@@ -4,6 +4,7 @@ import Testing
 @testable import SluiceEngine
 
 /// Files the engine cannot run are refused at load with an error that names the problem.
+@Suite(.ownThread)
 struct ModelLoadingTests {
     static let pool = ComputePool(threads: 1)
 

@@ -6,7 +6,7 @@ import Testing
 
 /// The default model against llama.cpp's outputs and the float64 reference
 /// (Fixtures/reference, from ../shared/reference; read its README).
-@Suite(.serialized)
+@Suite(.serialized, .ownThread)
 struct ReferenceAgreementTests {
     struct Record {
         var prompt: String

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import SluiceCore
 import Testing
 
@@ -6,7 +7,7 @@ import Testing
 
 /// A request stopped at token k and resumed from its checkpoint gives exactly the uninterrupted
 /// response: greedy and seeded sampling, k = 0, k in the middle, k inside a stop string.
-@Suite(.serialized)
+@Suite(.serialized, .ownThread)
 struct ResumeDeterminismTests {
     func engine(threads: Int = ComputePool.availableCores, sequences: Int = 32) throws -> BuiltinEngine {
         var options = BuiltinEngineOptions()
@@ -38,22 +39,27 @@ struct ResumeDeterminismTests {
         let first = try engine()
         first.submit(request)
         var uninterrupted: JSON?
-        let watcher = Task { () -> [Int: [Int32]] in
-            var seen: [Int: [Int32]] = [:]
-            while !Task.isCancelled {
+        // The watcher polls on a thread of its own, so a busy cooperative pool cannot make it miss the run.
+        let watching = Atomic<Bool>(true)
+        let seenCheckpoints = Mutex<[Int: [Int32]]>([:])
+        let watcherDone = DispatchSemaphore(value: 0)
+        let watcher = Thread {
+            while watching.load(ordering: .acquiring) {
                 for (_, checkpoint) in first.collectCheckpoints() {
-                    if let state = CheckpointState(checkpoint) { seen[state.tokens.count] = state.tokens }
+                    if let state = CheckpointState(checkpoint) { seenCheckpoints.withLock { $0[state.tokens.count] = state.tokens } }
                 }
-                try? await Task.sleep(for: .milliseconds(2))
+                usleep(1000)
             }
-            return seen
+            watcherDone.signal()
         }
+        watcher.start()
         for await event in first.events {
             uninterrupted = event.response?.body
             break
         }
-        watcher.cancel()
-        let seen = await watcher.value
+        watching.store(false, ordering: .releasing)
+        watcherDone.wait()
+        let seen = seenCheckpoints.withLock { $0 }
         await first.shutdown()
         let expected = try #require(uninterrupted)
         // How many checkpoints the watcher sees depends on scheduling (the engine publishes every step);

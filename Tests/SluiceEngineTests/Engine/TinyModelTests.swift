@@ -7,7 +7,7 @@ import Testing
 /// Tiny random-weight models of each architecture and tensor type (scripts/make-tiny-models),
 /// against llama.cpp's greedy outputs and the float64 reference pass (Fixtures/tiny/*.json,
 /// format in scripts/README-fixtures.md).
-@Suite(.serialized)
+@Suite(.serialized, .ownThread)
 struct TinyModelTests {
     static let models = ["llama-spm-f32", "llama3-bpe-f16", "qwen2-bf16", "gemma3-swa-f16", "llama-spm-quant"]
 

@@ -7,7 +7,7 @@ import Testing
 /// (scripts/make-dequant-fixtures): every value must be bit-identical, except
 /// that a NaN only has to be a NaN (NaN payloads depend on operand order,
 /// which IEEE leaves open).
-@Suite struct DequantizeTests {
+@Suite(.ownThread) struct DequantizeTests {
     static let supported: [TensorType] = [.f32, .f16, .bf16, .q8_0, .q4_0, .q5_0, .q4_K, .q5_K, .q6_K]
 
     static func fixture(_ name: String) throws -> Data {

@@ -4,7 +4,7 @@ import Testing
 @testable import SluiceEngine
 
 /// Known facts about the default model (scripts/fetch-model installs it; CI runs that first).
-@Suite struct GGUFDefaultModelTests {
+@Suite(.ownThread) struct GGUFDefaultModelTests {
     @Test func loadsTheDefaultModel() throws {
         let path = DefaultModelLocation.path
         #expect(FileManager.default.fileExists(atPath: path), "run scripts/fetch-model first: \(path)")
@@ -65,7 +65,9 @@ import Testing
             best = min(best, elapsed)
         }
         print("GGUF parse of the default model (metadata + tensor table): best of 5 \(best)")
-        #expect(best < .milliseconds(100))
+        // Bounds that only reading the tensor data or a pathological parse would cross (the
+        // metadata alone is a few MB); not a benchmark, the figure is printed above.
+        #expect(best < .seconds(2))
 
         // Decoding the whole vocabulary into Swift strings, as a tokenizer might.
         let file = try GGUFFile(path: path)
@@ -76,7 +78,7 @@ import Testing
             #expect(count == 262_144)
         }
         print("GGUF: decoding 262,144 vocabulary strings: best of 3 \(decode)")
-        #expect(decode < .milliseconds(200))
+        #expect(decode < .seconds(5))
     }
 
     /// Real blocks, not random ones: row 0 of the first tensor of each type,

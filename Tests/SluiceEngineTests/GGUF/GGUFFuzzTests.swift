@@ -5,7 +5,7 @@ import Testing
 
 /// Seeded mutation fuzzing of the parser: mutated copies of a valid file give
 /// a GGUFError or a file whose every tensor lies inside it, never a crash.
-@Suite struct GGUFFuzzTests {
+@Suite(.ownThread) struct GGUFFuzzTests {
     static let iterations = 20_000
 
     /// Offsets of the integer fields in the sample (counts, lengths, types,

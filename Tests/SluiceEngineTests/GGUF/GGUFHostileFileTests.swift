@@ -3,7 +3,7 @@ import Testing
 @testable import SluiceEngine
 
 /// A corpus of malformed and hostile files, each with the exact error it must give.
-@Suite struct GGUFHostileFileTests {
+@Suite(.ownThread) struct GGUFHostileFileTests {
     // MARK: Building blocks
 
     /// Magic, version, tensor count, metadata count: 24 bytes.

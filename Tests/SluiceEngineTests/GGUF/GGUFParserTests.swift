@@ -4,7 +4,7 @@ import Testing
 @testable import SluiceEngine
 
 /// Valid files: everything written comes back, through both the in-memory and the mmap path.
-@Suite struct GGUFParserTests {
+@Suite(.ownThread) struct GGUFParserTests {
     @Test func roundTripsEveryValueKindAndTensor() throws {
         let writer = GGUFTestWriter.sample()
         let (bytes, layout) = writer.build()

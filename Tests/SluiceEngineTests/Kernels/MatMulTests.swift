@@ -40,7 +40,7 @@ private func randomActivations(_ count: Int, seed: UInt64) -> [Float] {
 
 private let allTypes: [TensorType] = [.q8_0, .q4_0, .q5_0, .q4_K, .q5_K, .q6_K, .f16, .f32]
 
-@Suite struct MatMulTests {
+@Suite(.ownThread) struct MatMulTests {
     @Test(arguments: [TensorType.q8_0, .q4_0, .q5_0, .q4_K, .q5_K, .q6_K])
     func packedRowsDecodeToTheDequantizersFloats(type: TensorType) {
         let weights = RandomWeights(type, rows: 13, columns: 512, seed: 1)

@@ -3,6 +3,7 @@ import Testing
 
 @testable import SluiceEngine
 
+@Suite(.ownThread)
 struct GenerationRequestTests {
     func parse(_ endpoint: Endpoint, _ text: String) throws -> GenerationRequest {
         try GenerationRequest(endpoint: endpoint, body: try JSON.parse(text))
@@ -74,6 +75,7 @@ struct GenerationRequestTests {
     }
 }
 
+@Suite(.ownThread)
 struct ChatTemplateTests {
     let conversation = [
         ChatMessage(role: "system", content: "Be brief."),

@@ -3,6 +3,7 @@ import Testing
 
 @testable import SluiceEngine
 
+@Suite(.ownThread)
 struct SamplerTests {
     let logits: [Float] = [1.0, 3.0, 2.0, 3.0, -1.0, 0.5]
 

@@ -38,7 +38,7 @@ private func makeVocabulary(pre: String) -> TokenizerVocabulary {
 
 private func bytes(_ text: String) -> [Int32] { text.utf8.map { Int32($0) } }
 
-@Suite struct TokenizerByteLevelBPETests {
+@Suite(.ownThread) struct TokenizerByteLevelBPETests {
     // Expected splits follow from each regular expression (see PreTokenizer).
     static let sample = "Hello world's 12345 don'T  x\n\n y!!\n"
 

@@ -4,7 +4,7 @@ import Testing
 
 /// Reading tokenizer metadata from GGUF files: bad metadata is an error that
 /// names the key, never a crash.
-@Suite struct TokenizerGGUFTests {
+@Suite(.ownThread) struct TokenizerGGUFTests {
     static func file(_ metadata: [(String, GGUFValue)]) throws -> GGUFFile {
         var writer = GGUFTestWriter()
         writer.metadata = [("general.architecture", .string("llama"))] + metadata

@@ -53,7 +53,7 @@ struct LlamaCppTokenizationRecord: Sendable {
     }
 }
 
-@Suite struct TokenizerLlamaCppFixtureTests {
+@Suite(.ownThread) struct TokenizerLlamaCppFixtureTests {
     /// Byte-level BPE vocabularies in tiny GGUF files, one per pre-tokenizer:
     /// Llama 3's, Qwen 2's, GPT-2's, llama.cpp's default chain and SmolLM's.
     @Test(arguments: ["llama-bpe", "qwen2", "gpt-2", "default", "smollm"])

@@ -58,7 +58,7 @@ struct TokenizeReferenceRecord: CustomTestStringConvertible, Sendable {
     }
 }
 
-@Suite struct TokenizerReferenceTests {
+@Suite(.ownThread) struct TokenizerReferenceTests {
     static let records = (try? TokenizeReferenceRecord.all()) ?? []
 
     @Test func referenceFileIsComplete() throws {
@@ -148,7 +148,8 @@ struct TokenizeReferenceRecord: CustomTestStringConvertible, Sendable {
             best = min(best, elapsed)
         }
         print("tokenizer: building the default model's tokenizer from parsed metadata took \(best) (best of 3)")
-        // Generous bound (a loaded 2-core CI machine); the measured figure is far lower.
-        #expect(best < .seconds(2))
+        // Not a benchmark: a bound that only a pathological (say quadratic) build step would cross,
+        // even on a loaded 2-core machine. The measured figure is printed above.
+        #expect(best < .seconds(10))
     }
 }

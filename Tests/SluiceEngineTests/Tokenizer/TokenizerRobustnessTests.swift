@@ -5,7 +5,7 @@ import Testing
 
 /// Odd and hostile input against the default model's tokenizer: never a
 /// crash, and text without special tokens always comes back exactly.
-@Suite struct TokenizerRobustnessTests {
+@Suite(.ownThread) struct TokenizerRobustnessTests {
     @Test func emptyText() throws {
         let tokenizer = try DefaultTokenizer.load()
         #expect(tokenizer.encode("", addSpecial: false) == [])
@@ -154,15 +154,16 @@ import Testing
         #expect(decoded == large)
         print("tokenizer: decoding \(largeIDs.count) tokens took \(decodeTime) (\(rate(largeIDs.count, decodeTime)) tokens/s)")
         #expect(largeCount > 40 * smallCount - 40)
-        // 40× the text must not take much more than 40× the time (generous for a loaded CI machine).
-        let bound: Duration = smallBest * 200 + .seconds(1)
+        // 40× the text must not take anywhere near 40² × the time; the bound is loose because the two
+        // timings may see different loads on a shared machine.
+        let bound: Duration = smallBest * 400 + .seconds(5)
         #expect(largeTime < bound)
         // One character repeated: a single fragment of 100,000 symbols.
         let start2 = clock.now
         let repeated = tokenizer.encode(String(repeating: "ab", count: 50_000), addSpecial: false)
         #expect(!repeated.isEmpty)
         #expect(tokenizer.decode(repeated) == String(repeating: "ab", count: 50_000))
-        #expect(clock.now - start2 < .seconds(10))
+        #expect(clock.now - start2 < .seconds(30))
     }
 }
 

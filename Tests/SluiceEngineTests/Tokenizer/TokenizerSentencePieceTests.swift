@@ -41,7 +41,7 @@ private let spaceA: Int32 = 265, spaceB: Int32 = 266, x: Int32 = 267, y: Int32 =
 private let tag: Int32 = 271, xy: Int32 = 272, yzw: Int32 = 273
 private func byteToken(_ byte: UInt8) -> Int32 { 3 + Int32(byte) }
 
-@Suite struct TokenizerSentencePieceTests {
+@Suite(.ownThread) struct TokenizerSentencePieceTests {
     @Test func defaultsFollowLlamaCpp() throws {
         let tokenizer = try Tokenizer(vocabulary: makeVocabulary())
         #expect(tokenizer.model == .sentencePiece)

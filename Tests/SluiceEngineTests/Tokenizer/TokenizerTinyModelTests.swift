@@ -11,7 +11,7 @@ import Testing
 /// The .gguf files are generated, not committed (scripts/make-tiny-models
 /// Tests/SluiceEngineTests/Fixtures/tiny writes them, byte-identical to the
 /// sha256 in each fixture's meta); the test runs when they are present.
-@Suite struct TokenizerTinyModelTests {
+@Suite(.ownThread) struct TokenizerTinyModelTests {
     static func modelPath(_ name: String) -> String? {
         guard let base = Bundle.module.resourceURL else { return nil }
         let path = base.appendingPathComponent("Fixtures/tiny/\(name).gguf").path

@@ -3,7 +3,7 @@ import Testing
 
 @testable import SluiceEngine
 
-@Suite struct TokenizerUnicodeTests {
+@Suite(.ownThread) struct TokenizerUnicodeTests {
     /// The pre-tokenizers' `\p{L}`, `\p{N}`, `\s` … come from the standard
     /// library; llama.cpp has its own table (Unicode 15.1). They must agree on
     /// every code point, or words would split differently.
