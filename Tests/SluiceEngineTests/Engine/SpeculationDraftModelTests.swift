@@ -7,7 +7,7 @@ import Testing
 /// Draft-model speculation on the tiny fixture models (scripts/make-tiny-models): `llama-spm-f32`,
 /// `llama-spm-quant` and `gemma3-swa-f16` share one vocabulary with different weights (and
 /// architectures), so each can draft for another; `llama3-bpe-f16` has another vocabulary.
-@Suite(.serialized)
+@Suite(.serialized, .ownThread)
 struct SpeculationDraftModelTests {
     static let target = "llama-spm-f32"
     static func path(_ name: String) -> String { Fixtures.url("tiny/\(name).gguf").path }

@@ -7,7 +7,7 @@ import Testing
 /// Speculative decoding on the default model: responses (text, finish reason, log-probabilities)
 /// are byte for byte the responses without it, for greedy and seeded sampling, in mixed batches
 /// with prompt chunks beside verification, and through checkpoints and resumes.
-@Suite(.serialized)
+@Suite(.serialized, .ownThread)
 struct SpeculationTests {
     /// Prompts whose continuations copy from the prompt (the case prompt lookup is for), and ordinary ones.
     static let copyPrompts = [
