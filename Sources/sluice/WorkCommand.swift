@@ -78,6 +78,7 @@ struct WorkCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("draft-tokens"), help: ArgumentHelp("builtin: the most draft tokens a sequence verifies per step (default 8).", valueName: "n"))
     var draftTokens: Int?
+
     @Flag(name: .customLong("no-prefix-sharing"), help: "builtin: compute every prompt in full instead of sharing the KV blocks of common prompt prefixes (outputs are identical either way).")
     var noPrefixSharing = false
 
