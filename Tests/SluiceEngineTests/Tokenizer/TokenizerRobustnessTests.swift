@@ -65,7 +65,7 @@ import Testing
 
     @Test func randomTextRoundTrips() throws {
         let tokenizer = try DefaultTokenizer.load()
-        var generator = TokenizerTestRandom(seed: 0x5EED)
+        var generator = SplitMix64(seed: 0x5EED)
         let pools: [ClosedRange<UInt32>] = [0x20...0x7E, 0xA0...0x24F, 0x300...0x36F, 0x3040...0x30FF, 0x4E00...0x9FFF,
                                             0x1F300...0x1FAFF, 0x0...0x20, 0x10000...0x10FFFF]
         for _ in 0..<300 {
@@ -164,18 +164,5 @@ import Testing
         #expect(!repeated.isEmpty)
         #expect(tokenizer.decode(repeated) == String(repeating: "ab", count: 50_000))
         #expect(clock.now - start2 < .seconds(30))
-    }
-}
-
-/// A small deterministic generator for reproducible random inputs.
-private struct TokenizerTestRandom {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
