@@ -19,14 +19,7 @@ import Testing
             let process = try children.spawn("/usr/bin/env", ["python3", script, "--style", style, "--port-file", portFile,
                                                               "--notice-file", noticeFile, "--log", log],
                                              stdout: scratch.path("metadata.out"), stderr: scratch.path("metadata.err"))
-            var found: Int?
-            let deadline = ContinuousClock.now + .seconds(20)
-            while found == nil {
-                if let text = try? String(contentsOfFile: portFile, encoding: .utf8), let value = Int(text) { found = value }
-                else if !process.isRunning || ContinuousClock.now > deadline { throw EndToEndError.serverDidNotStart }
-                else { try await Task.sleep(for: .milliseconds(10)) }
-            }
-            port = found!
+            port = try await waitForPort(in: portFile, of: process)
         }
 
         func requests() -> [JSON] {

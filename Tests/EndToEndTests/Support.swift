@@ -86,6 +86,31 @@ func waitUntil(_ what: String, seconds: Double = 60, _ condition: () throws -> B
     }
 }
 
+/// The port a server child writes to `portFile` once it listens, waiting up to 20 s.
+func waitForPort(in portFile: String, of process: Process) async throws -> Int {
+    let deadline = ContinuousClock.now + .seconds(20)
+    while true {
+        if let text = try? String(contentsOfFile: portFile, encoding: .utf8), let value = Int(text) { return value }
+        if !process.isRunning || ContinuousClock.now > deadline { throw EndToEndError.serverDidNotStart }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+}
+
+/// A TCP socket connected to 127.0.0.1:`port`, or nil; the caller closes it.
+func connectToLoopback(port: Int) -> Int32? {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return nil }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { close(fd); return nil }
+    return fd
+}
+
 /// Runs `sluice` to completion with a deadline.
 struct CommandResult {
     var status: Int32
@@ -121,14 +146,7 @@ final class FakeServer: @unchecked Sendable {
         logPath = scratch.path("server-requests.jsonl")
         process = try children.spawn("/usr/bin/env", ["python3", FakeServer.script, "--port-file", portFile, "--log", logPath] + arguments,
                                      stdout: scratch.path("server.out"), stderr: scratch.path("server.err"))
-        var found: Int?
-        let deadline = ContinuousClock.now + .seconds(20)
-        while found == nil {
-            if let text = try? String(contentsOfFile: portFile, encoding: .utf8), let value = Int(text) { found = value }
-            else if !process.isRunning || ContinuousClock.now > deadline { throw EndToEndError.serverDidNotStart }
-            else { try await Task.sleep(for: .milliseconds(10)) }
-        }
-        port = found!
+        port = try await waitForPort(in: portFile, of: process)
     }
 
     func control(_ settings: JSON) throws { _ = try http("POST", "/_control", body: settings.serialized) }
@@ -144,17 +162,8 @@ final class FakeServer: @unchecked Sendable {
     private func http(_ method: String, _ path: String, body: String?) throws -> JSON {
         let payload = body ?? ""
         let request = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(payload.utf8.count)\r\nConnection: close\r\n\r\n\(payload)"
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw EndToEndError.io("socket") }
+        guard let fd = connectToLoopback(port: port) else { throw EndToEndError.io("connect to the fake server") }
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw EndToEndError.io("connect to the fake server") }
         _ = request.withCString { write(fd, $0, strlen($0)) }
         var response = [UInt8]()
         var buffer = [UInt8](repeating: 0, count: 65536)
