@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import SluiceCore
 import Testing
 
@@ -39,27 +38,13 @@ struct ResumeDeterminismTests {
         let first = try engine()
         first.submit(request)
         var uninterrupted: JSON?
-        // The watcher polls on a thread of its own, so a busy cooperative pool cannot make it miss the run.
-        let watching = Atomic<Bool>(true)
-        let seenCheckpoints = Mutex<[Int: [Int32]]>([:])
-        let watcherDone = DispatchSemaphore(value: 0)
-        let watcher = Thread {
-            while watching.load(ordering: .acquiring) {
-                for (_, checkpoint) in first.collectCheckpoints() {
-                    if let state = CheckpointState(checkpoint) { seenCheckpoints.withLock { $0[state.tokens.count] = state.tokens } }
-                }
-                usleep(1000)
-            }
-            watcherDone.signal()
-        }
-        watcher.start()
+        let watcher = CheckpointWatcher(first)
         for await event in first.events {
             uninterrupted = event.response?.body
             break
         }
-        watching.store(false, ordering: .releasing)
-        watcherDone.wait()
-        let seen = seenCheckpoints.withLock { $0 }
+        var seen: [Int: [Int32]] = [:]
+        for state in watcher.stop() { seen[state.tokens.count] = state.tokens }
         await first.shutdown()
         let expected = try #require(uninterrupted)
         // How many checkpoints the watcher sees depends on scheduling (the engine publishes every step);

@@ -89,19 +89,9 @@ struct SpeculationDraftModelTests {
         options.speculation.draftAlways = true
         let request = completionRequest(1, prompt: Self.prompts[1], maxTokens: 120, extra: [("logprobs", .int(1))])
         let engine = try BuiltinEngine(modelPath: Self.path(Self.target), options: options)
-        let watcher = Task { () -> [CheckpointState] in
-            var seen: [CheckpointState] = []
-            while !Task.isCancelled {
-                for (_, checkpoint) in engine.collectCheckpoints() {
-                    if let state = CheckpointState(checkpoint) { seen.append(state) }
-                }
-                try? await Task.sleep(for: .milliseconds(1))
-            }
-            return seen
-        }
+        let watcher = CheckpointWatcher(engine)
         let expected = await completeWithin(engine, [request])[request.id]?.response?.body
-        watcher.cancel()
-        let seen = await watcher.value
+        let seen = watcher.stop()
         await engine.shutdown()
         let body = try #require(expected)
         let longest = seen.max { $0.tokens.count < $1.tokens.count }?.tokens ?? []

@@ -104,19 +104,9 @@ struct SpeculationTests {
         let (reference, _) = greedyTokens(m.model, prompt: m.tokenizer.encode(prompt, addSpecial: true, parseSpecial: true), count: 40)
 
         let first = try engine(.promptLookup) { $0.checkpointInterval = .zero; $0.speculation.draftAlways = true }
-        let watcher = Task { () -> [CheckpointState] in
-            var seen: [CheckpointState] = []
-            while !Task.isCancelled {
-                for (_, checkpoint) in first.collectCheckpoints() {
-                    if let state = CheckpointState(checkpoint) { seen.append(state) }
-                }
-                try? await Task.sleep(for: .milliseconds(1))
-            }
-            return seen
-        }
+        let watcher = CheckpointWatcher(first)
         let uninterrupted = await completeWithin(first, [request])[request.id]?.response?.body
-        watcher.cancel()
-        let seen = await watcher.value
+        let seen = watcher.stop()
         await first.shutdown()
         let expected = try #require(uninterrupted)
         #expect(first.speculationStatistics.acceptedTokens > 0)

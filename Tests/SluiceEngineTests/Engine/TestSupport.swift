@@ -1,5 +1,6 @@
 import Foundation
 import SluiceCore
+import Synchronization
 import Testing
 
 @testable import SluiceEngine
@@ -117,5 +118,33 @@ struct SplitMix64: RandomNumberGenerator {
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
+    }
+}
+
+/// Collects an engine's published checkpoints from a thread of its own, every millisecond, until
+/// `stop()`. (A task would share the cooperative pool with the other tests, and on a busy machine
+/// could miss a whole short generation.)
+final class CheckpointWatcher: @unchecked Sendable {
+    private let watching = Atomic<Bool>(true)
+    private let seen = Mutex<[CheckpointState]>([])
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ engine: BuiltinEngine) {
+        let thread = Thread { [self] in
+            while watching.load(ordering: .acquiring) {
+                let states = engine.collectCheckpoints().compactMap { CheckpointState($0.checkpoint) }
+                if !states.isEmpty { seen.withLock { $0 += states } }
+                usleep(1000)
+            }
+            done.signal()
+        }
+        thread.start()
+    }
+
+    /// Stops watching; the checkpoints seen, in the order they were published.
+    func stop() -> [CheckpointState] {
+        watching.store(false, ordering: .releasing)
+        done.wait()
+        return seen.withLock { $0 }
     }
 }
