@@ -26,7 +26,9 @@ let package = Package(
         ),
         .target(name: "SluiceCore"),
         .target(name: "SluiceQueue", dependencies: ["CSQLite", "SluiceCore"]),
-        .target(name: "SluiceEngine", dependencies: ["SluiceCore"], swiftSettings: fastMath),
+        // The int8 (AVX-512 VNNI) matrix kernels: Swift SIMD cannot emit `vpdpbusd`.
+        .target(name: "CSluiceKernels", cSettings: [.unsafeFlags(["-march=\(targetCPU)", "-O3"])]),
+        .target(name: "SluiceEngine", dependencies: ["SluiceCore", "CSluiceKernels"], swiftSettings: fastMath),
         .target(name: "SluiceRemote", dependencies: ["SluiceCore"]),
         .target(name: "SluiceSchedule", dependencies: ["SluiceCore", "SluiceQueue"]),
         .target(

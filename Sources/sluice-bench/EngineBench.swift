@@ -34,11 +34,14 @@ struct EngineBench: ParsableCommand {
     @Option(name: .customLong("json"), help: "Append a JSON record of the results to this file.")
     var jsonPath: String?
 
+    @Option(help: "How matrix products treat activations: f32, int16 or int8 (default: the engine's).")
+    var precision: MatmulPrecision = .engineDefault
+
     func run() throws {
         let path = try ModelCache().resolve(model)
         let file = try GGUFFile(path: path)
         let pool = ComputePool(threads: threads)
-        let lm = try loadLanguageModel(file, pool: pool)
+        let lm = try loadLanguageModel(file, pool: pool, precision: precision)
         let vocabulary = lm.shape.vocabularySize
         var generator = SystemRandomNumberGenerator()
         func randomTokens(_ n: Int) -> [Int32] { (0..<n).map { _ in Int32(Int.random(in: 1000..<min(vocabulary, 200_000), using: &generator)) } }
@@ -60,7 +63,7 @@ struct EngineBench: ParsableCommand {
             bestPrompt = min(bestPrompt, seconds(elapsed))
         }
         let promptRate = Double(promptTokens) / bestPrompt
-        print(String(format: "pp%d: %.1f tok/s (threads %d)", promptTokens, promptRate, threads))
+        print(String(format: "pp%d: %.1f tok/s (threads %d, %@)", promptTokens, promptRate, threads, precision.rawValue))
 
         var generation: [(Int, Double)] = []
         for npl in parallel.split(separator: ",").compactMap({ Int($0) }) where npl > 0 {
@@ -90,7 +93,7 @@ struct EngineBench: ParsableCommand {
         print(String(format: "peak RSS: %.0f MB", peakMB))
         if let jsonPath {
             let record = """
-            {"tool":"sluice","model":"\(URL(fileURLWithPath: path).lastPathComponent)","threads":\(threads),"pp":\(promptTokens),"pp_tok_s":\(String(format: "%.2f", promptRate)),"npp":\(generationPrompt),"ntg":\(generated),"tg":[\(generation.map { "{\"npl\":\($0.0),\"tok_s\":\(String(format: "%.2f", $0.1))}" }.joined(separator: ","))],"peak_rss_mb":\(String(format: "%.0f", peakMB))}
+            {"tool":"sluice","precision":"\(precision.rawValue)","model":"\(URL(fileURLWithPath: path).lastPathComponent)","threads":\(threads),"pp":\(promptTokens),"pp_tok_s":\(String(format: "%.2f", promptRate)),"npp":\(generationPrompt),"ntg":\(generated),"tg":[\(generation.map { "{\"npl\":\($0.0),\"tok_s\":\(String(format: "%.2f", $0.1))}" }.joined(separator: ","))],"peak_rss_mb":\(String(format: "%.0f", peakMB))}
 
             """
             if let handle = FileHandle(forWritingAtPath: jsonPath) {

@@ -47,6 +47,8 @@ struct EngineOptions: Sendable {
     var draftModel: String? = nil
     /// --draft-tokens (builtin): the most draft tokens a sequence verifies per step.
     var draftTokens: Int? = nil
+    /// --precision (builtin): how matrix products treat activations (nil: the engine's default).
+    var precision: MatmulPrecision? = nil
 }
 
 /// `--speculate`: where the built-in engine's speculative decoding drafts come from.
@@ -120,6 +122,7 @@ func makeBuiltinEngine(_ options: EngineOptions) throws -> BuiltinEngine {
     }
     settings.chatTemplate = options.chatTemplate
     settings.prefixSharing = options.prefixSharing
+    if let precision = options.precision { settings.precision = precision }
     if let interval = options.checkpointPublishInterval { settings.checkpointInterval = interval }
     switch options.speculate {
     case .ngram?: settings.speculation.mode = .promptLookup

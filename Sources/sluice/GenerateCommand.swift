@@ -34,22 +34,13 @@ struct GenerateCommand: AsyncParsableCommand {
     @Option(help: "Compute threads (default: all cores).")
     var threads: Int?
 
-    @Option(help: ArgumentHelp("Speculative decoding by prompt lookup (ngram) or none (off).", valueName: "ngram|off"))
-    var speculate: SpeculateChoice?
-
-    @Option(name: .customLong("draft-model"), help: ArgumentHelp("A smaller model with the same vocabulary that drafts tokens.", valueName: "name-or-path"))
-    var draftModel: String?
-
-    @Option(name: .customLong("draft-tokens"), help: ArgumentHelp("The most draft tokens verified per step.", valueName: "n"))
-    var draftTokens: Int?
+    @OptionGroup var speed: BuiltinSpeedOptions
 
     func run() async throws {
         guard maxTokens >= 1 else { throw CLIError.usage("--max-tokens must be at least 1") }
         var options = EngineOptions(kind: .builtin, baseURL: nil, concurrency: 1, model: model, apiKey: nil,
                                     requestTimeout: 0, threads: threads, chatTemplate: chatTemplate)
-        options.speculate = speculate
-        options.draftModel = draftModel
-        options.draftTokens = draftTokens
+        speed.apply(to: &options)
         let engine = try makeBuiltinEngine(options)
         var fields: [(key: String, value: JSON)] = [
             (key: "max_tokens", value: .int(maxTokens)),

@@ -70,14 +70,7 @@ struct WorkCommand: AsyncParsableCommand {
     @Option(name: .customLong("kv-memory"), help: ArgumentHelp("builtin: KV cache budget (default 2G); when full, the newest sequences are preempted and recomputed later.", valueName: "size"))
     var kvMemory: String?
 
-    @Option(help: ArgumentHelp("builtin: speculative decoding by prompt lookup (ngram) or none (off); output is identical either way.", valueName: "ngram|off"))
-    var speculate: SpeculateChoice?
-
-    @Option(name: .customLong("draft-model"), help: ArgumentHelp("builtin: a smaller model with the same vocabulary that drafts tokens for speculative decoding.", valueName: "name-or-path"))
-    var draftModel: String?
-
-    @Option(name: .customLong("draft-tokens"), help: ArgumentHelp("builtin: the most draft tokens a sequence verifies per step (default 8).", valueName: "n"))
-    var draftTokens: Int?
+    @OptionGroup var speed: BuiltinSpeedOptions
 
     @Flag(name: .customLong("no-prefix-sharing"), help: "builtin: compute every prompt in full instead of sharing the KV blocks of common prompt prefixes (outputs are identical either way).")
     var noPrefixSharing = false
@@ -128,9 +121,7 @@ struct WorkCommand: AsyncParsableCommand {
             contextLength: contextLength,
             kvMemory: kvMemory)
         options.checkpointPublishInterval = preemption.enginePublishInterval
-        options.speculate = speculate
-        options.draftModel = draftModel
-        options.draftTokens = draftTokens
+        speed.apply(to: &options)
         options.prefixSharing = !noPrefixSharing
         let engine = try makeEngine(options)
         configuration.resultCache = try preemption.resultCachePolicy(engine: engine, options: options)

@@ -104,9 +104,12 @@ struct WorkPreemptionOptions: ParsableArguments {
             let size = (attributes[.size] as? NSNumber)?.int64Value ?? -1
             let modified = (attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
             // The file's identity and every setting that changes outputs (threads and batch size do not).
-            let namespace = ["builtin", "path=\(resolved)", "size=\(size)", "mtime=\(modified)",
-                             "chat-template=\(options.chatTemplate.map { "\($0)" } ?? "model")",
-                             "context=\(builtin.contextLength)"].joined(separator: "\n")
+            let identity = ["builtin", "path=\(resolved)", "size=\(size)", "mtime=\(modified)",
+                            "chat-template=\(options.chatTemplate.map { "\($0)" } ?? "model")",
+                            "context=\(builtin.contextLength)"]
+                // Only int8 is named, so results cached before the setting existed (all f32) keep their keys.
+                + (builtin.precision == .float32 ? [] : ["precision=\(builtin.precision.rawValue)"])
+            let namespace = identity.joined(separator: "\n")
             return ResultCachePolicy(namespace: namespace, keying: BuiltinResultCacheKeying())
         }
         let namespace = ["openai", "base-url=\(options.baseURL ?? "")", "model=\(options.model ?? "")"].joined(separator: "\n")

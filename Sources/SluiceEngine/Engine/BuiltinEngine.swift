@@ -27,6 +27,8 @@ public struct BuiltinEngineOptions: Sendable {
     public var prefixSharing = true
     /// Positions per KV block (a power of two): the granularity of sharing and of memory.
     public var kvBlockPositions = KVCache.defaultBlockPositions
+    /// How matrix products treat activations (see `MatmulPrecision`); changes results slightly.
+    public var precision = MatmulPrecision.engineDefault
 
     public init() {}
 }
@@ -48,6 +50,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
     /// The name written into responses when the request names no model.
     public let modelName: String
     public let contextLength: Int
+    /// How the matrix products treat activations.
+    public var precision: MatmulPrecision { options.precision }
     /// How many tokens the KV cache budget can hold for one sequence.
     public let maxCachedTokens: Int
 
@@ -75,7 +79,10 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         self.options = options
         file = try GGUFFile(path: path)
         pool = ComputePool(threads: options.threads)
-        model = try loadLanguageModel(file, pool: pool)
+        if options.precision.isInteger && !MatmulPrecision.int8Available {
+            throw ModelLoadError("--precision \(options.precision.rawValue) needs a CPU with AVX-512 VNNI (and a build for it); this one has none: use --precision f32")
+        }
+        model = try loadLanguageModel(file, pool: pool, precision: options.precision)
         tokenizer = try Tokenizer(gguf: file)
         guard tokenizer.vocabularySize <= model.shape.vocabularySize else {
             throw ModelLoadError("the tokenizer has \(tokenizer.vocabularySize) tokens but the model's embedding has \(model.shape.vocabularySize) rows")
@@ -92,8 +99,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         maxCachedTokens = probe.maxPositionsPerSequence
         capacity = options.maxSequences + max(2, options.maxSequences / 2)
         speculator = try Speculator.make(options.speculation, for: file, pool: pool, positions: maxCachedTokens,
-                                         catchUpBudget: options.tokenBudget)
-        description = "built-in engine: \(modelName) (\(model.architecture), \(options.threads) threads, \(options.maxSequences) sequences)"
+                                         catchUpBudget: options.tokenBudget, precision: options.precision)
+        description = "built-in engine: \(modelName) (\(model.architecture), \(options.precision.rawValue), \(options.threads) threads, \(options.maxSequences) sequences)"
         (events, continuation) = AsyncStream.makeStream(of: EngineEvent.self)
         let thread = Thread { [self] in
             run()

@@ -22,10 +22,11 @@ final class DraftModel {
     /// - Parameters:
     ///   - vocabulary: the engine's model's vocabulary.
     ///   - positions: how many positions the draft cache holds in all (as many as the model's).
-    init(path: String, matching vocabulary: TokenizerVocabulary, pool: ComputePool, positions: Int, catchUpBudget: Int) throws {
+    init(path: String, matching vocabulary: TokenizerVocabulary, pool: ComputePool, positions: Int, catchUpBudget: Int,
+         precision: MatmulPrecision = .float32) throws {
         self.path = path
         file = try GGUFFile(path: path)
-        model = try loadLanguageModel(file, pool: pool)
+        model = try loadLanguageModel(file, pool: pool, precision: precision)
         let own: TokenizerVocabulary
         do {
             own = try TokenizerVocabulary(gguf: file)

@@ -273,7 +273,7 @@ extension Speculator {
     ///   - positions: how many positions the engine's KV cache holds (the draft cache holds as many).
     ///   - catchUpBudget: prompt tokens a draft model may read per step.
     static func make(_ options: SpeculationOptions, for file: GGUFFile, pool: ComputePool, positions: Int,
-                     catchUpBudget: Int) throws -> Speculator? {
+                     catchUpBudget: Int, precision: MatmulPrecision = .float32) throws -> Speculator? {
         guard options.maxDraftTokens >= 0 else {
             throw ModelLoadError("speculation: the most draft tokens must be at least 0 (got \(options.maxDraftTokens))")
         }
@@ -287,7 +287,8 @@ extension Speculator {
             return Speculator(options: options, draftModel: nil)
         case let .draftModel(path):
             let vocabulary = try TokenizerVocabulary(gguf: file)
-            let draft = try DraftModel(path: path, matching: vocabulary, pool: pool, positions: positions, catchUpBudget: catchUpBudget)
+            let draft = try DraftModel(path: path, matching: vocabulary, pool: pool, positions: positions, catchUpBudget: catchUpBudget,
+                                       precision: precision)
             return Speculator(options: options, draftModel: draft)
         }
     }

@@ -18,33 +18,52 @@ public struct WeightMatrix: @unchecked Sendable {
     public let data: UnsafeRawPointer
     public let rowBytes: Int
     let packed: PackedWeights?
+    let int8: Int8Weights?
+    /// The precision this matrix's products run at.
+    public let precision: MatmulPrecision
 
-    /// - Parameter releasingSource: `data` lies in a read-only file mapping whose
-    ///   pages may be given back once repacked (they are read again from the file
-    ///   if touched later). Never pass true for memory the process owns.
-    public init(name: String, type: TensorType, rows: Int, columns: Int, data: UnsafeRawPointer, releasingSource: Bool = false) {
+    /// - Parameters:
+    ///   - precision: `.int16` and `.int8` repack for the integer kernels where the type
+    ///     and CPU allow (see `MatmulPrecision`); other matrices keep the float path.
+    ///   - releasingSource: `data` lies in a read-only file mapping whose pages may be
+    ///     given back once repacked (they are read again from the file if touched later).
+    ///     Never pass true for memory the process owns.
+    public init(name: String, type: TensorType, rows: Int, columns: Int, data: UnsafeRawPointer,
+                precision: MatmulPrecision = .float32, releasingSource: Bool = false) {
         self.name = name
         self.type = type
         self.rows = rows
         self.columns = columns
         self.data = data
         self.rowBytes = columns / type.blockSize * type.bytesPerBlock
+        if precision.isInteger && rows > 0 && Int8Weights.supports(type, columns: columns) && MatmulPrecision.int8Available {
+            int8 = Int8Weights(type: type, rows: rows, columns: columns, data: data, rowBytes: rowBytes,
+                               releasingSource: releasingSource)
+            packed = nil
+            self.precision = precision
+            return
+        }
+        self.precision = .float32
         if PackedWeights.supports(type) && columns % 32 == 0 && rows > 0 {
             packed = PackedWeights(type: type, rows: rows, columns: columns, data: data, rowBytes: rowBytes,
                                    releasingSource: releasingSource)
+            int8 = nil
         } else {
-            self.packed = nil
+            packed = nil
+            int8 = nil
         }
     }
 
     /// Bytes allocated for the repacked layout (0 when the kernels read `data` as is).
-    public var packedBytes: Int { packed?.allocatedBytes ?? 0 }
+    public var packedBytes: Int { packed?.allocatedBytes ?? int8?.allocatedBytes ?? 0 }
 
     /// Writes row `row`, dequantized, to `destination` (`columns` floats).
     @inline(__always)
     public func dequantize(row: Int, into destination: UnsafeMutablePointer<Float>) {
         if let packed {
             packed.decode(row: row, columns: columns, into: destination)
+        } else if let int8 {
+            int8.decode(row: row, into: destination)
         } else {
             dequantizeRow(type, data + row * rowBytes, count: columns, into: destination)
         }
@@ -81,6 +100,10 @@ let activationBlockBytes = 192 * 1024
 ///   - y: `tokens × W.rows` outputs, row-major.
 public func matmul(_ x: UnsafePointer<Float>, tokens: Int, _ w: WeightMatrix, into y: UnsafeMutablePointer<Float>, pool: ComputePool) {
     guard tokens > 0, w.rows > 0 else { return }
+    if let int8 = w.int8 {
+        int8Matmul(x, tokens: tokens, int8, lowBytes: w.precision == .int16, into: y, pool: pool)
+        return
+    }
     guard let packed = w.packed else {
         dequantizingMatmul(x, tokens: tokens, w, into: y, pool: pool)
         return

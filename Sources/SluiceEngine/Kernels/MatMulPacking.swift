@@ -69,22 +69,12 @@ final class PackedWeights: @unchecked Sendable {
         let rowScales = UnsafeMutablePointer<Float>.allocate(capacity: scalesPerRow)
         let rowMins = UnsafeMutablePointer<Float>.allocate(capacity: scalesPerRow)
         defer { rowQuants.deallocate(); rowScales.deallocate(); rowMins.deallocate() }
-        let groups = columns / 32
         let rowsPerRelease = max(1, (4 << 20) / max(1, rowBytes))
         for row in 0..<rows {
             if releasingSource && row > 0 && row % rowsPerRelease == 0 {
                 Self.releaseMappedPages(data + (row - rowsPerRelease) * rowBytes, byteCount: rowsPerRelease * rowBytes)
             }
-            let source = data + row * rowBytes
-            switch type {
-            case .q8_0: Self.packQ8_0(source, groups: groups, rowQuants, rowScales)
-            case .q4_0: Self.packQ4_0(source, groups: groups, rowQuants, rowScales)
-            case .q5_0: Self.packQ5_0(source, groups: groups, rowQuants, rowScales)
-            case .q4_K: Self.packQ4_K(source, blocks: columns / 256, rowQuants, rowScales, rowMins, highBits: false)
-            case .q5_K: Self.packQ4_K(source, blocks: columns / 256, rowQuants, rowScales, rowMins, highBits: true)
-            case .q6_K: Self.packQ6_K(source, blocks: columns / 256, rowQuants, rowScales)
-            default: preconditionFailure("unreachable")
-            }
+            Self.unpackRow(type, data + row * rowBytes, columns: columns, rowQuants, rowScales, rowMins)
             let quad = row >> 2, lane = row & 3
             let q = quants + quad * 4 * columns + 16 * lane
             for c in 0..<columns / 16 {
@@ -114,6 +104,21 @@ final class PackedWeights: @unchecked Sendable {
     }
 
     // MARK: Per-type unpacking (each mirrors its dequantizer in Dequantize.swift)
+
+    /// One row of `type` as integers `q`, scales `s` (one per 16 elements for Q6_K, per 32
+    /// otherwise) and, for Q4_K/Q5_K, offsets `m`: each weight is `s * q - m` (or `s * q`).
+    static func unpackRow(_ type: TensorType, _ source: UnsafeRawPointer, columns: Int, _ q: UnsafeMutablePointer<Int8>,
+                          _ s: UnsafeMutablePointer<Float>, _ m: UnsafeMutablePointer<Float>) {
+        switch type {
+        case .q8_0: packQ8_0(source, groups: columns / 32, q, s)
+        case .q4_0: packQ4_0(source, groups: columns / 32, q, s)
+        case .q5_0: packQ5_0(source, groups: columns / 32, q, s)
+        case .q4_K: packQ4_K(source, blocks: columns / 256, q, s, m, highBits: false)
+        case .q5_K: packQ4_K(source, blocks: columns / 256, q, s, m, highBits: true)
+        case .q6_K: packQ6_K(source, blocks: columns / 256, q, s)
+        default: preconditionFailure("unpackRow: \(type) has no packed layout")
+        }
+    }
 
     /// Q8_0: q * d.
     private static func packQ8_0(_ source: UnsafeRawPointer, groups: Int, _ q: UnsafeMutablePointer<Int8>, _ s: UnsafeMutablePointer<Float>) {

@@ -44,7 +44,7 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
     let queryScale: Float
     let pool: ComputePool
 
-    public init(file: GGUFFile, pool: ComputePool) throws {
+    public init(file: GGUFFile, pool: ComputePool, precision: MatmulPrecision = .float32) throws {
         self.pool = pool
         let width = try file.requireInt("gemma3.embedding_length")
         let layerCount = try file.requireInt("gemma3.block_count")
@@ -65,8 +65,8 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
         // llama.cpp derives the same from the shape.
         queryScale = Float(1 / Double(headSize).squareRoot())
 
-        tokenEmbedding = try file.matrix("token_embd.weight", columns: width, rows: try Self.vocabularySize(file))
-        output = try file.optionalMatrix("output.weight", columns: width, rows: tokenEmbedding.rows) ?? tokenEmbedding
+        tokenEmbedding = try file.matrix("token_embd.weight", columns: width, rows: try Self.vocabularySize(file), precision: precision)
+        output = try file.optionalMatrix("output.weight", columns: width, rows: tokenEmbedding.rows, precision: precision) ?? tokenEmbedding
         outputNorm = try file.vector("output_norm.weight", count: width)
 
         // Local layers: base 10 000 with no scaling; global layers: the file's base and linear scaling.
@@ -78,17 +78,17 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
             let isGlobal = i % 6 == 5
             return Layer(
                 attentionNorm: try file.vector(p + "attn_norm.weight", count: width),
-                query: try file.matrix(p + "attn_q.weight", columns: width, rows: heads * headSize),
-                key: try file.matrix(p + "attn_k.weight", columns: width, rows: kvHeads * headSize),
-                value: try file.matrix(p + "attn_v.weight", columns: width, rows: kvHeads * headSize),
+                query: try file.matrix(p + "attn_q.weight", columns: width, rows: heads * headSize, precision: precision),
+                key: try file.matrix(p + "attn_k.weight", columns: width, rows: kvHeads * headSize, precision: precision),
+                value: try file.matrix(p + "attn_v.weight", columns: width, rows: kvHeads * headSize, precision: precision),
                 queryNorm: try file.vector(p + "attn_q_norm.weight", count: headSize),
                 keyNorm: try file.vector(p + "attn_k_norm.weight", count: headSize),
-                attentionOutput: try file.matrix(p + "attn_output.weight", columns: heads * headSize, rows: width),
+                attentionOutput: try file.matrix(p + "attn_output.weight", columns: heads * headSize, rows: width, precision: precision),
                 postAttentionNorm: try file.vector(p + "post_attention_norm.weight", count: width),
                 feedForwardNorm: try file.vector(p + "ffn_norm.weight", count: width),
-                gate: try file.matrix(p + "ffn_gate.weight", columns: width, rows: feedForwardWidth),
-                up: try file.matrix(p + "ffn_up.weight", columns: width, rows: feedForwardWidth),
-                down: try file.matrix(p + "ffn_down.weight", columns: feedForwardWidth, rows: width),
+                gate: try file.matrix(p + "ffn_gate.weight", columns: width, rows: feedForwardWidth, precision: precision),
+                up: try file.matrix(p + "ffn_up.weight", columns: width, rows: feedForwardWidth, precision: precision),
+                down: try file.matrix(p + "ffn_down.weight", columns: feedForwardWidth, rows: width, precision: precision),
                 postFeedForwardNorm: try file.vector(p + "post_ffw_norm.weight", count: width),
                 window: isGlobal ? nil : window,
                 rotary: isGlobal ? globalRotary : localRotary)

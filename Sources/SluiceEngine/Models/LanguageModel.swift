@@ -36,13 +36,13 @@ extension LanguageModel {
     }
 }
 
-/// Loads the architecture a GGUF file declares.
-public func loadLanguageModel(_ file: GGUFFile, pool: ComputePool) throws -> any LanguageModel {
+/// Loads the architecture a GGUF file declares, its matrix products running at `precision`.
+public func loadLanguageModel(_ file: GGUFFile, pool: ComputePool, precision: MatmulPrecision = .float32) throws -> any LanguageModel {
     let architecture = try file.requireString("general.architecture")
     switch architecture {
-    case "gemma3": return try Gemma3(file: file, pool: pool)
-    case "llama": return try Llama(file: file, pool: pool)
-    case "qwen2": return try Qwen2.load(file: file, pool: pool)
+    case "gemma3": return try Gemma3(file: file, pool: pool, precision: precision)
+    case "llama": return try Llama(file: file, pool: pool, precision: precision)
+    case "qwen2": return try Qwen2.load(file: file, pool: pool, precision: precision)
     default:
         throw ModelLoadError("architecture '\(architecture)' is not supported (supported: gemma3, llama, qwen2)")
     }

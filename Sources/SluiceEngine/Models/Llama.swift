@@ -38,12 +38,14 @@ public final class Llama: LanguageModel, @unchecked Sendable {
     let rotary: RotaryEmbedding
     let pool: ComputePool
 
-    public convenience init(file: GGUFFile, pool: ComputePool) throws {
-        try self.init(file: file, pool: pool, architecture: "llama", rotaryStyle: .interleaved, hasAttentionBiases: false)
+    public convenience init(file: GGUFFile, pool: ComputePool, precision: MatmulPrecision = .float32) throws {
+        try self.init(file: file, pool: pool, architecture: "llama", rotaryStyle: .interleaved, hasAttentionBiases: false,
+                      precision: precision)
     }
 
     /// Loads a Llama-shaped network whose hyperparameters live under `architecture.` keys.
-    init(file: GGUFFile, pool: ComputePool, architecture: String, rotaryStyle: RotaryEmbedding.Style, hasAttentionBiases: Bool) throws {
+    init(file: GGUFFile, pool: ComputePool, architecture: String, rotaryStyle: RotaryEmbedding.Style, hasAttentionBiases: Bool,
+         precision: MatmulPrecision = .float32) throws {
         self.architecture = architecture
         self.pool = pool
         let a = architecture + "."
@@ -75,8 +77,8 @@ public final class Llama: LanguageModel, @unchecked Sendable {
         rotary = RotaryEmbedding(dimensions: headSize, base: base, style: rotaryStyle,
                                  positionScale: positionScale, frequencyFactors: frequencyFactors)
 
-        tokenEmbedding = try file.matrix("token_embd.weight", columns: width, rows: try Gemma3.vocabularySize(file))
-        output = try file.optionalMatrix("output.weight", columns: width, rows: tokenEmbedding.rows) ?? tokenEmbedding
+        tokenEmbedding = try file.matrix("token_embd.weight", columns: width, rows: try Gemma3.vocabularySize(file), precision: precision)
+        output = try file.optionalMatrix("output.weight", columns: width, rows: tokenEmbedding.rows, precision: precision) ?? tokenEmbedding
         outputNorm = try file.vector("output_norm.weight", count: width)
         let (heads, kvHeads, headSize, feedForwardWidth) = (heads, kvHeads, headSize, feedForwardWidth)
         layers = try (0..<layerCount).map { i in
@@ -86,17 +88,17 @@ public final class Llama: LanguageModel, @unchecked Sendable {
             }
             return Layer(
                 attentionNorm: try file.vector(p + "attn_norm.weight", count: width),
-                query: try file.matrix(p + "attn_q.weight", columns: width, rows: heads * headSize),
-                key: try file.matrix(p + "attn_k.weight", columns: width, rows: kvHeads * headSize),
-                value: try file.matrix(p + "attn_v.weight", columns: width, rows: kvHeads * headSize),
+                query: try file.matrix(p + "attn_q.weight", columns: width, rows: heads * headSize, precision: precision),
+                key: try file.matrix(p + "attn_k.weight", columns: width, rows: kvHeads * headSize, precision: precision),
+                value: try file.matrix(p + "attn_v.weight", columns: width, rows: kvHeads * headSize, precision: precision),
                 queryBias: try bias("attn_q.bias", heads * headSize),
                 keyBias: try bias("attn_k.bias", kvHeads * headSize),
                 valueBias: try bias("attn_v.bias", kvHeads * headSize),
-                attentionOutput: try file.matrix(p + "attn_output.weight", columns: heads * headSize, rows: width),
+                attentionOutput: try file.matrix(p + "attn_output.weight", columns: heads * headSize, rows: width, precision: precision),
                 feedForwardNorm: try file.vector(p + "ffn_norm.weight", count: width),
-                gate: try file.matrix(p + "ffn_gate.weight", columns: width, rows: feedForwardWidth),
-                up: try file.matrix(p + "ffn_up.weight", columns: width, rows: feedForwardWidth),
-                down: try file.matrix(p + "ffn_down.weight", columns: feedForwardWidth, rows: width))
+                gate: try file.matrix(p + "ffn_gate.weight", columns: width, rows: feedForwardWidth, precision: precision),
+                up: try file.matrix(p + "ffn_up.weight", columns: width, rows: feedForwardWidth, precision: precision),
+                down: try file.matrix(p + "ffn_down.weight", columns: feedForwardWidth, rows: width, precision: precision))
         }
         shape = ModelShape(vocabularySize: tokenEmbedding.rows, contextLength: contextLength, layerCount: layerCount,
                            embeddingWidth: width, kvWidth: kvHeads * headSize)

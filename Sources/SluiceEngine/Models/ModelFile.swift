@@ -35,7 +35,7 @@ extension GGUFFile {
     }
 
     /// A 2-D weight tensor with `columns` inputs and `rows` outputs (GGUF dims `[columns, rows]`).
-    func matrix(_ name: String, columns: Int, rows: Int) throws -> WeightMatrix {
+    func matrix(_ name: String, columns: Int, rows: Int, precision: MatmulPrecision = .float32) throws -> WeightMatrix {
         guard let tensor = tensor(named: name) else { throw ModelLoadError("the model file has no tensor '\(name)'") }
         guard tensor.dimensions == [columns, rows] else {
             throw ModelLoadError("tensor '\(name)' has shape \(tensor.dimensions), expected [\(columns), \(rows)]")
@@ -45,12 +45,12 @@ extension GGUFFile {
         }
         // A mapped file's pages of repacked weights can be given back; owned images must keep theirs.
         return WeightMatrix(name: name, type: tensor.type, rows: rows, columns: columns, data: tensor.data,
-                            releasingSource: path != nil)
+                            precision: precision, releasingSource: path != nil)
     }
 
-    func optionalMatrix(_ name: String, columns: Int, rows: Int) throws -> WeightMatrix? {
+    func optionalMatrix(_ name: String, columns: Int, rows: Int, precision: MatmulPrecision = .float32) throws -> WeightMatrix? {
         guard tensor(named: name) != nil else { return nil }
-        return try matrix(name, columns: columns, rows: rows)
+        return try matrix(name, columns: columns, rows: rows, precision: precision)
     }
 
     /// A 1-D tensor of `count` elements, dequantized to floats.

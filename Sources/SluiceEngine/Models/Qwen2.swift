@@ -4,7 +4,7 @@
 /// RoPE (rotating the two halves of each head rather than adjacent pairs), as
 /// llama.cpp runs it. Hyperparameters live under `qwen2.` keys.
 public enum Qwen2 {
-    public static func load(file: GGUFFile, pool: ComputePool) throws -> Llama {
-        try Llama(file: file, pool: pool, architecture: "qwen2", rotaryStyle: .halves, hasAttentionBiases: true)
+    public static func load(file: GGUFFile, pool: ComputePool, precision: MatmulPrecision = .float32) throws -> Llama {
+        try Llama(file: file, pool: pool, architecture: "qwen2", rotaryStyle: .halves, hasAttentionBiases: true, precision: precision)
     }
 }

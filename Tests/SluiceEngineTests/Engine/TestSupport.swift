@@ -18,7 +18,10 @@ enum Fixtures {
 
 /// The default model, loaded once for all tests (it is 250 MB and takes a moment).
 final class DefaultModel: @unchecked Sendable {
-    static let shared: DefaultModel? = try? DefaultModel()
+    static let shared: DefaultModel? = try? DefaultModel(precision: .float32)
+    /// The same model on the integer kernels; nil where the CPU has no VNNI.
+    static let sharedInt16: DefaultModel? = MatmulPrecision.int8Available ? try? DefaultModel(precision: .int16) : nil
+    static let sharedInt8: DefaultModel? = MatmulPrecision.int8Available ? try? DefaultModel(precision: .int8) : nil
 
     let path: String
     let file: GGUFFile
@@ -26,19 +29,25 @@ final class DefaultModel: @unchecked Sendable {
     let model: any LanguageModel
     let tokenizer: Tokenizer
 
-    private init() throws {
+    private init(precision: MatmulPrecision) throws {
         path = try ModelCache().resolve(nil)
         file = try GGUFFile(path: path)
         pool = ComputePool(threads: ComputePool.availableCores)
-        model = try loadLanguageModel(file, pool: pool)
+        model = try loadLanguageModel(file, pool: pool, precision: precision)
         tokenizer = try Tokenizer(gguf: file)
     }
 
-    static func require() throws -> DefaultModel {
-        guard let shared else {
+    /// The default model at `precision` (default: the engine's, so it matches engines built with default options).
+    static func require(_ precision: MatmulPrecision = .engineDefault) throws -> DefaultModel {
+        let model: DefaultModel? = switch precision {
+        case .float32: shared
+        case .int16: sharedInt16
+        case .int8: sharedInt8
+        }
+        guard let model else {
             throw TestFailure("the default model is not installed: run scripts/fetch-model (the test command does)")
         }
-        return shared
+        return model
     }
 }
 

@@ -3,11 +3,11 @@ import Testing
 @testable import SluiceEngine
 
 /// Random weights of one type, with valid (finite, realistic) f16 scales.
-private final class RandomWeights: @unchecked Sendable {
+final class RandomWeights: @unchecked Sendable {
     let bytes: UnsafeMutableRawPointer
     let matrix: WeightMatrix
 
-    init(_ type: TensorType, rows: Int, columns: Int, seed: UInt64) {
+    init(_ type: TensorType, rows: Int, columns: Int, seed: UInt64, precision: MatmulPrecision = .float32) {
         var generator = SplitMix64(seed: seed)
         let rowBytes = columns / type.blockSize * type.bytesPerBlock
         bytes = .allocate(byteCount: rows * rowBytes, alignment: 64)
@@ -27,13 +27,13 @@ private final class RandomWeights: @unchecked Sendable {
             default: fatalError("no generator for \(type)")
             }
         }
-        matrix = WeightMatrix(name: "random \(type.name)", type: type, rows: rows, columns: columns, data: bytes)
+        matrix = WeightMatrix(name: "random \(type.name)", type: type, rows: rows, columns: columns, data: bytes, precision: precision)
     }
 
     deinit { bytes.deallocate() }
 }
 
-private func randomActivations(_ count: Int, seed: UInt64) -> [Float] {
+func randomActivations(_ count: Int, seed: UInt64) -> [Float] {
     var generator = SplitMix64(seed: seed)
     return (0..<count).map { _ in Float.random(in: -2...2, using: &generator) }
 }

@@ -1,0 +1,38 @@
+#ifndef SLUICE_KERNELS_H
+#define SLUICE_KERNELS_H
+
+#include <stdint.h>
+
+/// Whether this build holds the int8 kernels and this CPU can run them
+/// (AVX-512 with VNNI). Everything below requires it.
+int sluice_int8_available(void);
+
+/// Quantizes `tokens` rows of `columns` floats to signed 8-bit integers, one
+/// scale per `block` (16 or 32) consecutive elements: q = round(x / s) with
+/// s = max|x| / 127. Writes `xq[t * columns + k]`, and per block
+/// `scale[t * blocks + b] = s` and `scaled_sum[t * blocks + b] = s * Σ q`.
+///
+/// With `xq_low` (else NULL), also rounds what q misses in steps of s / 256 into
+/// `xq_low`: each element is then the integer 256 q + low at step s / 256, which
+/// is what `scale` and `scaled_sum` then describe.
+void sluice_quantize_rows(const float *x, int tokens, int columns, int block,
+                          int8_t *xq, int8_t *xq_low, float *scale, float *scaled_sum);
+
+/// y[t * y_stride + r] = Σ_b (s[r,b] · sx[t,b]) · (Σ_{k in b} u[r,k] · x[t,k]) − m[r,b] · sxsum[t,b],
+/// x being xq, or 256 xq + xq_low where `xq_low` is not NULL, for the rows of
+/// panels [panel_begin, panel_end) below `rows`, and t in [0, tokens).
+///
+/// Weights are unsigned bytes `u` with a float scale `s` and offset `m` per
+/// block (each weight is s · u − m), in panels of 16 rows: panel p holds, for
+/// every group of 4 columns, 16 rows × 4 bytes (64 bytes), then its scales and
+/// offsets as `blocks × 16` floats each, at `scales + p * 16 * blocks`.
+///
+/// Every output element is reduced in the same order (blocks in order, each an
+/// exact integer sum) whatever `tokens`, the tile it falls in or the panel
+/// range, so results do not depend on the batch.
+void sluice_int8_matmul(const uint8_t *weights, const float *scales, const float *offsets,
+                        int columns, int block, int rows, int panel_begin, int panel_end,
+                        const int8_t *xq, const int8_t *xq_low, const float *xscale, const float *xscaled_sum,
+                        int tokens, float *y, int y_stride);
+
+#endif

@@ -1,0 +1,202 @@
+// Int8 matrix products with AVX-512 VNNI: the one kernel family Swift cannot
+// express (Swift SIMD has no `vpdpbusd`; the best pure-Swift int8 dot product
+// measured 24-37 GOPS, see MEASURED.md, below its own fp32 tile).
+#include "sluice_kernels.h"
+
+#include <stddef.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#define SLUICE_HAVE_VNNI 1
+#include <immintrin.h>
+#endif
+
+int sluice_int8_available(void) {
+#ifdef SLUICE_HAVE_VNNI
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("avx512vnni");
+#else
+    return 0;
+#endif
+}
+
+#ifdef SLUICE_HAVE_VNNI
+
+/// One block of `block` floats (16 or 32) to bytes `q` (and, with `low`, what q
+/// misses, to bytes at 1/256 of q's step); returns the sum of the block's
+/// integers at the final step (Σ q, or Σ 256 q + low).
+static inline __attribute__((always_inline))
+int quantize_block(const float *x, const int block, int8_t *q, int8_t *low, float *step) {
+    __m512 a = _mm512_loadu_ps(x);
+    __m512 b = block == 32 ? _mm512_loadu_ps(x + 16) : _mm512_setzero_ps();
+    __m512 magnitude = _mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b));
+    float amax = _mm512_reduce_max_ps(magnitude);
+    if (!(amax > 0)) {  // all zeros (or not finite: nothing meaningful to keep)
+        memset(q, 0, (size_t)block);
+        if (low) memset(low, 0, (size_t)block);
+        *step = 0;
+        return 0;
+    }
+    const float scale = amax / 127.0f;
+    const __m512 inverse = _mm512_set1_ps(127.0f / amax);
+    int total = 0;
+    for (int half = 0; half < block / 16; half++) {
+        __m512 v = half == 0 ? a : b;
+        // Round to nearest even; |x| * 127 / amax rounds to at most 127.
+        __m512i qi = _mm512_cvtps_epi32(_mm512_mul_ps(v, inverse));
+        _mm_storeu_si128((__m128i *)(q + 16 * half), _mm512_cvtsepi32_epi8(qi));
+        if (low) {
+            // |residual| <= scale / 2: at most 128 steps of scale / 256 (saturated to 127).
+            __m512 residual = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(qi), _mm512_set1_ps(scale), v);
+            __m512i li = _mm512_cvtps_epi32(_mm512_mul_ps(residual, _mm512_set1_ps(256.0f / scale)));
+            __m128i packed = _mm512_cvtsepi32_epi8(li);
+            _mm_storeu_si128((__m128i *)(low + 16 * half), packed);
+            qi = _mm512_add_epi32(_mm512_slli_epi32(qi, 8), _mm512_cvtepi8_epi32(packed));
+        }
+        total += _mm512_reduce_add_epi32(qi);
+    }
+    *step = low ? scale / 256.0f : scale;
+    return total;
+}
+
+void sluice_quantize_rows(const float *x, int tokens, int columns, int block,
+                          int8_t *xq, int8_t *xq_low, float *scale, float *scaled_sum) {
+    const int blocks = columns / block;
+    for (int t = 0; t < tokens; t++) {
+        for (int b = 0; b < blocks; b++) {
+            const size_t offset = (size_t)t * columns + (size_t)b * block;
+            int8_t *low = xq_low ? xq_low + offset : NULL;
+            float s;
+            int sum = block == 32 ? quantize_block(x + offset, 32, xq + offset, low, &s)
+                                  : quantize_block(x + offset, 16, xq + offset, low, &s);
+            scale[(size_t)t * blocks + b] = s;
+            scaled_sum[(size_t)t * blocks + b] = s * (float)sum;
+        }
+    }
+}
+
+/// PANELS (1 or 2) panels of 16 rows times TOKENS (1-4) tokens, with activations
+/// of one byte (LOW 0) or two (LOW 1: the block's integer is 256 q + low). Each
+/// output element sees the same operations in the same order in every instantiation.
+static inline __attribute__((always_inline))
+void tile(const int PANELS, const int TOKENS, const int BLOCK, const int LOW,
+          const uint8_t *w, const float *s, const float *m, size_t panel_bytes, size_t panel_scales,
+          int columns, int blocks, const int8_t *xq, const int8_t *xl, const float *xs, const float *xss,
+          float *y, int y_stride, __mmask16 mask0, __mmask16 mask1) {
+    __m512 acc[2][4];
+    for (int p = 0; p < PANELS; p++)
+        for (int t = 0; t < TOKENS; t++) acc[p][t] = _mm512_setzero_ps();
+
+    for (int b = 0; b < blocks; b++) {
+        __m512i dot[2][4], dot_low[2][4];
+        for (int p = 0; p < PANELS; p++)
+            for (int t = 0; t < TOKENS; t++) {
+                dot[p][t] = _mm512_setzero_si512();
+                if (LOW) dot_low[p][t] = _mm512_setzero_si512();
+            }
+        const uint8_t *wb = w + (size_t)b * BLOCK * 16;
+        const size_t xb = (size_t)b * BLOCK;
+        for (int g = 0; g < BLOCK / 4; g++) {
+            __m512i u[2];
+            for (int p = 0; p < PANELS; p++) u[p] = _mm512_loadu_si512(wb + p * panel_bytes + 64 * g);
+            for (int t = 0; t < TOKENS; t++) {
+                int32_t four;
+                memcpy(&four, xq + xb + (size_t)t * columns + 4 * g, 4);
+                const __m512i xv = _mm512_set1_epi32(four);
+                for (int p = 0; p < PANELS; p++) dot[p][t] = _mm512_dpbusd_epi32(dot[p][t], u[p], xv);
+                if (LOW) {
+                    memcpy(&four, xl + xb + (size_t)t * columns + 4 * g, 4);
+                    const __m512i lv = _mm512_set1_epi32(four);
+                    for (int p = 0; p < PANELS; p++) dot_low[p][t] = _mm512_dpbusd_epi32(dot_low[p][t], u[p], lv);
+                }
+            }
+        }
+        for (int p = 0; p < PANELS; p++) {
+            const __m512 sv = _mm512_loadu_ps(s + p * panel_scales + 16 * b);
+            const __m512 mv = _mm512_loadu_ps(m + p * panel_scales + 16 * b);
+            for (int t = 0; t < TOKENS; t++) {
+                __m512i d = LOW ? _mm512_add_epi32(_mm512_slli_epi32(dot[p][t], 8), dot_low[p][t]) : dot[p][t];
+                __m512 scale = _mm512_mul_ps(sv, _mm512_set1_ps(xs[(size_t)t * blocks + b]));
+                acc[p][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), scale, acc[p][t]);
+                acc[p][t] = _mm512_fnmadd_ps(mv, _mm512_set1_ps(xss[(size_t)t * blocks + b]), acc[p][t]);
+            }
+        }
+    }
+    for (int t = 0; t < TOKENS; t++) {
+        _mm512_mask_storeu_ps(y + (size_t)t * y_stride, mask0, acc[0][t]);
+        if (PANELS == 2) _mm512_mask_storeu_ps(y + (size_t)t * y_stride + 16, mask1, acc[1][t]);
+    }
+}
+
+#define SLUICE_TILE(P, T, B, L) \
+    static void tile_##P##_##T##_##B##_##L(const uint8_t *w, const float *s, const float *m, size_t pb, size_t ps, \
+                                           int columns, int blocks, const int8_t *xq, const int8_t *xl, const float *xs, \
+                                           const float *xss, float *y, int y_stride, __mmask16 mask0, __mmask16 mask1) { \
+        tile(P, T, B, L, w, s, m, pb, ps, columns, blocks, xq, xl, xs, xss, y, y_stride, mask0, mask1); \
+    }
+#define SLUICE_TILES(B, L) \
+    SLUICE_TILE(1, 1, B, L) SLUICE_TILE(1, 2, B, L) SLUICE_TILE(1, 3, B, L) SLUICE_TILE(1, 4, B, L) \
+    SLUICE_TILE(2, 1, B, L) SLUICE_TILE(2, 2, B, L) SLUICE_TILE(2, 3, B, L) SLUICE_TILE(2, 4, B, L)
+SLUICE_TILES(16, 0)
+SLUICE_TILES(32, 0)
+SLUICE_TILES(16, 1)
+SLUICE_TILES(32, 1)
+
+typedef void (*tile_function)(const uint8_t *, const float *, const float *, size_t, size_t, int, int,
+                              const int8_t *, const int8_t *, const float *, const float *, float *, int,
+                              __mmask16, __mmask16);
+
+#define SLUICE_TABLE(B, L) { \
+        {tile_1_1_##B##_##L, tile_1_2_##B##_##L, tile_1_3_##B##_##L, tile_1_4_##B##_##L}, \
+        {tile_2_1_##B##_##L, tile_2_2_##B##_##L, tile_2_3_##B##_##L, tile_2_4_##B##_##L}, \
+    }
+/// Indexed [two bytes][block is 32][panels - 1][tokens - 1].
+static const tile_function tiles[2][2][2][4] = {
+    {SLUICE_TABLE(16, 0), SLUICE_TABLE(32, 0)},
+    {SLUICE_TABLE(16, 1), SLUICE_TABLE(32, 1)},
+};
+
+static __mmask16 row_mask(int rows, int panel) {
+    int left = rows - 16 * panel;
+    return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+}
+
+void sluice_int8_matmul(const uint8_t *weights, const float *scales, const float *offsets,
+                        int columns, int block, int rows, int panel_begin, int panel_end,
+                        const int8_t *xq, const int8_t *xq_low, const float *xscale, const float *xscaled_sum,
+                        int tokens, float *y, int y_stride) {
+    const int blocks = columns / block;
+    const size_t panel_bytes = (size_t)16 * columns, panel_scales = (size_t)16 * blocks;
+    const tile_function (*table)[4] = tiles[xq_low != NULL][block == 32];
+    for (int p = panel_begin; p < panel_end; p += 2) {
+        const int panels = p + 1 < panel_end ? 2 : 1;
+        const __mmask16 mask0 = row_mask(rows, p), mask1 = row_mask(rows, p + 1);
+        const uint8_t *w = weights + (size_t)p * panel_bytes;
+        const float *s = scales + (size_t)p * panel_scales, *m = offsets + (size_t)p * panel_scales;
+        for (int t = 0; t < tokens; t += 4) {
+            const int count = tokens - t < 4 ? tokens - t : 4;
+            table[panels - 1][count - 1](w, s, m, panel_bytes, panel_scales, columns, blocks,
+                                         xq + (size_t)t * columns, xq_low ? xq_low + (size_t)t * columns : NULL,
+                                         xscale + (size_t)t * blocks, xscaled_sum + (size_t)t * blocks,
+                                         y + (size_t)t * y_stride + 16 * p, y_stride, mask0, mask1);
+        }
+    }
+}
+
+#else
+
+void sluice_quantize_rows(const float *x, int tokens, int columns, int block,
+                          int8_t *xq, int8_t *xq_low, float *scale, float *scaled_sum) {
+    (void)x; (void)tokens; (void)columns; (void)block; (void)xq; (void)xq_low; (void)scale; (void)scaled_sum;
+}
+
+void sluice_int8_matmul(const uint8_t *weights, const float *scales, const float *offsets,
+                        int columns, int block, int rows, int panel_begin, int panel_end,
+                        const int8_t *xq, const int8_t *xq_low, const float *xscale, const float *xscaled_sum,
+                        int tokens, float *y, int y_stride) {
+    (void)weights; (void)scales; (void)offsets; (void)columns; (void)block; (void)rows; (void)panel_begin;
+    (void)panel_end; (void)xq; (void)xq_low; (void)xscale; (void)xscaled_sum; (void)tokens; (void)y; (void)y_stride;
+}
+
+#endif

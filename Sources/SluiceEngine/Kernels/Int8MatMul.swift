@@ -1,0 +1,167 @@
+import CSluiceKernels
+
+/// How the matrix products treat activations.
+public enum MatmulPrecision: String, Sendable, CaseIterable, Codable {
+    /// Activations stay float32: each weight is multiplied exactly as the file defines it,
+    /// and results stay within about 1e-5 nats of a float64 pass.
+    case float32 = "f32"
+    /// Activations are rounded to 16-bit integers (one scale per 32 elements, or per 16
+    /// where the weights have a scale per 16), and multiplied as two bytes with AVX-512
+    /// VNNI integer dot products.
+    case int16
+    /// Activations are rounded to 8 bits per block, as llama.cpp does: half the integer
+    /// work of `int16`, with about llama.cpp's rounding error.
+    case int8
+
+    /// Whether this build and CPU can run the integer kernels (`int16` and `int8`).
+    public static var int8Available: Bool { sluice_int8_available() != 0 }
+
+    /// The engine's default: `int16` where the CPU runs it (as accurate as every check on
+    /// the default model requires, and faster), else `float32`.
+    public static var engineDefault: MatmulPrecision { int8Available ? .int16 : .float32 }
+
+    /// Whether products at this precision run on the integer kernels.
+    var isInteger: Bool { self != .float32 }
+}
+
+/// A quantized weight matrix in the layout the int8 kernels read: unsigned bytes `u`
+/// with a float scale `s` and offset `m` per block, each weight being `s * u - m`.
+///
+/// Every supported type maps to that exactly: types with signed quants store
+/// `u = q + 2^k` and `m = s * 2^k` (both exact in float32, and so is `s * u - m`),
+/// the K-quants keep their own offsets. Rows are grouped in panels of 16: for each
+/// four columns, the 16 rows' four bytes form one 64-byte line, so one VNNI
+/// instruction multiplies 16 rows by four activations broadcast to every lane.
+final class Int8Weights: @unchecked Sendable {
+    // Sendable: written once in init, read-only afterwards.
+
+    let rows: Int
+    let columns: Int
+    /// Elements per scale: 16 (Q6_K) or 32.
+    let block: Int
+    let weights: UnsafeMutableRawPointer
+    let scales: UnsafeMutablePointer<Float>
+    let offsets: UnsafeMutablePointer<Float>
+
+    var panels: Int { (rows + 15) / 16 }
+    var blocksPerRow: Int { columns / block }
+
+    static func supports(_ type: TensorType, columns: Int) -> Bool {
+        PackedWeights.supports(type) && columns % 32 == 0 && columns % type.blockSize == 0
+    }
+
+    /// What is added to a type's signed quants to make them unsigned bytes.
+    private static func bias(_ type: TensorType) -> Int32 {
+        switch type {
+        case .q8_0: 128
+        case .q4_0: 8
+        case .q5_0: 16
+        case .q6_K: 32
+        default: 0  // Q4_K, Q5_K: already unsigned, with their own offsets
+        }
+    }
+
+    init(type: TensorType, rows: Int, columns: Int, data: UnsafeRawPointer, rowBytes: Int, releasingSource: Bool) {
+        precondition(Self.supports(type, columns: columns))
+        self.rows = rows
+        self.columns = columns
+        block = type == .q6_K ? 16 : 32
+        let panels = (rows + 15) / 16, blocks = columns / block
+        weights = .allocate(byteCount: max(1, panels * 16 * columns), alignment: 64)
+        weights.initializeMemory(as: UInt8.self, repeating: 0, count: max(1, panels * 16 * columns))
+        let scaleCount = max(1, panels * 16 * blocks)
+        scales = .allocate(capacity: scaleCount)
+        scales.initialize(repeating: 0, count: scaleCount)
+        offsets = .allocate(capacity: scaleCount)
+        offsets.initialize(repeating: 0, count: scaleCount)
+
+        let rowQuants = UnsafeMutablePointer<Int8>.allocate(capacity: columns)
+        let rowScales = UnsafeMutablePointer<Float>.allocate(capacity: blocks)
+        let rowMins = UnsafeMutablePointer<Float>.allocate(capacity: blocks)
+        defer { rowQuants.deallocate(); rowScales.deallocate(); rowMins.deallocate() }
+        rowMins.initialize(repeating: 0, count: blocks)
+        let bias = Self.bias(type)
+        let hasMins = type == .q4_K || type == .q5_K
+        let rowsPerRelease = max(1, (4 << 20) / max(1, rowBytes))
+        let bytes = weights.assumingMemoryBound(to: UInt8.self)
+        for row in 0..<rows {
+            if releasingSource && row > 0 && row % rowsPerRelease == 0 {
+                PackedWeights.releaseMappedPages(data + (row - rowsPerRelease) * rowBytes, byteCount: rowsPerRelease * rowBytes)
+            }
+            PackedWeights.unpackRow(type, data + row * rowBytes, columns: columns, rowQuants, rowScales, rowMins)
+            let panel = row >> 4, lane = row & 15
+            let line = bytes + panel * 16 * columns + 4 * lane
+            for k in 0..<columns {
+                line[64 * (k >> 2) + (k & 3)] = UInt8(Int32(rowQuants[k]) + bias)
+            }
+            let base = panel * 16 * blocks + lane
+            for b in 0..<blocks {
+                scales[base + 16 * b] = rowScales[b]
+                offsets[base + 16 * b] = hasMins ? rowMins[b] : rowScales[b] * Float(bias)
+            }
+        }
+        if releasingSource { PackedWeights.releaseMappedPages(data, byteCount: rows * rowBytes) }
+    }
+
+    deinit {
+        weights.deallocate()
+        scales.deallocate()
+        offsets.deallocate()
+    }
+
+    var allocatedBytes: Int { panels * 16 * (columns + 8 * blocksPerRow) }
+
+    /// Writes row `row` as floats: the values `dequantizeRow` writes (a zero may differ in sign).
+    func decode(row: Int, into destination: UnsafeMutablePointer<Float>) {
+        let bytes = weights.assumingMemoryBound(to: UInt8.self)
+        let panel = row >> 4, lane = row & 15
+        let line = bytes + panel * 16 * columns + 4 * lane
+        let base = panel * 16 * blocksPerRow + lane
+        for k in 0..<columns {
+            let b = k / block
+            let scaled = scales[base + 16 * b] * Float(line[64 * (k >> 2) + (k & 3)])
+            destination[k] = scaled - offsets[base + 16 * b]
+        }
+    }
+}
+
+/// `y[t][r] = Σ_k x[t][k] · W[r][k]` with each activation row rounded to integers per block
+/// (two bytes each with `lowBytes`, one without).
+///
+/// Batch-invariant like `matmul`'s float path: a row's quantization depends on that
+/// row alone, block sums are exact integers, and each output element adds its blocks'
+/// scaled sums in one fixed order whatever the batch, tile or thread.
+func int8Matmul(_ x: UnsafePointer<Float>, tokens: Int, _ w: Int8Weights, lowBytes: Bool, into y: UnsafeMutablePointer<Float>,
+                pool: ComputePool) {
+    let columns = w.columns, blocks = w.blocksPerRow, block = w.block
+    let quantized = UnsafeMutablePointer<Int8>.allocate(capacity: (lowBytes ? 2 : 1) * tokens * columns)
+    let scales = UnsafeMutablePointer<Float>.allocate(capacity: 2 * tokens * blocks)
+    defer { quantized.deallocate(); scales.deallocate() }
+    let low: UnsafeMutablePointer<Int8>? = lowBytes ? quantized + tokens * columns : nil
+    let scaledSums = scales + tokens * blocks
+
+    let quantizeChunk = 16
+    pool.parallelFor((tokens + quantizeChunk - 1) / quantizeChunk) { item in
+        let first = item * quantizeChunk, count = min(quantizeChunk, tokens - first)
+        sluice_quantize_rows(x + first * columns, Int32(count), Int32(columns), Int32(block),
+                             quantized + first * columns, low.map { $0 + first * columns },
+                             scales + first * blocks, scaledSums + first * blocks)
+    }
+
+    // Tokens per item: their bytes stay in L2 while the item streams its panels past them.
+    let tokenBlock = tokens <= 64 ? tokens : max(16, min(tokens, (256 * 1024) / columns) / 4 * 4)
+    let tokenBlocks = (tokens + tokenBlock - 1) / tokenBlock
+    // Few, large items for the output head (16,384 panels), so claiming them stays cheap.
+    let panelsPerItem = w.panels >= 1024 && tokens <= 8 ? 8 : 2
+    let panelBlocks = (w.panels + panelsPerItem - 1) / panelsPerItem
+    let rows = w.rows
+    pool.parallelFor(tokenBlocks * panelBlocks) { item in
+        let firstToken = item / panelBlocks * tokenBlock, count = min(tokenBlock, tokens - firstToken)
+        let firstPanel = item % panelBlocks * panelsPerItem, lastPanel = min(w.panels, firstPanel + panelsPerItem)
+        sluice_int8_matmul(w.weights.assumingMemoryBound(to: UInt8.self), w.scales, w.offsets,
+                           Int32(columns), Int32(block), Int32(rows), Int32(firstPanel), Int32(lastPanel),
+                           quantized + firstToken * columns, low.map { $0 + firstToken * columns },
+                           scales + firstToken * blocks, scaledSums + firstToken * blocks,
+                           Int32(count), y + firstToken * rows, Int32(rows))
+    }
+}

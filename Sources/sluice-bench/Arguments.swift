@@ -1,0 +1,4 @@
+import ArgumentParser
+import SluiceEngine
+
+extension MatmulPrecision: ExpressibleByArgument {}

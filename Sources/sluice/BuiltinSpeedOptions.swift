@@ -1,0 +1,26 @@
+import ArgumentParser
+import SluiceEngine
+
+/// The built-in engine's speed settings, shared by `sluice work` and `sluice generate`.
+struct BuiltinSpeedOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("builtin: how matrix products treat activations: f32 (float32, within ~1e-5 nats of a float64 pass), int16 (16-bit integers per block, within ~1e-3 nats; the default where the CPU has AVX-512 VNNI) or int8 (8 bits per block as llama.cpp does: fastest, with about llama.cpp's error).", valueName: "f32|int16|int8"))
+    var precision: MatmulPrecision?
+
+    @Option(help: ArgumentHelp("builtin: speculative decoding by prompt lookup (ngram) or none (off); output is identical either way.", valueName: "ngram|off"))
+    var speculate: SpeculateChoice?
+
+    @Option(name: .customLong("draft-model"), help: ArgumentHelp("builtin: a smaller model with the same vocabulary that drafts tokens for speculative decoding.", valueName: "name-or-path"))
+    var draftModel: String?
+
+    @Option(name: .customLong("draft-tokens"), help: ArgumentHelp("builtin: the most draft tokens a sequence verifies per step (default 8).", valueName: "n"))
+    var draftTokens: Int?
+
+    func apply(to options: inout EngineOptions) {
+        options.precision = precision
+        options.speculate = speculate
+        options.draftModel = draftModel
+        options.draftTokens = draftTokens
+    }
+}
+
+extension MatmulPrecision: ExpressibleByArgument {}
