@@ -77,13 +77,15 @@ void sluice_quantize_rows(const float *x, int tokens, int columns, int block,
 }
 
 /// PANELS (1 or 2) panels of 16 rows times TOKENS (1-4) tokens, with activations
-/// of one byte (LOW 0) or two (LOW 1: the block's integer is 256 q + low). Each
-/// output element sees the same operations in the same order in every instantiation.
+/// of one byte (LOW 0) or two (LOW 1: the block's integer is 256 q + low), for
+/// weights of one KIND (see `sluice_weight_kind`). Each output element sees the
+/// same operations in the same order in every instantiation.
 static inline __attribute__((always_inline))
-void tile(const int PANELS, const int TOKENS, const int BLOCK, const int LOW,
-          const uint8_t *w, const float *s, const float *m, size_t panel_bytes, size_t panel_scales,
+void tile(const int PANELS, const int TOKENS, const int KIND, const int LOW,
+          const uint8_t *w, const void *s, const float *m, float bias, size_t panel_bytes, size_t panel_scales,
           int columns, int blocks, const int8_t *xq, const int8_t *xl, const float *xs, const float *xss,
           float *y, int y_stride, __mmask16 mask0, __mmask16 mask1) {
+    const int BLOCK = KIND == SLUICE_WEIGHTS_SCALED16 ? 16 : 32;
     __m512 acc[2][4];
     for (int p = 0; p < PANELS; p++)
         for (int t = 0; t < TOKENS; t++) acc[p][t] = _mm512_setzero_ps();
@@ -113,8 +115,12 @@ void tile(const int PANELS, const int TOKENS, const int BLOCK, const int LOW,
             }
         }
         for (int p = 0; p < PANELS; p++) {
-            const __m512 sv = _mm512_loadu_ps(s + p * panel_scales + 16 * b);
-            const __m512 mv = _mm512_loadu_ps(m + p * panel_scales + 16 * b);
+            const size_t at = p * panel_scales + 16 * b;
+            const __m512 sv = KIND == SLUICE_WEIGHTS_HALF_SCALED32
+                ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)s + at)))
+                : _mm512_loadu_ps((const float *)s + at);
+            // Offsets of signed types are scale × bias: exact in float32, so computed rather than read.
+            const __m512 mv = KIND == SLUICE_WEIGHTS_AFFINE32 ? _mm512_loadu_ps(m + at) : _mm512_mul_ps(sv, _mm512_set1_ps(bias));
             for (int t = 0; t < TOKENS; t++) {
                 __m512i d = LOW ? _mm512_add_epi32(_mm512_slli_epi32(dot[p][t], 8), dot_low[p][t]) : dot[p][t];
                 __m512 scale = _mm512_mul_ps(sv, _mm512_set1_ps(xs[(size_t)t * blocks + b]));
@@ -129,32 +135,34 @@ void tile(const int PANELS, const int TOKENS, const int BLOCK, const int LOW,
     }
 }
 
-#define SLUICE_TILE(P, T, B, L) \
-    static void tile_##P##_##T##_##B##_##L(const uint8_t *w, const float *s, const float *m, size_t pb, size_t ps, \
+#define SLUICE_TILE(P, T, K, L) \
+    static void tile_##P##_##T##_##K##_##L(const uint8_t *w, const void *s, const float *m, float bias, size_t pb, size_t ps, \
                                            int columns, int blocks, const int8_t *xq, const int8_t *xl, const float *xs, \
                                            const float *xss, float *y, int y_stride, __mmask16 mask0, __mmask16 mask1) { \
-        tile(P, T, B, L, w, s, m, pb, ps, columns, blocks, xq, xl, xs, xss, y, y_stride, mask0, mask1); \
+        tile(P, T, K, L, w, s, m, bias, pb, ps, columns, blocks, xq, xl, xs, xss, y, y_stride, mask0, mask1); \
     }
-#define SLUICE_TILES(B, L) \
-    SLUICE_TILE(1, 1, B, L) SLUICE_TILE(1, 2, B, L) SLUICE_TILE(1, 3, B, L) SLUICE_TILE(1, 4, B, L) \
-    SLUICE_TILE(2, 1, B, L) SLUICE_TILE(2, 2, B, L) SLUICE_TILE(2, 3, B, L) SLUICE_TILE(2, 4, B, L)
-SLUICE_TILES(16, 0)
-SLUICE_TILES(32, 0)
-SLUICE_TILES(16, 1)
-SLUICE_TILES(32, 1)
+#define SLUICE_TILES(K, L) \
+    SLUICE_TILE(1, 1, K, L) SLUICE_TILE(1, 2, K, L) SLUICE_TILE(1, 3, K, L) SLUICE_TILE(1, 4, K, L) \
+    SLUICE_TILE(2, 1, K, L) SLUICE_TILE(2, 2, K, L) SLUICE_TILE(2, 3, K, L) SLUICE_TILE(2, 4, K, L)
+SLUICE_TILES(0, 0)
+SLUICE_TILES(1, 0)
+SLUICE_TILES(2, 0)
+SLUICE_TILES(0, 1)
+SLUICE_TILES(1, 1)
+SLUICE_TILES(2, 1)
 
-typedef void (*tile_function)(const uint8_t *, const float *, const float *, size_t, size_t, int, int,
+typedef void (*tile_function)(const uint8_t *, const void *, const float *, float, size_t, size_t, int, int,
                               const int8_t *, const int8_t *, const float *, const float *, float *, int,
                               __mmask16, __mmask16);
 
-#define SLUICE_TABLE(B, L) { \
-        {tile_1_1_##B##_##L, tile_1_2_##B##_##L, tile_1_3_##B##_##L, tile_1_4_##B##_##L}, \
-        {tile_2_1_##B##_##L, tile_2_2_##B##_##L, tile_2_3_##B##_##L, tile_2_4_##B##_##L}, \
+#define SLUICE_TABLE(K, L) { \
+        {tile_1_1_##K##_##L, tile_1_2_##K##_##L, tile_1_3_##K##_##L, tile_1_4_##K##_##L}, \
+        {tile_2_1_##K##_##L, tile_2_2_##K##_##L, tile_2_3_##K##_##L, tile_2_4_##K##_##L}, \
     }
-/// Indexed [two bytes][block is 32][panels - 1][tokens - 1].
-static const tile_function tiles[2][2][2][4] = {
-    {SLUICE_TABLE(16, 0), SLUICE_TABLE(32, 0)},
-    {SLUICE_TABLE(16, 1), SLUICE_TABLE(32, 1)},
+/// Indexed [two bytes][kind][panels - 1][tokens - 1].
+static const tile_function tiles[2][3][2][4] = {
+    {SLUICE_TABLE(0, 0), SLUICE_TABLE(1, 0), SLUICE_TABLE(2, 0)},
+    {SLUICE_TABLE(0, 1), SLUICE_TABLE(1, 1), SLUICE_TABLE(2, 1)},
 };
 
 static __mmask16 row_mask(int rows, int panel) {
@@ -162,21 +170,23 @@ static __mmask16 row_mask(int rows, int panel) {
     return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
 }
 
-void sluice_int8_matmul(const uint8_t *weights, const float *scales, const float *offsets,
-                        int columns, int block, int rows, int panel_begin, int panel_end,
+void sluice_int8_matmul(const uint8_t *weights, int kind, const void *scales, const float *offsets, float bias,
+                        int columns, int rows, int panel_begin, int panel_end,
                         const int8_t *xq, const int8_t *xq_low, const float *xscale, const float *xscaled_sum,
                         int tokens, float *y, int y_stride) {
-    const int blocks = columns / block;
+    const int blocks = columns / (kind == SLUICE_WEIGHTS_SCALED16 ? 16 : 32);
     const size_t panel_bytes = (size_t)16 * columns, panel_scales = (size_t)16 * blocks;
-    const tile_function (*table)[4] = tiles[xq_low != NULL][block == 32];
+    const size_t scale_bytes = kind == SLUICE_WEIGHTS_HALF_SCALED32 ? 2 : 4;
+    const tile_function (*table)[4] = tiles[xq_low != NULL][kind];
     for (int p = panel_begin; p < panel_end; p += 2) {
         const int panels = p + 1 < panel_end ? 2 : 1;
         const __mmask16 mask0 = row_mask(rows, p), mask1 = row_mask(rows, p + 1);
         const uint8_t *w = weights + (size_t)p * panel_bytes;
-        const float *s = scales + (size_t)p * panel_scales, *m = offsets + (size_t)p * panel_scales;
+        const void *s = (const uint8_t *)scales + (size_t)p * panel_scales * scale_bytes;
+        const float *m = offsets ? offsets + (size_t)p * panel_scales : NULL;
         for (int t = 0; t < tokens; t += 4) {
             const int count = tokens - t < 4 ? tokens - t : 4;
-            table[panels - 1][count - 1](w, s, m, panel_bytes, panel_scales, columns, blocks,
+            table[panels - 1][count - 1](w, s, m, bias, panel_bytes, panel_scales, columns, blocks,
                                          xq + (size_t)t * columns, xq_low ? xq_low + (size_t)t * columns : NULL,
                                          xscale + (size_t)t * blocks, xscaled_sum + (size_t)t * blocks,
                                          y + (size_t)t * y_stride + 16 * p, y_stride, mask0, mask1);
@@ -191,11 +201,11 @@ void sluice_quantize_rows(const float *x, int tokens, int columns, int block,
     (void)x; (void)tokens; (void)columns; (void)block; (void)xq; (void)xq_low; (void)scale; (void)scaled_sum;
 }
 
-void sluice_int8_matmul(const uint8_t *weights, const float *scales, const float *offsets,
-                        int columns, int block, int rows, int panel_begin, int panel_end,
+void sluice_int8_matmul(const uint8_t *weights, int kind, const void *scales, const float *offsets, float bias,
+                        int columns, int rows, int panel_begin, int panel_end,
                         const int8_t *xq, const int8_t *xq_low, const float *xscale, const float *xscaled_sum,
                         int tokens, float *y, int y_stride) {
-    (void)weights; (void)scales; (void)offsets; (void)columns; (void)block; (void)rows; (void)panel_begin;
+    (void)weights; (void)kind; (void)scales; (void)offsets; (void)bias; (void)columns; (void)rows; (void)panel_begin;
     (void)panel_end; (void)xq; (void)xq_low; (void)xscale; (void)xscaled_sum; (void)tokens; (void)y; (void)y_stride;
 }
 

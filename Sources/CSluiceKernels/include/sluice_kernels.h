@@ -18,20 +18,30 @@ int sluice_int8_available(void);
 void sluice_quantize_rows(const float *x, int tokens, int columns, int block,
                           int8_t *xq, int8_t *xq_low, float *scale, float *scaled_sum);
 
+/// How a weight matrix stores its scales and offsets.
+enum sluice_weight_kind {
+    /// Blocks of 32; scales are IEEE half floats; offsets are scale × `bias` (Q8_0, Q4_0, Q5_0).
+    SLUICE_WEIGHTS_HALF_SCALED32 = 0,
+    /// Blocks of 16; float scales; offsets are scale × `bias` (Q6_K).
+    SLUICE_WEIGHTS_SCALED16 = 1,
+    /// Blocks of 32; float scales and float `offsets` (Q4_K, Q5_K).
+    SLUICE_WEIGHTS_AFFINE32 = 2,
+};
+
 /// y[t * y_stride + r] = Σ_b (s[r,b] · sx[t,b]) · (Σ_{k in b} u[r,k] · x[t,k]) − m[r,b] · sxsum[t,b],
 /// x being xq, or 256 xq + xq_low where `xq_low` is not NULL, for the rows of
 /// panels [panel_begin, panel_end) below `rows`, and t in [0, tokens).
 ///
-/// Weights are unsigned bytes `u` with a float scale `s` and offset `m` per
-/// block (each weight is s · u − m), in panels of 16 rows: panel p holds, for
-/// every group of 4 columns, 16 rows × 4 bytes (64 bytes), then its scales and
-/// offsets as `blocks × 16` floats each, at `scales + p * 16 * blocks`.
+/// Weights are unsigned bytes `u` with a scale `s` and offset `m` per block
+/// (each weight is s · u − m), in panels of 16 rows: panel p holds, for every
+/// group of 4 columns, 16 rows × 4 bytes (64 bytes). Its scales (and offsets)
+/// are `blocks × 16` values at `p * 16 * blocks`, as `kind` says.
 ///
 /// Every output element is reduced in the same order (blocks in order, each an
 /// exact integer sum) whatever `tokens`, the tile it falls in or the panel
 /// range, so results do not depend on the batch.
-void sluice_int8_matmul(const uint8_t *weights, const float *scales, const float *offsets,
-                        int columns, int block, int rows, int panel_begin, int panel_end,
+void sluice_int8_matmul(const uint8_t *weights, int kind, const void *scales, const float *offsets, float bias,
+                        int columns, int rows, int panel_begin, int panel_end,
                         const int8_t *xq, const int8_t *xq_low, const float *xscale, const float *xscaled_sum,
                         int tokens, float *y, int y_stride);
 

@@ -24,64 +24,70 @@ public enum MatmulPrecision: String, Sendable, CaseIterable, Codable {
     var isInteger: Bool { self != .float32 }
 }
 
-/// A quantized weight matrix in the layout the int8 kernels read: unsigned bytes `u`
-/// with a float scale `s` and offset `m` per block, each weight being `s * u - m`.
+/// A quantized weight matrix in the layout the integer kernels read: unsigned bytes `u`
+/// with a scale `s` and offset `m` per block, each weight being `s * u - m`.
 ///
 /// Every supported type maps to that exactly: types with signed quants store
-/// `u = q + 2^k` and `m = s * 2^k` (both exact in float32, and so is `s * u - m`),
-/// the K-quants keep their own offsets. Rows are grouped in panels of 16: for each
-/// four columns, the 16 rows' four bytes form one 64-byte line, so one VNNI
-/// instruction multiplies 16 rows by four activations broadcast to every lane.
+/// `u = q + bias` (a power of two) and need no stored offsets, since `m = s * bias`
+/// is exact in float32 (and so is `s * u - m`); the K-quants keep their own offsets.
+/// Scales that came from the file as half floats stay half floats. Rows are grouped
+/// in panels of 16: for each four columns, the 16 rows' four bytes form one 64-byte
+/// line, so one VNNI instruction multiplies 16 rows by four activations broadcast to
+/// every lane. A lone sequence's decode step reads every weight once, so the bytes per
+/// weight (1.06 for Q8_0/Q4_0/Q5_0) bound its speed.
 final class Int8Weights: @unchecked Sendable {
     // Sendable: written once in init, read-only afterwards.
 
     let rows: Int
     let columns: Int
+    let kind: sluice_weight_kind
     /// Elements per scale: 16 (Q6_K) or 32.
     let block: Int
+    /// What the offsets are a multiple of the scales by, for kinds without stored offsets.
+    let bias: Float
     let weights: UnsafeMutableRawPointer
-    let scales: UnsafeMutablePointer<Float>
-    let offsets: UnsafeMutablePointer<Float>
+    /// Half floats for `SLUICE_WEIGHTS_HALF_SCALED32`, floats otherwise.
+    let scales: UnsafeMutableRawPointer
+    /// Stored offsets (`SLUICE_WEIGHTS_AFFINE32` only).
+    let offsets: UnsafeMutablePointer<Float>?
 
     var panels: Int { (rows + 15) / 16 }
     var blocksPerRow: Int { columns / block }
+    private var scaleBytes: Int { kind == SLUICE_WEIGHTS_HALF_SCALED32 ? 2 : 4 }
 
     static func supports(_ type: TensorType, columns: Int) -> Bool {
         PackedWeights.supports(type) && columns % 32 == 0 && columns % type.blockSize == 0
-    }
-
-    /// What is added to a type's signed quants to make them unsigned bytes.
-    private static func bias(_ type: TensorType) -> Int32 {
-        switch type {
-        case .q8_0: 128
-        case .q4_0: 8
-        case .q5_0: 16
-        case .q6_K: 32
-        default: 0  // Q4_K, Q5_K: already unsigned, with their own offsets
-        }
     }
 
     init(type: TensorType, rows: Int, columns: Int, data: UnsafeRawPointer, rowBytes: Int, releasingSource: Bool) {
         precondition(Self.supports(type, columns: columns))
         self.rows = rows
         self.columns = columns
-        block = type == .q6_K ? 16 : 32
+        let bias: Int32
+        switch type {
+        case .q8_0: (kind, bias) = (SLUICE_WEIGHTS_HALF_SCALED32, 128)
+        case .q4_0: (kind, bias) = (SLUICE_WEIGHTS_HALF_SCALED32, 8)
+        case .q5_0: (kind, bias) = (SLUICE_WEIGHTS_HALF_SCALED32, 16)
+        case .q6_K: (kind, bias) = (SLUICE_WEIGHTS_SCALED16, 32)
+        default: (kind, bias) = (SLUICE_WEIGHTS_AFFINE32, 0)  // Q4_K, Q5_K: unsigned, with their own offsets
+        }
+        self.bias = Float(bias)
+        block = kind == SLUICE_WEIGHTS_SCALED16 ? 16 : 32
         let panels = (rows + 15) / 16, blocks = columns / block
         weights = .allocate(byteCount: max(1, panels * 16 * columns), alignment: 64)
         weights.initializeMemory(as: UInt8.self, repeating: 0, count: max(1, panels * 16 * columns))
         let scaleCount = max(1, panels * 16 * blocks)
-        scales = .allocate(capacity: scaleCount)
-        scales.initialize(repeating: 0, count: scaleCount)
-        offsets = .allocate(capacity: scaleCount)
-        offsets.initialize(repeating: 0, count: scaleCount)
+        let halfScales = kind == SLUICE_WEIGHTS_HALF_SCALED32
+        scales = .allocate(byteCount: scaleCount * (halfScales ? 2 : 4), alignment: 64)
+        scales.initializeMemory(as: UInt8.self, repeating: 0, count: scaleCount * (halfScales ? 2 : 4))
+        offsets = kind == SLUICE_WEIGHTS_AFFINE32 ? .allocate(capacity: scaleCount) : nil
+        offsets?.initialize(repeating: 0, count: scaleCount)
 
         let rowQuants = UnsafeMutablePointer<Int8>.allocate(capacity: columns)
         let rowScales = UnsafeMutablePointer<Float>.allocate(capacity: blocks)
         let rowMins = UnsafeMutablePointer<Float>.allocate(capacity: blocks)
         defer { rowQuants.deallocate(); rowScales.deallocate(); rowMins.deallocate() }
         rowMins.initialize(repeating: 0, count: blocks)
-        let bias = Self.bias(type)
-        let hasMins = type == .q4_K || type == .q5_K
         let rowsPerRelease = max(1, (4 << 20) / max(1, rowBytes))
         let bytes = weights.assumingMemoryBound(to: UInt8.self)
         for row in 0..<rows {
@@ -96,8 +102,13 @@ final class Int8Weights: @unchecked Sendable {
             }
             let base = panel * 16 * blocks + lane
             for b in 0..<blocks {
-                scales[base + 16 * b] = rowScales[b]
-                offsets[base + 16 * b] = hasMins ? rowMins[b] : rowScales[b] * Float(bias)
+                if halfScales {
+                    // The file's own half float, so the round trip is exact.
+                    scales.storeBytes(of: Float16(rowScales[b]).bitPattern, toByteOffset: 2 * (base + 16 * b), as: UInt16.self)
+                } else {
+                    scales.storeBytes(of: rowScales[b], toByteOffset: 4 * (base + 16 * b), as: Float.self)
+                }
+                offsets?[base + 16 * b] = rowMins[b]
             }
         }
         if releasingSource { PackedWeights.releaseMappedPages(data, byteCount: rows * rowBytes) }
@@ -106,21 +117,30 @@ final class Int8Weights: @unchecked Sendable {
     deinit {
         weights.deallocate()
         scales.deallocate()
-        offsets.deallocate()
+        offsets?.deallocate()
     }
 
-    var allocatedBytes: Int { panels * 16 * (columns + 8 * blocksPerRow) }
+    var allocatedBytes: Int { panels * 16 * (columns + blocksPerRow * (scaleBytes + (offsets == nil ? 0 : 4))) }
+
+    /// Block `b`'s scale and offset for row `row`.
+    @inline(__always)
+    private func scaleAndOffset(row: Int, block b: Int) -> (Float, Float) {
+        let index = (row >> 4) * 16 * blocksPerRow + (row & 15) + 16 * b
+        let s = kind == SLUICE_WEIGHTS_HALF_SCALED32
+            ? Float(Float16(bitPattern: scales.load(fromByteOffset: 2 * index, as: UInt16.self)))
+            : scales.load(fromByteOffset: 4 * index, as: Float.self)
+        return (s, offsets?[index] ?? s * bias)
+    }
 
     /// Writes row `row` as floats: the values `dequantizeRow` writes (a zero may differ in sign).
     func decode(row: Int, into destination: UnsafeMutablePointer<Float>) {
         let bytes = weights.assumingMemoryBound(to: UInt8.self)
-        let panel = row >> 4, lane = row & 15
-        let line = bytes + panel * 16 * columns + 4 * lane
-        let base = panel * 16 * blocksPerRow + lane
-        for k in 0..<columns {
-            let b = k / block
-            let scaled = scales[base + 16 * b] * Float(line[64 * (k >> 2) + (k & 3)])
-            destination[k] = scaled - offsets[base + 16 * b]
+        let line = bytes + (row >> 4) * 16 * columns + 4 * (row & 15)
+        for b in 0..<blocksPerRow {
+            let (s, m) = scaleAndOffset(row: row, block: b)
+            for k in (b * block)..<((b + 1) * block) {
+                destination[k] = s * Float(line[64 * (k >> 2) + (k & 3)]) - m
+            }
         }
     }
 }
@@ -158,8 +178,8 @@ func int8Matmul(_ x: UnsafePointer<Float>, tokens: Int, _ w: Int8Weights, lowByt
     pool.parallelFor(tokenBlocks * panelBlocks) { item in
         let firstToken = item / panelBlocks * tokenBlock, count = min(tokenBlock, tokens - firstToken)
         let firstPanel = item % panelBlocks * panelsPerItem, lastPanel = min(w.panels, firstPanel + panelsPerItem)
-        sluice_int8_matmul(w.weights.assumingMemoryBound(to: UInt8.self), w.scales, w.offsets,
-                           Int32(columns), Int32(block), Int32(rows), Int32(firstPanel), Int32(lastPanel),
+        sluice_int8_matmul(w.weights.assumingMemoryBound(to: UInt8.self), Int32(w.kind.rawValue), w.scales, w.offsets, w.bias,
+                           Int32(columns), Int32(rows), Int32(firstPanel), Int32(lastPanel),
                            quantized + firstToken * columns, low.map { $0 + firstToken * columns },
                            scales + firstToken * blocks, scaledSums + firstToken * blocks,
                            Int32(count), y + firstToken * rows, Int32(rows))
