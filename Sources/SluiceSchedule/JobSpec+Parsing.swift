@@ -187,7 +187,8 @@ struct SpecReader {
         let input = try inputReader.readInput()
         var engineReader = try subtable("engine")
         let engine = try engineReader?.readEngine()
-            ?? JobSpec.Engine(kind: "builtin", baseURL: nil, model: nil, concurrency: nil, apiKeyEnvironment: "OPENAI_API_KEY", threads: nil)
+            ?? JobSpec.Engine(kind: "builtin", baseURL: nil, model: nil, concurrency: nil, apiKeyEnvironment: "OPENAI_API_KEY", threads: nil,
+                              precision: nil)
         var defaults: JSON?
         if let v = value("defaults") {
             guard case let .table(t) = v.kind else { throw fail("defaults", "must be a table of body parameters") }
@@ -259,9 +260,13 @@ struct SpecReader {
         let concurrency = try integer("concurrency", range: 1...100_000)
         let apiKey = try string("api_key_env") ?? "OPENAI_API_KEY"
         let threads = try integer("threads", range: 1...1024)
-        try rejectUnknownKeys(allowed: ["kind", "base_url", "model", "concurrency", "api_key_env", "threads"])
+        let precision = try string("precision")
+        if let precision, !JobSpec.Engine.precisions.contains(precision) {
+            throw fail("precision", "must be one of \(JobSpec.Engine.precisions.map { "\"\($0)\"" }.joined(separator: ", ")) (got \"\(precision)\")")
+        }
+        try rejectUnknownKeys(allowed: ["kind", "base_url", "model", "concurrency", "api_key_env", "threads", "precision"])
         return JobSpec.Engine(kind: kind, baseURL: baseURL, model: model, concurrency: concurrency,
-                              apiKeyEnvironment: apiKey, threads: threads)
+                              apiKeyEnvironment: apiKey, threads: threads, precision: precision)
     }
 
     mutating func readOutput() throws(SpecError) -> JobSpec.Output {

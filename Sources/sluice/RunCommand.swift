@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SluiceQueue
 import SluiceRunner
+import SluiceEngine
 import SluiceSchedule
 import Synchronization
 
@@ -76,7 +77,7 @@ struct RunCommand: AsyncParsableCommand {
             var configuration = WorkerConfiguration(job: job)
             configuration.graceSeconds = spec.graceSeconds
             configuration.maxRuntimeSeconds = seconds.map { max(0.5, $0) }
-            let options = EngineOptions(
+            var options = EngineOptions(
                 kind: spec.engine.kind == "openai" ? .openai : .builtin,
                 baseURL: spec.engine.baseURL,
                 concurrency: spec.engine.concurrency,
@@ -84,6 +85,7 @@ struct RunCommand: AsyncParsableCommand {
                 apiKey: environment[spec.engine.apiKeyEnvironment],
                 requestTimeout: 600,
                 threads: spec.engine.threads)
+            options.precision = spec.engine.precision.flatMap(MatmulPrecision.init(rawValue:))
             let engine = try makeEngine(options)
             let worker = Worker(store: store, engine: engine, configuration: configuration,
                                 log: quiet ? .silent : .standardError)

@@ -47,6 +47,7 @@ private let minimal = """
         base_url = "http://127.0.0.1:8080"
         model = 'gemma-3-270m'
         concurrency = 1_000
+        precision = "int8"
 
         [defaults]
         temperature = 0.7
@@ -73,6 +74,7 @@ private let minimal = """
     #expect(spec.input.settleSeconds == 0)
     #expect(spec.engine.kind == "openai" && spec.engine.baseURL == "http://127.0.0.1:8080")
     #expect(spec.engine.model == "gemma-3-270m" && spec.engine.concurrency == 1000)
+    #expect(spec.engine.precision == "int8")
     #expect(spec.bodyDefaults?.serialized
             == #"{"temperature":0.7,"max_tokens":64,"stop":["\n\n","END"],"response_format":{"type":"json_object"},"logit_bias":{"50256":-100}}"#)
     #expect(spec.output.folder == "/data/results")
@@ -82,7 +84,7 @@ private let minimal = """
 @Test func defaultsOfAMinimalSpec() throws {
     let spec = try parse(minimal)
     #expect(spec.input.kind == .folder && spec.input.path == "/srv/jobs/inbox" && spec.input.settleSeconds == 10)
-    #expect(spec.engine.kind == "builtin")
+    #expect(spec.engine.kind == "builtin" && spec.engine.precision == nil)
     #expect(spec.schedule == nil && spec.deadline == nil && spec.retentionSeconds == nil)
     #expect(spec.onOverlap == .exit && spec.priority == 0 && spec.graceSeconds == 30)
     #expect(spec.output.namePattern == "{stem}.results.jsonl" && spec.output.errorsPattern == nil)
@@ -118,6 +120,7 @@ private let minimal = """
         (minimal + "\n[engine]\nkind = \"openai\"", "nightly.toml:6: engine.base_url: is required when kind = \"openai\""),
         (minimal + "\n[engine]\nkind = \"openai\"\nbase_url = \"ftp://x\"", "nightly.toml:8: engine.base_url: \"ftp://x\" is not an http"),
         (minimal + "\n[engine]\nconcurrency = 0", "nightly.toml:7: engine.concurrency: must be between 1 and 100000 (got 0)"),
+        (minimal + "\n[engine]\nprecision = \"fp8\"", "nightly.toml:7: engine.precision: must be one of \"f32\", \"int16\", \"int8\" (got \"fp8\")"),
         (minimal + "\nname = \"{bad}\"", "nightly.toml:6: output.name: unknown placeholder {bad}"),
         (minimal + "\nname = \"a/b.jsonl\"", "nightly.toml:6: output.name: is a file name and may not contain \"/\""),
         (minimal + "\n[defaults]\nmax_tokens = 1\nmax_tokens = 2", "nightly.toml:8: defaults.max_tokens is set twice (first on line 7)"),
