@@ -178,8 +178,10 @@ void sluice_int8_matmul(const uint8_t *weights, int kind, const void *scales, co
     const size_t panel_bytes = (size_t)16 * columns, panel_scales = (size_t)16 * blocks;
     const size_t scale_bytes = kind == SLUICE_WEIGHTS_HALF_SCALED32 ? 2 : 4;
     const tile_function (*table)[4] = tiles[xq_low != NULL][kind];
-    for (int p = panel_begin; p < panel_end; p += 2) {
-        const int panels = p + 1 < panel_end ? 2 : 1;
+    for (int p = panel_begin, panels = 1; p < panel_end; p += panels) {
+        // Two panels share each activation load; a lone token has none to share, and streams
+        // one panel at a time faster (measured 8.2 vs 13.1 ms for the output head on one thread).
+        panels = p + 1 < panel_end && tokens > 1 ? 2 : 1;
         const __mmask16 mask0 = row_mask(rows, p), mask1 = row_mask(rows, p + 1);
         const uint8_t *w = weights + (size_t)p * panel_bytes;
         const void *s = (const uint8_t *)scales + (size_t)p * panel_scales * scale_bytes;
