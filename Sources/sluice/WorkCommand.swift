@@ -165,6 +165,7 @@ struct WorkCommand: AsyncParsableCommand {
             throw CLIError(description: "\(error)")
         }
         await engine.shutdown()
+        if let builtin = engine as? BuiltinEngine { log(builtin.savingsSummary) }
         switch outcome {
         case .completed:
             return

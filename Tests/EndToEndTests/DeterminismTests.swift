@@ -81,6 +81,14 @@ import Testing
         ]
         for variant in variants {
             let other = try await run(variant.arguments, workers: variant.workers, scratch: scratch, children: children, name: variant.name)
+            if variant.name == "batch1-no-cache" {
+                // One request at a time: the later requests with the shared system prompt take its blocks, and the
+                // worker's last line says how many prompt tokens that saved.
+                let log = (try? String(contentsOfFile: scratch.path("\(variant.name)-0.err"), encoding: .utf8)) ?? ""
+                let reused = log.split(separator: "\n").first { $0.contains("prompt tokens reused from shared prefixes") }
+                    .flatMap { line in line.split(separator: " ").firstIndex(of: "prompt").flatMap { Int(line.split(separator: " ")[$0 - 1]) } }
+                #expect((reused ?? 0) >= 32, "expected a count of reused prompt tokens in the worker's log:\n\(log)")
+            }
             #expect(other.export == reference.export, "\(variant.name) exported different bytes than batch 32 / 2 threads / cache")
             if other.export != reference.export {
                 let a = String(decoding: reference.export, as: UTF8.self).split(separator: "\n")

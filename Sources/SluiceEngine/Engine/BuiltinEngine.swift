@@ -129,6 +129,18 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
     /// Cached prompt blocks evicted (least recently used first) to make room in the KV budget.
     public var evictedPrefixBlocks: Int { evictedBlocks.load(ordering: .relaxed) }
 
+    /// One line on the work prefix sharing and speculation saved, for the end of a run.
+    public var savingsSummary: String {
+        let speculation = speculationStatistics
+        var line = "engine (\(options.precision.rawValue)): \(reusedPromptTokens) prompt tokens reused from shared prefixes"
+            + " (\(evictedPrefixBlocks) cached blocks evicted)"
+        if speculation.draftedTokens > 0 {
+            line += String(format: "; speculation kept %d of %d draft tokens (%.0f%%)", speculation.acceptedTokens,
+                           speculation.draftedTokens, 100 * speculation.acceptanceRate)
+        }
+        return line
+    }
+
     public func collectCheckpoints() -> [(requestID: Int64, checkpoint: Checkpoint)] {
         let taken = mailbox.withLock { box in
             defer { box.checkpoints.removeAll() }

@@ -145,43 +145,88 @@ final class Int8Weights: @unchecked Sendable {
     }
 }
 
-/// `y[t][r] = Σ_k x[t][k] · W[r][k]` with each activation row rounded to integers per block
-/// (two bytes each with `lowBytes`, one without).
-///
-/// Batch-invariant like `matmul`'s float path: a row's quantization depends on that
-/// row alone, block sums are exact integers, and each output element adds its blocks'
-/// scaled sums in one fixed order whatever the batch, tile or thread.
-func int8Matmul(_ x: UnsafePointer<Float>, tokens: Int, _ w: Int8Weights, lowBytes: Bool, into y: UnsafeMutablePointer<Float>,
-                pool: ComputePool) {
-    let columns = w.columns, blocks = w.blocksPerRow, block = w.block
-    let quantized = UnsafeMutablePointer<Int8>.allocate(capacity: (lowBytes ? 2 : 1) * tokens * columns)
-    let scales = UnsafeMutablePointer<Float>.allocate(capacity: 2 * tokens * blocks)
-    defer { quantized.deallocate(); scales.deallocate() }
-    let low: UnsafeMutablePointer<Int8>? = lowBytes ? quantized + tokens * columns : nil
-    let scaledSums = scales + tokens * blocks
+/// One matrix product for `integerMatmuls`.
+struct IntegerProduct {
+    var weights: Int8Weights
+    /// Two bytes per activation (`int16`) or one (`int8`).
+    var lowBytes: Bool
+    var output: UnsafeMutablePointer<Float>
+}
 
-    let quantizeChunk = 16
-    pool.parallelFor((tokens + quantizeChunk - 1) / quantizeChunk) { item in
-        let first = item * quantizeChunk, count = min(quantizeChunk, tokens - first)
-        sluice_quantize_rows(x + first * columns, Int32(count), Int32(columns), Int32(block),
-                             quantized + first * columns, low.map { $0 + first * columns },
-                             scales + first * blocks, scaledSums + first * blocks)
+/// Activations rounded to integers per block, for every product that reads them alike.
+private final class RoundedActivations {
+    let columns: Int
+    let blocks: Int
+    let quantized: UnsafeMutablePointer<Int8>
+    let low: UnsafeMutablePointer<Int8>?
+    let scales: UnsafeMutablePointer<Float>
+    let scaledSums: UnsafeMutablePointer<Float>
+
+    init(_ x: UnsafePointer<Float>, tokens: Int, columns: Int, block: Int, lowBytes: Bool, pool: ComputePool) {
+        self.columns = columns
+        blocks = columns / block
+        quantized = .allocate(capacity: (lowBytes ? 2 : 1) * tokens * columns)
+        low = lowBytes ? quantized + tokens * columns : nil
+        scales = .allocate(capacity: 2 * tokens * blocks)
+        scaledSums = scales + tokens * blocks
+        let chunk = 16
+        let (quantized, low, scales, scaledSums, blocks) = (quantized, low, scales, scaledSums, blocks)
+        pool.parallelFor((tokens + chunk - 1) / chunk) { item in
+            let first = item * chunk, count = min(chunk, tokens - first)
+            sluice_quantize_rows(x + first * columns, Int32(count), Int32(columns), Int32(block),
+                                 quantized + first * columns, low.map { $0 + first * columns },
+                                 scales + first * blocks, scaledSums + first * blocks)
+        }
     }
 
+    deinit {
+        quantized.deallocate()
+        scales.deallocate()
+    }
+}
+
+/// `y[t][r] = Σ_k x[t][k] · W[r][k]` for each product, with each activation row rounded to
+/// integers per block (once for all products that round alike), in one parallel loop.
+///
+/// Batch-invariant like `matmul`'s float path: a row's rounding depends on that row alone,
+/// block sums are exact integers, and each output element adds its blocks' scaled sums in
+/// one fixed order whatever the batch, tile, thread or the other products in the call.
+func integerMatmuls(_ x: UnsafePointer<Float>, tokens: Int, _ products: [IntegerProduct], pool: ComputePool) {
+    guard tokens > 0, let columns = products.first?.weights.columns else { return }
+    var rounded: [Int: RoundedActivations] = [:]
+    for product in products {
+        let key = 2 * product.weights.block + (product.lowBytes ? 1 : 0)
+        if rounded[key] == nil {
+            rounded[key] = RoundedActivations(x, tokens: tokens, columns: columns, block: product.weights.block,
+                                              lowBytes: product.lowBytes, pool: pool)
+        }
+    }
     // Tokens per item: their bytes stay in L2 while the item streams its panels past them.
     let tokenBlock = tokens <= 64 ? tokens : max(16, min(tokens, (256 * 1024) / columns) / 4 * 4)
     let tokenBlocks = (tokens + tokenBlock - 1) / tokenBlock
-    // Few, large items for the output head (16,384 panels), so claiming them stays cheap.
-    let panelsPerItem = w.panels >= 1024 && tokens <= 8 ? 8 : 2
-    let panelBlocks = (w.panels + panelsPerItem - 1) / panelsPerItem
-    let rows = w.rows
-    pool.parallelFor(tokenBlocks * panelBlocks) { item in
-        let firstToken = item / panelBlocks * tokenBlock, count = min(tokenBlock, tokens - firstToken)
-        let firstPanel = item % panelBlocks * panelsPerItem, lastPanel = min(w.panels, firstPanel + panelsPerItem)
+    struct Plan { var product: IntegerProduct; var activations: RoundedActivations; var panelsPerItem: Int; var panelBlocks: Int; var firstItem: Int }
+    var plans: [Plan] = []
+    var items = 0
+    for product in products {
+        let w = product.weights
+        precondition(w.columns == columns, "products of the same activations need the same columns")
+        // Few, large items for the output head (16,384 panels), so claiming them stays cheap.
+        let panelsPerItem = w.panels >= 1024 && tokens <= 8 ? 8 : 2
+        let panelBlocks = (w.panels + panelsPerItem - 1) / panelsPerItem
+        plans.append(Plan(product: product, activations: rounded[2 * w.block + (product.lowBytes ? 1 : 0)]!,
+                          panelsPerItem: panelsPerItem, panelBlocks: panelBlocks, firstItem: items))
+        items += tokenBlocks * panelBlocks
+    }
+    pool.parallelFor(items) { item in
+        let plan = plans.last { $0.firstItem <= item }!
+        let local = item - plan.firstItem
+        let w = plan.product.weights, a = plan.activations, rows = w.rows
+        let firstToken = local / plan.panelBlocks * tokenBlock, count = min(tokenBlock, tokens - firstToken)
+        let firstPanel = local % plan.panelBlocks * plan.panelsPerItem, lastPanel = min(w.panels, firstPanel + plan.panelsPerItem)
         sluice_int8_matmul(w.weights.assumingMemoryBound(to: UInt8.self), Int32(w.kind.rawValue), w.scales, w.offsets, w.bias,
                            Int32(columns), Int32(rows), Int32(firstPanel), Int32(lastPanel),
-                           quantized + firstToken * columns, low.map { $0 + firstToken * columns },
-                           scales + firstToken * blocks, scaledSums + firstToken * blocks,
-                           Int32(count), y + firstToken * rows, Int32(rows))
+                           a.quantized + firstToken * columns, a.low.map { $0 + firstToken * columns },
+                           a.scales + firstToken * a.blocks, a.scaledSums + firstToken * a.blocks,
+                           Int32(count), plan.product.output + firstToken * rows, Int32(rows))
     }
 }

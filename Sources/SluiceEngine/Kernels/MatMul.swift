@@ -101,7 +101,7 @@ let activationBlockBytes = 192 * 1024
 public func matmul(_ x: UnsafePointer<Float>, tokens: Int, _ w: WeightMatrix, into y: UnsafeMutablePointer<Float>, pool: ComputePool) {
     guard tokens > 0, w.rows > 0 else { return }
     if let int8 = w.int8 {
-        int8Matmul(x, tokens: tokens, int8, lowBytes: w.precision == .int16, into: y, pool: pool)
+        integerMatmuls(x, tokens: tokens, [IntegerProduct(weights: int8, lowBytes: w.precision == .int16, output: y)], pool: pool)
         return
     }
     guard let packed = w.packed else {
@@ -112,6 +112,21 @@ public func matmul(_ x: UnsafePointer<Float>, tokens: Int, _ w: WeightMatrix, in
         packedMatmul(x, tokens: tokens, w, packed, into: y, pool: pool, Affine.self)
     } else {
         packedMatmul(x, tokens: tokens, w, packed, into: y, pool: pool, Scaled.self)
+    }
+}
+
+/// Several products of the same activations, `products[i].output = x · products[i].matrixᵀ`:
+/// bit for bit what one `matmul` call per product gives. On the integer kernels the
+/// activations are rounded once and all products share one parallel loop.
+public func matmul(_ x: UnsafePointer<Float>, tokens: Int, _ products: [(matrix: WeightMatrix, output: UnsafeMutablePointer<Float>)],
+                   pool: ComputePool) {
+    let integer = products.compactMap { product in
+        product.matrix.int8.map { IntegerProduct(weights: $0, lowBytes: product.matrix.precision == .int16, output: product.output) }
+    }
+    if integer.count == products.count && tokens > 0 {
+        integerMatmuls(x, tokens: tokens, integer, pool: pool)
+    } else {
+        for product in products { matmul(x, tokens: tokens, product.matrix, into: product.output, pool: pool) }
     }
 }
 

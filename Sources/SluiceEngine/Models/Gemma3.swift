@@ -132,9 +132,7 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
         for (index, layer) in layers.enumerated() {
             // Attention block: norm → Q, K, V → per-head norm → RoPE → cache → attend → project → norm → residual.
             rmsNorm(x.pointer, rows: n, width: width, weight: layer.attentionNorm, epsilon: epsilon, into: normed.pointer)
-            matmul(normed.pointer, tokens: n, layer.query, into: q.pointer, pool: pool)
-            matmul(normed.pointer, tokens: n, layer.key, into: k.pointer, pool: pool)
-            matmul(normed.pointer, tokens: n, layer.value, into: v.pointer, pool: pool)
+            matmul(normed.pointer, tokens: n, [(layer.query, q.pointer), (layer.key, k.pointer), (layer.value, v.pointer)], pool: pool)
             rmsNorm(q.pointer, rows: n * heads, width: headSize, weight: layer.queryNorm, epsilon: epsilon, into: q.pointer)
             rmsNorm(k.pointer, rows: n * kvHeads, width: headSize, weight: layer.keyNorm, epsilon: epsilon, into: k.pointer)
             for t in 0..<n {
@@ -152,8 +150,7 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
 
             // Feed-forward block: norm → gelu(gate) · up → down → norm → residual.
             rmsNorm(x.pointer, rows: n, width: width, weight: layer.feedForwardNorm, epsilon: epsilon, into: normed.pointer)
-            matmul(normed.pointer, tokens: n, layer.gate, into: gate.pointer, pool: pool)
-            matmul(normed.pointer, tokens: n, layer.up, into: up.pointer, pool: pool)
+            matmul(normed.pointer, tokens: n, [(layer.gate, gate.pointer), (layer.up, up.pointer)], pool: pool)
             geluTanhGate(gate.pointer, up.pointer, count: n * feedForwardWidth)
             matmul(gate.pointer, tokens: n, layer.down, into: projected.pointer, pool: pool)
             rmsNorm(projected.pointer, rows: n, width: width, weight: layer.postFeedForwardNorm, epsilon: epsilon, into: projected.pointer)

@@ -131,9 +131,7 @@ public final class Llama: LanguageModel, @unchecked Sendable {
         for (index, layer) in layers.enumerated() {
             // Attention block: norm → Q, K, V (+ biases) → RoPE → cache → attend → project → residual.
             rmsNorm(x.pointer, rows: n, width: width, weight: layer.attentionNorm, epsilon: epsilon, into: normed.pointer)
-            matmul(normed.pointer, tokens: n, layer.query, into: q.pointer, pool: pool)
-            matmul(normed.pointer, tokens: n, layer.key, into: k.pointer, pool: pool)
-            matmul(normed.pointer, tokens: n, layer.value, into: v.pointer, pool: pool)
+            matmul(normed.pointer, tokens: n, [(layer.query, q.pointer), (layer.key, k.pointer), (layer.value, v.pointer)], pool: pool)
             if let bias = layer.queryBias { addBias(q.pointer, rows: n, width: queryWidth, bias: bias) }
             if let bias = layer.keyBias { addBias(k.pointer, rows: n, width: kvWidth, bias: bias) }
             if let bias = layer.valueBias { addBias(v.pointer, rows: n, width: kvWidth, bias: bias) }
@@ -149,8 +147,7 @@ public final class Llama: LanguageModel, @unchecked Sendable {
 
             // Feed-forward block: norm → silu(gate) · up → down → residual.
             rmsNorm(x.pointer, rows: n, width: width, weight: layer.feedForwardNorm, epsilon: epsilon, into: normed.pointer)
-            matmul(normed.pointer, tokens: n, layer.gate, into: gate.pointer, pool: pool)
-            matmul(normed.pointer, tokens: n, layer.up, into: up.pointer, pool: pool)
+            matmul(normed.pointer, tokens: n, [(layer.gate, gate.pointer), (layer.up, up.pointer)], pool: pool)
             siluGate(gate.pointer, up.pointer, count: n * feedForwardWidth)
             matmul(gate.pointer, tokens: n, layer.down, into: projected.pointer, pool: pool)
             addInPlace(x.pointer, projected.pointer, count: n * width)
