@@ -33,39 +33,216 @@ public struct AttentionShape: Sendable {
 /// Causal attention of each token's query heads over its sequence's cached keys and values.
 ///
 /// The cache must already hold the keys and values of every token in the batch.
-/// Each (token, head) is computed alone, over positions in increasing order, so
-/// its result does not depend on the batch, on the thread, or on whether the
-/// token came in a prefill chunk or a decode step.
+/// Each (token, head) is computed by one fixed chain of operations, over positions
+/// in increasing order, so its result does not depend on the batch, on the thread,
+/// on whether the token came in a prefill chunk or a decode step, or on whether
+/// the heads of a KV group were computed together (see `AttentionPath`).
 ///
 /// - Parameters:
 ///   - queries: `tokens × heads × headSize`.
 ///   - output: `tokens × heads × headSize`.
 public func causalAttention(queries: UnsafePointer<Float>, placements: [TokenPlacement], shape: AttentionShape,
                             cache: KVCache, layer: Int, output: UnsafeMutablePointer<Float>, pool: ComputePool) {
+    causalAttention(queries: queries, placements: placements, shape: shape, cache: cache, layer: layer, output: output,
+                    pool: pool, path: AttentionPath.choose(shape: shape, tokens: placements.count, threads: pool.threadCount))
+}
+
+/// How `causalAttention` splits its work. Both compute every element by the same chain of
+/// operations, so they give the same bits; they differ in memory traffic and parallelism.
+enum AttentionPath {
+    /// One work item per (token, query head): every head reads its KV head's keys and values.
+    case perHead
+    /// One work item per (token, KV head): the group's query heads share each load of a key or value.
+    case grouped
+
+    /// Grouping divides the reads of the cache by the group size (4 for Gemma 3), but it also
+    /// divides the number of work items: a single sequence decoding would be 1 item for the whole
+    /// pool. So it is used only where it gives at least `itemsPerThread` items per thread, and only
+    /// where a group has a block of 4 heads to share loads across (the kernels group 4 heads).
+    static let itemsPerThread = 4
+
+    static func choose(shape: AttentionShape, tokens: Int, threads: Int) -> AttentionPath {
+        let groupSize = shape.heads / shape.kvHeads
+        return groupSize >= 4 && tokens * shape.kvHeads >= itemsPerThread * threads ? .grouped : .perHead
+    }
+}
+
+/// `causalAttention` along a given path (tests compare the two).
+func causalAttention(queries: UnsafePointer<Float>, placements: [TokenPlacement], shape: AttentionShape,
+                     cache: KVCache, layer: Int, output: UnsafeMutablePointer<Float>, pool: ComputePool,
+                     path: AttentionPath) {
     let d = shape.headSize
     let groupSize = shape.heads / shape.kvHeads
     let queryWidth = shape.heads * d
-    let items = placements.count * shape.heads
-    let longest = placements.map(\.position).max().map { $0 + 1 } ?? 0
     let views = placements.map { cache.view(slot: $0.slot).layer(layer) }
-    pool.parallelFor(items) { item in
-        let t = item / shape.heads
-        let h = item % shape.heads
-        let placement = placements[t]
-        let kvHead = h / groupSize
-        let first = shape.window.map { max(0, placement.position - $0 + 1) } ?? 0
-        let last = placement.position
-        let q = queries + t * queryWidth + h * d
-        let view = views[t]
-        let out = output + t * queryWidth + h * d
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: min(longest, last - first + 1)) { buffer in
-            let scores = buffer.baseAddress!
-            let count = last - first + 1
-            attentionScores(q, view: view, kvOffset: kvHead * d, headSize: d, scale: shape.scale,
-                            positions: first...last, into: scores)
-            softmaxInPlace(scores, count: count)
-            weightedValues(scores, view: view, kvOffset: kvHead * d, headSize: d, positions: first...last, into: out)
+    func positions(_ placement: TokenPlacement) -> ClosedRange<Int> {
+        (shape.window.map { max(0, placement.position - $0 + 1) } ?? 0)...placement.position
+    }
+    switch path {
+    case .perHead:
+        pool.parallelFor(placements.count * shape.heads) { item in
+            let t = item / shape.heads
+            let h = item % shape.heads
+            let range = positions(placements[t])
+            let kvOffset = h / groupSize * d
+            let q = queries + t * queryWidth + h * d
+            let out = output + t * queryWidth + h * d
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: range.count) { buffer in
+                let scores = buffer.baseAddress!
+                attentionScores(q, view: views[t], kvOffset: kvOffset, headSize: d, scale: shape.scale,
+                                positions: range, into: scores)
+                softmaxInPlace(scores, count: range.count)
+                weightedValues(scores, view: views[t], kvOffset: kvOffset, headSize: d, positions: range, into: out)
+            }
         }
+    case .grouped:
+        pool.parallelFor(placements.count * shape.kvHeads) { item in
+            let t = item / shape.kvHeads
+            let kvHead = item % shape.kvHeads
+            let range = positions(placements[t])
+            let count = range.count
+            let kvOffset = kvHead * d
+            let q = queries + t * queryWidth + kvHead * groupSize * d
+            let out = output + t * queryWidth + kvHead * groupSize * d
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: groupSize * count) { buffer in
+                // Head h's scores, then its weights, are at scores + h·count.
+                let scores = buffer.baseAddress!
+                var h = 0
+                while h + 4 <= groupSize {
+                    groupScores4(q + h * d, view: views[t], kvOffset: kvOffset, headSize: d, scale: shape.scale,
+                                 positions: range, into: scores + h * count, stride: count)
+                    h += 4
+                }
+                while h < groupSize {
+                    attentionScores(q + h * d, view: views[t], kvOffset: kvOffset, headSize: d, scale: shape.scale,
+                                    positions: range, into: scores + h * count)
+                    h += 1
+                }
+                for h in 0..<groupSize { softmaxInPlace(scores + h * count, count: count) }
+                h = 0
+                while h + 4 <= groupSize {
+                    groupWeightedValues4(UnsafePointer(scores + h * count), stride: count, view: views[t], kvOffset: kvOffset,
+                                         headSize: d, positions: range, into: out + h * d)
+                    h += 4
+                }
+                while h < groupSize {
+                    weightedValues(scores + h * count, view: views[t], kvOffset: kvOffset, headSize: d, positions: range,
+                                   into: out + h * d)
+                    h += 1
+                }
+            }
+        }
+    }
+}
+
+/// Scores of four query heads (`q`, `q + d`, `q + 2d`, `q + 3d`) against the same keys, four keys at
+/// a time: each 16 floats of a key are loaded once for the four heads (16 independent chains).
+/// Head i's scores go to `scores + i·stride`. Each score is the same chain as `dot(q, k) * scale`.
+@inline(__always)
+private func groupScores4(_ q: UnsafePointer<Float>, view: LayerView, kvOffset: Int, headSize d: Int, scale: Float,
+                          positions: ClosedRange<Int>, into scores: UnsafeMutablePointer<Float>, stride: Int) {
+    let first = positions.lowerBound
+    let q0 = q, q1 = q + d, q2 = q + 2 * d, q3 = q + 3 * d
+    let s0 = scores, s1 = scores + stride, s2 = scores + 2 * stride, s3 = scores + 3 * stride
+    var p = first
+    while p + 4 <= positions.upperBound + 1 {
+        let k0 = UnsafePointer(view.key(p) + kvOffset), k1 = UnsafePointer(view.key(p + 1) + kvOffset)
+        let k2 = UnsafePointer(view.key(p + 2) + kvOffset), k3 = UnsafePointer(view.key(p + 3) + kvOffset)
+        var a00 = SIMD16<Float>(), a01 = SIMD16<Float>(), a02 = SIMD16<Float>(), a03 = SIMD16<Float>()
+        var a10 = SIMD16<Float>(), a11 = SIMD16<Float>(), a12 = SIMD16<Float>(), a13 = SIMD16<Float>()
+        var a20 = SIMD16<Float>(), a21 = SIMD16<Float>(), a22 = SIMD16<Float>(), a23 = SIMD16<Float>()
+        var a30 = SIMD16<Float>(), a31 = SIMD16<Float>(), a32 = SIMD16<Float>(), a33 = SIMD16<Float>()
+        var k = 0
+        while k + 16 <= d {
+            let x0 = load16(q0 + k), x1 = load16(q1 + k), x2 = load16(q2 + k), x3 = load16(q3 + k)
+            let u0 = load16(k0 + k)
+            a00.addProduct(x0, u0); a10.addProduct(x1, u0); a20.addProduct(x2, u0); a30.addProduct(x3, u0)
+            let u1 = load16(k1 + k)
+            a01.addProduct(x0, u1); a11.addProduct(x1, u1); a21.addProduct(x2, u1); a31.addProduct(x3, u1)
+            let u2 = load16(k2 + k)
+            a02.addProduct(x0, u2); a12.addProduct(x1, u2); a22.addProduct(x2, u2); a32.addProduct(x3, u2)
+            let u3 = load16(k3 + k)
+            a03.addProduct(x0, u3); a13.addProduct(x1, u3); a23.addProduct(x2, u3); a33.addProduct(x3, u3)
+            k += 16
+        }
+        let i = p - first
+        s0[i] = finish(a00, q0, k0, from: k, to: d) * scale; s0[i + 1] = finish(a01, q0, k1, from: k, to: d) * scale
+        s0[i + 2] = finish(a02, q0, k2, from: k, to: d) * scale; s0[i + 3] = finish(a03, q0, k3, from: k, to: d) * scale
+        s1[i] = finish(a10, q1, k0, from: k, to: d) * scale; s1[i + 1] = finish(a11, q1, k1, from: k, to: d) * scale
+        s1[i + 2] = finish(a12, q1, k2, from: k, to: d) * scale; s1[i + 3] = finish(a13, q1, k3, from: k, to: d) * scale
+        s2[i] = finish(a20, q2, k0, from: k, to: d) * scale; s2[i + 1] = finish(a21, q2, k1, from: k, to: d) * scale
+        s2[i + 2] = finish(a22, q2, k2, from: k, to: d) * scale; s2[i + 3] = finish(a23, q2, k3, from: k, to: d) * scale
+        s3[i] = finish(a30, q3, k0, from: k, to: d) * scale; s3[i + 1] = finish(a31, q3, k1, from: k, to: d) * scale
+        s3[i + 2] = finish(a32, q3, k2, from: k, to: d) * scale; s3[i + 3] = finish(a33, q3, k3, from: k, to: d) * scale
+        p += 4
+    }
+    while p <= positions.upperBound {
+        let key = UnsafePointer(view.key(p) + kvOffset)
+        let i = p - first
+        s0[i] = dot(q0, key, count: d) * scale; s1[i] = dot(q1, key, count: d) * scale
+        s2[i] = dot(q2, key, count: d) * scale; s3[i] = dot(q3, key, count: d) * scale
+        p += 1
+    }
+}
+
+/// `out_i = Σ_p weight_i[p] · v[p]` for four heads i sharing the values, 64 columns at a time:
+/// each 16 floats of a value are loaded once for the four heads (16 independent chains), over
+/// positions in increasing order. Head i's weights are at `weights + i·stride`, its output at
+/// `out + i·d`. Each output element is the same chain of multiply-adds from zero as in `weightedValues`.
+@inline(__always)
+private func groupWeightedValues4(_ weights: UnsafePointer<Float>, stride: Int, view: LayerView, kvOffset: Int,
+                                  headSize d: Int, positions: ClosedRange<Int>, into out: UnsafeMutablePointer<Float>) {
+    let first = positions.lowerBound
+    let w0 = weights - first, w1 = w0 + stride, w2 = w1 + stride, w3 = w2 + stride
+    let out0 = out, out1 = out + d, out2 = out + 2 * d, out3 = out + 3 * d
+    var k = 0
+    while k + 64 <= d {
+        var o00 = SIMD16<Float>(), o01 = SIMD16<Float>(), o02 = SIMD16<Float>(), o03 = SIMD16<Float>()
+        var o10 = SIMD16<Float>(), o11 = SIMD16<Float>(), o12 = SIMD16<Float>(), o13 = SIMD16<Float>()
+        var o20 = SIMD16<Float>(), o21 = SIMD16<Float>(), o22 = SIMD16<Float>(), o23 = SIMD16<Float>()
+        var o30 = SIMD16<Float>(), o31 = SIMD16<Float>(), o32 = SIMD16<Float>(), o33 = SIMD16<Float>()
+        for p in positions {
+            let v = UnsafePointer(view.value(p) + kvOffset + k)
+            let v0 = load16(v), v1 = load16(v + 16), v2 = load16(v + 32), v3 = load16(v + 48)
+            let x0 = SIMD16<Float>(repeating: w0[p])
+            o00.addProduct(x0, v0); o01.addProduct(x0, v1); o02.addProduct(x0, v2); o03.addProduct(x0, v3)
+            let x1 = SIMD16<Float>(repeating: w1[p])
+            o10.addProduct(x1, v0); o11.addProduct(x1, v1); o12.addProduct(x1, v2); o13.addProduct(x1, v3)
+            let x2 = SIMD16<Float>(repeating: w2[p])
+            o20.addProduct(x2, v0); o21.addProduct(x2, v1); o22.addProduct(x2, v2); o23.addProduct(x2, v3)
+            let x3 = SIMD16<Float>(repeating: w3[p])
+            o30.addProduct(x3, v0); o31.addProduct(x3, v1); o32.addProduct(x3, v2); o33.addProduct(x3, v3)
+        }
+        storePartial16(o00, out0 + k, count: 16); storePartial16(o01, out0 + k + 16, count: 16)
+        storePartial16(o02, out0 + k + 32, count: 16); storePartial16(o03, out0 + k + 48, count: 16)
+        storePartial16(o10, out1 + k, count: 16); storePartial16(o11, out1 + k + 16, count: 16)
+        storePartial16(o12, out1 + k + 32, count: 16); storePartial16(o13, out1 + k + 48, count: 16)
+        storePartial16(o20, out2 + k, count: 16); storePartial16(o21, out2 + k + 16, count: 16)
+        storePartial16(o22, out2 + k + 32, count: 16); storePartial16(o23, out2 + k + 48, count: 16)
+        storePartial16(o30, out3 + k, count: 16); storePartial16(o31, out3 + k + 16, count: 16)
+        storePartial16(o32, out3 + k + 32, count: 16); storePartial16(o33, out3 + k + 48, count: 16)
+        k += 64
+    }
+    while k + 16 <= d {
+        var o0 = SIMD16<Float>(), o1 = SIMD16<Float>(), o2 = SIMD16<Float>(), o3 = SIMD16<Float>()
+        for p in positions {
+            let v = load16(UnsafePointer(view.value(p) + kvOffset + k))
+            o0.addProduct(SIMD16(repeating: w0[p]), v); o1.addProduct(SIMD16(repeating: w1[p]), v)
+            o2.addProduct(SIMD16(repeating: w2[p]), v); o3.addProduct(SIMD16(repeating: w3[p]), v)
+        }
+        storePartial16(o0, out0 + k, count: 16); storePartial16(o1, out1 + k, count: 16)
+        storePartial16(o2, out2 + k, count: 16); storePartial16(o3, out3 + k, count: 16)
+        k += 16
+    }
+    while k < d {
+        var o0: Float = 0, o1: Float = 0, o2: Float = 0, o3: Float = 0
+        for p in positions {
+            let v = view.value(p)[kvOffset + k]
+            o0 = o0.addingProduct(w0[p], v); o1 = o1.addingProduct(w1[p], v)
+            o2 = o2.addingProduct(w2[p], v); o3 = o3.addingProduct(w3[p], v)
+        }
+        out0[k] = o0; out1[k] = o1; out2[k] = o2; out3[k] = o3
+        k += 1
     }
 }
 

@@ -1,0 +1,166 @@
+import Testing
+
+@testable import SluiceEngine
+
+/// `causalAttention` against a plain reference that follows the documented order of every element,
+/// compared bit for bit: the engine's determinism (batch invariance, resume) rests on both of its
+/// paths (per head, and per KV group) computing each element by the same chain of operations.
+@Suite(.ownThread)
+struct AttentionTests {
+    struct Shape: Sendable, CustomTestStringConvertible {
+        var heads: Int
+        var kvHeads: Int
+        var headSize: Int
+        var testDescription: String { "\(heads) heads / \(kvHeads) KV heads × \(headSize)" }
+    }
+
+    static let shapes = [
+        Shape(heads: 4, kvHeads: 1, headSize: 256),  // Gemma 3 270M
+        Shape(heads: 8, kvHeads: 2, headSize: 64),
+        Shape(heads: 4, kvHeads: 4, headSize: 80),  // no sharing; 80 is not a multiple of 64
+        Shape(heads: 4, kvHeads: 1, headSize: 72),  // 64 + 8: vector and scalar tails of a 4-head group
+        Shape(heads: 6, kvHeads: 1, headSize: 40),  // a 4-head block plus 2 heads alone; 32 + 8
+    ]
+    static let windows: [Int?] = [nil, 24]
+
+    /// Keys and values of several sequences in layer 1 of a two-layer cache, and a batch of queries:
+    /// decode tokens of three sequences and a prefill chunk of a fourth, at positions that cross blocks.
+    final class Batch {
+        let cache: KVCache
+        let placements: [TokenPlacement]
+        let queries: [Float]
+        let layer = 1
+
+        init(_ shape: Shape, window: Int?, onlyFirstToken: Bool, seed: UInt64) {
+            var generator = SplitMix64(seed: seed)
+            let width = shape.kvHeads * shape.headSize
+            cache = KVCache(layerCount: 2, width: width, slidingWindows: [nil, window], blockPositions: 16)
+            var placements = [TokenPlacement(slot: 3, position: 70)]
+            if !onlyFirstToken {
+                placements += [TokenPlacement(slot: 0, position: 44), TokenPlacement(slot: 2, position: 3)]
+                placements += (20..<37).map { TokenPlacement(slot: 1, position: $0) }
+            }
+            self.placements = placements
+            for slot in Set(placements.map(\.slot)).sorted() {
+                let positions = placements.filter { $0.slot == slot }.map(\.position)
+                #expect(cache.reserve(slot: slot, positions: positions.max()! + 1))
+                let view = cache.view(slot: slot)
+                for layer in 0..<2 {
+                    for p in 0...positions.max()! {
+                        for i in 0..<width {
+                            view.key(layer: layer, position: p)[i] = Float.random(in: -1...1, using: &generator)
+                            view.value(layer: layer, position: p)[i] = Float.random(in: -1...1, using: &generator)
+                        }
+                    }
+                }
+                // Blocks before the window are gone, as in the engine: the kernel must not read them.
+                cache.trimWindows(slot: slot, nextPosition: positions.min()!)
+            }
+            queries = (0..<(placements.count * shape.heads * shape.headSize)).map { _ in
+                Float.random(in: -1...1, using: &generator)
+            }
+        }
+    }
+
+    static func attentionShape(_ shape: Shape, window: Int?) -> AttentionShape {
+        AttentionShape(heads: shape.heads, kvHeads: shape.kvHeads, headSize: shape.headSize,
+                       scale: 1 / Float(shape.headSize).squareRoot(), window: window)
+    }
+
+    /// Per token and head: `dot(q, k) · scale` for each visible key, the kernels' softmax (16 running
+    /// lane sums of `exp16`, then `laneSum`), and each output column summed from zero over positions
+    /// in increasing order with one fused multiply-add each.
+    static func reference(_ batch: Batch, _ shape: AttentionShape) -> [Float] {
+        let d = shape.headSize
+        let groupSize = shape.heads / shape.kvHeads
+        var output = [Float](repeating: .nan, count: batch.queries.count)
+        for (t, placement) in batch.placements.enumerated() {
+            let view = batch.cache.view(slot: placement.slot).layer(batch.layer)
+            let first = shape.window.map { max(0, placement.position - $0 + 1) } ?? 0
+            let positions = Array(first...placement.position)
+            for h in 0..<shape.heads {
+                let kvOffset = h / groupSize * d
+                let queryStart = (t * shape.heads + h) * d
+                var weights = batch.queries.withUnsafeBufferPointer { q in
+                    positions.map { dot(q.baseAddress! + queryStart, view.key($0) + kvOffset, count: d) * shape.scale }
+                }
+                softmax(&weights)
+                for c in 0..<d {
+                    var sum: Float = 0
+                    for (i, p) in positions.enumerated() { sum = sum.addingProduct(weights[i], view.value(p)[kvOffset + c]) }
+                    output[queryStart + c] = sum
+                }
+            }
+        }
+        return output
+    }
+
+    static func softmax(_ scores: inout [Float]) {
+        let maximum = scores.max()!
+        var totals = SIMD16<Float>()
+        for start in stride(from: 0, to: scores.count, by: 16) {
+            let n = min(16, scores.count - start)
+            var x = SIMD16<Float>()
+            for j in 0..<n { x[j] = scores[start + j] - maximum }
+            let e = exp16(x)
+            for j in 0..<n {
+                scores[start + j] = e[j]
+                totals[j] += e[j]
+            }
+        }
+        let inverse = 1 / laneSum(totals)
+        for i in scores.indices { scores[i] *= inverse }
+    }
+
+    static func attend(_ batch: Batch, _ shape: AttentionShape, pool: ComputePool, path: AttentionPath?) -> [Float] {
+        var output = [Float](repeating: .nan, count: batch.queries.count)
+        batch.queries.withUnsafeBufferPointer { q in
+            output.withUnsafeMutableBufferPointer { out in
+                if let path {
+                    causalAttention(queries: q.baseAddress!, placements: batch.placements, shape: shape, cache: batch.cache,
+                                    layer: batch.layer, output: out.baseAddress!, pool: pool, path: path)
+                } else {
+                    causalAttention(queries: q.baseAddress!, placements: batch.placements, shape: shape, cache: batch.cache,
+                                    layer: batch.layer, output: out.baseAddress!, pool: pool)
+                }
+            }
+        }
+        return output
+    }
+
+    /// Indices where the bits differ.
+    static func mismatches(_ a: [Float], _ b: [Float]) -> [Int] {
+        a.indices.filter { a[$0].bitPattern != b[$0].bitPattern }
+    }
+
+    @Test(arguments: shapes, windows)
+    func bothPathsMatchTheReferenceBitForBit(shape: Shape, window: Int?) {
+        for onlyFirstToken in [true, false] {
+            let batch = Batch(shape, window: window, onlyFirstToken: onlyFirstToken, seed: UInt64(shape.headSize * 31 + shape.heads))
+            let attention = Self.attentionShape(shape, window: window)
+            let expected = Self.reference(batch, attention)
+            #expect(!expected.contains { $0.isNaN })
+            for threads in [1, 2] {
+                let pool = ComputePool(threads: threads)
+                for path in [nil, AttentionPath.perHead, .grouped] {
+                    let got = Self.attend(batch, attention, pool: pool, path: path)
+                    let wrong = Self.mismatches(got, expected)
+                    #expect(wrong.isEmpty, """
+                        \(wrong.count) of \(got.count) differ (\(batch.placements.count) tokens, \(threads) threads, \
+                        path \(path.map { "\($0)" } ?? "chosen")); first at \(wrong.first ?? -1)
+                        """)
+                }
+            }
+        }
+    }
+
+    @Test func aSingleSequenceKeepsOneItemPerHeadAndABatchSharesLoads() {
+        let gemma = AttentionShape(heads: 4, kvHeads: 1, headSize: 256, scale: 1, window: nil)
+        #expect(AttentionPath.choose(shape: gemma, tokens: 1, threads: 2) == .perHead)
+        #expect(AttentionPath.choose(shape: gemma, tokens: 32, threads: 2) == .grouped)
+        #expect(AttentionPath.choose(shape: gemma, tokens: 512, threads: 1) == .grouped)
+        // Without a 4-head group there is no load to share.
+        let pairs = AttentionShape(heads: 8, kvHeads: 4, headSize: 64, scale: 1, window: nil)
+        #expect(AttentionPath.choose(shape: pairs, tokens: 32, threads: 2) == .perHead)
+    }
+}
