@@ -23,6 +23,9 @@ int sluice_int8_available(void) {
 
 #ifdef SLUICE_HAVE_VNNI
 
+/// Tokens per tile: 2 panels x 6 tokens keep 12 integer and 12 float accumulators in registers.
+#define SLUICE_MAX_TOKENS 6
+
 /// One block of `block` floats (16 or 32) to bytes `q` (and, with `low`, what q
 /// misses, to bytes at 1/256 of q's step); returns the sum of the block's
 /// integers at the final step (Σ q, or Σ 256 q + low).
@@ -86,31 +89,31 @@ void tile(const int PANELS, const int TOKENS, const int KIND, const int LOW,
           int columns, int blocks, const int8_t *xq, const int8_t *xl, const float *xs, const float *xss,
           float *y, int y_stride, __mmask16 mask0, __mmask16 mask1) {
     const int BLOCK = KIND == SLUICE_WEIGHTS_SCALED16 ? 16 : 32;
-    __m512 acc[2][4];
+    __m512 acc[2][SLUICE_MAX_TOKENS];
     for (int p = 0; p < PANELS; p++)
         for (int t = 0; t < TOKENS; t++) acc[p][t] = _mm512_setzero_ps();
 
     for (int b = 0; b < blocks; b++) {
-        __m512i dot[2][4], dot_low[2][4];
+        __m512i dot[2][SLUICE_MAX_TOKENS];
         for (int p = 0; p < PANELS; p++)
-            for (int t = 0; t < TOKENS; t++) {
-                dot[p][t] = _mm512_setzero_si512();
-                if (LOW) dot_low[p][t] = _mm512_setzero_si512();
-            }
+            for (int t = 0; t < TOKENS; t++) dot[p][t] = _mm512_setzero_si512();
         const uint8_t *wb = w + (size_t)b * BLOCK * 16;
         const size_t xb = (size_t)b * BLOCK;
-        for (int g = 0; g < BLOCK / 4; g++) {
-            __m512i u[2];
-            for (int p = 0; p < PANELS; p++) u[p] = _mm512_loadu_si512(wb + p * panel_bytes + 64 * g);
-            for (int t = 0; t < TOKENS; t++) {
-                int32_t four;
-                memcpy(&four, xq + xb + (size_t)t * columns + 4 * g, 4);
-                const __m512i xv = _mm512_set1_epi32(four);
-                for (int p = 0; p < PANELS; p++) dot[p][t] = _mm512_dpbusd_epi32(dot[p][t], u[p], xv);
-                if (LOW) {
-                    memcpy(&four, xl + xb + (size_t)t * columns + 4 * g, 4);
-                    const __m512i lv = _mm512_set1_epi32(four);
-                    for (int p = 0; p < PANELS; p++) dot_low[p][t] = _mm512_dpbusd_epi32(dot_low[p][t], u[p], lv);
+        // Two bytes: the high bytes' sum, times 256, then the low bytes' onto it (exact in int32).
+        for (int half = 0; half <= LOW; half++) {
+            const int8_t *xh = half == 0 ? xq : xl;
+            if (half == 1) {
+                for (int p = 0; p < PANELS; p++)
+                    for (int t = 0; t < TOKENS; t++) dot[p][t] = _mm512_slli_epi32(dot[p][t], 8);
+            }
+            for (int g = 0; g < BLOCK / 4; g++) {
+                __m512i u[2];
+                for (int p = 0; p < PANELS; p++) u[p] = _mm512_loadu_si512(wb + p * panel_bytes + 64 * g);
+                for (int t = 0; t < TOKENS; t++) {
+                    int32_t four;
+                    memcpy(&four, xh + xb + (size_t)t * columns + 4 * g, 4);
+                    const __m512i xv = _mm512_set1_epi32(four);
+                    for (int p = 0; p < PANELS; p++) dot[p][t] = _mm512_dpbusd_epi32(dot[p][t], u[p], xv);
                 }
             }
         }
@@ -122,7 +125,7 @@ void tile(const int PANELS, const int TOKENS, const int KIND, const int LOW,
             // Offsets of signed types are scale × bias: exact in float32, so computed rather than read.
             const __m512 mv = KIND == SLUICE_WEIGHTS_AFFINE32 ? _mm512_loadu_ps(m + at) : _mm512_mul_ps(sv, _mm512_set1_ps(bias));
             for (int t = 0; t < TOKENS; t++) {
-                __m512i d = LOW ? _mm512_add_epi32(_mm512_slli_epi32(dot[p][t], 8), dot_low[p][t]) : dot[p][t];
+                const __m512i d = dot[p][t];
                 __m512 scale = _mm512_mul_ps(sv, _mm512_set1_ps(xs[(size_t)t * blocks + b]));
                 acc[p][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), scale, acc[p][t]);
                 acc[p][t] = _mm512_fnmadd_ps(mv, _mm512_set1_ps(xss[(size_t)t * blocks + b]), acc[p][t]);
@@ -143,7 +146,9 @@ void tile(const int PANELS, const int TOKENS, const int KIND, const int LOW,
     }
 #define SLUICE_TILES(K, L) \
     SLUICE_TILE(1, 1, K, L) SLUICE_TILE(1, 2, K, L) SLUICE_TILE(1, 3, K, L) SLUICE_TILE(1, 4, K, L) \
-    SLUICE_TILE(2, 1, K, L) SLUICE_TILE(2, 2, K, L) SLUICE_TILE(2, 3, K, L) SLUICE_TILE(2, 4, K, L)
+    SLUICE_TILE(1, 5, K, L) SLUICE_TILE(1, 6, K, L) \
+    SLUICE_TILE(2, 1, K, L) SLUICE_TILE(2, 2, K, L) SLUICE_TILE(2, 3, K, L) SLUICE_TILE(2, 4, K, L) \
+    SLUICE_TILE(2, 5, K, L) SLUICE_TILE(2, 6, K, L)
 SLUICE_TILES(0, 0)
 SLUICE_TILES(1, 0)
 SLUICE_TILES(2, 0)
@@ -156,11 +161,11 @@ typedef void (*tile_function)(const uint8_t *, const void *, const float *, floa
                               __mmask16, __mmask16);
 
 #define SLUICE_TABLE(K, L) { \
-        {tile_1_1_##K##_##L, tile_1_2_##K##_##L, tile_1_3_##K##_##L, tile_1_4_##K##_##L}, \
-        {tile_2_1_##K##_##L, tile_2_2_##K##_##L, tile_2_3_##K##_##L, tile_2_4_##K##_##L}, \
+        {tile_1_1_##K##_##L, tile_1_2_##K##_##L, tile_1_3_##K##_##L, tile_1_4_##K##_##L, tile_1_5_##K##_##L, tile_1_6_##K##_##L}, \
+        {tile_2_1_##K##_##L, tile_2_2_##K##_##L, tile_2_3_##K##_##L, tile_2_4_##K##_##L, tile_2_5_##K##_##L, tile_2_6_##K##_##L}, \
     }
 /// Indexed [two bytes][kind][panels - 1][tokens - 1].
-static const tile_function tiles[2][3][2][4] = {
+static const tile_function tiles[2][3][2][SLUICE_MAX_TOKENS] = {
     {SLUICE_TABLE(0, 0), SLUICE_TABLE(1, 0), SLUICE_TABLE(2, 0)},
     {SLUICE_TABLE(0, 1), SLUICE_TABLE(1, 1), SLUICE_TABLE(2, 1)},
 };
@@ -177,7 +182,7 @@ void sluice_int8_matmul(const uint8_t *weights, int kind, const void *scales, co
     const int blocks = columns / (kind == SLUICE_WEIGHTS_SCALED16 ? 16 : 32);
     const size_t panel_bytes = (size_t)16 * columns, panel_scales = (size_t)16 * blocks;
     const size_t scale_bytes = kind == SLUICE_WEIGHTS_HALF_SCALED32 ? 2 : 4;
-    const tile_function (*table)[4] = tiles[xq_low != NULL][kind];
+    const tile_function (*table)[SLUICE_MAX_TOKENS] = tiles[xq_low != NULL][kind];
     for (int p = panel_begin, panels = 1; p < panel_end; p += panels) {
         // Two panels share each activation load; a lone token has none to share, and streams
         // one panel at a time faster (measured 8.2 vs 13.1 ms for the output head on one thread).
@@ -186,8 +191,8 @@ void sluice_int8_matmul(const uint8_t *weights, int kind, const void *scales, co
         const uint8_t *w = weights + (size_t)p * panel_bytes;
         const void *s = (const uint8_t *)scales + (size_t)p * panel_scales * scale_bytes;
         const float *m = offsets ? offsets + (size_t)p * panel_scales : NULL;
-        for (int t = 0; t < tokens; t += 4) {
-            const int count = tokens - t < 4 ? tokens - t : 4;
+        for (int t = 0; t < tokens; t += SLUICE_MAX_TOKENS) {
+            const int count = tokens - t < SLUICE_MAX_TOKENS ? tokens - t : SLUICE_MAX_TOKENS;
             table[panels - 1][count - 1](w, s, m, bias, panel_bytes, panel_scales, columns, blocks,
                                          xq + (size_t)t * columns, xq_low ? xq_low + (size_t)t * columns : NULL,
                                          xscale + (size_t)t * blocks, xscaled_sum + (size_t)t * blocks,
