@@ -21,17 +21,9 @@ struct IntegerMatMulTests {
         let weights = RandomWeights(type, rows: 19, columns: 512, seed: 11, precision: .int16)
         let w = weights.matrix
         #expect(w.precision == .int16 && w.int8 != nil)
-        let expected = UnsafeMutablePointer<Float>.allocate(capacity: w.columns)
-        let actual = UnsafeMutablePointer<Float>.allocate(capacity: w.columns)
-        defer { expected.deallocate(); actual.deallocate() }
-        var mismatches = 0
-        for row in 0..<w.rows {
-            dequantizeRow(type, w.data + row * w.rowBytes, count: w.columns, into: expected)
-            w.dequantize(row: row, into: actual)
-            // Equal as numbers: a zero weight with a negative scale is -0 from the file's
-            // blocks and +0 from `s * u - m` (bias minus bias), which no product can tell apart.
-            for i in 0..<w.columns where expected[i] != actual[i] || expected[i].isNaN { mismatches += 1 }
-        }
+        // Equal as numbers: a zero weight with a negative scale is -0 from the file's
+        // blocks and +0 from `s * u - m` (bias minus bias), which no product can tell apart.
+        let mismatches = decodeMismatches(w) { $0 == $1 }
         #expect(mismatches == 0, "\(mismatches) weights of \(type.name) decode differently from dequantizeRow")
     }
 

@@ -33,6 +33,20 @@ final class RandomWeights: @unchecked Sendable {
     deinit { bytes.deallocate() }
 }
 
+/// Weights whose `dequantize(row:)` disagrees with `dequantizeRow` on the file's blocks, per `equal`.
+func decodeMismatches(_ w: WeightMatrix, equal: (Float, Float) -> Bool) -> Int {
+    let expected = UnsafeMutablePointer<Float>.allocate(capacity: w.columns)
+    let actual = UnsafeMutablePointer<Float>.allocate(capacity: w.columns)
+    defer { expected.deallocate(); actual.deallocate() }
+    var mismatches = 0
+    for row in 0..<w.rows {
+        dequantizeRow(w.type, w.data + row * w.rowBytes, count: w.columns, into: expected)
+        w.dequantize(row: row, into: actual)
+        for i in 0..<w.columns where !equal(expected[i], actual[i]) { mismatches += 1 }
+    }
+    return mismatches
+}
+
 func randomActivations(_ count: Int, seed: UInt64) -> [Float] {
     var generator = SplitMix64(seed: seed)
     return (0..<count).map { _ in Float.random(in: -2...2, using: &generator) }
@@ -46,15 +60,7 @@ private let allTypes: [TensorType] = [.q8_0, .q4_0, .q5_0, .q4_K, .q5_K, .q6_K, 
         let weights = RandomWeights(type, rows: 13, columns: 512, seed: 1)
         let w = weights.matrix
         #expect(w.packed?.scalesPerRow == w.columns / (type == .q6_K ? 16 : 32))
-        let expected = UnsafeMutablePointer<Float>.allocate(capacity: w.columns)
-        let actual = UnsafeMutablePointer<Float>.allocate(capacity: w.columns)
-        defer { expected.deallocate(); actual.deallocate() }
-        var mismatches = 0
-        for row in 0..<w.rows {
-            dequantizeRow(type, w.data + row * w.rowBytes, count: w.columns, into: expected)
-            w.dequantize(row: row, into: actual)
-            for i in 0..<w.columns where expected[i].bitPattern != actual[i].bitPattern { mismatches += 1 }
-        }
+        let mismatches = decodeMismatches(w) { $0.bitPattern == $1.bitPattern }
         #expect(mismatches == 0, "\(mismatches) weights of \(type.name) decode differently from dequantizeRow")
     }
 
