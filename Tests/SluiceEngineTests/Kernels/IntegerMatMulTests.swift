@@ -108,6 +108,31 @@ struct IntegerMatMulTests {
         #expect(batch.map(\.bitPattern) == alone.map(\.bitPattern))
     }
 
+    /// Several products of the same activations in one call (Q/K/V, gate/up), rounded once even
+    /// where their blocks differ (Q6_K rounds per 16), give bit for bit what separate calls give.
+    @Test(arguments: integerPrecisions)
+    func productsSharingActivationsEqualSeparateCalls(precision: MatmulPrecision) {
+        let columns = 512
+        let matrices = [RandomWeights(.q5_0, rows: 37, columns: columns, seed: 18, precision: precision),
+                        RandomWeights(.q6_K, rows: 16, columns: columns, seed: 19, precision: precision),
+                        RandomWeights(.q4_K, rows: 45, columns: columns, seed: 20, precision: precision)]
+        let pool = ComputePool(threads: 2)
+        for tokens in [1, 7, 70] {
+            let x = randomActivations(tokens * columns, seed: UInt64(200 + tokens))
+            let separate = matrices.map { product(x, tokens: tokens, $0.matrix, pool: pool) }
+            let outputs = matrices.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: tokens * $0.matrix.rows) }
+            defer { for output in outputs { output.deallocate() } }
+            for output in outputs { output.initialize(repeating: .nan) }
+            x.withUnsafeBufferPointer { x in
+                matmul(x.baseAddress!, tokens: tokens, zip(matrices, outputs).map { ($0.matrix, $1.baseAddress!) }, pool: pool)
+            }
+            for i in matrices.indices {
+                #expect(outputs[i].map(\.bitPattern) == separate[i].map(\.bitPattern),
+                        "\(precision.rawValue), \(tokens) tokens: product \(i) differs from its own call")
+            }
+        }
+    }
+
     /// Rows of zeros (padding, masked positions) give exact zeros, not NaN.
     @Test func zeroActivationsGiveZeros() {
         let w = RandomWeights(.q8_0, rows: 16, columns: 256, seed: 17, precision: .int16).matrix
