@@ -96,13 +96,7 @@ struct EngineBench: ParsableCommand {
             {"tool":"sluice","precision":"\(precision.rawValue)","model":"\(URL(fileURLWithPath: path).lastPathComponent)","threads":\(threads),"pp":\(promptTokens),"pp_tok_s":\(String(format: "%.2f", promptRate)),"npp":\(generationPrompt),"ntg":\(generated),"tg":[\(generation.map { "{\"npl\":\($0.0),\"tok_s\":\(String(format: "%.2f", $0.1))}" }.joined(separator: ","))],"peak_rss_mb":\(String(format: "%.0f", peakMB))}
 
             """
-            if let handle = FileHandle(forWritingAtPath: jsonPath) {
-                handle.seekToEndOfFile()
-                handle.write(Data(record.utf8))
-                try? handle.close()
-            } else {
-                try record.write(toFile: jsonPath, atomically: true, encoding: .utf8)
-            }
+            try appendJSONRecord(record, to: jsonPath)
         }
     }
 }

@@ -88,13 +88,7 @@ struct PrefixBench: AsyncParsableCommand {
         if let jsonPath {
             let entries = runs.map { String(format: "{\"label\":\"%@\",\"seconds\":%.3f,\"reused\":%d,\"speedup\":%.3f}", $0.label, $0.seconds, $0.reused, off.seconds / $0.seconds) }
             let record = "{\"tool\":\"sluice-bench prefix\",\"model\":\"\(URL(fileURLWithPath: path).lastPathComponent)\",\"threads\":\(threads),\"requests\":\(requests),\"system_tokens\":\(systemTokens),\"prompt_tokens\":\(promptTokens),\"max_tokens\":\(maxTokens),\"runs\":[\(entries.joined(separator: ","))]}\n"
-            if let handle = FileHandle(forWritingAtPath: jsonPath) {
-                handle.seekToEndOfFile()
-                handle.write(Data(record.utf8))
-                try? handle.close()
-            } else {
-                try record.write(toFile: jsonPath, atomically: true, encoding: .utf8)
-            }
+            try appendJSONRecord(record, to: jsonPath)
         }
     }
 

@@ -94,13 +94,7 @@ struct SpeculationBench: AsyncParsableCommand {
         }
         if let jsonPath {
             let record = "{\"tool\":\"sluice-bench speculation\",\"model\":\"\(URL(fileURLWithPath: path).lastPathComponent)\",\"job\":\"\(ordinary ? "ordinary" : "extraction")\",\"requests\":\(job.count),\"max_tokens\":\(maxTokens),\"threads\":\(threads),\"drafts\":\"\(draftPath.map { URL(fileURLWithPath: $0).lastPathComponent } ?? "prompt-lookup")\",\"results\":[\(records.joined(separator: ","))]}\n"
-            if let handle = FileHandle(forWritingAtPath: jsonPath) {
-                handle.seekToEndOfFile()
-                handle.write(Data(record.utf8))
-                try? handle.close()
-            } else {
-                try record.write(toFile: jsonPath, atomically: true, encoding: .utf8)
-            }
+            try appendJSONRecord(record, to: jsonPath)
         }
     }
 

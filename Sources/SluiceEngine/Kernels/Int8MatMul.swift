@@ -193,9 +193,11 @@ private final class RoundedActivations {
 /// one fixed order whatever the batch, tile, thread or the other products in the call.
 func integerMatmuls(_ x: UnsafePointer<Float>, tokens: Int, _ products: [IntegerProduct], pool: ComputePool) {
     guard tokens > 0, let columns = products.first?.weights.columns else { return }
+    // Products round alike when their blocks and bytes per activation agree.
+    func roundingKey(_ product: IntegerProduct) -> Int { 2 * product.weights.block + (product.lowBytes ? 1 : 0) }
     var rounded: [Int: RoundedActivations] = [:]
     for product in products {
-        let key = 2 * product.weights.block + (product.lowBytes ? 1 : 0)
+        let key = roundingKey(product)
         if rounded[key] == nil {
             rounded[key] = RoundedActivations(x, tokens: tokens, columns: columns, block: product.weights.block,
                                               lowBytes: product.lowBytes, pool: pool)
@@ -213,7 +215,7 @@ func integerMatmuls(_ x: UnsafePointer<Float>, tokens: Int, _ products: [Integer
         // Few, large items for the output head (16,384 panels), so claiming them stays cheap.
         let panelsPerItem = w.panels >= 1024 && tokens <= 8 ? 8 : 2
         let panelBlocks = (w.panels + panelsPerItem - 1) / panelsPerItem
-        plans.append(Plan(product: product, activations: rounded[2 * w.block + (product.lowBytes ? 1 : 0)]!,
+        plans.append(Plan(product: product, activations: rounded[roundingKey(product)]!,
                           panelsPerItem: panelsPerItem, panelBlocks: panelBlocks, firstItem: items))
         items += tokenBlocks * panelBlocks
     }

@@ -1,4 +1,0 @@
-import ArgumentParser
-import SluiceEngine
-
-extension MatmulPrecision: ExpressibleByArgument {}
