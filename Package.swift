@@ -51,17 +51,19 @@ let package = Package(
             ],
             swiftSettings: fastMath
         ),
+        // Helpers several test targets share (a seeded generator, a loopback connection).
+        .target(name: "SluiceTestSupport", path: "Tests/SluiceTestSupport"),
         .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore"]),
         .testTarget(name: "SluiceQueueTests", dependencies: ["SluiceQueue"]),
         .testTarget(
             name: "SluiceEngineTests",
-            dependencies: ["SluiceEngine"],
+            dependencies: ["SluiceEngine", "SluiceTestSupport"],
             resources: [.copy("Fixtures")],
             swiftSettings: fastMath
         ),
-        .testTarget(name: "SluiceRemoteTests", dependencies: ["SluiceRemote"]),
-        .testTarget(name: "SluiceRunnerTests", dependencies: ["SluiceRunner"]),
+        .testTarget(name: "SluiceRemoteTests", dependencies: ["SluiceRemote", "SluiceTestSupport"]),
+        .testTarget(name: "SluiceRunnerTests", dependencies: ["SluiceRunner", "SluiceTestSupport"]),
         .testTarget(name: "SluiceScheduleTests", dependencies: ["SluiceSchedule"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "EndToEndTests", dependencies: ["SluiceCore"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["SluiceCore", "SluiceTestSupport"]),
     ]
 )

@@ -1,5 +1,6 @@
 import Foundation
 import SluiceCore
+import SluiceTestSupport
 import Testing
 
 /// These tests run the built `sluice` binary as a user would, against scripts/fake-openai-server.py.
@@ -118,7 +119,7 @@ import Testing
         }
         let workArguments = ["work", "--engine", "openai", "--base-url", server.baseURL, "--concurrency", "8", "--lease", "2", "--quiet"]
         let binary = try sluiceBinary()
-        var random = SeededRandom(state: 20_261_127)
+        var random = SplitMix64(seed: 20_261_127)
         for round in 0..<20 {
             let before = try server.stats()["received"]?.intValue ?? 0
             // Kill after a random number of requests reached the server: 0 is right after start,

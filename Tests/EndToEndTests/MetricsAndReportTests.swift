@@ -1,5 +1,6 @@
 import Foundation
 import SluiceCore
+import SluiceTestSupport
 import Testing
 
 /// `sluice work --metrics-port/--metrics-file`, progress lines and `sluice report`, through the built binary.

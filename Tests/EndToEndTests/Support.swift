@@ -1,5 +1,6 @@
 import Foundation
 import SluiceCore
+import SluiceTestSupport
 import Synchronization
 import Testing
 
@@ -96,20 +97,6 @@ func waitForPort(in portFile: String, of process: Process) async throws -> Int {
     }
 }
 
-/// A TCP socket connected to 127.0.0.1:`port`, or nil; the caller closes it.
-func connectToLoopback(port: Int) -> Int32? {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { return nil }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = in_port_t(UInt16(port).bigEndian)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    guard connected == 0 else { close(fd); return nil }
-    return fd
-}
 
 /// Runs `sluice` to completion with a deadline.
 struct CommandResult {
@@ -238,14 +225,3 @@ func jobCounts(_ job: String, db: String, scratch: Scratch, children: Children) 
     return counts
 }
 
-/// A small seeded generator (SplitMix64), so random kill moments are the same on every run.
-struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

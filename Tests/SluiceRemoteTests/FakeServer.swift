@@ -1,5 +1,6 @@
 import Foundation
 import SluiceCore
+import SluiceTestSupport
 
 /// Runs scripts/fake-openai-server.py for one test and kills it afterwards.
 final class FakeServer: @unchecked Sendable {
@@ -61,17 +62,8 @@ final class FakeServer: @unchecked Sendable {
     private func send(_ method: String, _ path: String, body: JSON?) throws -> JSON {
         let payload = body?.serialized ?? ""
         let request = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(payload.utf8.count)\r\nConnection: close\r\n\r\n\(payload)"
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw FakeServerError.io("socket") }
+        guard let fd = connectToLoopback(port: port) else { throw FakeServerError.io("connect") }
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw FakeServerError.io("connect") }
         _ = request.withCString { write(fd, $0, strlen($0)) }
         var response = [UInt8]()
         var buffer = [UInt8](repeating: 0, count: 65536)

@@ -2,6 +2,7 @@ import Foundation
 import SluiceCore
 import SluiceQueue
 @testable import SluiceRunner
+import SluiceTestSupport
 import Synchronization
 import Testing
 
@@ -82,19 +83,10 @@ import Testing
 @Suite struct MetricsHTTPServerTests {
     /// One raw exchange: sends `request` as is, reads until the server closes.
     func exchange(_ port: Int, _ request: [UInt8]) throws -> String {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        #expect(fd >= 0)
+        let fd = try #require(connectToLoopback(port: port))
         defer { close(fd) }
         var timeout = timeval(tv_sec: 60, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        try #require(connected == 0)
         if !request.isEmpty { _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
         // Done sending: a server waiting for more sees the end at once.
         shutdown(fd, Int32(SHUT_WR))

@@ -117,19 +117,6 @@ func completionRequest(_ id: Int64, prompt: String, maxTokens: Int, extra: [(Str
     return EngineRequest(id: id, customID: "req-\(id)", endpoint: .completions, body: .object(fields))
 }
 
-/// A small deterministic generator for tests (SplitMix64).
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Collects an engine's published checkpoints from a thread of its own, every millisecond, until
 /// `stop()`. (A task would share the cooperative pool with the other tests, and on a busy machine
 /// could miss a whole short generation.)

@@ -1,3 +1,5 @@
+import SluiceTestSupport
+
 @testable import SluiceEngine
 
 /// Little-endian byte building for hand-made GGUF files.
