@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SluiceCore
 import SluiceEngine
 
 /// Measures the built-in engine's forward pass the way llama.cpp's benchmarks do:
@@ -48,7 +49,6 @@ struct EngineBench: ParsableCommand {
         let logits = UnsafeMutablePointer<Float>.allocate(capacity: vocabulary * 64)
         defer { logits.deallocate() }
         let clock = ContinuousClock()
-        func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 
         // Prompt processing: one sequence, all prompt tokens in one step, logits for the last.
         var bestPrompt = Double.infinity
@@ -60,7 +60,7 @@ struct EngineBench: ParsableCommand {
                 lm.forward(tokens: tokens, placements: tokens.indices.map { TokenPlacement(slot: 0, position: $0) },
                            logitRows: [tokens.count - 1], cache: cache, logits: logits)
             }
-            bestPrompt = min(bestPrompt, seconds(elapsed))
+            bestPrompt = min(bestPrompt, elapsed.inSeconds)
         }
         let promptRate = Double(promptTokens) / bestPrompt
         print(String(format: "pp%d: %.1f tok/s (threads %d, %@)", promptTokens, promptRate, threads, precision.rawValue))
@@ -85,7 +85,7 @@ struct EngineBench: ParsableCommand {
                     for s in 0..<npl { lastTokens[s] = Sampler.argmax(stepLogits + s * vocabulary, count: vocabulary) }
                 }
             }
-            let rate = Double(npl * generated) / seconds(elapsed)
+            let rate = Double(npl * generated) / elapsed.inSeconds
             generation.append((npl, rate))
             print(String(format: "tg%d x %d sequences: %.1f tok/s aggregate", generated, npl, rate))
         }

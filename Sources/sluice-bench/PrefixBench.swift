@@ -124,7 +124,6 @@ struct PrefixBench: AsyncParsableCommand {
         let elapsed = clock.now - start
         let reused = engine.reusedPromptTokens - reusedBefore
         await engine.shutdown()
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        return Run(label: label, seconds: seconds, reused: reused, bodies: bodies)
+        return Run(label: label, seconds: elapsed.inSeconds, reused: reused, bodies: bodies)
     }
 }

@@ -73,7 +73,7 @@ struct SpeculationBench: AsyncParsableCommand {
                     let elapsed = ContinuousClock.now - started
                     cpu[mode, default: []].append(ProcessMemory.cpuSeconds() - cpuBefore)
                     await engine.shutdown()
-                    times[mode, default: []].append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+                    times[mode, default: []].append(elapsed.inSeconds)
                     tokens = results.values.reduce(0) { $0 + $1.completionTokens }
                     outputs[mode] = results.mapValues(\.body)
                     if mode != .off { statistics = engine.speculationStatistics }

@@ -69,7 +69,7 @@ struct GenerateCommand: AsyncParsableCommand {
         let choice = body["choices"]?.arrayValue?.first
         let text = choice?["text"]?.stringValue ?? choice?["message"]?["content"]?.stringValue ?? ""
         print(chat ? text : prompt + text)
-        let seconds = Double((ContinuousClock.now - started).components.attoseconds) / 1e18 + Double((ContinuousClock.now - started).components.seconds)
+        let seconds = (ContinuousClock.now - started).inSeconds
         let speculation = engine.speculationStatistics
         let drafts = speculation.draftedTokens == 0 ? "" : ", drafts kept: \(speculation.acceptedTokens) of \(speculation.draftedTokens)"
         printNote("[\(usage.promptTokens) prompt + \(usage.completionTokens) generated tokens in \(String(format: "%.2f", seconds)) s, finish: \(choice?["finish_reason"]?.stringValue ?? "?")\(drafts)]")

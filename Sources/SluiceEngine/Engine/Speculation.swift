@@ -1,3 +1,4 @@
+import SluiceCore
 import Synchronization
 
 /// Where the built-in engine's speculative decoding gets its draft tokens.
@@ -183,8 +184,7 @@ final class Speculator {
     func propose(plan: StepPlan, running: [Generation], cache: KVCache, contextLength: Int, usableVocabulary: Int) -> [Int: [Int32]] {
         let started = ContinuousClock.now
         defer {
-            let elapsed = ContinuousClock.now - started
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let seconds = (ContinuousClock.now - started).inSeconds
             counters.withLock { $0.draftingSeconds += seconds }
         }
         var generations: [Generation] = []

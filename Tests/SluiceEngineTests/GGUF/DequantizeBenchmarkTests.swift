@@ -1,4 +1,5 @@
 import Foundation
+import SluiceCore
 import SluiceTestSupport
 import Testing
 
@@ -47,7 +48,7 @@ struct DequantizeBenchmarkTests {
                 }
                 best = min(best, elapsed)
             }
-            let seconds = Double(best.components.attoseconds) / 1e18 + Double(best.components.seconds)
+            let seconds = best.inSeconds
             let floatsPerSecond = Double(rows * rowLength) / seconds
             let sourceGBs = Double(rows * rowBytes) / seconds / 1e9
             print("dequantize \(type.name.padding(toLength: 5, withPad: " ", startingAt: 0)): \(String(format: "%6.2f", floatsPerSecond / 1e9)) G floats/s (\(String(format: "%5.1f", sourceGBs)) GB/s of blocks read) [checksum \(checksum.isNaN ? 0 : 1)]")

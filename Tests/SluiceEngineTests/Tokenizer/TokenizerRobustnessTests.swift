@@ -1,4 +1,5 @@
 import Foundation
+import SluiceCore
 import SluiceTestSupport
 import Testing
 
@@ -143,8 +144,7 @@ import Testing
         let largeCount = tokenizer.encode(large, parseSpecial: true).count
         let largeTime = clock.now - start
         func rate(_ count: Int, _ time: Duration) -> Int {
-            let seconds = Double(time.components.seconds) + Double(time.components.attoseconds) * 1e-18
-            return Int(Double(count) / seconds)
+            Int(Double(count) / time.inSeconds)
         }
         print("tokenizer: \(small.utf8.count) bytes → \(smallCount) tokens in \(smallBest) (\(rate(smallCount, smallBest)) tokens/s); "
               + "\(large.utf8.count) bytes → \(largeCount) tokens in \(largeTime) (\(rate(largeCount, largeTime)) tokens/s)")
