@@ -126,8 +126,7 @@ final class DraftModel {
             model.forward(tokens: tokens, placements: placements, logitRows: logitRows, cache: cache, logits: logits)
             for (row, i) in drafting.enumerated() {
                 let generation = work[i].generation
-                let index = UInt64(generation.generated.count + round)
-                let uniform = CounterRandom.uniform(seed: generation.parameters.sampling.seed, key: generation.randomKey, index: index)
+                let uniform = generation.uniform(forToken: generation.generated.count + round)
                 drafts[i].append(Sampler.sample(logits + row * vocabulary, count: usableVocabulary,
                                                 parameters: generation.parameters.sampling, uniform: uniform))
             }

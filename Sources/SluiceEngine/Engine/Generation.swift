@@ -52,8 +52,12 @@ final class Generation {
     }
 
     /// The draw for the next token: depends only on (seed, request, index).
-    var nextUniform: Double {
-        CounterRandom.uniform(seed: parameters.sampling.seed, key: randomKey, index: UInt64(generated.count))
+    var nextUniform: Double { uniform(forToken: generated.count) }
+
+    /// The draw for generated token `index` (a draft model samples future tokens with the
+    /// draws the request will use for them).
+    func uniform(forToken index: Int) -> Double {
+        CounterRandom.uniform(seed: parameters.sampling.seed, key: randomKey, index: UInt64(index))
     }
 
     func append(_ token: Int32, logprobs entry: TokenLogprobs?) {
