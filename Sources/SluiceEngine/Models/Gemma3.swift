@@ -129,32 +129,49 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
             scaleInPlace(x.pointer + t * width, by: embeddingScale, count: width)
         }
 
+        // Elementwise work between the matrix products runs on the pool too once the batch is large
+        // enough (ElementwiseSplit); each token's or row's arithmetic is the same on any thread.
+        let tokensPerChunk = ElementwiseSplit.rows(ofWidth: 2 * (queryWidth + kvWidth))
+        let rowsPerChunk = ElementwiseSplit.rows(ofWidth: 3 * width)
         for (index, layer) in layers.enumerated() {
             // Attention block: norm → Q, K, V → per-head norm → RoPE → cache → attend → project → norm → residual.
-            rmsNorm(x.pointer, rows: n, width: width, weight: layer.attentionNorm, epsilon: epsilon, into: normed.pointer)
+            rmsNorm(x.pointer, rows: n, width: width, weight: layer.attentionNorm, epsilon: epsilon, into: normed.pointer, pool: pool)
             matmul(normed.pointer, tokens: n, [(layer.query, q.pointer), (layer.key, k.pointer), (layer.value, v.pointer)], pool: pool)
-            rmsNorm(q.pointer, rows: n * heads, width: headSize, weight: layer.queryNorm, epsilon: epsilon, into: q.pointer)
-            rmsNorm(k.pointer, rows: n * kvHeads, width: headSize, weight: layer.keyNorm, epsilon: epsilon, into: k.pointer)
-            for t in 0..<n {
-                layer.rotary.apply(q.pointer + t * queryWidth, heads: heads, position: placements[t].position)
-                layer.rotary.apply(k.pointer + t * kvWidth, heads: kvHeads, position: placements[t].position)
-                scaleInPlace(q.pointer + t * queryWidth, by: queryScale, count: queryWidth)
+            forEachRange(n, minimumPerChunk: tokensPerChunk, pool: pool) { range in
+                for t in range {
+                    let (query, key) = (q.pointer + t * queryWidth, k.pointer + t * kvWidth)
+                    rmsNorm(query, rows: heads, width: headSize, weight: layer.queryNorm, epsilon: epsilon, into: query)
+                    rmsNorm(key, rows: kvHeads, width: headSize, weight: layer.keyNorm, epsilon: epsilon, into: key)
+                    layer.rotary.apply(query, heads: heads, position: placements[t].position)
+                    layer.rotary.apply(key, heads: kvHeads, position: placements[t].position)
+                    scaleInPlace(query, by: queryScale, count: queryWidth)
+                }
             }
             storeKeysAndValues(k.pointer, v.pointer, width: kvWidth, placements: placements, layer: index, cache: cache)
             let attention = AttentionShape(heads: heads, kvHeads: kvHeads, headSize: headSize, scale: 1, window: layer.window)
             causalAttention(queries: q.pointer, placements: placements, shape: attention, cache: cache, layer: index,
                             output: attended.pointer, pool: pool)
             matmul(attended.pointer, tokens: n, layer.attentionOutput, into: projected.pointer, pool: pool)
-            rmsNorm(projected.pointer, rows: n, width: width, weight: layer.postAttentionNorm, epsilon: epsilon, into: projected.pointer)
-            addInPlace(x.pointer, projected.pointer, count: n * width)
+            // Post-attention norm, residual and the feed-forward block's norm, row by row in one pass.
+            forEachRange(n, minimumPerChunk: rowsPerChunk, pool: pool) { range in
+                let offset = range.lowerBound * width
+                rmsNorm(projected.pointer + offset, rows: range.count, width: width, weight: layer.postAttentionNorm,
+                        epsilon: epsilon, into: projected.pointer + offset)
+                addInPlace(x.pointer + offset, projected.pointer + offset, count: range.count * width)
+                rmsNorm(x.pointer + offset, rows: range.count, width: width, weight: layer.feedForwardNorm,
+                        epsilon: epsilon, into: normed.pointer + offset)
+            }
 
-            // Feed-forward block: norm → gelu(gate) · up → down → norm → residual.
-            rmsNorm(x.pointer, rows: n, width: width, weight: layer.feedForwardNorm, epsilon: epsilon, into: normed.pointer)
+            // Feed-forward block: gelu(gate) · up → down → norm → residual.
             matmul(normed.pointer, tokens: n, [(layer.gate, gate.pointer), (layer.up, up.pointer)], pool: pool)
-            geluTanhGate(gate.pointer, up.pointer, count: n * feedForwardWidth)
+            geluTanhGate(gate.pointer, up.pointer, count: n * feedForwardWidth, pool: pool)
             matmul(gate.pointer, tokens: n, layer.down, into: projected.pointer, pool: pool)
-            rmsNorm(projected.pointer, rows: n, width: width, weight: layer.postFeedForwardNorm, epsilon: epsilon, into: projected.pointer)
-            addInPlace(x.pointer, projected.pointer, count: n * width)
+            forEachRange(n, minimumPerChunk: rowsPerChunk, pool: pool) { range in
+                let offset = range.lowerBound * width
+                rmsNorm(projected.pointer + offset, rows: range.count, width: width, weight: layer.postFeedForwardNorm,
+                        epsilon: epsilon, into: projected.pointer + offset)
+                addInPlace(x.pointer + offset, projected.pointer + offset, count: range.count * width)
+            }
         }
 
         projectLogits(x.pointer, width: width, logitRows: logitRows, norm: outputNorm, epsilon: epsilon,

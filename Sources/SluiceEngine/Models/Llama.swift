@@ -128,29 +128,36 @@ public final class Llama: LanguageModel, @unchecked Sendable {
         let attention = AttentionShape(heads: heads, kvHeads: kvHeads, headSize: headSize,
                                        scale: Float(1 / Double(headSize).squareRoot()), window: nil)
 
+        // Elementwise work between the matrix products runs on the pool too once the batch is large
+        // enough (ElementwiseSplit); each token's or row's arithmetic is the same on any thread.
+        let tokensPerChunk = ElementwiseSplit.rows(ofWidth: queryWidth + 2 * kvWidth)
         for (index, layer) in layers.enumerated() {
             // Attention block: norm → Q, K, V (+ biases) → RoPE → cache → attend → project → residual.
-            rmsNorm(x.pointer, rows: n, width: width, weight: layer.attentionNorm, epsilon: epsilon, into: normed.pointer)
+            rmsNorm(x.pointer, rows: n, width: width, weight: layer.attentionNorm, epsilon: epsilon, into: normed.pointer, pool: pool)
             matmul(normed.pointer, tokens: n, [(layer.query, q.pointer), (layer.key, k.pointer), (layer.value, v.pointer)], pool: pool)
-            if let bias = layer.queryBias { addBias(q.pointer, rows: n, width: queryWidth, bias: bias) }
-            if let bias = layer.keyBias { addBias(k.pointer, rows: n, width: kvWidth, bias: bias) }
-            if let bias = layer.valueBias { addBias(v.pointer, rows: n, width: kvWidth, bias: bias) }
-            for t in 0..<n {
-                rotary.apply(q.pointer + t * queryWidth, heads: heads, position: placements[t].position)
-                rotary.apply(k.pointer + t * kvWidth, heads: kvHeads, position: placements[t].position)
+            forEachRange(n, minimumPerChunk: tokensPerChunk, pool: pool) { range in
+                let (queries, keys, values) = (q.pointer + range.lowerBound * queryWidth, k.pointer + range.lowerBound * kvWidth,
+                                               v.pointer + range.lowerBound * kvWidth)
+                if let bias = layer.queryBias { addBias(queries, rows: range.count, width: queryWidth, bias: bias) }
+                if let bias = layer.keyBias { addBias(keys, rows: range.count, width: kvWidth, bias: bias) }
+                if let bias = layer.valueBias { addBias(values, rows: range.count, width: kvWidth, bias: bias) }
+                for t in range {
+                    rotary.apply(q.pointer + t * queryWidth, heads: heads, position: placements[t].position)
+                    rotary.apply(k.pointer + t * kvWidth, heads: kvHeads, position: placements[t].position)
+                }
             }
             storeKeysAndValues(k.pointer, v.pointer, width: kvWidth, placements: placements, layer: index, cache: cache)
             causalAttention(queries: q.pointer, placements: placements, shape: attention, cache: cache, layer: index,
                             output: attended.pointer, pool: pool)
             matmul(attended.pointer, tokens: n, layer.attentionOutput, into: projected.pointer, pool: pool)
-            addInPlace(x.pointer, projected.pointer, count: n * width)
+            addInPlace(x.pointer, projected.pointer, count: n * width, pool: pool)
 
             // Feed-forward block: norm → silu(gate) · up → down → residual.
-            rmsNorm(x.pointer, rows: n, width: width, weight: layer.feedForwardNorm, epsilon: epsilon, into: normed.pointer)
+            rmsNorm(x.pointer, rows: n, width: width, weight: layer.feedForwardNorm, epsilon: epsilon, into: normed.pointer, pool: pool)
             matmul(normed.pointer, tokens: n, [(layer.gate, gate.pointer), (layer.up, up.pointer)], pool: pool)
-            siluGate(gate.pointer, up.pointer, count: n * feedForwardWidth)
+            siluGate(gate.pointer, up.pointer, count: n * feedForwardWidth, pool: pool)
             matmul(gate.pointer, tokens: n, layer.down, into: projected.pointer, pool: pool)
-            addInPlace(x.pointer, projected.pointer, count: n * width)
+            addInPlace(x.pointer, projected.pointer, count: n * width, pool: pool)
         }
 
         projectLogits(x.pointer, width: width, logitRows: logitRows, norm: outputNorm, epsilon: epsilon,

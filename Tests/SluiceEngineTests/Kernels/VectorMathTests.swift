@@ -59,7 +59,7 @@ import Testing
         var generator = SplitMix64(seed: 3)
         let gate = (0..<53).map { _ in Float.random(in: -6...6, using: &generator) }
         let up = (0..<53).map { _ in Float.random(in: -2...2, using: &generator) }
-        for (isGELU, gateFunction) in [(true, geluTanhGate), (false, siluGate)] {
+        for (isGELU, gateFunction) in [(true, geluTanhGate(_:_:count:)), (false, siluGate(_:_:count:))] {
             var whole = gate
             whole.withUnsafeMutableBufferPointer { gateFunction($0.baseAddress!, up, 53) }
             for start in [0, 5, 17, 40] {
