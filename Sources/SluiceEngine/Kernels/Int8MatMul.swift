@@ -132,6 +132,23 @@ final class Int8Weights: @unchecked Sendable {
         return (s, offsets?[index] ?? s * bias)
     }
 
+    /// Writes row `row`'s weights `s · u − m` exactly (in doubles), and returns the largest
+    /// `255 |s| + |m|` of its blocks, which bounds every partial sum the kernel forms per
+    /// unit of activation magnitude.
+    func decodeExactly(row: Int, into destination: UnsafeMutablePointer<Double>) -> Double {
+        let bytes = weights.assumingMemoryBound(to: UInt8.self)
+        let line = bytes + (row >> 4) * 16 * columns + 4 * (row & 15)
+        var largest = 0.0
+        for b in 0..<blocksPerRow {
+            let (s, m) = scaleAndOffset(row: row, block: b)
+            largest = max(largest, 255 * abs(Double(s)) + abs(Double(m)))
+            for k in (b * block)..<((b + 1) * block) {
+                destination[k] = Double(s) * Double(line[64 * (k >> 2) + (k & 3)]) - Double(m)
+            }
+        }
+        return largest
+    }
+
     /// Writes row `row` as floats: the values `dequantizeRow` writes (a zero may differ in sign).
     func decode(row: Int, into destination: UnsafeMutablePointer<Float>) {
         let bytes = weights.assumingMemoryBound(to: UInt8.self)
@@ -154,7 +171,7 @@ struct IntegerProduct {
 }
 
 /// Activations rounded to integers per block, for every product that reads them alike.
-private final class RoundedActivations {
+final class RoundedActivations {
     let columns: Int
     let blocks: Int
     let quantized: UnsafeMutablePointer<Int8>
