@@ -30,18 +30,15 @@ final class ArgmaxHead: @unchecked Sendable {
 
     init(_ weights: Int8Weights, pool: ComputePool) {
         self.weights = weights
-        let rows = weights.rows, columns = weights.columns
+        let rows = weights.rows
         let rowNorms = UnsafeMutablePointer<Float>.allocate(capacity: rows)
         let magnitudes = UnsafeMutablePointer<Float>.allocate(capacity: rows)
         defer { magnitudes.deallocate() }
         pool.parallelFor(weights.panels) { panel in
-            let w = UnsafeMutablePointer<Double>.allocate(capacity: columns)
-            defer { w.deallocate() }
             for row in (panel * 16)..<min(rows, panel * 16 + 16) {
-                magnitudes[row] = Float(weights.decodeExactly(row: row, into: w)).nextUp
-                var squares = 0.0
-                for k in 0..<columns { squares += w[k] * w[k] }
-                rowNorms[row] = Float(squares.squareRoot()).nextUp
+                let (norm, largestTerm) = weights.normAndLargestTerm(row: row)
+                rowNorms[row] = Float(norm).nextUp
+                magnitudes[row] = Float(largestTerm).nextUp
             }
         }
         self.rowNorms = rowNorms
