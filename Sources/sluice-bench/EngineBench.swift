@@ -38,6 +38,9 @@ struct EngineBench: ParsableCommand {
     @Option(help: "How matrix products treat activations: f32, int16 or int8 (default: the engine's).")
     var precision: MatmulPrecision = .engineDefault
 
+    @Flag(name: .customLong("full-logits"), help: "Compute every logit of each greedy step instead of only the argmax (as sampling with a temperature or log-probabilities needs).")
+    var fullLogits = false
+
     func run() throws {
         let path = try ModelCache().resolve(model)
         let file = try GGUFFile(path: path)
@@ -49,6 +52,9 @@ struct EngineBench: ParsableCommand {
         let logits = UnsafeMutablePointer<Float>.allocate(capacity: vocabulary * 64)
         defer { logits.deallocate() }
         let clock = ContinuousClock()
+        func argmaxRows(_ count: Int) -> ArgmaxRows? {
+            fullLogits ? nil : ArgmaxRows(flags: Array(repeating: true, count: count), usableVocabulary: vocabulary)
+        }
 
         // Prompt processing: one sequence, all prompt tokens in one step, logits for the last.
         var bestPrompt = Double.infinity
@@ -80,9 +86,10 @@ struct EngineBench: ParsableCommand {
             defer { stepLogits.deallocate() }
             let elapsed = clock.measure {
                 for step in 0..<generated {
-                    lm.forward(tokens: lastTokens, placements: (0..<npl).map { TokenPlacement(slot: $0, position: generationPrompt + step) },
-                               logitRows: Array(0..<npl), cache: cache, logits: stepLogits)
-                    for s in 0..<npl { lastTokens[s] = Sampler.argmax(stepLogits + s * vocabulary, count: vocabulary) }
+                    // Greedy decoding, as the engine runs it: only each row's most likely token.
+                    let chosen = lm.forward(tokens: lastTokens, placements: (0..<npl).map { TokenPlacement(slot: $0, position: generationPrompt + step) },
+                                            logitRows: Array(0..<npl), argmaxRows: argmaxRows(npl), cache: cache, logits: stepLogits)
+                    for s in 0..<npl { lastTokens[s] = chosen[s] ?? Sampler.argmax(stepLogits + s * vocabulary, count: vocabulary) }
                 }
             }
             let rate = Double(npl * generated) / elapsed.inSeconds
@@ -93,7 +100,7 @@ struct EngineBench: ParsableCommand {
         print(String(format: "peak RSS: %.0f MB", peakMB))
         if let jsonPath {
             let record = """
-            {"tool":"sluice","precision":"\(precision.rawValue)","model":"\(URL(fileURLWithPath: path).lastPathComponent)","threads":\(threads),"pp":\(promptTokens),"pp_tok_s":\(String(format: "%.2f", promptRate)),"npp":\(generationPrompt),"ntg":\(generated),"tg":[\(generation.map { "{\"npl\":\($0.0),\"tok_s\":\(String(format: "%.2f", $0.1))}" }.joined(separator: ","))],"peak_rss_mb":\(String(format: "%.0f", peakMB))}
+            {"tool":"sluice","precision":"\(precision.rawValue)","full_logits":\(fullLogits),"model":"\(URL(fileURLWithPath: path).lastPathComponent)","threads":\(threads),"pp":\(promptTokens),"pp_tok_s":\(String(format: "%.2f", promptRate)),"npp":\(generationPrompt),"ntg":\(generated),"tg":[\(generation.map { "{\"npl\":\($0.0),\"tok_s\":\(String(format: "%.2f", $0.1))}" }.joined(separator: ","))],"peak_rss_mb":\(String(format: "%.0f", peakMB))}
 
             """
             try appendJSONRecord(record, to: jsonPath)

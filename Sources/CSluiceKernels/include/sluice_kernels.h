@@ -45,4 +45,16 @@ void sluice_int8_matmul(const uint8_t *weights, int kind, const void *scales, co
                         const int8_t *xq, const int8_t *xq_low, const float *xscale, const float *xscaled_sum,
                         int tokens, float *y, int y_stride);
 
+/// Row `row` of `sluice_int8_matmul`'s product for one token, bit for bit what that
+/// kernel writes for it, computed alone.
+float sluice_int8_row_product(const uint8_t *weights, int kind, const void *scales, const float *offsets, float bias,
+                              int columns, int row, const int8_t *xq, const int8_t *xq_low, const float *xscale,
+                              const float *xscaled_sum);
+
+/// Writes to `rows`, in ascending order, every index i < `count` with values[i] >=
+/// max(values) − `margin` (and possibly others below it), stores max(values) in
+/// `maximum`, and returns how many it wrote, or −1 when more than `capacity` would be needed.
+int sluice_collect_near_maximum(const float *values, int count, float margin, int32_t *rows, int capacity,
+                                float *maximum);
+
 #endif

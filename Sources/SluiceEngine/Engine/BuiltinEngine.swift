@@ -181,6 +181,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         var nextSlot = 0
         let cache = model.makeCache(budgetBytes: options.kvMemoryBytes, blockPositions: options.kvBlockPositions)
         let scheduler = BatchScheduler(tokenBudget: options.tokenBudget)
+        let logits = LogitBuffer()
         let clock = ContinuousClock()
         var lastPublished = clock.now
 
@@ -245,7 +246,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
             cache.prepareStep(running, sharePrefixes: options.prefixSharing)
             makeRoom(&running, preempted: &preempted, scheduler: scheduler, cache: cache)
             if running.isEmpty { continue }
-            step(running, scheduler: scheduler, cache: cache)
+            step(running, scheduler: scheduler, cache: cache, logitBuffer: logits)
             if options.prefixSharing {
                 cache.registerComputedPrompts(running)
                 reusedTokens.store(cache.reusedPromptTokens, ordering: .relaxed)
@@ -285,7 +286,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
     }
 
     /// Runs one forward step over the planned batch and samples every sequence that reached its end.
-    private func step(_ running: [Generation], scheduler: BatchScheduler, cache: KVCache) {
+    private func step(_ running: [Generation], scheduler: BatchScheduler, cache: KVCache, logitBuffer: LogitBuffer) {
         var plan = scheduler.plan(running)
         for (generation, count) in plan.contributions {
             let reserved = cache.reserve(slot: generation.slot, positions: generation.cachedCount + count)
@@ -297,9 +298,17 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
             if !drafts.isEmpty { plan = scheduler.plan(running, drafts: drafts) }
         }
         let vocabulary = model.shape.vocabularySize
-        let logits = UnsafeMutablePointer<Float>.allocate(capacity: max(1, plan.logitRows.count * vocabulary))
-        defer { logits.deallocate() }
-        model.forward(tokens: plan.tokens, placements: plan.placements, logitRows: plan.logitRows, cache: cache, logits: logits)
+        let logits = logitBuffer.floats(plan.logitRows.count * vocabulary)
+        // Greedy rows without log-probabilities need only their most likely token.
+        var argmaxFlags = [Bool](repeating: false, count: plan.logitRows.count)
+        for (index, generation) in plan.samplers.enumerated() {
+            let parameters = generation.parameters
+            guard parameters.sampling.isGreedy && parameters.logprobs == nil else { continue }
+            for offset in 0...plan.drafts[index].count { argmaxFlags[plan.firstLogit[index] + offset] = true }
+        }
+        let chosen = model.forward(tokens: plan.tokens, placements: plan.placements, logitRows: plan.logitRows,
+                                   argmaxRows: ArgmaxRows(flags: argmaxFlags, usableVocabulary: tokenizer.vocabularySize),
+                                   cache: cache, logits: logits)
         for (generation, count) in plan.contributions { generation.cachedCount += count }
 
         for (index, generation) in plan.samplers.enumerated() {
@@ -309,7 +318,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
             let drafts = plan.drafts[index]
             var accepted = 0
             for offset in 0...drafts.count {
-                let token = sampleNext(generation, logits: logits + (plan.firstLogit[index] + offset) * vocabulary)
+                let row = plan.firstLogit[index] + offset
+                let token = sampleNext(generation, logits: logits + row * vocabulary, chosen: chosen[row])
                 let matched = offset < drafts.count && token == drafts[offset]
                 if matched { accepted += 1 }
                 if !matched || generation.finishReason != nil { break }
@@ -324,12 +334,13 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         }
     }
 
-    /// Samples a generation's next token from its logits and appends it, with log-probabilities if requested.
-    private func sampleNext(_ generation: Generation, logits: UnsafePointer<Float>) -> Int32 {
+    /// Samples a generation's next token from its logits (or takes the one the model already
+    /// chose for an argmax row) and appends it, with log-probabilities if requested.
+    private func sampleNext(_ generation: Generation, logits: UnsafePointer<Float>, chosen: Int32?) -> Int32 {
         // Tokens past the tokenizer's vocabulary (padding rows of the embedding) are never sampled.
         let usable = tokenizer.vocabularySize
-        let token = Sampler.sample(logits, count: usable, parameters: generation.parameters.sampling,
-                                   uniform: generation.nextUniform)
+        let token = chosen ?? Sampler.sample(logits, count: usable, parameters: generation.parameters.sampling,
+                                             uniform: generation.nextUniform)
         var entry: Generation.TokenLogprobs?
         if let top = generation.parameters.logprobs {
             let result = Sampler.logProbabilities(logits, count: usable, token: token, top: top)
@@ -435,4 +446,23 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
             return tokenizer.encode(chatTemplate.render(messages), addSpecial: true, parseSpecial: true)
         }
     }
+}
+
+/// The step's logits, kept from step to step: a 32-sequence step needs 32 MB, and fresh
+/// pages for it every step cost about 1% of the step in page faults.
+private final class LogitBuffer {
+    private var pointer = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    private var capacity = 1
+
+    /// Room for `count` floats (contents undefined), valid until the next call.
+    func floats(_ count: Int) -> UnsafeMutablePointer<Float> {
+        if count > capacity {
+            pointer.deallocate()
+            capacity = count
+            pointer = .allocate(capacity: count)
+        }
+        return pointer
+    }
+
+    deinit { pointer.deallocate() }
 }

@@ -123,12 +123,16 @@ final class DraftModel {
                 }
             }
             if tokens.isEmpty { break }
-            model.forward(tokens: tokens, placements: placements, logitRows: logitRows, cache: cache, logits: logits)
+            // Greedy requests' drafts need only the draft model's most likely token.
+            let argmaxRows = ArgmaxRows(flags: drafting.map { work[$0].generation.parameters.sampling.isGreedy },
+                                        usableVocabulary: usableVocabulary)
+            let chosen = model.forward(tokens: tokens, placements: placements, logitRows: logitRows, argmaxRows: argmaxRows,
+                                       cache: cache, logits: logits)
             for (row, i) in drafting.enumerated() {
                 let generation = work[i].generation
                 let uniform = generation.uniform(forToken: generation.generated.count + round)
-                drafts[i].append(Sampler.sample(logits + row * vocabulary, count: usableVocabulary,
-                                                parameters: generation.parameters.sampling, uniform: uniform))
+                drafts[i].append(chosen[row] ?? Sampler.sample(logits + row * vocabulary, count: usableVocabulary,
+                                                               parameters: generation.parameters.sampling, uniform: uniform))
             }
             round += 1
         }

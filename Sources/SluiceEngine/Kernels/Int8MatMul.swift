@@ -132,6 +132,37 @@ final class Int8Weights: @unchecked Sendable {
         return (s, offsets?[index] ?? s * bias)
     }
 
+    /// Row `row`'s Euclidean norm, as an upper bound, and the largest `255 |s| + |m|` of its
+    /// blocks, which bounds every partial sum the kernel forms per unit of activation magnitude.
+    func normAndLargestTerm(row: Int) -> (norm: Double, largestTerm: Double) {
+        let bytes = weights.assumingMemoryBound(to: UInt8.self)
+        let line = bytes + (row >> 4) * 16 * columns + 4 * (row & 15)
+        var squares = 0.0, largest = 0.0
+        for b in 0..<blocksPerRow {
+            let (s, m) = scaleAndOffset(row: row, block: b)
+            var sum = 0, sumOfSquares = 0
+            for k in stride(from: b * block, to: (b + 1) * block, by: 4) {
+                for j in 0..<4 {
+                    let u = Int(line[64 * (k >> 2) + j])
+                    sum += u
+                    sumOfSquares += u * u
+                }
+            }
+            let (scale, offset) = (Double(s), Double(m))
+            if offsets == nil {
+                // Σ (s (u − bias))² from an exact integer sum of squares.
+                let bias = Int(self.bias)
+                squares += scale * scale * Double(sumOfSquares - 2 * bias * sum + block * bias * bias)
+            } else {
+                // Σ (s u − m)², with room for the rounding of the terms that cancel.
+                let positive = scale * scale * Double(sumOfSquares) + Double(block) * offset * offset
+                squares += max(0, positive - 2 * scale * offset * Double(sum)) + 1e-12 * positive
+            }
+            largest = max(largest, 255 * abs(scale) + abs(offset))
+        }
+        return (squares.squareRoot() * (1 + 1e-9), largest)
+    }
+
     /// Writes row `row` as floats: the values `dequantizeRow` writes (a zero may differ in sign).
     func decode(row: Int, into destination: UnsafeMutablePointer<Float>) {
         let bytes = weights.assumingMemoryBound(to: UInt8.self)
@@ -154,7 +185,7 @@ struct IntegerProduct {
 }
 
 /// Activations rounded to integers per block, for every product that reads them alike.
-private final class RoundedActivations {
+final class RoundedActivations {
     let columns: Int
     let blocks: Int
     let quantized: UnsafeMutablePointer<Int8>

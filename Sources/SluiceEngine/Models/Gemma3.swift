@@ -33,8 +33,7 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
     }
 
     let tokenEmbedding: WeightMatrix
-    let output: WeightMatrix
-    let outputNorm: [Float]
+    let head: OutputHead
     let layers: [Layer]
     let heads: Int
     let kvHeads: Int
@@ -66,8 +65,8 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
         queryScale = Float(1 / Double(headSize).squareRoot())
 
         tokenEmbedding = try file.matrix("token_embd.weight", columns: width, rows: try Self.vocabularySize(file), precision: precision)
-        output = try file.optionalMatrix("output.weight", columns: width, rows: tokenEmbedding.rows, precision: precision) ?? tokenEmbedding
-        outputNorm = try file.vector("output_norm.weight", count: width)
+        let output = try file.optionalMatrix("output.weight", columns: width, rows: tokenEmbedding.rows, precision: precision) ?? tokenEmbedding
+        head = OutputHead(norm: try file.vector("output_norm.weight", count: width), epsilon: epsilon, matrix: output, pool: pool)
 
         // Local layers: base 10 000 with no scaling; global layers: the file's base and linear scaling.
         let localRotary = RotaryEmbedding(dimensions: headSize, base: 10_000, style: .halves)
@@ -104,8 +103,8 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
         return tensor.dimensions[1]
     }
 
-    public func forward(tokens: [Int32], placements: [TokenPlacement], logitRows: [Int],
-                        cache: KVCache, logits: UnsafeMutablePointer<Float>) {
+    public func forward(tokens: [Int32], placements: [TokenPlacement], logitRows: [Int], argmaxRows: ArgmaxRows?,
+                        cache: KVCache, logits: UnsafeMutablePointer<Float>) -> [Int32?] {
         let n = tokens.count
         let width = shape.embeddingWidth
         let queryWidth = heads * headSize
@@ -174,7 +173,6 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
             }
         }
 
-        projectLogits(x.pointer, width: width, logitRows: logitRows, norm: outputNorm, epsilon: epsilon,
-                      output: output, into: logits, pool: pool)
+        return head.project(x.pointer, width: width, logitRows: logitRows, argmaxRows: argmaxRows, into: logits, pool: pool)
     }
 }

@@ -24,11 +24,35 @@ public protocol LanguageModel: AnyObject, Sendable {
     /// Writes every token's keys and values into `cache` at its placement (the
     /// cache must have room), and the logits of the tokens at `logitRows`
     /// (indices into the batch) into `logits`, `vocabularySize` floats each, in that order.
-    func forward(tokens: [Int32], placements: [TokenPlacement], logitRows: [Int],
-                 cache: KVCache, logits: UnsafeMutablePointer<Float>)
+    ///
+    /// Rows flagged in `argmaxRows` need only their most likely token: for those the result
+    /// holds the token `Sampler.argmax` would pick from their logits (their rows of `logits`
+    /// are left undefined); it holds nil for the others.
+    func forward(tokens: [Int32], placements: [TokenPlacement], logitRows: [Int], argmaxRows: ArgmaxRows?,
+                 cache: KVCache, logits: UnsafeMutablePointer<Float>) -> [Int32?]
+}
+
+/// Which logit rows of a step need only their most likely token (greedy sampling without
+/// log-probabilities), so the output projection may skip computing their other logits.
+public struct ArgmaxRows: Sendable {
+    /// One flag per entry of `logitRows`.
+    public var flags: [Bool]
+    /// Tokens from here on are never picked (padding rows of the embedding).
+    public var usableVocabulary: Int
+
+    public init(flags: [Bool], usableVocabulary: Int) {
+        self.flags = flags
+        self.usableVocabulary = usableVocabulary
+    }
 }
 
 extension LanguageModel {
+    /// One step with every logit row's logits written (see the requirement).
+    public func forward(tokens: [Int32], placements: [TokenPlacement], logitRows: [Int],
+                        cache: KVCache, logits: UnsafeMutablePointer<Float>) {
+        _ = forward(tokens: tokens, placements: placements, logitRows: logitRows, argmaxRows: nil, cache: cache, logits: logits)
+    }
+
     /// A cache sized for this model's layers and windows, holding at most `budgetBytes` (nil: unlimited).
     public func makeCache(budgetBytes: Int? = nil, blockPositions: Int = KVCache.defaultBlockPositions) -> KVCache {
         KVCache(layerCount: shape.layerCount, width: shape.kvWidth, budgetBytes: budgetBytes,
@@ -64,16 +88,58 @@ func storeKeysAndValues(_ keys: UnsafePointer<Float>, _ values: UnsafePointer<Fl
     }
 }
 
-/// The final norm and output projection, for the batch rows that sample a token only:
-/// the projection is the largest matrix of a small model, so prompt rows skip it.
-func projectLogits(_ x: UnsafePointer<Float>, width: Int, logitRows: [Int], norm: [Float], epsilon: Float,
-                   output: WeightMatrix, into logits: UnsafeMutablePointer<Float>, pool: ComputePool) {
-    let selected = Activations(logitRows.count * width)
-    for (i, row) in logitRows.enumerated() {
-        (selected.pointer + i * width).update(from: x + row * width, count: width)
+/// The final norm and output projection, shared by every architecture.
+struct OutputHead: @unchecked Sendable {
+    // Sendable: written once in init, read-only afterwards.
+    let norm: [Float]
+    let epsilon: Float
+    let matrix: WeightMatrix
+    /// Greedy rows' tokens without every logit at two bytes per activation (`int16` only:
+    /// at `int8` the full product is already the cheap one).
+    let argmaxHead: ArgmaxHead?
+
+    init(norm: [Float], epsilon: Float, matrix: WeightMatrix, pool: ComputePool) {
+        self.norm = norm
+        self.epsilon = epsilon
+        self.matrix = matrix
+        argmaxHead = matrix.precision == .int16 ? matrix.int8.map { ArgmaxHead($0, pool: pool) } : nil
     }
-    rmsNorm(selected.pointer, rows: logitRows.count, width: width, weight: norm, epsilon: epsilon, into: selected.pointer)
-    matmul(selected.pointer, tokens: logitRows.count, output, into: logits, pool: pool)
+
+    /// Projects the batch rows at `logitRows` of the residual stream `x`: logits into
+    /// `logits` (row i at `i * vocabulary`), or for rows flagged in `argmaxRows` the chosen
+    /// token only. Prompt rows skip the projection: it is the largest matrix of a small model.
+    func project(_ x: UnsafePointer<Float>, width: Int, logitRows: [Int], argmaxRows: ArgmaxRows?,
+                 into logits: UnsafeMutablePointer<Float>, pool: ComputePool) -> [Int32?] {
+        let count = logitRows.count, vocabulary = matrix.rows
+        var chosen = [Int32?](repeating: nil, count: count)
+        guard count > 0 else { return chosen }
+        let flags = argmaxRows?.flags ?? Array(repeating: false, count: count)
+        precondition(flags.count == count, "one argmax flag per logit row")
+        // Full rows first, then greedy ones, so each group is one contiguous batch.
+        let order = logitRows.indices.filter { !flags[$0] } + logitRows.indices.filter { flags[$0] }
+        let selected = Activations(count * width)
+        for (i, index) in order.enumerated() {
+            (selected.pointer + i * width).update(from: x + logitRows[index] * width, count: width)
+        }
+        rmsNorm(selected.pointer, rows: count, width: width, weight: norm, epsilon: epsilon, into: selected.pointer)
+        let fullCount = flags.lazy.filter { !$0 }.count
+        if let argmaxHead, let argmaxRows, fullCount < count {
+            matmul(selected.pointer, tokens: fullCount, matrix, into: logits, pool: pool)
+            let tokens = argmaxHead.argmax(selected.pointer + fullCount * width, tokens: count - fullCount,
+                                           usable: argmaxRows.usableVocabulary, scratch: logits + fullCount * vocabulary, pool: pool)
+            for (i, token) in tokens.enumerated() { chosen[order[fullCount + i]] = token }
+        } else {
+            matmul(selected.pointer, tokens: count, matrix, into: logits, pool: pool)
+            for i in fullCount..<count {
+                chosen[order[i]] = Sampler.argmax(logits + i * vocabulary, count: argmaxRows?.usableVocabulary ?? vocabulary)
+            }
+        }
+        // Full rows to their own places, last first: each moves to a place at or after its own.
+        for i in (0..<fullCount).reversed() where order[i] != i {
+            (logits + order[i] * vocabulary).update(from: logits + i * vocabulary, count: vocabulary)
+        }
+        return chosen
+    }
 }
 
 /// A scratch matrix of floats that frees itself.

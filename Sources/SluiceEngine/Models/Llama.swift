@@ -27,8 +27,7 @@ public final class Llama: LanguageModel, @unchecked Sendable {
     }
 
     let tokenEmbedding: WeightMatrix
-    let output: WeightMatrix
-    let outputNorm: [Float]
+    let head: OutputHead
     let layers: [Layer]
     let heads: Int
     let kvHeads: Int
@@ -78,8 +77,8 @@ public final class Llama: LanguageModel, @unchecked Sendable {
                                  positionScale: positionScale, frequencyFactors: frequencyFactors)
 
         tokenEmbedding = try file.matrix("token_embd.weight", columns: width, rows: try Gemma3.vocabularySize(file), precision: precision)
-        output = try file.optionalMatrix("output.weight", columns: width, rows: tokenEmbedding.rows, precision: precision) ?? tokenEmbedding
-        outputNorm = try file.vector("output_norm.weight", count: width)
+        let output = try file.optionalMatrix("output.weight", columns: width, rows: tokenEmbedding.rows, precision: precision) ?? tokenEmbedding
+        head = OutputHead(norm: try file.vector("output_norm.weight", count: width), epsilon: epsilon, matrix: output, pool: pool)
         let (heads, kvHeads, headSize, feedForwardWidth) = (heads, kvHeads, headSize, feedForwardWidth)
         layers = try (0..<layerCount).map { i in
             let p = "blk.\(i)."
@@ -104,8 +103,8 @@ public final class Llama: LanguageModel, @unchecked Sendable {
                            embeddingWidth: width, kvWidth: kvHeads * headSize)
     }
 
-    public func forward(tokens: [Int32], placements: [TokenPlacement], logitRows: [Int],
-                        cache: KVCache, logits: UnsafeMutablePointer<Float>) {
+    public func forward(tokens: [Int32], placements: [TokenPlacement], logitRows: [Int], argmaxRows: ArgmaxRows?,
+                        cache: KVCache, logits: UnsafeMutablePointer<Float>) -> [Int32?] {
         let n = tokens.count
         let width = shape.embeddingWidth
         let queryWidth = heads * headSize
@@ -160,7 +159,6 @@ public final class Llama: LanguageModel, @unchecked Sendable {
             addInPlace(x.pointer, projected.pointer, count: n * width, pool: pool)
         }
 
-        projectLogits(x.pointer, width: width, logitRows: logitRows, norm: outputNorm, epsilon: epsilon,
-                      output: output, into: logits, pool: pool)
+        return head.project(x.pointer, width: width, logitRows: logitRows, argmaxRows: argmaxRows, into: logits, pool: pool)
     }
 }

@@ -127,6 +127,22 @@ struct BuiltinEngineTests {
         #expect(body.body["choices"]?.arrayValue?.first?["finish_reason"]?.stringValue == "stop")
     }
 
+    /// Greedy rows without log-probabilities take the output head's argmax path; rows with
+    /// them get every logit. In one batch, mixing both, each prompt gets the same tokens.
+    @Test func greedyTokensAreTheSameWithOrWithoutLogprobs() async throws {
+        let plain = Self.prompts.enumerated().map { i, prompt in completionRequest(Int64(i), prompt: prompt, maxTokens: 16) }
+        let scored = Self.prompts.enumerated().map { i, prompt in
+            completionRequest(Int64(100 + i), prompt: prompt, maxTokens: 16, extra: [("logprobs", .int(1))])
+        }
+        let engine = try engine()
+        let events = await runToCompletion(engine, plain + scored)
+        await engine.shutdown()
+        func text(_ id: Int64) -> String? { events[id]?.response?.body["choices"]?.arrayValue?.first?["text"]?.stringValue }
+        for i in Self.prompts.indices {
+            #expect(text(Int64(i)) != nil && text(Int64(i)) == text(Int64(100 + i)), "prompt \(i)")
+        }
+    }
+
     @Test func chatRequestUsesTheGemmaTemplateAndReportsLogprobs() async throws {
         let body = JSON.object([
             "model": .string("gemma-3-270m"),

@@ -6,7 +6,7 @@ private let quantizedTypes: [TensorType] = [.q8_0, .q4_0, .q5_0, .q4_K, .q5_K, .
 private let integerPrecisions: [MatmulPrecision] = [.int16, .int8]
 
 /// `matmul` at one precision into a fresh array.
-private func product(_ x: [Float], tokens: Int, _ w: WeightMatrix, pool: ComputePool) -> [Float] {
+func product(_ x: [Float], tokens: Int, _ w: WeightMatrix, pool: ComputePool) -> [Float] {
     var y = [Float](repeating: .nan, count: tokens * w.rows)
     x.withUnsafeBufferPointer { x in
         y.withUnsafeMutableBufferPointer { matmul(x.baseAddress!, tokens: tokens, w, into: $0.baseAddress!, pool: pool) }

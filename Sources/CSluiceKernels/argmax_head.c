@@ -1,0 +1,84 @@
+// The output projection for greedy rows, in two stages: every logit at one byte per
+// activation with a proven error bound, then the exact products of the few rows the
+// bound cannot rule out (see ArgmaxHead.swift).
+#include "sluice_kernels.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#define SLUICE_HAVE_VNNI 1
+#include <immintrin.h>
+#endif
+
+#ifdef SLUICE_HAVE_VNNI
+
+float sluice_int8_row_product(const uint8_t *weights, int kind, const void *scales, const float *offsets, float bias,
+                              int columns, int row, const int8_t *xq, const int8_t *xq_low, const float *xscale,
+                              const float *xscaled_sum) {
+    const int block = kind == SLUICE_WEIGHTS_SCALED16 ? 16 : 32;
+    const int blocks = columns / block;
+    const int lane = row & 15;
+    const uint8_t *line = weights + (size_t)(row >> 4) * 16 * columns + 4 * lane;
+    const size_t scale_base = (size_t)(row >> 4) * 16 * blocks + lane;
+    float acc = 0;
+    for (int b = 0; b < blocks; b++) {
+        // The same integer the tile forms (exact in int32 either way), then the tile's float
+        // operations in the tile's order, each rounded once: the same bits as its lane.
+        int32_t dot = 0;
+        for (int k = b * block; k < (b + 1) * block; k++) {
+            const int32_t u = line[64 * (k >> 2) + (k & 3)];
+            const int32_t x = xq_low ? 256 * (int32_t)xq[k] + (int32_t)xq_low[k] : (int32_t)xq[k];
+            dot += u * x;
+        }
+        const size_t at = scale_base + 16 * (size_t)b;
+        const float s = kind == SLUICE_WEIGHTS_HALF_SCALED32
+            ? _cvtsh_ss(((const uint16_t *)scales)[at])
+            : ((const float *)scales)[at];
+        const float m = kind == SLUICE_WEIGHTS_AFFINE32 ? offsets[at] : s * bias;
+        const float scale = s * xscale[b];
+        acc = fmaf((float)dot, scale, acc);
+        acc = fmaf(-m, xscaled_sum[b], acc);
+    }
+    return acc;
+}
+
+int sluice_collect_near_maximum(const float *values, int count, float margin, int32_t *rows, int capacity,
+                                float *maximum) {
+    float best = -INFINITY;
+    int found = 0;
+    for (int i = 0; i < count; i += 16) {
+        const __mmask16 valid = count - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (count - i)) - 1);
+        const __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), valid, values + i);
+        const float top = _mm512_reduce_max_ps(v);
+        if (top > best) best = top;
+        // The threshold only rises, so rows kept early are a superset of those the final one keeps.
+        __mmask16 near = _mm512_mask_cmp_ps_mask(valid, v, _mm512_set1_ps(best - margin), _CMP_GE_OQ);
+        while (near) {
+            if (found == capacity) return -1;
+            rows[found++] = i + __builtin_ctz(near);
+            near &= near - 1;
+        }
+    }
+    *maximum = best;
+    return found;
+}
+
+#else
+
+float sluice_int8_row_product(const uint8_t *weights, int kind, const void *scales, const float *offsets, float bias,
+                              int columns, int row, const int8_t *xq, const int8_t *xq_low, const float *xscale,
+                              const float *xscaled_sum) {
+    (void)weights; (void)kind; (void)scales; (void)offsets; (void)bias; (void)columns; (void)row; (void)xq;
+    (void)xq_low; (void)xscale; (void)xscaled_sum;
+    return 0;
+}
+
+int sluice_collect_near_maximum(const float *values, int count, float margin, int32_t *rows, int capacity,
+                                float *maximum) {
+    (void)values; (void)count; (void)margin; (void)rows; (void)capacity; (void)maximum;
+    return -1;
+}
+
+#endif
