@@ -121,7 +121,7 @@ struct OutputHead: @unchecked Sendable {
         for (i, index) in order.enumerated() {
             (selected.pointer + i * width).update(from: x + logitRows[index] * width, count: width)
         }
-        rmsNorm(selected.pointer, rows: count, width: width, weight: norm, epsilon: epsilon, into: selected.pointer)
+        rmsNorm(selected.pointer, rows: count, width: width, weight: norm, epsilon: epsilon, into: selected.pointer, pool: pool)
         let fullCount = flags.lazy.filter { !$0 }.count
         if let argmaxHead, let argmaxRows, fullCount < count {
             matmul(selected.pointer, tokens: fullCount, matrix, into: logits, pool: pool)
