@@ -25,8 +25,9 @@ final class ArgmaxHead: @unchecked Sendable {
     /// Bounds the magnitude of every partial sum the kernels form, per unit of ‖x‖₁.
     private let largestMagnitude: Float
 
-    /// Rows kept per token before giving up on the first pass and computing them all.
-    static let candidateCapacity = 4096
+    /// Rows kept per token: a first try that suits nearly every token, then one for flat
+    /// distributions, before giving up on the first pass and computing every row.
+    static let candidateCapacities = [4096, 65_536]
 
     init(_ weights: Int8Weights, pool: ComputePool) {
         self.weights = weights
@@ -115,13 +116,17 @@ final class ArgmaxHead: @unchecked Sendable {
                              _ fine: RoundedActivations) -> Int32? {
         let largestBound = bound.bound(rowNorm: largestRowNorm)
         guard largestBound.isFinite else { return nil }
-        let candidates = UnsafeMutablePointer<Int32>.allocate(capacity: Self.candidateCapacity)
-        defer { candidates.deallocate() }
         // A row can hold the largest exact value only if its estimate is within both rows'
         // bounds of the largest estimate.
+        var candidates = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+        defer { candidates.deallocate() }
         var maximum: Float = 0
-        let found = Int(sluice_collect_near_maximum(estimates, Int32(usable), 2 * largestBound, candidates,
-                                                    Int32(Self.candidateCapacity), &maximum))
+        var found = -1
+        for capacity in Self.candidateCapacities where found < 0 {
+            candidates.deallocate()
+            candidates = .allocate(capacity: capacity)
+            found = Int(sluice_collect_near_maximum(estimates, Int32(usable), 2 * largestBound, candidates, Int32(capacity), &maximum))
+        }
         guard found > 0, maximum.isFinite else { return nil }
         var lowest = -Float.infinity
         for i in 0..<found {

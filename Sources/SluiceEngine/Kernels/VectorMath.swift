@@ -43,11 +43,19 @@ func exp16(_ x: SIMD16<Float>) -> SIMD16<Float> {
     return p * unsafeBitCast((integer &+ 127) &<< 23, to: SIMD16<Float>.self)
 }
 
-/// `x` limited to `lower...upper` per lane. (The standard library's `clamped` handles NaN lane by
-/// lane in scalar code; comparisons and selects stay in vector registers. NaN stays NaN here.)
+/// `x` limited to `lower...upper` per lane, for `lower < 0 < upper`; NaN stays NaN. (The
+/// standard library's `clamped`, and float comparison masks, are lowered lane by lane; sign and
+/// magnitude tests on the bits stay in vector registers.)
 @inline(__always)
 func clamp16(_ x: SIMD16<Float>, _ lower: Float, _ upper: Float) -> SIMD16<Float> {
-    x.replacing(with: lower, where: x .< lower).replacing(with: upper, where: x .> upper)
+    let bits = unsafeBitCast(x, to: SIMD16<Int32>.self)
+    let negative = bits &>> 31
+    let magnitude = unsafeBitCast(bits & SIMD16(repeating: Int32.max), to: SIMD16<Float>.self)
+    let number = below(magnitude, bits: Float.infinity.bitPattern + 1)
+    // At or beyond a bound (at it, replacing changes nothing) on the bound's side.
+    let tooLow = negative & ~below(magnitude, -lower) & number
+    let tooHigh = ~negative & ~below(magnitude, upper) & number
+    return select16(tooLow, SIMD16(repeating: lower), select16(tooHigh, SIMD16(repeating: upper), x))
 }
 
 /// `tanh x` per lane: within 2 ulps of 1 (2⁻²²) absolute, which is what matters where it is added
@@ -61,15 +69,40 @@ func tanh16(_ x: SIMD16<Float>) -> SIMD16<Float> {
     let signBit = SIMD16<UInt32>(repeating: 0x8000_0000)
     let bits = unsafeBitCast(x, to: SIMD16<UInt32>.self)
     let magnitude = unsafeBitCast(bits & ~signBit, to: SIMD16<Float>.self)
-    let a = magnitude.replacing(with: 9, where: magnitude .> 9)
+    let a = select16(below(magnitude, 9), magnitude, SIMD16(repeating: 9))
     let large = 1 - 2 / (exp16(a + a) + 1)
     let a2 = a * a
     var series = SIMD16<Float>(repeating: -17.0 / 315)
     series = SIMD16(repeating: 2.0 / 15).addingProduct(series, a2)
     series = SIMD16(repeating: -1.0 / 3).addingProduct(series, a2)
     series = a.addingProduct(series * a2, a)
-    let t = large.replacing(with: series, where: a .< SIMD16(repeating: 0.0625))
-    return unsafeBitCast(unsafeBitCast(t, to: SIMD16<UInt32>.self) | (bits & signBit), to: SIMD16<Float>.self)
+    let t = select16(below(a, 0.0625), series, large)
+    let signed = unsafeBitCast(unsafeBitCast(t, to: SIMD16<UInt32>.self) | (bits & signBit), to: SIMD16<Float>.self)
+    // NaN lanes (clamped to 9 above) stay NaN: every pattern above infinity's is a NaN.
+    return select16(below(magnitude, bits: Float.infinity.bitPattern + 1), signed, x)
+}
+
+/// All ones in the lanes where `a`, whose sign bit is clear, is below the float `bound` (≥ 0).
+/// For such floats the bit patterns order like the values, so one integer subtraction decides,
+/// in vector registers: `replacing(with:where:)` with a float comparison is lowered lane by lane
+/// (measured: GELU ran at 2–3 ns per element). NaN lanes are never below a number.
+@inline(__always)
+func below(_ a: SIMD16<Float>, _ bound: Float) -> SIMD16<Int32> {
+    below(a, bits: bound.bitPattern)
+}
+
+/// `below(_:_:)` with the bound given by its bit pattern.
+@inline(__always)
+func below(_ a: SIMD16<Float>, bits bound: UInt32) -> SIMD16<Int32> {
+    (unsafeBitCast(a, to: SIMD16<Int32>.self) &- SIMD16(repeating: Int32(bitPattern: bound))) &>> 31
+}
+
+/// `x` in the lanes where `mask` is all ones, `y` where it is zero.
+@inline(__always)
+func select16(_ mask: SIMD16<Int32>, _ x: SIMD16<Float>, _ y: SIMD16<Float>) -> SIMD16<Float> {
+    let m = unsafeBitCast(mask, to: SIMD16<UInt32>.self)
+    let chosen = (unsafeBitCast(x, to: SIMD16<UInt32>.self) & m) | (unsafeBitCast(y, to: SIMD16<UInt32>.self) & ~m)
+    return unsafeBitCast(chosen, to: SIMD16<Float>.self)
 }
 
 /// The first `count` (at most 16) floats at `p`, zeros in the other lanes.

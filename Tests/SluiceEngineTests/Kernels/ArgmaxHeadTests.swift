@@ -98,6 +98,24 @@ struct ArgmaxHeadTests {
         }
     }
 
+    /// A flat distribution keeps more rows near the top than the first try holds (an all-zero
+    /// token ties all 5,000): the larger second try still finds the same token.
+    @Test func flatDistributionsNeedTheLargerCandidateList() throws {
+        let rows = 5000
+        #expect(rows > ArgmaxHead.candidateCapacities[0] && rows <= ArgmaxHead.candidateCapacities[1])
+        let w = RandomWeights(.q8_0, rows: rows, columns: 64, seed: 39, precision: .int16).matrix
+        let pool = ComputePool(threads: 2)
+        let head = ArgmaxHead(try #require(w.int8), pool: pool)
+        let tokens = 3
+        let x = hiddenStates(tokens: tokens, columns: w.columns, seed: 40)
+        let full = product(x, tokens: tokens, w, pool: pool)
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: tokens * rows)
+        defer { scratch.deallocate() }
+        let chosen = x.withUnsafeBufferPointer { head.argmax($0.baseAddress!, tokens: tokens, usable: rows, scratch: scratch, pool: pool) }
+        let expected = (0..<tokens).map { t in full.withUnsafeBufferPointer { Sampler.argmax($0.baseAddress! + t * rows, count: rows) } }
+        #expect(chosen == expected)
+    }
+
     /// Rows that tie exactly (duplicated weights) resolve to the lowest id, as a full argmax does.
     @Test func exactTiesGoToTheLowestRow() throws {
         let type = TensorType.q8_0, rows = 64, columns = 128

@@ -48,6 +48,46 @@ import Testing
         #expect(worst <= 2, "worst error \(worst) units at \(worstInput)")
     }
 
+    /// The clamps and selects work on the bits, so as to stay in vector registers; they must
+    /// give exactly what the float comparisons give, at and around every boundary, for zeros,
+    /// subnormals, infinities and NaN.
+    @Test func bitwiseSelectsEqualFloatComparisonsBitForBit() {
+        func maskedClamp(_ x: SIMD16<Float>, _ lower: Float, _ upper: Float) -> SIMD16<Float> {
+            x.replacing(with: lower, where: x .< lower).replacing(with: upper, where: x .> upper)
+        }
+        func maskedTanh(_ x: SIMD16<Float>) -> SIMD16<Float> {
+            let signBit = SIMD16<UInt32>(repeating: 0x8000_0000)
+            let bits = unsafeBitCast(x, to: SIMD16<UInt32>.self)
+            let magnitude = unsafeBitCast(bits & ~signBit, to: SIMD16<Float>.self)
+            let a = magnitude.replacing(with: 9, where: magnitude .> 9)
+            let large = 1 - 2 / (exp16(a + a) + 1)
+            let a2 = a * a
+            var series = SIMD16<Float>(repeating: -17.0 / 315)
+            series = SIMD16(repeating: 2.0 / 15).addingProduct(series, a2)
+            series = SIMD16(repeating: -1.0 / 3).addingProduct(series, a2)
+            series = a.addingProduct(series * a2, a)
+            let t = large.replacing(with: series, where: a .< SIMD16(repeating: 0.0625))
+            return unsafeBitCast(unsafeBitCast(t, to: SIMD16<UInt32>.self) | (bits & signBit), to: SIMD16<Float>.self)
+        }
+        var special: [Float] = [0, .leastNonzeroMagnitude, .leastNormalMagnitude, .infinity, .nan, .greatestFiniteMagnitude]
+        for edge: Float in [0.0625, 9, 87, 88, 1] { special += [edge, edge.nextUp, edge.nextDown] }
+        special += special.map { -$0 }
+        var generator = SplitMix64(seed: 5)
+        let values = special + (0..<4000).map { _ in Float.random(in: -120...120, using: &generator) }
+            + (0..<1000).map { _ in Float.random(in: -0.2...0.2, using: &generator) }
+        var differences = 0
+        for start in stride(from: 0, to: values.count, by: 16) {
+            var group = SIMD16<Float>()
+            for lane in 0..<16 { group[lane] = values[(start + lane) % values.count] }
+            for (a, b) in [(clamp16(group, -87, 88), maskedClamp(group, -87, 88)), (tanh16(group), maskedTanh(group))] {
+                for lane in 0..<16 where a[lane].bitPattern != b[lane].bitPattern && !(a[lane].isNaN && b[lane].isNaN) {
+                    differences += 1
+                }
+            }
+        }
+        #expect(differences == 0)
+    }
+
     @Test func laneSumIsATreeOfHalves() {
         let v = SIMD16<Float>(1e8, 1, -1e8, 1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)
         let eight = v.lowHalf + v.highHalf, four = eight.lowHalf + eight.highHalf, two = four.lowHalf + four.highHalf
