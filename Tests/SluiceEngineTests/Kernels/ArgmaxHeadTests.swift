@@ -18,6 +18,17 @@ private func hiddenStates(tokens: Int, columns: Int, seed: UInt64) -> [Float] {
     return x
 }
 
+/// The head's tokens for `x`, and `Sampler.argmax` of the full `int16` product's rows.
+private func headAndFullArgmax(_ head: ArgmaxHead, _ w: WeightMatrix, _ x: [Float], tokens: Int, usable: Int,
+                               pool: ComputePool) -> (chosen: [Int32], expected: [Int32]) {
+    let full = product(x, tokens: tokens, w, pool: pool)
+    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: tokens * w.rows)
+    defer { scratch.deallocate() }
+    let chosen = x.withUnsafeBufferPointer { head.argmax($0.baseAddress!, tokens: tokens, usable: usable, scratch: scratch, pool: pool) }
+    let expected = (0..<tokens).map { t in full.withUnsafeBufferPointer { Sampler.argmax($0.baseAddress! + t * w.rows, count: usable) } }
+    return (chosen, expected)
+}
+
 @Suite(.ownThread, .enabled(if: MatmulPrecision.int8Available, "the CPU has no AVX-512 VNNI"))
 struct ArgmaxHeadTests {
     /// The exact second pass computes one row alone with the kernel's own arithmetic.
@@ -87,12 +98,8 @@ struct ArgmaxHeadTests {
         let head = ArgmaxHead(try #require(w.int8), pool: pool)
         let tokens = 40
         let x = hiddenStates(tokens: tokens, columns: w.columns, seed: 36)
-        let full = product(x, tokens: tokens, w, pool: pool)
         for usable in [w.rows, w.rows - 9] {
-            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: tokens * w.rows)
-            defer { scratch.deallocate() }
-            let chosen = x.withUnsafeBufferPointer { head.argmax($0.baseAddress!, tokens: tokens, usable: usable, scratch: scratch, pool: pool) }
-            let expected = (0..<tokens).map { t in full.withUnsafeBufferPointer { Sampler.argmax($0.baseAddress! + t * w.rows, count: usable) } }
+            let (chosen, expected) = headAndFullArgmax(head, w, x, tokens: tokens, usable: usable, pool: pool)
             #expect(chosen == expected, "\(type.name), usable \(usable)")
             #expect(chosen.last == 0, "an all-zero token ties every row: the lowest id wins")
         }
@@ -108,11 +115,7 @@ struct ArgmaxHeadTests {
         let head = ArgmaxHead(try #require(w.int8), pool: pool)
         let tokens = 3
         let x = hiddenStates(tokens: tokens, columns: w.columns, seed: 40)
-        let full = product(x, tokens: tokens, w, pool: pool)
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: tokens * rows)
-        defer { scratch.deallocate() }
-        let chosen = x.withUnsafeBufferPointer { head.argmax($0.baseAddress!, tokens: tokens, usable: rows, scratch: scratch, pool: pool) }
-        let expected = (0..<tokens).map { t in full.withUnsafeBufferPointer { Sampler.argmax($0.baseAddress! + t * rows, count: rows) } }
+        let (chosen, expected) = headAndFullArgmax(head, w, x, tokens: tokens, usable: rows, pool: pool)
         #expect(chosen == expected)
     }
 
@@ -129,11 +132,7 @@ struct ArgmaxHeadTests {
         let head = ArgmaxHead(try #require(w.int8), pool: pool)
         let tokens = 9
         let x = randomActivations(tokens * columns, seed: 38)
-        let full = product(x, tokens: tokens, w, pool: pool)
-        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: tokens * rows)
-        defer { scratch.deallocate() }
-        let chosen = x.withUnsafeBufferPointer { head.argmax($0.baseAddress!, tokens: tokens, usable: rows, scratch: scratch, pool: pool) }
-        let expected = (0..<tokens).map { t in full.withUnsafeBufferPointer { Sampler.argmax($0.baseAddress! + t * rows, count: rows) } }
+        let (chosen, expected) = headAndFullArgmax(head, w, x, tokens: tokens, usable: rows, pool: pool)
         #expect(chosen == expected)
         #expect(chosen.allSatisfy { $0 < 4 }, "each maximum's first copy is among rows 0-3")
     }
