@@ -94,7 +94,7 @@ final class ArgmaxHead: @unchecked Sendable {
 
     /// Token `t`'s bound, or nil when its activations are not all finite.
     func tokenBound(_ x: UnsafePointer<Float>, token t: Int, _ coarse: RoundedActivations,
-                            _ fine: RoundedActivations) -> TokenBound? {
+                    _ fine: RoundedActivations) -> TokenBound? {
         let columns = weights.columns, block = weights.block
         var squares = 0.0, absolute = 0.0
         for k in 0..<columns {
