@@ -148,32 +148,12 @@ private func groupScores4(_ q: UnsafePointer<Float>, view: LayerView, kvOffset: 
     while p + 4 <= positions.upperBound + 1 {
         let k0 = UnsafePointer(view.key(p) + kvOffset), k1 = UnsafePointer(view.key(p + 1) + kvOffset)
         let k2 = UnsafePointer(view.key(p + 2) + kvOffset), k3 = UnsafePointer(view.key(p + 3) + kvOffset)
-        var a00 = SIMD16<Float>(), a01 = SIMD16<Float>(), a02 = SIMD16<Float>(), a03 = SIMD16<Float>()
-        var a10 = SIMD16<Float>(), a11 = SIMD16<Float>(), a12 = SIMD16<Float>(), a13 = SIMD16<Float>()
-        var a20 = SIMD16<Float>(), a21 = SIMD16<Float>(), a22 = SIMD16<Float>(), a23 = SIMD16<Float>()
-        var a30 = SIMD16<Float>(), a31 = SIMD16<Float>(), a32 = SIMD16<Float>(), a33 = SIMD16<Float>()
-        var k = 0
-        while k + 16 <= d {
-            let x0 = load16(q0 + k), x1 = load16(q1 + k), x2 = load16(q2 + k), x3 = load16(q3 + k)
-            let u0 = load16(k0 + k)
-            a00.addProduct(x0, u0); a10.addProduct(x1, u0); a20.addProduct(x2, u0); a30.addProduct(x3, u0)
-            let u1 = load16(k1 + k)
-            a01.addProduct(x0, u1); a11.addProduct(x1, u1); a21.addProduct(x2, u1); a31.addProduct(x3, u1)
-            let u2 = load16(k2 + k)
-            a02.addProduct(x0, u2); a12.addProduct(x1, u2); a22.addProduct(x2, u2); a32.addProduct(x3, u2)
-            let u3 = load16(k3 + k)
-            a03.addProduct(x0, u3); a13.addProduct(x1, u3); a23.addProduct(x2, u3); a33.addProduct(x3, u3)
-            k += 16
-        }
+        let products = dotProducts4x4(q0, q1, q2, q3, k0, k1, k2, k3, count: d)
         let i = p - first
-        s0[i] = finish(a00, q0, k0, from: k, to: d) * scale; s0[i + 1] = finish(a01, q0, k1, from: k, to: d) * scale
-        s0[i + 2] = finish(a02, q0, k2, from: k, to: d) * scale; s0[i + 3] = finish(a03, q0, k3, from: k, to: d) * scale
-        s1[i] = finish(a10, q1, k0, from: k, to: d) * scale; s1[i + 1] = finish(a11, q1, k1, from: k, to: d) * scale
-        s1[i + 2] = finish(a12, q1, k2, from: k, to: d) * scale; s1[i + 3] = finish(a13, q1, k3, from: k, to: d) * scale
-        s2[i] = finish(a20, q2, k0, from: k, to: d) * scale; s2[i + 1] = finish(a21, q2, k1, from: k, to: d) * scale
-        s2[i + 2] = finish(a22, q2, k2, from: k, to: d) * scale; s2[i + 3] = finish(a23, q2, k3, from: k, to: d) * scale
-        s3[i] = finish(a30, q3, k0, from: k, to: d) * scale; s3[i + 1] = finish(a31, q3, k1, from: k, to: d) * scale
-        s3[i + 2] = finish(a32, q3, k2, from: k, to: d) * scale; s3[i + 3] = finish(a33, q3, k3, from: k, to: d) * scale
+        for j in 0..<4 {
+            s0[i + j] = products[j] * scale; s1[i + j] = products[4 + j] * scale
+            s2[i + j] = products[8 + j] * scale; s3[i + j] = products[12 + j] * scale
+        }
         p += 4
     }
     while p <= positions.upperBound {

@@ -291,38 +291,51 @@ public func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int
     return finish(acc, a, b, from: k, to: count)
 }
 
+/// The 16 dot products of rows a0…a3 with rows b0…b3, `count` floats each:
+/// `result[4 * i + j] = dot(aᵢ, bⱼ, count:)`, bit for bit (each accumulator sees the same
+/// multiply-adds in the same order), with each b row loaded once for all four a rows.
+@inline(__always)
+func dotProducts4x4(_ a0: UnsafePointer<Float>, _ a1: UnsafePointer<Float>, _ a2: UnsafePointer<Float>, _ a3: UnsafePointer<Float>,
+                    _ b0: UnsafePointer<Float>, _ b1: UnsafePointer<Float>, _ b2: UnsafePointer<Float>, _ b3: UnsafePointer<Float>,
+                    count: Int) -> SIMD16<Float> {
+    var c00 = SIMD16<Float>(), c01 = SIMD16<Float>(), c02 = SIMD16<Float>(), c03 = SIMD16<Float>()
+    var c10 = SIMD16<Float>(), c11 = SIMD16<Float>(), c12 = SIMD16<Float>(), c13 = SIMD16<Float>()
+    var c20 = SIMD16<Float>(), c21 = SIMD16<Float>(), c22 = SIMD16<Float>(), c23 = SIMD16<Float>()
+    var c30 = SIMD16<Float>(), c31 = SIMD16<Float>(), c32 = SIMD16<Float>(), c33 = SIMD16<Float>()
+    var k = 0
+    while k + 16 <= count {
+        let x0 = load16(a0 + k), x1 = load16(a1 + k), x2 = load16(a2 + k), x3 = load16(a3 + k)
+        let u0 = load16(b0 + k)
+        c00.addProduct(x0, u0); c10.addProduct(x1, u0); c20.addProduct(x2, u0); c30.addProduct(x3, u0)
+        let u1 = load16(b1 + k)
+        c01.addProduct(x0, u1); c11.addProduct(x1, u1); c21.addProduct(x2, u1); c31.addProduct(x3, u1)
+        let u2 = load16(b2 + k)
+        c02.addProduct(x0, u2); c12.addProduct(x1, u2); c22.addProduct(x2, u2); c32.addProduct(x3, u2)
+        let u3 = load16(b3 + k)
+        c03.addProduct(x0, u3); c13.addProduct(x1, u3); c23.addProduct(x2, u3); c33.addProduct(x3, u3)
+        k += 16
+    }
+    return SIMD16(finish(c00, a0, b0, from: k, to: count), finish(c01, a0, b1, from: k, to: count),
+                  finish(c02, a0, b2, from: k, to: count), finish(c03, a0, b3, from: k, to: count),
+                  finish(c10, a1, b0, from: k, to: count), finish(c11, a1, b1, from: k, to: count),
+                  finish(c12, a1, b2, from: k, to: count), finish(c13, a1, b3, from: k, to: count),
+                  finish(c20, a2, b0, from: k, to: count), finish(c21, a2, b1, from: k, to: count),
+                  finish(c22, a2, b2, from: k, to: count), finish(c23, a2, b3, from: k, to: count),
+                  finish(c30, a3, b0, from: k, to: count), finish(c31, a3, b1, from: k, to: count),
+                  finish(c32, a3, b2, from: k, to: count), finish(c33, a3, b3, from: k, to: count))
+}
+
 /// Four weight rows times four activation rows.
 @inline(__always)
 private func tile4x4(_ w: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, columns: Int,
                      _ y: UnsafeMutablePointer<Float>, outStride: Int) {
     let w0 = UnsafePointer(w), w1 = w0 + columns, w2 = w1 + columns, w3 = w2 + columns
     let x0 = x, x1 = x0 + columns, x2 = x1 + columns, x3 = x2 + columns
-    var a00 = SIMD16<Float>(), a01 = SIMD16<Float>(), a02 = SIMD16<Float>(), a03 = SIMD16<Float>()
-    var a10 = SIMD16<Float>(), a11 = SIMD16<Float>(), a12 = SIMD16<Float>(), a13 = SIMD16<Float>()
-    var a20 = SIMD16<Float>(), a21 = SIMD16<Float>(), a22 = SIMD16<Float>(), a23 = SIMD16<Float>()
-    var a30 = SIMD16<Float>(), a31 = SIMD16<Float>(), a32 = SIMD16<Float>(), a33 = SIMD16<Float>()
-    var k = 0
-    while k + 16 <= columns {
-        let v0 = load16(x0 + k), v1 = load16(x1 + k), v2 = load16(x2 + k), v3 = load16(x3 + k)
-        let u0 = load16(w0 + k)
-        a00.addProduct(u0, v0); a01.addProduct(u0, v1); a02.addProduct(u0, v2); a03.addProduct(u0, v3)
-        let u1 = load16(w1 + k)
-        a10.addProduct(u1, v0); a11.addProduct(u1, v1); a12.addProduct(u1, v2); a13.addProduct(u1, v3)
-        let u2 = load16(w2 + k)
-        a20.addProduct(u2, v0); a21.addProduct(u2, v1); a22.addProduct(u2, v2); a23.addProduct(u2, v3)
-        let u3 = load16(w3 + k)
-        a30.addProduct(u3, v0); a31.addProduct(u3, v1); a32.addProduct(u3, v2); a33.addProduct(u3, v3)
-        k += 16
+    let products = dotProducts4x4(w0, w1, w2, w3, x0, x1, x2, x3, count: columns)
+    // products[4 r + t]: weight row r times activation row t, which goes to y[t · outStride + r].
+    for r in 0..<4 {
+        for t in 0..<4 { y[t * outStride + r] = products[4 * r + t] }
     }
-    let y0 = y, y1 = y0 + outStride, y2 = y1 + outStride, y3 = y2 + outStride
-    y0[0] = finish(a00, w0, x0, from: k, to: columns); y1[0] = finish(a01, w0, x1, from: k, to: columns)
-    y2[0] = finish(a02, w0, x2, from: k, to: columns); y3[0] = finish(a03, w0, x3, from: k, to: columns)
-    y0[1] = finish(a10, w1, x0, from: k, to: columns); y1[1] = finish(a11, w1, x1, from: k, to: columns)
-    y2[1] = finish(a12, w1, x2, from: k, to: columns); y3[1] = finish(a13, w1, x3, from: k, to: columns)
-    y0[2] = finish(a20, w2, x0, from: k, to: columns); y1[2] = finish(a21, w2, x1, from: k, to: columns)
-    y2[2] = finish(a22, w2, x2, from: k, to: columns); y3[2] = finish(a23, w2, x3, from: k, to: columns)
-    y0[3] = finish(a30, w3, x0, from: k, to: columns); y1[3] = finish(a31, w3, x1, from: k, to: columns)
-    y2[3] = finish(a32, w3, x2, from: k, to: columns); y3[3] = finish(a33, w3, x3, from: k, to: columns)
 }
 
 /// Four weight rows times one activation row.
