@@ -60,7 +60,8 @@ final class ArgmaxHead: @unchecked Sendable {
         precondition(usable > 0 && usable <= rows)
         let coarse = RoundedActivations(x, tokens: tokens, columns: columns, block: weights.block, lowBytes: false, pool: pool)
         let fine = RoundedActivations(x, tokens: tokens, columns: columns, block: weights.block, lowBytes: true, pool: pool)
-        integerMatmuls(x, tokens: tokens, [IntegerProduct(weights: weights, lowBytes: false, output: scratch)], pool: pool)
+        integerMatmuls(x, tokens: tokens, [IntegerProduct(weights: weights, lowBytes: false, output: scratch)],
+                       alreadyRounded: [coarse], pool: pool)
 
         var chosen = [Int32](repeating: -1, count: tokens)
         chosen.withUnsafeMutableBufferPointer { chosen in

@@ -188,6 +188,8 @@ struct IntegerProduct {
 final class RoundedActivations {
     let columns: Int
     let blocks: Int
+    /// Which products can use this rounding: equal for equal blocks and bytes per activation.
+    let roundingKey: Int
     let quantized: UnsafeMutablePointer<Int8>
     let low: UnsafeMutablePointer<Int8>?
     let scales: UnsafeMutablePointer<Float>
@@ -196,6 +198,7 @@ final class RoundedActivations {
     init(_ x: UnsafePointer<Float>, tokens: Int, columns: Int, block: Int, lowBytes: Bool, pool: ComputePool) {
         self.columns = columns
         blocks = columns / block
+        roundingKey = Self.roundingKey(block: block, lowBytes: lowBytes)
         quantized = .allocate(capacity: (lowBytes ? 2 : 1) * tokens * columns)
         low = lowBytes ? quantized + tokens * columns : nil
         scales = .allocate(capacity: 2 * tokens * blocks)
@@ -214,6 +217,8 @@ final class RoundedActivations {
         quantized.deallocate()
         scales.deallocate()
     }
+
+    static func roundingKey(block: Int, lowBytes: Bool) -> Int { 2 * block + (lowBytes ? 1 : 0) }
 }
 
 /// `y[t][r] = Σ_k x[t][k] · W[r][k]` for each product, with each activation row rounded to
@@ -222,11 +227,20 @@ final class RoundedActivations {
 /// Batch-invariant like `matmul`'s float path: a row's rounding depends on that row alone,
 /// block sums are exact integers, and each output element adds its blocks' scaled sums in
 /// one fixed order whatever the batch, tile, thread or the other products in the call.
-func integerMatmuls(_ x: UnsafePointer<Float>, tokens: Int, _ products: [IntegerProduct], pool: ComputePool) {
+///
+/// `alreadyRounded` holds roundings of these same activations that a caller made anyway;
+/// products that round alike use them instead of rounding again.
+func integerMatmuls(_ x: UnsafePointer<Float>, tokens: Int, _ products: [IntegerProduct], alreadyRounded: [RoundedActivations] = [],
+                    pool: ComputePool) {
     guard tokens > 0, let columns = products.first?.weights.columns else { return }
-    // Products round alike when their blocks and bytes per activation agree.
-    func roundingKey(_ product: IntegerProduct) -> Int { 2 * product.weights.block + (product.lowBytes ? 1 : 0) }
+    func roundingKey(_ product: IntegerProduct) -> Int {
+        RoundedActivations.roundingKey(block: product.weights.block, lowBytes: product.lowBytes)
+    }
     var rounded: [Int: RoundedActivations] = [:]
+    for activations in alreadyRounded {
+        precondition(activations.columns == columns, "roundings of other activations")
+        rounded[activations.roundingKey] = activations
+    }
     for product in products {
         let key = roundingKey(product)
         if rounded[key] == nil {
