@@ -57,4 +57,17 @@ float sluice_int8_row_product(const uint8_t *weights, int kind, const void *scal
 int sluice_collect_near_maximum(const float *values, int count, float margin, int32_t *rows, int capacity,
                                 float *maximum);
 
+/// Sixteen floats (imported into Swift as SIMD16<Float>).
+typedef float sluice_float_x16 __attribute__((ext_vector_type(16)));
+typedef _Float16 sluice_half_x16 __attribute__((ext_vector_type(16)));
+
+/// Sixteen IEEE half floats at `p` widened to floats. Inline here so that Swift callers get the
+/// one conversion instruction (F16C's vcvtph2ps) in place: Swift's generic SIMD conversion
+/// stays an outlined call in the attention loops.
+static inline __attribute__((always_inline)) sluice_float_x16 sluice_load_half_x16(const void *p) {
+    sluice_half_x16 h;
+    __builtin_memcpy(&h, p, sizeof h);
+    return __builtin_convertvector(h, sluice_float_x16);
+}
+
 #endif

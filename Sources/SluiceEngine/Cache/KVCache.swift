@@ -1,5 +1,5 @@
-/// Keys and values of every sequence the engine holds, in float32, in fixed-size,
-/// reference-counted blocks under a memory budget.
+/// Keys and values of every sequence the engine holds, in float32 or float16 (`KVStorage`),
+/// in fixed-size, reference-counted blocks under a memory budget.
 ///
 /// Layers are grouped by attention window: global layers form one group, and
 /// sliding-window layers with the same window another. A block holds
@@ -19,8 +19,10 @@
 /// valid until the sequence grows, shrinks or is released.
 public final class KVCache: @unchecked Sendable {
     public let layerCount: Int
-    /// Floats per token per layer for keys (and for values): KV heads × head size.
+    /// Elements per token per layer for keys (and for values): KV heads × head size.
     public let width: Int
+    /// How keys and values are stored.
+    public let storage: KVStorage
     /// Positions per block by default. Small blocks let short common prompts (a system
     /// prompt of a few dozen tokens) be shared; they cost nothing in the kernels, which
     /// address every position through the block table anyway.
@@ -33,7 +35,6 @@ public final class KVCache: @unchecked Sendable {
         /// A query at position p needs keys from p - window + 1 on; nil: from 0.
         var window: Int?
         var layers: [Int]
-        var floatsPerBlock: Int
         var bytesPerBlock: Int
     }
     let groups: [Group]
@@ -47,7 +48,7 @@ public final class KVCache: @unchecked Sendable {
     public internal(set) var bytesReclaimable = 0
 
     struct Block {
-        var pointer: UnsafeMutablePointer<Float>?
+        var pointer: UnsafeMutableRawPointer?
         var group: Int
         /// Sequences whose tables hold this block.
         var references: Int
@@ -68,12 +69,14 @@ public final class KVCache: @unchecked Sendable {
     ///   - budgetBytes: the most memory the cache may hold; nil: unlimited.
     ///   - slidingWindows: each layer's attention window (nil: global); empty: all global.
     ///   - blockPositions: positions per block, a power of two.
+    ///   - storage: how keys and values are stored.
     public init(layerCount: Int, width: Int, budgetBytes: Int? = nil, slidingWindows: [Int?] = [],
-                blockPositions: Int = KVCache.defaultBlockPositions) {
+                blockPositions: Int = KVCache.defaultBlockPositions, storage: KVStorage = .float32) {
         precondition(blockPositions > 0 && blockPositions & (blockPositions - 1) == 0, "block size must be a power of two")
         precondition(slidingWindows.isEmpty || slidingWindows.count == layerCount, "one window per layer")
         self.layerCount = layerCount
         self.width = width
+        self.storage = storage
         self.blockPositions = blockPositions
         blockShift = blockPositions.trailingZeroBitCount
         self.budgetBytes = budgetBytes ?? Int.max
@@ -86,14 +89,13 @@ public final class KVCache: @unchecked Sendable {
                 index = existing
             } else {
                 index = groups.count
-                groups.append(Group(window: window, layers: [], floatsPerBlock: 0, bytesPerBlock: 0))
+                groups.append(Group(window: window, layers: [], bytesPerBlock: 0))
             }
             (layerPlaces + layer).initialize(to: (group: index, index: groups[index].layers.count))
             groups[index].layers.append(layer)
         }
         for g in groups.indices {
-            groups[g].floatsPerBlock = blockPositions * width * groups[g].layers.count * 2
-            groups[g].bytesPerBlock = groups[g].floatsPerBlock * MemoryLayout<Float>.size
+            groups[g].bytesPerBlock = blockPositions * width * groups[g].layers.count * 2 * storage.bytesPerElement
         }
         self.groups = groups
     }
@@ -202,7 +204,7 @@ public final class KVCache: @unchecked Sendable {
     /// Where sequence `slot`'s keys and values are. Valid until the sequence grows, shrinks or is released.
     public func view(slot: Int) -> SequenceView {
         SequenceView(tables: UnsafePointer(sequences[slot]!.pointerTables), places: UnsafePointer(layerPlaces),
-                     width: width, shift: blockShift)
+                     width: width, elementBytes: storage.bytesPerElement, shift: blockShift)
     }
 
     // MARK: - Blocks
@@ -215,7 +217,7 @@ public final class KVCache: @unchecked Sendable {
     }
 
     private func allocateBlock(group: Int) -> Int {
-        let pointer = UnsafeMutablePointer<Float>.allocate(capacity: groups[group].floatsPerBlock)
+        let pointer = UnsafeMutableRawPointer.allocate(byteCount: groups[group].bytesPerBlock, alignment: 64)
         bytesAllocated += groups[group].bytesPerBlock
         let block = Block(pointer: pointer, group: group, references: 1, entry: -1)
         if let id = freeBlockIDs.popLast() {
@@ -256,18 +258,19 @@ public final class KVCache: @unchecked Sendable {
 /// Read and write access to one sequence's cached keys and values.
 public struct SequenceView: @unchecked Sendable {
     /// Per group: the block table (a block's memory, or nil where it was trimmed).
-    let tables: UnsafePointer<UnsafeMutablePointer<UnsafeMutablePointer<Float>?>>
+    let tables: UnsafePointer<UnsafeMutablePointer<UnsafeMutableRawPointer?>>
     let places: UnsafePointer<(group: Int, index: Int)>
     let width: Int
+    let elementBytes: Int
     let shift: Int
 
-    /// The `width` key floats of `layer` at `position`.
+    /// The `width` key floats of `layer` at `position` (float32 caches only).
     @inline(__always)
     public func key(layer: Int, position: Int) -> UnsafeMutablePointer<Float> {
         self.layer(layer).key(position)
     }
 
-    /// The `width` value floats of `layer` at `position`.
+    /// The `width` value floats of `layer` at `position` (float32 caches only).
     @inline(__always)
     public func value(layer: Int, position: Int) -> UnsafeMutablePointer<Float> {
         self.layer(layer).value(position)
@@ -277,31 +280,41 @@ public struct SequenceView: @unchecked Sendable {
     @inline(__always)
     public func layer(_ layer: Int) -> LayerView {
         let place = places[layer]
+        let rowBytes = width * elementBytes
         let positions = 1 << shift
-        return LayerView(table: UnsafePointer(tables[place.group]), keyOffset: 2 * place.index * positions * width,
-                         valueOffset: (2 * place.index + 1) * positions * width, width: width, shift: shift)
+        return LayerView(table: UnsafePointer(tables[place.group]), keyOffset: 2 * place.index * positions * rowBytes,
+                         valueOffset: (2 * place.index + 1) * positions * rowBytes, rowBytes: rowBytes, shift: shift)
     }
 }
 
 /// One layer's keys and values of one sequence.
 public struct LayerView: @unchecked Sendable {
-    let table: UnsafePointer<UnsafeMutablePointer<Float>?>
+    let table: UnsafePointer<UnsafeMutableRawPointer?>
+    /// Byte offsets within a block.
     let keyOffset: Int
     let valueOffset: Int
-    let width: Int
+    let rowBytes: Int
     let shift: Int
 
-    /// The `width` key floats at `position` (which must not have been trimmed).
+    /// The key at `position` (which must not have been trimmed), as the cache stores it.
     @inline(__always)
-    public func key(_ position: Int) -> UnsafeMutablePointer<Float> {
-        table[position >> shift]! + keyOffset + (position & ((1 << shift) - 1)) * width
+    func key<Element: CacheElement>(_ position: Int, as: Element.Type) -> UnsafeMutablePointer<Element> {
+        (table[position >> shift]! + keyOffset + (position & ((1 << shift) - 1)) * rowBytes).assumingMemoryBound(to: Element.self)
     }
 
-    /// The `width` value floats at `position` (which must not have been trimmed).
+    /// The value at `position` (which must not have been trimmed), as the cache stores it.
     @inline(__always)
-    public func value(_ position: Int) -> UnsafeMutablePointer<Float> {
-        table[position >> shift]! + valueOffset + (position & ((1 << shift) - 1)) * width
+    func value<Element: CacheElement>(_ position: Int, as: Element.Type) -> UnsafeMutablePointer<Element> {
+        (table[position >> shift]! + valueOffset + (position & ((1 << shift) - 1)) * rowBytes).assumingMemoryBound(to: Element.self)
     }
+
+    /// The `width` key floats at `position` (float32 caches only).
+    @inline(__always)
+    public func key(_ position: Int) -> UnsafeMutablePointer<Float> { key(position, as: Float.self) }
+
+    /// The `width` value floats at `position` (float32 caches only).
+    @inline(__always)
+    public func value(_ position: Int) -> UnsafeMutablePointer<Float> { value(position, as: Float.self) }
 }
 
 /// One sequence's block tables (one per layer group) and its place in the prefix index.
@@ -309,7 +322,7 @@ final class SequenceBlocks {
     /// One table per group; a pointer array the kernels read, beside the block ids.
     struct Table {
         private(set) var ids: [Int] = []
-        fileprivate(set) var pointers: UnsafeMutablePointer<UnsafeMutablePointer<Float>?> = .allocate(capacity: 8)
+        fileprivate(set) var pointers: UnsafeMutablePointer<UnsafeMutableRawPointer?> = .allocate(capacity: 8)
         fileprivate var capacity = 8
         var count: Int { ids.count }
     }
@@ -317,7 +330,7 @@ final class SequenceBlocks {
     /// Per group: the leading blocks already checked by `trimWindows`.
     var trimmed: [Int]
     /// Per group, the current pointer table: what `SequenceView` reads.
-    let pointerTables: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<Float>?>>
+    let pointerTables: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutableRawPointer?>>
     /// Prefix-index entries of this sequence's leading full prompt blocks, in order.
     var chain: [Int] = []
 
@@ -336,9 +349,9 @@ final class SequenceBlocks {
 
 extension SequenceBlocks.Table {
     /// Appends block `id` (-1: none) with its memory.
-    mutating func append(id: Int, pointer: UnsafeMutablePointer<Float>?) {
+    mutating func append(id: Int, pointer: UnsafeMutableRawPointer?) {
         if ids.count == capacity {
-            let grown = UnsafeMutablePointer<UnsafeMutablePointer<Float>?>.allocate(capacity: capacity * 2)
+            let grown = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: capacity * 2)
             grown.moveInitialize(from: pointers, count: ids.count)
             pointers.deallocate()
             pointers = grown
@@ -348,7 +361,7 @@ extension SequenceBlocks.Table {
         ids.append(id)
     }
 
-    mutating func set(_ index: Int, id: Int, pointer: UnsafeMutablePointer<Float>?) {
+    mutating func set(_ index: Int, id: Int, pointer: UnsafeMutableRawPointer?) {
         ids[index] = id
         pointers[index] = pointer
     }
@@ -356,7 +369,7 @@ extension SequenceBlocks.Table {
 
 extension SequenceBlocks {
     /// Appends to group `g`'s table, keeping the kernels' pointer table current.
-    func append(group g: Int, id: Int, pointer: UnsafeMutablePointer<Float>?) {
+    func append(group g: Int, id: Int, pointer: UnsafeMutableRawPointer?) {
         tables[g].append(id: id, pointer: pointer)
         pointerTables[g] = tables[g].pointers
     }

@@ -71,6 +71,20 @@ enum AttentionPath {
 func causalAttention(queries: UnsafePointer<Float>, placements: [TokenPlacement], shape: AttentionShape,
                      cache: KVCache, layer: Int, output: UnsafeMutablePointer<Float>, pool: ComputePool,
                      path: AttentionPath) {
+    switch cache.storage {
+    case .float32:
+        attend(Float.self, queries: queries, placements: placements, shape: shape, cache: cache, layer: layer,
+               output: output, pool: pool, path: path)
+    case .float16:
+        attend(Float16.self, queries: queries, placements: placements, shape: shape, cache: cache, layer: layer,
+               output: output, pool: pool, path: path)
+    }
+}
+
+/// `causalAttention` over a cache that stores `Element`s.
+private func attend<Element: CacheElement>(_: Element.Type, queries: UnsafePointer<Float>, placements: [TokenPlacement],
+                                           shape: AttentionShape, cache: KVCache, layer: Int,
+                                           output: UnsafeMutablePointer<Float>, pool: ComputePool, path: AttentionPath) {
     let d = shape.headSize
     let groupSize = shape.heads / shape.kvHeads
     let queryWidth = shape.heads * d
@@ -89,10 +103,10 @@ func causalAttention(queries: UnsafePointer<Float>, placements: [TokenPlacement]
             let out = output + t * queryWidth + h * d
             withUnsafeTemporaryAllocation(of: Float.self, capacity: range.count) { buffer in
                 let scores = buffer.baseAddress!
-                attentionScores(q, view: views[t], kvOffset: kvOffset, headSize: d, scale: shape.scale,
+                attentionScores(Element.self, q, view: views[t], kvOffset: kvOffset, headSize: d, scale: shape.scale,
                                 positions: range, into: scores)
                 softmaxInPlace(scores, count: range.count)
-                weightedValues(scores, view: views[t], kvOffset: kvOffset, headSize: d, positions: range, into: out)
+                weightedValues(Element.self, scores, view: views[t], kvOffset: kvOffset, headSize: d, positions: range, into: out)
             }
         }
     case .grouped:
@@ -109,24 +123,24 @@ func causalAttention(queries: UnsafePointer<Float>, placements: [TokenPlacement]
                 let scores = buffer.baseAddress!
                 var h = 0
                 while h + 4 <= groupSize {
-                    groupScores4(q + h * d, view: views[t], kvOffset: kvOffset, headSize: d, scale: shape.scale,
+                    groupScores4(Element.self, q + h * d, view: views[t], kvOffset: kvOffset, headSize: d, scale: shape.scale,
                                  positions: range, into: scores + h * count, stride: count)
                     h += 4
                 }
                 while h < groupSize {
-                    attentionScores(q + h * d, view: views[t], kvOffset: kvOffset, headSize: d, scale: shape.scale,
+                    attentionScores(Element.self, q + h * d, view: views[t], kvOffset: kvOffset, headSize: d, scale: shape.scale,
                                     positions: range, into: scores + h * count)
                     h += 1
                 }
                 for h in 0..<groupSize { softmaxInPlace(scores + h * count, count: count) }
                 h = 0
                 while h + 4 <= groupSize {
-                    groupWeightedValues4(UnsafePointer(scores + h * count), stride: count, view: views[t], kvOffset: kvOffset,
+                    groupWeightedValues4(Element.self, UnsafePointer(scores + h * count), stride: count, view: views[t], kvOffset: kvOffset,
                                          headSize: d, positions: range, into: out + h * d)
                     h += 4
                 }
                 while h < groupSize {
-                    weightedValues(scores + h * count, view: views[t], kvOffset: kvOffset, headSize: d, positions: range,
+                    weightedValues(Element.self, scores + h * count, view: views[t], kvOffset: kvOffset, headSize: d, positions: range,
                                    into: out + h * d)
                     h += 1
                 }
@@ -139,15 +153,15 @@ func causalAttention(queries: UnsafePointer<Float>, placements: [TokenPlacement]
 /// a time: each 16 floats of a key are loaded once for the four heads (16 independent chains).
 /// Head i's scores go to `scores + i·stride`. Each score is the same chain as `dot(q, k) * scale`.
 @inline(__always)
-private func groupScores4(_ q: UnsafePointer<Float>, view: LayerView, kvOffset: Int, headSize d: Int, scale: Float,
+private func groupScores4<E: CacheElement>(_: E.Type, _ q: UnsafePointer<Float>, view: LayerView, kvOffset: Int, headSize d: Int, scale: Float,
                           positions: ClosedRange<Int>, into scores: UnsafeMutablePointer<Float>, stride: Int) {
     let first = positions.lowerBound
     let q0 = q, q1 = q + d, q2 = q + 2 * d, q3 = q + 3 * d
     let s0 = scores, s1 = scores + stride, s2 = scores + 2 * stride, s3 = scores + 3 * stride
     var p = first
     while p + 4 <= positions.upperBound + 1 {
-        let k0 = UnsafePointer(view.key(p) + kvOffset), k1 = UnsafePointer(view.key(p + 1) + kvOffset)
-        let k2 = UnsafePointer(view.key(p + 2) + kvOffset), k3 = UnsafePointer(view.key(p + 3) + kvOffset)
+        let k0 = UnsafePointer(view.key(p, as: E.self) + kvOffset), k1 = UnsafePointer(view.key(p + 1, as: E.self) + kvOffset)
+        let k2 = UnsafePointer(view.key(p + 2, as: E.self) + kvOffset), k3 = UnsafePointer(view.key(p + 3, as: E.self) + kvOffset)
         let products = dotProducts4x4(q0, q1, q2, q3, k0, k1, k2, k3, count: d)
         let i = p - first
         for j in 0..<4 {
@@ -157,10 +171,10 @@ private func groupScores4(_ q: UnsafePointer<Float>, view: LayerView, kvOffset: 
         p += 4
     }
     while p <= positions.upperBound {
-        let key = UnsafePointer(view.key(p) + kvOffset)
+        let key = UnsafePointer(view.key(p, as: E.self) + kvOffset)
         let i = p - first
-        s0[i] = dot(q0, key, count: d) * scale; s1[i] = dot(q1, key, count: d) * scale
-        s2[i] = dot(q2, key, count: d) * scale; s3[i] = dot(q3, key, count: d) * scale
+        s0[i] = dotProduct(q0, key, count: d) * scale; s1[i] = dotProduct(q1, key, count: d) * scale
+        s2[i] = dotProduct(q2, key, count: d) * scale; s3[i] = dotProduct(q3, key, count: d) * scale
         p += 1
     }
 }
@@ -170,7 +184,7 @@ private func groupScores4(_ q: UnsafePointer<Float>, view: LayerView, kvOffset: 
 /// positions in increasing order. Head i's weights are at `weights + i·stride`, its output at
 /// `out + i·d`. Each output element is the same chain of multiply-adds from zero as in `weightedValues`.
 @inline(__always)
-private func groupWeightedValues4(_ weights: UnsafePointer<Float>, stride: Int, view: LayerView, kvOffset: Int,
+private func groupWeightedValues4<E: CacheElement>(_: E.Type, _ weights: UnsafePointer<Float>, stride: Int, view: LayerView, kvOffset: Int,
                                   headSize d: Int, positions: ClosedRange<Int>, into out: UnsafeMutablePointer<Float>) {
     let first = positions.lowerBound
     let w0 = weights - first, w1 = w0 + stride, w2 = w1 + stride, w3 = w2 + stride
@@ -182,8 +196,8 @@ private func groupWeightedValues4(_ weights: UnsafePointer<Float>, stride: Int, 
         var o20 = SIMD16<Float>(), o21 = SIMD16<Float>(), o22 = SIMD16<Float>(), o23 = SIMD16<Float>()
         var o30 = SIMD16<Float>(), o31 = SIMD16<Float>(), o32 = SIMD16<Float>(), o33 = SIMD16<Float>()
         for p in positions {
-            let v = UnsafePointer(view.value(p) + kvOffset + k)
-            let v0 = load16(v), v1 = load16(v + 16), v2 = load16(v + 32), v3 = load16(v + 48)
+            let v = UnsafePointer(view.value(p, as: E.self) + kvOffset + k)
+            let v0 = E.load16(v), v1 = E.load16(v + 16), v2 = E.load16(v + 32), v3 = E.load16(v + 48)
             let x0 = SIMD16<Float>(repeating: w0[p])
             o00.addProduct(x0, v0); o01.addProduct(x0, v1); o02.addProduct(x0, v2); o03.addProduct(x0, v3)
             let x1 = SIMD16<Float>(repeating: w1[p])
@@ -206,7 +220,7 @@ private func groupWeightedValues4(_ weights: UnsafePointer<Float>, stride: Int, 
     while k + 16 <= d {
         var o0 = SIMD16<Float>(), o1 = SIMD16<Float>(), o2 = SIMD16<Float>(), o3 = SIMD16<Float>()
         for p in positions {
-            let v = load16(UnsafePointer(view.value(p) + kvOffset + k))
+            let v = E.load16(UnsafePointer(view.value(p, as: E.self) + kvOffset + k))
             o0.addProduct(SIMD16(repeating: w0[p]), v); o1.addProduct(SIMD16(repeating: w1[p]), v)
             o2.addProduct(SIMD16(repeating: w2[p]), v); o3.addProduct(SIMD16(repeating: w3[p]), v)
         }
@@ -217,7 +231,7 @@ private func groupWeightedValues4(_ weights: UnsafePointer<Float>, stride: Int, 
     while k < d {
         var o0: Float = 0, o1: Float = 0, o2: Float = 0, o3: Float = 0
         for p in positions {
-            let v = view.value(p)[kvOffset + k]
+            let v = E.float(view.value(p, as: E.self)[kvOffset + k])
             o0 = o0.addingProduct(w0[p], v); o1 = o1.addingProduct(w1[p], v)
             o2 = o2.addingProduct(w2[p], v); o3 = o3.addingProduct(w3[p], v)
         }
@@ -229,24 +243,24 @@ private func groupWeightedValues4(_ weights: UnsafePointer<Float>, stride: Int, 
 /// `scale · q·k` for the keys at `positions`, eight keys at a time (eight independent chains keep
 /// both multiply-add pipes busy); each score is the kernels' `dot`, so the order within one is fixed.
 @inline(__always)
-private func attentionScores(_ q: UnsafePointer<Float>, view: LayerView, kvOffset: Int, headSize d: Int, scale: Float,
+private func attentionScores<E: CacheElement>(_: E.Type, _ q: UnsafePointer<Float>, view: LayerView, kvOffset: Int, headSize d: Int, scale: Float,
                              positions: ClosedRange<Int>, into scores: UnsafeMutablePointer<Float>) {
     let first = positions.lowerBound
     var p = first
     while p + 8 <= positions.upperBound + 1 {
-        let k0 = UnsafePointer(view.key(p) + kvOffset), k1 = UnsafePointer(view.key(p + 1) + kvOffset)
-        let k2 = UnsafePointer(view.key(p + 2) + kvOffset), k3 = UnsafePointer(view.key(p + 3) + kvOffset)
-        let k4 = UnsafePointer(view.key(p + 4) + kvOffset), k5 = UnsafePointer(view.key(p + 5) + kvOffset)
-        let k6 = UnsafePointer(view.key(p + 6) + kvOffset), k7 = UnsafePointer(view.key(p + 7) + kvOffset)
+        let k0 = UnsafePointer(view.key(p, as: E.self) + kvOffset), k1 = UnsafePointer(view.key(p + 1, as: E.self) + kvOffset)
+        let k2 = UnsafePointer(view.key(p + 2, as: E.self) + kvOffset), k3 = UnsafePointer(view.key(p + 3, as: E.self) + kvOffset)
+        let k4 = UnsafePointer(view.key(p + 4, as: E.self) + kvOffset), k5 = UnsafePointer(view.key(p + 5, as: E.self) + kvOffset)
+        let k6 = UnsafePointer(view.key(p + 6, as: E.self) + kvOffset), k7 = UnsafePointer(view.key(p + 7, as: E.self) + kvOffset)
         var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
         var a4 = SIMD16<Float>(), a5 = SIMD16<Float>(), a6 = SIMD16<Float>(), a7 = SIMD16<Float>()
         var k = 0
         while k + 16 <= d {
             let x = load16(q + k)
-            a0.addProduct(x, load16(k0 + k)); a1.addProduct(x, load16(k1 + k))
-            a2.addProduct(x, load16(k2 + k)); a3.addProduct(x, load16(k3 + k))
-            a4.addProduct(x, load16(k4 + k)); a5.addProduct(x, load16(k5 + k))
-            a6.addProduct(x, load16(k6 + k)); a7.addProduct(x, load16(k7 + k))
+            a0.addProduct(x, E.load16(k0 + k)); a1.addProduct(x, E.load16(k1 + k))
+            a2.addProduct(x, E.load16(k2 + k)); a3.addProduct(x, E.load16(k3 + k))
+            a4.addProduct(x, E.load16(k4 + k)); a5.addProduct(x, E.load16(k5 + k))
+            a6.addProduct(x, E.load16(k6 + k)); a7.addProduct(x, E.load16(k7 + k))
             k += 16
         }
         let row = scores + (p - first)
@@ -257,7 +271,7 @@ private func attentionScores(_ q: UnsafePointer<Float>, view: LayerView, kvOffse
         p += 8
     }
     while p <= positions.upperBound {
-        scores[p - first] = dot(q, view.key(p) + kvOffset, count: d) * scale
+        scores[p - first] = dotProduct(q, view.key(p, as: E.self) + kvOffset, count: d) * scale
         p += 1
     }
 }
@@ -286,7 +300,7 @@ private func softmaxInPlace(_ scores: UnsafeMutablePointer<Float>, count: Int) {
 /// registers across all positions: eight independent chains, and each output element is the same
 /// chain of multiply-adds from zero as one column at a time would be.
 @inline(__always)
-private func weightedValues(_ weights: UnsafePointer<Float>, view: LayerView, kvOffset: Int, headSize d: Int,
+private func weightedValues<E: CacheElement>(_: E.Type, _ weights: UnsafePointer<Float>, view: LayerView, kvOffset: Int, headSize d: Int,
                             positions: ClosedRange<Int>, into out: UnsafeMutablePointer<Float>) {
     let first = positions.lowerBound
     var k = 0
@@ -295,11 +309,11 @@ private func weightedValues(_ weights: UnsafePointer<Float>, view: LayerView, kv
         var o4 = SIMD16<Float>(), o5 = SIMD16<Float>(), o6 = SIMD16<Float>(), o7 = SIMD16<Float>()
         for p in positions {
             let w = SIMD16<Float>(repeating: weights[p - first])
-            let v = UnsafePointer(view.value(p) + kvOffset + k)
-            o0.addProduct(w, load16(v)); o1.addProduct(w, load16(v + 16))
-            o2.addProduct(w, load16(v + 32)); o3.addProduct(w, load16(v + 48))
-            o4.addProduct(w, load16(v + 64)); o5.addProduct(w, load16(v + 80))
-            o6.addProduct(w, load16(v + 96)); o7.addProduct(w, load16(v + 112))
+            let v = UnsafePointer(view.value(p, as: E.self) + kvOffset + k)
+            o0.addProduct(w, E.load16(v)); o1.addProduct(w, E.load16(v + 16))
+            o2.addProduct(w, E.load16(v + 32)); o3.addProduct(w, E.load16(v + 48))
+            o4.addProduct(w, E.load16(v + 64)); o5.addProduct(w, E.load16(v + 80))
+            o6.addProduct(w, E.load16(v + 96)); o7.addProduct(w, E.load16(v + 112))
         }
         let o = out + k
         storePartial16(o0, o, count: 16); storePartial16(o1, o + 16, count: 16)
@@ -310,13 +324,13 @@ private func weightedValues(_ weights: UnsafePointer<Float>, view: LayerView, kv
     }
     while k + 16 <= d {
         var o = SIMD16<Float>()
-        for p in positions { o.addProduct(SIMD16(repeating: weights[p - first]), load16(UnsafePointer(view.value(p) + kvOffset + k))) }
+        for p in positions { o.addProduct(SIMD16(repeating: weights[p - first]), E.load16(UnsafePointer(view.value(p, as: E.self) + kvOffset + k))) }
         storePartial16(o, out + k, count: 16)
         k += 16
     }
     while k < d {
         var o: Float = 0
-        for p in positions { o = o.addingProduct(weights[p - first], view.value(p)[kvOffset + k]) }
+        for p in positions { o = o.addingProduct(weights[p - first], E.float(view.value(p, as: E.self)[kvOffset + k])) }
         out[k] = o
         k += 1
     }

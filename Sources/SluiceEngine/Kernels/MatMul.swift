@@ -269,11 +269,11 @@ func load16(_ p: UnsafeMutablePointer<Float>) -> SIMD16<Float> {
 /// Finishes one accumulator: the lanes, then the elements past the last full vector.
 /// Every kernel ends a dot product through here, so all agree to the bit.
 @inline(__always)
-func finish(_ acc: SIMD16<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, from start: Int, to end: Int) -> Float {
+func finish<B: CacheElement>(_ acc: SIMD16<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<B>, from start: Int, to end: Int) -> Float {
     var sum = laneSum(acc)
     var k = start
     while k < end {
-        sum = sum.addingProduct(a[k], b[k])
+        sum = sum.addingProduct(a[k], B.float(b[k]))
         k += 1
     }
     return sum
@@ -282,10 +282,16 @@ func finish(_ acc: SIMD16<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<
 /// The dot product of two float vectors, in the kernels' fixed reduction order.
 @inline(__always)
 public func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+    dotProduct(a, b, count: count)
+}
+
+/// `dot` with `b` held in any cache element type, read as floats.
+@inline(__always)
+func dotProduct<B: CacheElement>(_ a: UnsafePointer<Float>, _ b: UnsafePointer<B>, count: Int) -> Float {
     var acc = SIMD16<Float>()
     var k = 0
     while k + 16 <= count {
-        acc.addProduct(load16(a + k), load16(b + k))
+        acc.addProduct(load16(a + k), B.load16(b + k))
         k += 16
     }
     return finish(acc, a, b, from: k, to: count)
@@ -294,10 +300,11 @@ public func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int
 /// The 16 dot products of rows a0…a3 with rows b0…b3, `count` floats each:
 /// `result[4 * i + j] = dot(aᵢ, bⱼ, count:)`, bit for bit (each accumulator sees the same
 /// multiply-adds in the same order), with each b row loaded once for all four a rows.
+/// The b rows may be held in any cache element type; they are read as floats.
 @inline(__always)
-func dotProducts4x4(_ a0: UnsafePointer<Float>, _ a1: UnsafePointer<Float>, _ a2: UnsafePointer<Float>, _ a3: UnsafePointer<Float>,
-                    _ b0: UnsafePointer<Float>, _ b1: UnsafePointer<Float>, _ b2: UnsafePointer<Float>, _ b3: UnsafePointer<Float>,
-                    count: Int) -> SIMD16<Float> {
+func dotProducts4x4<B: CacheElement>(_ a0: UnsafePointer<Float>, _ a1: UnsafePointer<Float>, _ a2: UnsafePointer<Float>,
+                                     _ a3: UnsafePointer<Float>, _ b0: UnsafePointer<B>, _ b1: UnsafePointer<B>,
+                                     _ b2: UnsafePointer<B>, _ b3: UnsafePointer<B>, count: Int) -> SIMD16<Float> {
     var c00 = SIMD16<Float>(), c01 = SIMD16<Float>(), c02 = SIMD16<Float>(), c03 = SIMD16<Float>()
     var c10 = SIMD16<Float>(), c11 = SIMD16<Float>(), c12 = SIMD16<Float>(), c13 = SIMD16<Float>()
     var c20 = SIMD16<Float>(), c21 = SIMD16<Float>(), c22 = SIMD16<Float>(), c23 = SIMD16<Float>()
@@ -305,13 +312,13 @@ func dotProducts4x4(_ a0: UnsafePointer<Float>, _ a1: UnsafePointer<Float>, _ a2
     var k = 0
     while k + 16 <= count {
         let x0 = load16(a0 + k), x1 = load16(a1 + k), x2 = load16(a2 + k), x3 = load16(a3 + k)
-        let u0 = load16(b0 + k)
+        let u0 = B.load16(b0 + k)
         c00.addProduct(x0, u0); c10.addProduct(x1, u0); c20.addProduct(x2, u0); c30.addProduct(x3, u0)
-        let u1 = load16(b1 + k)
+        let u1 = B.load16(b1 + k)
         c01.addProduct(x0, u1); c11.addProduct(x1, u1); c21.addProduct(x2, u1); c31.addProduct(x3, u1)
-        let u2 = load16(b2 + k)
+        let u2 = B.load16(b2 + k)
         c02.addProduct(x0, u2); c12.addProduct(x1, u2); c22.addProduct(x2, u2); c32.addProduct(x3, u2)
-        let u3 = load16(b3 + k)
+        let u3 = B.load16(b3 + k)
         c03.addProduct(x0, u3); c13.addProduct(x1, u3); c23.addProduct(x2, u3); c33.addProduct(x3, u3)
         k += 16
     }

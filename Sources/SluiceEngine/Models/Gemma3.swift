@@ -30,6 +30,8 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
         /// Sliding-window layers see the last `window` positions; global ones see all.
         var window: Int?
         var rotary: RotaryEmbedding
+
+        var matrices: [WeightMatrix] { [query, key, value, attentionOutput, gate, up, down] }
     }
 
     let tokenEmbedding: WeightMatrix
@@ -93,7 +95,8 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
                 rotary: isGlobal ? globalRotary : localRotary)
         }
         shape = ModelShape(vocabularySize: tokenEmbedding.rows, contextLength: contextLength, layerCount: layerCount,
-                           embeddingWidth: width, kvWidth: kvHeads * headSize, slidingWindows: layers.map(\.window))
+                           embeddingWidth: width, kvWidth: kvHeads * headSize, slidingWindows: layers.map(\.window),
+                           kvStorage: .matching(layers.flatMap(\.matrices)))
     }
 
     static func vocabularySize(_ file: GGUFFile) throws -> Int {

@@ -8,6 +8,9 @@ public struct ModelShape: Sendable {
     public var kvWidth: Int
     /// Each layer's attention window (nil: global); empty when every layer is global.
     public var slidingWindows: [Int?] = []
+    /// How the KV cache stores keys and values: float16 where the matrix products round
+    /// activations to integers anyway, float32 where they keep every float exactly.
+    public var kvStorage: KVStorage = .float32
 }
 
 /// A decoder-only transformer that turns a batch of tokens into next-token logits.
@@ -56,7 +59,7 @@ extension LanguageModel {
     /// A cache sized for this model's layers and windows, holding at most `budgetBytes` (nil: unlimited).
     public func makeCache(budgetBytes: Int? = nil, blockPositions: Int = KVCache.defaultBlockPositions) -> KVCache {
         KVCache(layerCount: shape.layerCount, width: shape.kvWidth, budgetBytes: budgetBytes,
-                slidingWindows: shape.slidingWindows, blockPositions: blockPositions)
+                slidingWindows: shape.slidingWindows, blockPositions: blockPositions, storage: shape.kvStorage)
     }
 }
 
@@ -78,13 +81,20 @@ public struct ModelLoadError: Error, CustomStringConvertible, Sendable {
     public init(_ description: String) { self.description = description }
 }
 
-/// Copies each token's new keys and values (`width` floats per token) into the cache at its placement.
+/// Copies each token's new keys and values (`width` floats per token) into the cache at its
+/// placement, in the cache's storage type.
 func storeKeysAndValues(_ keys: UnsafePointer<Float>, _ values: UnsafePointer<Float>, width: Int,
                         placements: [TokenPlacement], layer: Int, cache: KVCache) {
-    for (t, placement) in placements.enumerated() {
-        let view = cache.view(slot: placement.slot)
-        view.key(layer: layer, position: placement.position).update(from: keys + t * width, count: width)
-        view.value(layer: layer, position: placement.position).update(from: values + t * width, count: width)
+    func store<Element: CacheElement>(_: Element.Type) {
+        for (t, placement) in placements.enumerated() {
+            let view = cache.view(slot: placement.slot).layer(layer)
+            Element.store(keys + t * width, into: view.key(placement.position, as: Element.self), count: width)
+            Element.store(values + t * width, into: view.value(placement.position, as: Element.self), count: width)
+        }
+    }
+    switch cache.storage {
+    case .float32: store(Float.self)
+    case .float16: store(Float16.self)
     }
 }
 

@@ -24,6 +24,8 @@ public final class Llama: LanguageModel, @unchecked Sendable {
         var gate: WeightMatrix
         var up: WeightMatrix
         var down: WeightMatrix
+
+        var matrices: [WeightMatrix] { [query, key, value, attentionOutput, gate, up, down] }
     }
 
     let tokenEmbedding: WeightMatrix
@@ -100,7 +102,8 @@ public final class Llama: LanguageModel, @unchecked Sendable {
                 down: try file.matrix(p + "ffn_down.weight", columns: feedForwardWidth, rows: width, precision: precision))
         }
         shape = ModelShape(vocabularySize: tokenEmbedding.rows, contextLength: contextLength, layerCount: layerCount,
-                           embeddingWidth: width, kvWidth: kvHeads * headSize)
+                           embeddingWidth: width, kvWidth: kvHeads * headSize,
+                           kvStorage: .matching(layers.flatMap(\.matrices)))
     }
 
     public func forward(tokens: [Int32], placements: [TokenPlacement], logitRows: [Int], argmaxRows: ArgmaxRows?,

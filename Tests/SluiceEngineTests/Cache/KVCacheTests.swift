@@ -156,4 +156,28 @@ struct KVCacheTests {
         #expect(view.key(layer: 1, position: 5).pointee == 1005)
         #expect(cache.sequences[1]!.tables[1].ids[0] == -1)
     }
+
+    @Test func halfFloatStorageTakesHalfTheBytesAndRoundsAsFloat16Does() {
+        let single = KVCache(layerCount: 2, width: 20, slidingWindows: [nil, 8], blockPositions: 4)
+        let half = KVCache(layerCount: 2, width: 20, slidingWindows: [nil, 8], blockPositions: 4, storage: .float16)
+        #expect(half.bytesPerBlock * 2 == single.bytesPerBlock)
+        #expect(half.bytesNeeded(positions: 9) * 2 == single.bytesNeeded(positions: 9))
+
+        // 20 per position: one vector of 16 and a scalar tail of 4, each with values past the half range.
+        let keys: [Float] = [1.0 / 3, -1.0 / 3, 1e-7, -2.5e-8, 65504, 65519, 65520, 1e6, -1e6, -65536, 0, -0.0,
+                             1e30, 3.14159, 2049, 2051, 65520, -1e9, 1e-7, 6.1e-5]
+        let values = keys.map { -$0 / 7 }
+        #expect(half.reserve(slot: 0, positions: 6))
+        storeKeysAndValues(keys, values, width: 20, placements: [TokenPlacement(slot: 0, position: 5)], layer: 1, cache: half)
+        let view = half.view(slot: 0).layer(1)
+        let storedKeys = view.key(5, as: Float16.self), storedValues = view.value(5, as: Float16.self)
+        // Float16's own rounding to nearest even, except that magnitudes past 65504 saturate.
+        func expected(_ x: Float) -> Float16 { Float16(min(65504, max(-65504, x))) }
+        for i in 0..<20 {
+            #expect(storedKeys[i].bitPattern == expected(keys[i]).bitPattern, "key \(i): \(keys[i]) stored as \(storedKeys[i])")
+            #expect(storedValues[i].bitPattern == expected(values[i]).bitPattern, "value \(i): \(values[i]) stored as \(storedValues[i])")
+            #expect(storedKeys[i].isFinite && storedValues[i].isFinite)
+        }
+        #expect(storedKeys[7] == 65504 && storedKeys[8] == -65504 && storedKeys[6] == 65504)
+    }
 }

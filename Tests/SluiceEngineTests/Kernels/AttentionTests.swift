@@ -6,6 +6,8 @@ import Testing
 /// `causalAttention` against a plain reference that follows the documented order of every element,
 /// compared bit for bit: the engine's determinism (batch invariance, resume) rests on both of its
 /// paths (per head, and per KV group) computing each element by the same chain of operations.
+/// Both cache storages are checked: float16 elements are widened exactly, so the chain is the
+/// same over the stored values.
 @Suite(.ownThread)
 struct AttentionTests {
     struct Shape: Sendable, CustomTestStringConvertible {
@@ -32,10 +34,10 @@ struct AttentionTests {
         let queries: [Float]
         let layer = 1
 
-        init(_ shape: Shape, window: Int?, onlyFirstToken: Bool, seed: UInt64) {
+        init(_ shape: Shape, window: Int?, onlyFirstToken: Bool, seed: UInt64, storage: KVStorage) {
             var generator = SplitMix64(seed: seed)
             let width = shape.kvHeads * shape.headSize
-            cache = KVCache(layerCount: 2, width: width, slidingWindows: [nil, window], blockPositions: 16)
+            cache = KVCache(layerCount: 2, width: width, slidingWindows: [nil, window], blockPositions: 16, storage: storage)
             var placements = [TokenPlacement(slot: 3, position: 70)]
             if !onlyFirstToken {
                 placements += [TokenPlacement(slot: 0, position: 44), TokenPlacement(slot: 2, position: 3)]
@@ -45,13 +47,12 @@ struct AttentionTests {
             for slot in Set(placements.map(\.slot)).sorted() {
                 let positions = placements.filter { $0.slot == slot }.map(\.position)
                 #expect(cache.reserve(slot: slot, positions: positions.max()! + 1))
-                let view = cache.view(slot: slot)
                 for layer in 0..<2 {
                     for p in 0...positions.max()! {
-                        for i in 0..<width {
-                            view.key(layer: layer, position: p)[i] = Float.random(in: -1...1, using: &generator)
-                            view.value(layer: layer, position: p)[i] = Float.random(in: -1...1, using: &generator)
-                        }
+                        let keys = (0..<width).map { _ in Float.random(in: -1...1, using: &generator) }
+                        let values = (0..<width).map { _ in Float.random(in: -1...1, using: &generator) }
+                        storeKeysAndValues(keys, values, width: width, placements: [TokenPlacement(slot: slot, position: p)],
+                                           layer: layer, cache: cache)
                     }
                 }
                 // Blocks before the window are gone, as in the engine: the kernel must not read them.
@@ -68,7 +69,19 @@ struct AttentionTests {
                        scale: 1 / Float(shape.headSize).squareRoot(), window: window)
     }
 
-    /// Per token and head: `dot(q, k) · scale` for each visible key, the kernels' softmax (16 running
+    /// `count` stored key (or value) elements of `view` at `position` from `offset`, as floats.
+    static func stored(_ cache: KVCache, _ view: LayerView, key: Bool, position: Int, offset: Int, count: Int) -> [Float] {
+        switch cache.storage {
+        case .float32:
+            let p = key ? view.key(position, as: Float.self) : view.value(position, as: Float.self)
+            return (0..<count).map { p[offset + $0] }
+        case .float16:
+            let p = key ? view.key(position, as: Float16.self) : view.value(position, as: Float16.self)
+            return (0..<count).map { Float(p[offset + $0]) }
+        }
+    }
+
+    /// Per token and head: `dot(q, k) · scale` for each visible key (as stored), the kernels' softmax (16 running
     /// lane sums of `exp16`, then `laneSum`), and each output column summed from zero over positions
     /// in increasing order with one fused multiply-add each.
     static func reference(_ batch: Batch, _ shape: AttentionShape) -> [Float] {
@@ -83,12 +96,16 @@ struct AttentionTests {
                 let kvOffset = h / groupSize * d
                 let queryStart = (t * shape.heads + h) * d
                 var weights = batch.queries.withUnsafeBufferPointer { q in
-                    positions.map { dot(q.baseAddress! + queryStart, view.key($0) + kvOffset, count: d) * shape.scale }
+                    positions.map {
+                        let key = stored(batch.cache, view, key: true, position: $0, offset: kvOffset, count: d)
+                        return dot(q.baseAddress! + queryStart, key, count: d) * shape.scale
+                    }
                 }
                 softmax(&weights)
+                let values = positions.map { stored(batch.cache, view, key: false, position: $0, offset: kvOffset, count: d) }
                 for c in 0..<d {
                     var sum: Float = 0
-                    for (i, p) in positions.enumerated() { sum = sum.addingProduct(weights[i], view.value(p)[kvOffset + c]) }
+                    for i in positions.indices { sum = sum.addingProduct(weights[i], values[i][c]) }
                     output[queryStart + c] = sum
                 }
             }
@@ -137,19 +154,22 @@ struct AttentionTests {
     @Test(arguments: shapes, windows)
     func bothPathsMatchTheReferenceBitForBit(shape: Shape, window: Int?) {
         for onlyFirstToken in [true, false] {
-            let batch = Batch(shape, window: window, onlyFirstToken: onlyFirstToken, seed: UInt64(shape.headSize * 31 + shape.heads))
-            let attention = Self.attentionShape(shape, window: window)
-            let expected = Self.reference(batch, attention)
-            #expect(!expected.contains { $0.isNaN })
-            for threads in [1, 2] {
-                let pool = ComputePool(threads: threads)
-                for path in [nil, AttentionPath.perHead, .grouped] {
-                    let got = Self.attend(batch, attention, pool: pool, path: path)
-                    let wrong = Self.mismatches(got, expected)
-                    #expect(wrong.isEmpty, """
-                        \(wrong.count) of \(got.count) differ (\(batch.placements.count) tokens, \(threads) threads, \
-                        path \(path.map { "\($0)" } ?? "chosen")); first at \(wrong.first ?? -1)
-                        """)
+            for storage in KVStorage.allCases {
+                let batch = Batch(shape, window: window, onlyFirstToken: onlyFirstToken, seed: UInt64(shape.headSize * 31 + shape.heads),
+                                  storage: storage)
+                let attention = Self.attentionShape(shape, window: window)
+                let expected = Self.reference(batch, attention)
+                #expect(!expected.contains { $0.isNaN })
+                for threads in [1, 2] {
+                    let pool = ComputePool(threads: threads)
+                    for path in [nil, AttentionPath.perHead, .grouped] {
+                        let got = Self.attend(batch, attention, pool: pool, path: path)
+                        let wrong = Self.mismatches(got, expected)
+                        #expect(wrong.isEmpty, """
+                            \(wrong.count) of \(got.count) differ (\(batch.placements.count) tokens, \(threads) threads, \
+                            path \(path.map { "\($0)" } ?? "chosen"), \(storage)); first at \(wrong.first ?? -1)
+                            """)
+                    }
                 }
             }
         }
