@@ -44,9 +44,9 @@ float sluice_int8_row_product(const uint8_t *weights, int kind, const void *scal
     return acc;
 }
 
-int sluice_collect_near_maximum(const float *values, int count, float margin, int32_t *rows, int capacity,
-                                float *maximum) {
-    float best = -INFINITY;
+int sluice_collect_near_maximum(const float *values, int count, float margin, float *maximum, int32_t first_row,
+                                int32_t *rows, float *kept) {
+    float best = *maximum;
     int found = 0;
     for (int i = 0; i < count; i += 16) {
         const __mmask16 valid = count - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (count - i)) - 1);
@@ -56,8 +56,9 @@ int sluice_collect_near_maximum(const float *values, int count, float margin, in
         // The threshold only rises, so rows kept early are a superset of those the final one keeps.
         __mmask16 near = _mm512_mask_cmp_ps_mask(valid, v, _mm512_set1_ps(best - margin), _CMP_GE_OQ);
         while (near) {
-            if (found == capacity) return -1;
-            rows[found++] = i + __builtin_ctz(near);
+            const int at = i + __builtin_ctz(near);
+            rows[found] = first_row + at;
+            kept[found++] = values[at];
             near &= near - 1;
         }
     }
@@ -75,10 +76,10 @@ float sluice_int8_row_product(const uint8_t *weights, int kind, const void *scal
     return 0;
 }
 
-int sluice_collect_near_maximum(const float *values, int count, float margin, int32_t *rows, int capacity,
-                                float *maximum) {
-    (void)values; (void)count; (void)margin; (void)rows; (void)capacity; (void)maximum;
-    return -1;
+int sluice_collect_near_maximum(const float *values, int count, float margin, float *maximum, int32_t first_row,
+                                int32_t *rows, float *kept) {
+    (void)values; (void)count; (void)margin; (void)maximum; (void)first_row; (void)rows; (void)kept;
+    return 0;
 }
 
 #endif

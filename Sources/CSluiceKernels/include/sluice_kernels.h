@@ -51,11 +51,12 @@ float sluice_int8_row_product(const uint8_t *weights, int kind, const void *scal
                               int columns, int row, const int8_t *xq, const int8_t *xq_low, const float *xscale,
                               const float *xscaled_sum);
 
-/// Writes to `rows`, in ascending order, every index i < `count` with values[i] >=
-/// max(values) − `margin` (and possibly others below it), stores max(values) in
-/// `maximum`, and returns how many it wrote, or −1 when more than `capacity` would be needed.
-int sluice_collect_near_maximum(const float *values, int count, float margin, int32_t *rows, int capacity,
-                                float *maximum);
+/// One pass over `values` that continues a running maximum: raises `*maximum` to
+/// max(*maximum, values), and writes, in ascending order, `first_row + i` to `rows` and
+/// values[i] to `kept` for every i < `count` with values[i] >= (the final *maximum) − `margin`,
+/// and possibly others below it. Returns how many it wrote (at most `count`).
+int sluice_collect_near_maximum(const float *values, int count, float margin, float *maximum, int32_t first_row,
+                                int32_t *rows, float *kept);
 
 /// Sixteen floats (imported into Swift as SIMD16<Float>).
 typedef float sluice_float_x16 __attribute__((ext_vector_type(16)));

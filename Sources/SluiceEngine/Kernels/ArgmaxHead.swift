@@ -25,12 +25,16 @@ final class ArgmaxHead: @unchecked Sendable {
     /// Bounds the magnitude of every partial sum the kernels form, per unit of ‖x‖₁.
     private let largestMagnitude: Float
 
-    /// Rows kept per token: a first try that suits nearly every token, then one for flat
-    /// distributions, before giving up on the first pass and computing every row.
-    static let candidateCapacities = [4096, 65_536]
+    /// Rows kept per token before giving up on the first pass and computing every row: a flat
+    /// distribution can keep many.
+    static let candidateCapacity = 65_536
 
-    init(_ weights: Int8Weights, pool: ComputePool) {
+    /// Bytes of first-pass logits a work item holds at once: few enough to stay in cache until scanned.
+    let chunkBytes: Int
+
+    init(_ weights: Int8Weights, pool: ComputePool, chunkBytes: Int = 128 * 1024) {
         self.weights = weights
+        self.chunkBytes = chunkBytes
         let rows = weights.rows
         let rowNorms = UnsafeMutablePointer<Float>.allocate(capacity: rows)
         let magnitudes = UnsafeMutablePointer<Float>.allocate(capacity: rows)
@@ -52,23 +56,40 @@ final class ArgmaxHead: @unchecked Sendable {
     /// The argmax over rows `0..<usable` of each of `tokens` rows of `x` times the weights,
     /// at `int16`: what `Sampler.argmax` picks from the full product.
     ///
-    /// `scratch` holds `tokens × rows` floats (its contents are left undefined).
+    /// `scratch` holds `rows` floats (its contents are left undefined).
     func argmax(_ x: UnsafePointer<Float>, tokens: Int, usable: Int, scratch: UnsafeMutablePointer<Float>,
                 pool: ComputePool) -> [Int32] {
         guard tokens > 0 else { return [] }
-        let rows = weights.rows, columns = weights.columns
-        precondition(usable > 0 && usable <= rows)
+        let columns = weights.columns
+        precondition(usable > 0 && usable <= weights.rows)
         let coarse = RoundedActivations(x, tokens: tokens, columns: columns, block: weights.block, lowBytes: false, pool: pool)
         let fine = RoundedActivations(x, tokens: tokens, columns: columns, block: weights.block, lowBytes: true, pool: pool)
-        integerMatmuls(x, tokens: tokens, [IntegerProduct(weights: weights, lowBytes: false, output: scratch)],
-                       alreadyRounded: [coarse], pool: pool)
+        let bounds = UnsafeMutablePointer<TokenBound?>.allocate(capacity: tokens)
+        bounds.initialize(repeating: nil, count: tokens)
+        defer { bounds.deallocate() }
+        pool.parallelFor(tokens) { t in bounds[t] = tokenBound(x + t * columns, token: t, coarse, fine) }
+        // A row can hold the largest exact value only if its estimate is within both rows' bounds
+        // of the largest estimate. NaN: no usable bound.
+        let margins = (0..<tokens).map { t in bounds[t].map { 2 * $0.bound(rowNorm: largestRowNorm) } ?? .nan }
+        let scans = firstPass(coarse, tokens: tokens, usable: usable, margins: margins, pool: pool)
 
         var chosen = [Int32](repeating: -1, count: tokens)
         chosen.withUnsafeMutableBufferPointer { chosen in
             let chosen = chosen.baseAddress!
             pool.parallelFor(tokens) { t in
-                guard let bound = tokenBound(x + t * columns, token: t, coarse, fine) else { return }
-                chosen[t] = exactArgmax(estimates: scratch + t * rows, usable: usable, bound: bound, token: t, fine) ?? -1
+                guard let bound = bounds[t], margins[t].isFinite, !scans.contains(where: { $0.overflowed[t] }) else { return }
+                let maximum = scans.map { $0.maxima[t] }.max()!
+                guard maximum.isFinite else { return }
+                // Scans cover ascending row ranges and keep their rows in order, so candidates ascend.
+                var rows: [Int32] = [], estimates: [Float] = []
+                for scan in scans {
+                    for (row, estimate) in zip(scan.rows[t], scan.estimates[t]) where estimate >= maximum - margins[t] {
+                        rows.append(row)
+                        estimates.append(estimate)
+                    }
+                }
+                guard rows.count <= Self.candidateCapacity else { return }
+                chosen[t] = exactArgmax(rows: rows, estimates: estimates, bound: bound, token: t, fine) ?? -1
             }
         }
         // Rows the first pass could not narrow down (too many near the top, or non-finite
@@ -78,6 +99,61 @@ final class ArgmaxHead: @unchecked Sendable {
             chosen[t] = Sampler.argmax(scratch, count: usable)
         }
         return chosen
+    }
+
+    /// What one stretch of rows of the first pass kept for each token.
+    final class Scan: @unchecked Sendable {
+        // Sendable: each scan is written by one work item, then read after the pool's loop.
+        var maxima: [Float]
+        var rows: [[Int32]]
+        var estimates: [[Float]]
+        var overflowed: [Bool]
+
+        init(tokens: Int) {
+            maxima = Array(repeating: -.infinity, count: tokens)
+            rows = Array(repeating: [], count: tokens)
+            estimates = Array(repeating: [], count: tokens)
+            overflowed = Array(repeating: false, count: tokens)
+        }
+    }
+
+    /// Every logit at one byte per activation, scanned as it is made: contiguous stretches of
+    /// rows, each computed a cache-sized chunk at a time and searched for rows near each
+    /// token's running maximum before the next chunk overwrites it. The 262,144 × tokens
+    /// logits never go to memory, and each stretch keeps its rows in ascending order.
+    private func firstPass(_ coarse: RoundedActivations, tokens: Int, usable: Int, margins: [Float],
+                           pool: ComputePool) -> [Scan] {
+        let panels = (usable + 15) / 16
+        let items = min(panels, 32 * pool.threadCount)
+        let chunkPanels = max(1, chunkBytes / (16 * MemoryLayout<Float>.size * tokens))
+        let scans = (0..<items).map { _ in Scan(tokens: tokens) }
+        pool.parallelFor(items) { item in
+            let scan = scans[item]
+            let stretch = (item * panels / items)..<((item + 1) * panels / items)
+            let chunkRows = 16 * min(chunkPanels, stretch.count)
+            let logits = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * tokens)
+            let rows = UnsafeMutablePointer<Int32>.allocate(capacity: chunkRows)
+            let kept = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows)
+            defer { logits.deallocate(); rows.deallocate(); kept.deallocate() }
+            var start = stretch.lowerBound
+            while start < stretch.upperBound {
+                let end = min(stretch.upperBound, start + chunkPanels)
+                weights.multiply(panels: start..<end, coarse, tokens: tokens, into: logits, yStride: chunkRows)
+                let count = min(usable, 16 * end) - 16 * start
+                for t in 0..<tokens where margins[t].isFinite && !scan.overflowed[t] {
+                    let found = Int(sluice_collect_near_maximum(logits + t * chunkRows, Int32(count), margins[t], &scan.maxima[t],
+                                                                Int32(16 * start), rows, kept))
+                    if scan.rows[t].count + found > Self.candidateCapacity {
+                        scan.overflowed[t] = true
+                        continue
+                    }
+                    scan.rows[t].append(contentsOf: UnsafeBufferPointer(start: rows, count: found))
+                    scan.estimates[t].append(contentsOf: UnsafeBufferPointer(start: kept, count: found))
+                }
+                start = end
+            }
+        }
+        return scans
     }
 
     /// |int8 logit − int16 logit| ≤ (difference · ‖w‖₂ + floatSlack) · 1.001 for every row.
@@ -112,34 +188,20 @@ final class ArgmaxHead: @unchecked Sendable {
         return TokenBound(difference: Float(squares.squareRoot()).nextUp, floatSlack: Float(slack).nextUp)
     }
 
-    /// The lowest-id row of the largest exact value among rows that may hold it, or nil to fall back.
-    private func exactArgmax(estimates: UnsafePointer<Float>, usable: Int, bound: TokenBound, token t: Int,
+    /// The lowest-id row of the largest exact value among the candidate rows (ascending, with
+    /// their first-pass estimates), or nil to fall back.
+    private func exactArgmax(rows candidates: [Int32], estimates: [Float], bound: TokenBound, token t: Int,
                              _ fine: RoundedActivations) -> Int32? {
-        let largestBound = bound.bound(rowNorm: largestRowNorm)
-        guard largestBound.isFinite else { return nil }
-        // A row can hold the largest exact value only if its estimate is within both rows'
-        // bounds of the largest estimate.
-        var candidates = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
-        defer { candidates.deallocate() }
-        var maximum: Float = 0
-        var found = -1
-        for capacity in Self.candidateCapacities where found < 0 {
-            candidates.deallocate()
-            candidates = .allocate(capacity: capacity)
-            found = Int(sluice_collect_near_maximum(estimates, Int32(usable), 2 * largestBound, candidates, Int32(capacity), &maximum))
-        }
-        guard found > 0, maximum.isFinite else { return nil }
+        guard !candidates.isEmpty else { return nil }
         var lowest = -Float.infinity
-        for i in 0..<found {
-            let r = Int(candidates[i])
-            lowest = max(lowest, estimates[r] - bound.bound(rowNorm: rowNorms[r]))
+        for (r, estimate) in zip(candidates, estimates) {
+            lowest = max(lowest, estimate - bound.bound(rowNorm: rowNorms[Int(r)]))
         }
         let columns = weights.columns
         var best: Int32 = -1
         var bestValue = -Float.infinity
-        for i in 0..<found {
-            let r = candidates[i]
-            guard estimates[Int(r)] + bound.bound(rowNorm: rowNorms[Int(r)]) >= lowest else { continue }
+        for (r, estimate) in zip(candidates, estimates) {
+            guard estimate + bound.bound(rowNorm: rowNorms[Int(r)]) >= lowest else { continue }
             let value = sluice_int8_row_product(weights.weights.assumingMemoryBound(to: UInt8.self), Int32(weights.kind.rawValue),
                                                 weights.scales, weights.offsets, weights.bias, Int32(columns), r,
                                                 fine.quantized + t * columns, fine.low! + t * columns,

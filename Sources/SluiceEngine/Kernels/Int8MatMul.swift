@@ -163,6 +163,18 @@ final class Int8Weights: @unchecked Sendable {
         return (squares.squareRoot() * (1 + 1e-9), largest)
     }
 
+    /// The product of panels `panels` (rows `16 · panels.lowerBound` on) with `tokens` rounded
+    /// activation rows, on this thread: row `16 · panels.lowerBound + i` of token t goes to
+    /// `y[t · yStride + i]`. Each element is what `integerMatmuls` writes for it.
+    func multiply(panels: Range<Int>, _ a: RoundedActivations, tokens: Int, into y: UnsafeMutablePointer<Float>, yStride: Int) {
+        let first = panels.lowerBound
+        let scaleIndex = first * 16 * blocksPerRow
+        sluice_int8_matmul((weights + first * 16 * columns).assumingMemoryBound(to: UInt8.self), Int32(kind.rawValue),
+                           scales + scaleIndex * scaleBytes, offsets.map { $0 + scaleIndex }, bias,
+                           Int32(columns), Int32(min(rows - 16 * first, 16 * panels.count)), 0, Int32(panels.count),
+                           a.quantized, a.low, a.scales, a.scaledSums, Int32(tokens), y, Int32(yStride))
+    }
+
     /// Writes row `row` as floats: the values `dequantizeRow` writes (a zero may differ in sign).
     func decode(row: Int, into destination: UnsafeMutablePointer<Float>) {
         let bytes = weights.assumingMemoryBound(to: UInt8.self)
