@@ -58,6 +58,13 @@ float sluice_int8_row_product(const uint8_t *weights, int kind, const void *scal
 int sluice_collect_near_maximum(const float *values, int count, float margin, float *maximum, int32_t first_row,
                                 int32_t *rows, float *kept);
 
+/// Whether this build holds the AVX-512 elementwise kernels and this CPU can run them.
+int sluice_avx512_available(void);
+
+/// gate[i] = gelu_tanh(gate[i]) · up[i] for i < count, bit for bit as Swift's
+/// `geluTanhGate(_:_:count:)` computes it. Requires `sluice_avx512_available()`.
+void sluice_gelu_tanh_gate(float *gate, const float *up, long count);
+
 /// Sixteen floats (imported into Swift as SIMD16<Float>).
 typedef float sluice_float_x16 __attribute__((ext_vector_type(16)));
 typedef _Float16 sluice_half_x16 __attribute__((ext_vector_type(16)));

@@ -1,3 +1,4 @@
+import CSluiceKernels
 import Foundation
 import SluiceTestSupport
 import Testing
@@ -117,6 +118,31 @@ import Testing
                     : g / (1 + Foundation.exp(-g)) * Double(up[i])
                 #expect(abs(Double(whole[i]) - expected) <= 1e-5 * max(1, abs(expected)))
             }
+        }
+    }
+
+    /// The AVX-512 GELU gate is the portable one's operations in other registers: equal bit for
+    /// bit, over ordinary values, every `tanh16` and `exp16` boundary, and special values, at
+    /// every length of a partial last group.
+    @Test(.enabled(if: avx512Available, "the CPU has no AVX-512"))
+    func acceleratedGeluGateEqualsThePortableOneBitForBit() {
+        var generator = SplitMix64(seed: 11)
+        var gate = (0..<4000).map { _ in Float.random(in: -12...12, using: &generator) }
+        gate += (0..<1000).map { _ in Float.random(in: -0.2...0.2, using: &generator) }
+        // tanh's argument is about 0.8 g: these land on and around its 1/16 and 9 switches,
+        // exp16's clamps, and the special values.
+        for boundary: Float in [0.0625, 9, 87 / 2, 44, 0.0625 / 0.7978846, 9 / 0.7978846] {
+            for g in [boundary, boundary.nextUp, boundary.nextDown] { gate += [g, -g] }
+        }
+        gate += [0, -0.0, .infinity, -.infinity, .nan, Float(bitPattern: 0xFFC0_0001), .leastNonzeroMagnitude,
+                 -.leastNonzeroMagnitude, .greatestFiniteMagnitude, -.greatestFiniteMagnitude, 1e-30, 3e4, -3e4]
+        let up = gate.indices.map { _ in Float.random(in: -3...3, using: &generator) }
+        for count in [gate.count, 1, 15, 16, 17, 33] {
+            var portable = Array(gate.prefix(count)), accelerated = portable
+            portable.withUnsafeMutableBufferPointer { portableGeluTanhGate($0.baseAddress!, up, count: count) }
+            accelerated.withUnsafeMutableBufferPointer { sluice_gelu_tanh_gate($0.baseAddress!, up, count) }
+            let differing = (0..<count).filter { portable[$0].bitPattern != accelerated[$0].bitPattern }
+            #expect(differing.isEmpty, "count \(count): \(differing.count) differ, first at \(differing.first ?? -1)")
         }
     }
 }
