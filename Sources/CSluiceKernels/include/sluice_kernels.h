@@ -65,6 +65,10 @@ int sluice_avx512_available(void);
 /// `geluTanhGate(_:_:count:)` computes it. Requires `sluice_avx512_available()`.
 void sluice_gelu_tanh_gate(float *gate, const float *up, long count);
 
+/// Softmax of `count` scores in place, bit for bit as Swift's `portableSoftmax` computes it.
+/// Requires `sluice_avx512_available()`.
+void sluice_softmax(float *scores, long count);
+
 /// Sixteen floats (imported into Swift as SIMD16<Float>).
 typedef float sluice_float_x16 __attribute__((ext_vector_type(16)));
 typedef _Float16 sluice_half_x16 __attribute__((ext_vector_type(16)));
@@ -76,6 +80,15 @@ static inline __attribute__((always_inline)) sluice_float_x16 sluice_load_half_x
     sluice_half_x16 h;
     __builtin_memcpy(&h, p, sizeof h);
     return __builtin_convertvector(h, sluice_float_x16);
+}
+
+/// Sixteen floats rounded to IEEE half floats (to nearest even) at `p`, magnitudes beyond the
+/// largest half float saturating (NaN too); inline for the same reason as `sluice_load_half_x16`.
+static inline __attribute__((always_inline)) void sluice_store_half_saturated_x16(void *p, sluice_float_x16 v) {
+    const sluice_float_x16 largest = 65504.0f;
+    const sluice_half_x16 h = __builtin_convertvector(__builtin_elementwise_min(__builtin_elementwise_max(v, -largest), largest),
+                                                      sluice_half_x16);
+    __builtin_memcpy(p, &h, sizeof h);
 }
 
 #endif

@@ -61,9 +61,7 @@ extension Float16: CacheElement {
         let largest = Float(Float16.greatestFiniteMagnitude)
         var k = 0
         while k + 16 <= count {
-            let v = UnsafeRawPointer(source + k).loadUnaligned(as: SIMD16<Float>.self)
-            let clamped = v.clamped(lowerBound: SIMD16(repeating: -largest), upperBound: SIMD16(repeating: largest))
-            UnsafeMutableRawPointer(destination + k).storeBytes(of: SIMD16<Float16>(clamped), as: SIMD16<Float16>.self)
+            sluice_store_half_saturated_x16(destination + k, UnsafeRawPointer(source + k).loadUnaligned(as: SIMD16<Float>.self))
             k += 16
         }
         while k < count {

@@ -1,3 +1,4 @@
+import CSluiceKernels
 import Foundation
 
 /// Where one token of a batch sits: its sequence's cache slot and its position.
@@ -276,9 +277,18 @@ private func attentionScores<E: CacheElement>(_: E.Type, _ q: UnsafePointer<Floa
     }
 }
 
-/// Softmax over `count` scores, 16 lanes at a time; the sum is 16 running lanes, then `laneSum`.
+/// Softmax over `count` scores: `sluice_softmax` where AVX-512 runs, else `portableSoftmax`.
 @inline(__always)
 private func softmaxInPlace(_ scores: UnsafeMutablePointer<Float>, count: Int) {
+    if avx512Available {
+        sluice_softmax(scores, count)
+    } else {
+        portableSoftmax(scores, count: count)
+    }
+}
+
+/// Softmax over `count` scores, 16 lanes at a time; the sum is 16 running lanes, then `laneSum`.
+func portableSoftmax(_ scores: UnsafeMutablePointer<Float>, count: Int) {
     var maximum = -Float.infinity
     for i in 0..<count { maximum = max(maximum, scores[i]) }
     let lanes = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)

@@ -145,4 +145,22 @@ import Testing
             #expect(differing.isEmpty, "count \(count): \(differing.count) differ, first at \(differing.first ?? -1)")
         }
     }
+
+    /// The AVX-512 softmax is the portable one's operations: equal bit for bit, at every length
+    /// of a partial last group, with scores spanning exp16's clamps, ties and infinities.
+    @Test(.enabled(if: avx512Available, "the CPU has no AVX-512"))
+    func acceleratedSoftmaxEqualsThePortableOneBitForBit() {
+        var generator = SplitMix64(seed: 12)
+        for count in [1, 2, 15, 16, 17, 31, 100, 257, 1000] {
+            for spread: Float in [0.5, 8, 200] {
+                var scores = (0..<count).map { _ in Float.random(in: -spread...spread, using: &generator) }
+                if count > 20 { scores[3] = -.infinity; scores[7] = 0; scores[9] = -0.0; scores[11] = scores[12] }
+                var portable = scores, accelerated = scores
+                portable.withUnsafeMutableBufferPointer { portableSoftmax($0.baseAddress!, count: count) }
+                accelerated.withUnsafeMutableBufferPointer { sluice_softmax($0.baseAddress!, count) }
+                let differing = (0..<count).filter { portable[$0].bitPattern != accelerated[$0].bitPattern }
+                #expect(differing.isEmpty, "count \(count), spread \(spread): \(differing.count) differ")
+            }
+        }
+    }
 }
