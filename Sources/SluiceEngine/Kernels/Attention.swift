@@ -107,7 +107,8 @@ private func attend<Element: CacheElement>(_: Element.Type, queries: UnsafePoint
                 attentionScores(Element.self, q, view: views[t], kvOffset: kvOffset, headSize: d, scale: shape.scale,
                                 positions: range, into: scores)
                 softmaxInPlace(scores, count: range.count)
-                weightedValues(Element.self, scores, view: views[t], kvOffset: kvOffset, headSize: d, positions: range, into: out)
+                weightedValues(Element.self, scores, view: views[t], kvOffset: kvOffset, headSize: d, positions: range,
+                               into: out)
             }
         }
     case .grouped:
@@ -124,25 +125,25 @@ private func attend<Element: CacheElement>(_: Element.Type, queries: UnsafePoint
                 let scores = buffer.baseAddress!
                 var h = 0
                 while h + 4 <= groupSize {
-                    groupScores4(Element.self, q + h * d, view: views[t], kvOffset: kvOffset, headSize: d, scale: shape.scale,
-                                 positions: range, into: scores + h * count, stride: count)
+                    groupScores4(Element.self, q + h * d, view: views[t], kvOffset: kvOffset, headSize: d,
+                                 scale: shape.scale, positions: range, into: scores + h * count, stride: count)
                     h += 4
                 }
                 while h < groupSize {
-                    attentionScores(Element.self, q + h * d, view: views[t], kvOffset: kvOffset, headSize: d, scale: shape.scale,
-                                    positions: range, into: scores + h * count)
+                    attentionScores(Element.self, q + h * d, view: views[t], kvOffset: kvOffset, headSize: d,
+                                    scale: shape.scale, positions: range, into: scores + h * count)
                     h += 1
                 }
                 for h in 0..<groupSize { softmaxInPlace(scores + h * count, count: count) }
                 h = 0
                 while h + 4 <= groupSize {
-                    groupWeightedValues4(Element.self, UnsafePointer(scores + h * count), stride: count, view: views[t], kvOffset: kvOffset,
-                                         headSize: d, positions: range, into: out + h * d)
+                    groupWeightedValues4(Element.self, UnsafePointer(scores + h * count), stride: count, view: views[t],
+                                         kvOffset: kvOffset, headSize: d, positions: range, into: out + h * d)
                     h += 4
                 }
                 while h < groupSize {
-                    weightedValues(Element.self, scores + h * count, view: views[t], kvOffset: kvOffset, headSize: d, positions: range,
-                                   into: out + h * d)
+                    weightedValues(Element.self, scores + h * count, view: views[t], kvOffset: kvOffset, headSize: d,
+                                   positions: range, into: out + h * d)
                     h += 1
                 }
             }
@@ -154,8 +155,9 @@ private func attend<Element: CacheElement>(_: Element.Type, queries: UnsafePoint
 /// a time: each 16 floats of a key are loaded once for the four heads (16 independent chains).
 /// Head i's scores go to `scores + i·stride`. Each score is the same chain as `dot(q, k) * scale`.
 @inline(__always)
-private func groupScores4<E: CacheElement>(_: E.Type, _ q: UnsafePointer<Float>, view: LayerView, kvOffset: Int, headSize d: Int, scale: Float,
-                          positions: ClosedRange<Int>, into scores: UnsafeMutablePointer<Float>, stride: Int) {
+private func groupScores4<E: CacheElement>(_: E.Type, _ q: UnsafePointer<Float>, view: LayerView, kvOffset: Int,
+                                           headSize d: Int, scale: Float, positions: ClosedRange<Int>,
+                                           into scores: UnsafeMutablePointer<Float>, stride: Int) {
     let first = positions.lowerBound
     let q0 = q, q1 = q + d, q2 = q + 2 * d, q3 = q + 3 * d
     let s0 = scores, s1 = scores + stride, s2 = scores + 2 * stride, s3 = scores + 3 * stride
@@ -185,8 +187,9 @@ private func groupScores4<E: CacheElement>(_: E.Type, _ q: UnsafePointer<Float>,
 /// positions in increasing order. Head i's weights are at `weights + i·stride`, its output at
 /// `out + i·d`. Each output element is the same chain of multiply-adds from zero as in `weightedValues`.
 @inline(__always)
-private func groupWeightedValues4<E: CacheElement>(_: E.Type, _ weights: UnsafePointer<Float>, stride: Int, view: LayerView, kvOffset: Int,
-                                  headSize d: Int, positions: ClosedRange<Int>, into out: UnsafeMutablePointer<Float>) {
+private func groupWeightedValues4<E: CacheElement>(_: E.Type, _ weights: UnsafePointer<Float>, stride: Int, view: LayerView,
+                                                   kvOffset: Int, headSize d: Int, positions: ClosedRange<Int>,
+                                                   into out: UnsafeMutablePointer<Float>) {
     let first = positions.lowerBound
     let w0 = weights - first, w1 = w0 + stride, w2 = w1 + stride, w3 = w2 + stride
     let out0 = out, out1 = out + d, out2 = out + 2 * d, out3 = out + 3 * d
@@ -244,8 +247,9 @@ private func groupWeightedValues4<E: CacheElement>(_: E.Type, _ weights: UnsafeP
 /// `scale · q·k` for the keys at `positions`, eight keys at a time (eight independent chains keep
 /// both multiply-add pipes busy); each score is the kernels' `dot`, so the order within one is fixed.
 @inline(__always)
-private func attentionScores<E: CacheElement>(_: E.Type, _ q: UnsafePointer<Float>, view: LayerView, kvOffset: Int, headSize d: Int, scale: Float,
-                             positions: ClosedRange<Int>, into scores: UnsafeMutablePointer<Float>) {
+private func attentionScores<E: CacheElement>(_: E.Type, _ q: UnsafePointer<Float>, view: LayerView, kvOffset: Int,
+                                              headSize d: Int, scale: Float, positions: ClosedRange<Int>,
+                                              into scores: UnsafeMutablePointer<Float>) {
     let first = positions.lowerBound
     var p = first
     while p + 8 <= positions.upperBound + 1 {
@@ -310,8 +314,9 @@ func portableSoftmax(_ scores: UnsafeMutablePointer<Float>, count: Int) {
 /// registers across all positions: eight independent chains, and each output element is the same
 /// chain of multiply-adds from zero as one column at a time would be.
 @inline(__always)
-private func weightedValues<E: CacheElement>(_: E.Type, _ weights: UnsafePointer<Float>, view: LayerView, kvOffset: Int, headSize d: Int,
-                            positions: ClosedRange<Int>, into out: UnsafeMutablePointer<Float>) {
+private func weightedValues<E: CacheElement>(_: E.Type, _ weights: UnsafePointer<Float>, view: LayerView, kvOffset: Int,
+                                             headSize d: Int, positions: ClosedRange<Int>,
+                                             into out: UnsafeMutablePointer<Float>) {
     let first = positions.lowerBound
     var k = 0
     while k + 128 <= d {
@@ -334,7 +339,9 @@ private func weightedValues<E: CacheElement>(_: E.Type, _ weights: UnsafePointer
     }
     while k + 16 <= d {
         var o = SIMD16<Float>()
-        for p in positions { o.addProduct(SIMD16(repeating: weights[p - first]), E.load16(UnsafePointer(view.value(p, as: E.self) + kvOffset + k))) }
+        for p in positions {
+            o.addProduct(SIMD16(repeating: weights[p - first]), E.load16(UnsafePointer(view.value(p, as: E.self) + kvOffset + k)))
+        }
         storePartial16(o, out + k, count: 16)
         k += 16
     }
