@@ -49,7 +49,7 @@ static inline __m512 tanh16(__m512 x) {
 void sluice_gelu_tanh_gate(float *gate, const float *up, long count) {
     const __m512 c = _mm512_set1_ps((float)sqrt(2.0 / M_PI));
     for (long i = 0; i < count; i += 16) {
-        const __mmask16 lanes = count - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (count - i)) - 1);
+        const __mmask16 lanes = lanes_holding(count - i);
         const __m512 g = _mm512_maskz_loadu_ps(lanes, gate + i), u = _mm512_maskz_loadu_ps(lanes, up + i);
         const __m512 cube = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715f), g), g), g);
         const __m512 inner = _mm512_mul_ps(c, _mm512_add_ps(g, cube));
@@ -62,20 +62,20 @@ void sluice_gelu_tanh_gate(float *gate, const float *up, long count) {
 void sluice_softmax(float *scores, long count) {
     __m512 top = _mm512_set1_ps(-INFINITY);
     for (long i = 0; i < count; i += 16) {
-        const __mmask16 lanes = count - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (count - i)) - 1);
+        const __mmask16 lanes = lanes_holding(count - i);
         top = _mm512_max_ps(top, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), lanes, scores + i));
     }
     const __m512 maximum = _mm512_set1_ps(_mm512_reduce_max_ps(top));
     __m512 totals = _mm512_setzero_ps();
     for (long i = 0; i < count; i += 16) {
-        const __mmask16 lanes = count - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (count - i)) - 1);
+        const __mmask16 lanes = lanes_holding(count - i);
         const __m512 e = _mm512_maskz_mov_ps(lanes, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(lanes, scores + i), maximum)));
         _mm512_mask_storeu_ps(scores + i, lanes, e);
         totals = _mm512_add_ps(totals, e);
     }
     const __m512 inverse = _mm512_set1_ps(1.0f / lane_sum(totals));
     for (long i = 0; i < count; i += 16) {
-        const __mmask16 lanes = count - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (count - i)) - 1);
+        const __mmask16 lanes = lanes_holding(count - i);
         _mm512_mask_storeu_ps(scores + i, lanes, _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, scores + i), inverse));
     }
 }

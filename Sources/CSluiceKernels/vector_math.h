@@ -50,6 +50,11 @@ static inline __m512 exp16(__m512 x) {
     return _mm512_mul_ps(p, power);
 }
 
+/// The lanes of a group of 16 that hold elements, when `left` elements remain.
+static inline __mmask16 lanes_holding(long left) {
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+}
+
 /// `laneSum` of VectorMath.swift: halves added down to two lanes, then those two.
 static inline float lane_sum(__m512 v) {
     const __m256 eight = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));

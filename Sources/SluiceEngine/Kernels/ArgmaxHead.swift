@@ -138,7 +138,7 @@ final class ArgmaxHead: @unchecked Sendable {
             var start = stretch.lowerBound
             while start < stretch.upperBound {
                 let end = min(stretch.upperBound, start + chunkPanels)
-                weights.multiply(panels: start..<end, coarse, tokens: tokens, into: logits, yStride: chunkRows)
+                weights.multiply(panels: start..<end, coarse, tokens: 0..<tokens, into: logits, yStride: chunkRows)
                 let count = min(usable, 16 * end) - 16 * start
                 for t in 0..<tokens where margins[t].isFinite && !scan.overflowed[t] {
                     let found = Int(sluice_collect_near_maximum(logits + t * chunkRows, Int32(count), margins[t], &scan.maxima[t],

@@ -163,16 +163,19 @@ final class Int8Weights: @unchecked Sendable {
         return (squares.squareRoot() * (1 + 1e-9), largest)
     }
 
-    /// The product of panels `panels` (rows `16 · panels.lowerBound` on) with `tokens` rounded
-    /// activation rows, on this thread: row `16 · panels.lowerBound + i` of token t goes to
-    /// `y[t · yStride + i]`. Each element is what `integerMatmuls` writes for it.
-    func multiply(panels: Range<Int>, _ a: RoundedActivations, tokens: Int, into y: UnsafeMutablePointer<Float>, yStride: Int) {
-        let first = panels.lowerBound
+    /// The product of panels `panels` (rows `16 · panels.lowerBound` on) with the rounded
+    /// activation rows `tokens`, on this thread: row `16 · panels.lowerBound + i` of token
+    /// `tokens.lowerBound + t` goes to `y[t · yStride + i]`. Every element gets the same bits
+    /// whatever the panels and tokens around it in the call.
+    func multiply(panels: Range<Int>, _ a: RoundedActivations, tokens: Range<Int>, into y: UnsafeMutablePointer<Float>,
+                  yStride: Int) {
+        let first = panels.lowerBound, token = tokens.lowerBound
         let scaleIndex = first * 16 * blocksPerRow
         sluice_int8_matmul((weights + first * 16 * columns).assumingMemoryBound(to: UInt8.self), Int32(kind.rawValue),
                            scales + scaleIndex * scaleBytes, offsets.map { $0 + scaleIndex }, bias,
                            Int32(columns), Int32(min(rows - 16 * first, 16 * panels.count)), 0, Int32(panels.count),
-                           a.quantized, a.low, a.scales, a.scaledSums, Int32(tokens), y, Int32(yStride))
+                           a.quantized + token * columns, a.low.map { $0 + token * columns },
+                           a.scales + token * a.blocks, a.scaledSums + token * a.blocks, Int32(tokens.count), y, Int32(yStride))
     }
 
     /// Writes row `row` as floats: the values `dequantizeRow` writes (a zero may differ in sign).
@@ -279,13 +282,10 @@ func integerMatmuls(_ x: UnsafePointer<Float>, tokens: Int, _ products: [Integer
     pool.parallelFor(items) { item in
         let plan = plans.last { $0.firstItem <= item }!
         let local = item - plan.firstItem
-        let w = plan.product.weights, a = plan.activations, rows = w.rows
-        let firstToken = local / plan.panelBlocks * tokenBlock, count = min(tokenBlock, tokens - firstToken)
+        let w = plan.product.weights, rows = w.rows
+        let firstToken = local / plan.panelBlocks * tokenBlock, lastToken = min(tokens, firstToken + tokenBlock)
         let firstPanel = local % plan.panelBlocks * plan.panelsPerItem, lastPanel = min(w.panels, firstPanel + plan.panelsPerItem)
-        sluice_int8_matmul(w.weights.assumingMemoryBound(to: UInt8.self), Int32(w.kind.rawValue), w.scales, w.offsets, w.bias,
-                           Int32(columns), Int32(rows), Int32(firstPanel), Int32(lastPanel),
-                           a.quantized + firstToken * columns, a.low.map { $0 + firstToken * columns },
-                           a.scales + firstToken * a.blocks, a.scaledSums + firstToken * a.blocks,
-                           Int32(count), plan.product.output + firstToken * rows, Int32(rows))
+        w.multiply(panels: firstPanel..<lastPanel, plan.activations, tokens: firstToken..<lastToken,
+                   into: plan.product.output + firstToken * rows + 16 * firstPanel, yStride: rows)
     }
 }
