@@ -14,9 +14,9 @@
 
 #ifdef SLUICE_HAVE_VNNI
 
-float sluice_int8_row_product(const uint8_t *weights, int kind, const void *scales, const float *offsets, float bias,
+float sluice_int8_row_product(const uint8_t *weights, int kind, const void *scales, const float *offsets, int bias,
                               int columns, int row, const int8_t *xq, const int8_t *xq_low, const float *xscale,
-                              const float *xscaled_sum) {
+                              const float *xscaled_sum, const int32_t *xsum) {
     const int block = kind == SLUICE_WEIGHTS_SCALED16 ? 16 : 32;
     const int blocks = columns / block;
     const int lane = row & 15;
@@ -36,10 +36,13 @@ float sluice_int8_row_product(const uint8_t *weights, int kind, const void *scal
         const float s = kind == SLUICE_WEIGHTS_HALF_SCALED32
             ? _cvtsh_ss(((const uint16_t *)scales)[at])
             : ((const float *)scales)[at];
-        const float m = kind == SLUICE_WEIGHTS_AFFINE32 ? offsets[at] : s * bias;
         const float scale = s * xscale[b];
-        acc = fmaf((float)dot, scale, acc);
-        acc = fmaf(-m, xscaled_sum[b], acc);
+        if (kind == SLUICE_WEIGHTS_AFFINE32) {
+            acc = fmaf((float)dot, scale, acc);
+            acc = fmaf(-offsets[at], xscaled_sum[b], acc);
+        } else {
+            acc = fmaf((float)(dot - bias * xsum[b]), scale, acc);
+        }
     }
     return acc;
 }
@@ -68,11 +71,11 @@ int sluice_collect_near_maximum(const float *values, int count, float margin, fl
 
 #else
 
-float sluice_int8_row_product(const uint8_t *weights, int kind, const void *scales, const float *offsets, float bias,
+float sluice_int8_row_product(const uint8_t *weights, int kind, const void *scales, const float *offsets, int bias,
                               int columns, int row, const int8_t *xq, const int8_t *xq_low, const float *xscale,
-                              const float *xscaled_sum) {
+                              const float *xscaled_sum, const int32_t *xsum) {
     (void)weights; (void)kind; (void)scales; (void)offsets; (void)bias; (void)columns; (void)row; (void)xq;
-    (void)xq_low; (void)xscale; (void)xscaled_sum;
+    (void)xq_low; (void)xscale; (void)xscaled_sum; (void)xsum;
     return 0;
 }
 

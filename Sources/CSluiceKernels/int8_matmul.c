@@ -64,17 +64,18 @@ int quantize_block(const float *x, const int block, int8_t *q, int8_t *low, floa
 }
 
 void sluice_quantize_rows(const float *x, int tokens, int columns, int block,
-                          int8_t *xq, int8_t *xq_low, float *scale, float *scaled_sum) {
+                          int8_t *xq, int8_t *xq_low, float *scale, float *scaled_sum, int32_t *sum) {
     const int blocks = columns / block;
     for (int t = 0; t < tokens; t++) {
         for (int b = 0; b < blocks; b++) {
             const size_t offset = (size_t)t * columns + (size_t)b * block;
             int8_t *low = xq_low ? xq_low + offset : NULL;
             float s;
-            int sum = block == 32 ? quantize_block(x + offset, 32, xq + offset, low, &s)
-                                  : quantize_block(x + offset, 16, xq + offset, low, &s);
+            int total = block == 32 ? quantize_block(x + offset, 32, xq + offset, low, &s)
+                                    : quantize_block(x + offset, 16, xq + offset, low, &s);
             scale[(size_t)t * blocks + b] = s;
-            scaled_sum[(size_t)t * blocks + b] = s * (float)sum;
+            scaled_sum[(size_t)t * blocks + b] = s * (float)total;
+            sum[(size_t)t * blocks + b] = total;
         }
     }
 }
@@ -85,9 +86,9 @@ void sluice_quantize_rows(const float *x, int tokens, int columns, int block,
 /// same operations in the same order in every instantiation.
 static inline __attribute__((always_inline))
 void tile(const int PANELS, const int TOKENS, const int KIND, const int LOW,
-          const uint8_t *w, const void *s, const float *m, float bias, size_t panel_bytes, size_t panel_scales,
+          const uint8_t *w, const void *s, const float *m, int32_t bias, size_t panel_bytes, size_t panel_scales,
           int columns, int blocks, const int8_t *xq, const int8_t *xl, const float *xs, const float *xss,
-          float *y, int y_stride, __mmask16 mask0, __mmask16 mask1) {
+          const int32_t *xsum, float *y, int y_stride, __mmask16 mask0, __mmask16 mask1) {
     const int BLOCK = KIND == SLUICE_WEIGHTS_SCALED16 ? 16 : 32;
     __m512 acc[2][SLUICE_MAX_TOKENS];
     for (int p = 0; p < PANELS; p++)
@@ -117,18 +118,24 @@ void tile(const int PANELS, const int TOKENS, const int KIND, const int LOW,
                 }
             }
         }
+        if (KIND != SLUICE_WEIGHTS_AFFINE32) {
+            // Signed types: Σ (u − bias) x = Σ u x − bias Σ x, exact in int32, so the offset
+            // costs an integer subtraction instead of a float product per block.
+            for (int t = 0; t < TOKENS; t++) {
+                const __m512i offset = _mm512_set1_epi32(bias * xsum[(size_t)t * blocks + b]);
+                for (int p = 0; p < PANELS; p++) dot[p][t] = _mm512_sub_epi32(dot[p][t], offset);
+            }
+        }
         for (int p = 0; p < PANELS; p++) {
             const size_t at = p * panel_scales + 16 * b;
             const __m512 sv = KIND == SLUICE_WEIGHTS_HALF_SCALED32
                 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)s + at)))
                 : _mm512_loadu_ps((const float *)s + at);
-            // Offsets of signed types are scale × bias: exact in float32, so computed rather than read.
-            const __m512 mv = KIND == SLUICE_WEIGHTS_AFFINE32 ? _mm512_loadu_ps(m + at) : _mm512_mul_ps(sv, _mm512_set1_ps(bias));
             for (int t = 0; t < TOKENS; t++) {
-                const __m512i d = dot[p][t];
                 __m512 scale = _mm512_mul_ps(sv, _mm512_set1_ps(xs[(size_t)t * blocks + b]));
-                acc[p][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), scale, acc[p][t]);
-                acc[p][t] = _mm512_fnmadd_ps(mv, _mm512_set1_ps(xss[(size_t)t * blocks + b]), acc[p][t]);
+                acc[p][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[p][t]), scale, acc[p][t]);
+                if (KIND == SLUICE_WEIGHTS_AFFINE32)
+                    acc[p][t] = _mm512_fnmadd_ps(_mm512_loadu_ps(m + at), _mm512_set1_ps(xss[(size_t)t * blocks + b]), acc[p][t]);
             }
         }
     }
@@ -139,10 +146,11 @@ void tile(const int PANELS, const int TOKENS, const int KIND, const int LOW,
 }
 
 #define SLUICE_TILE(P, T, K, L) \
-    static void tile_##P##_##T##_##K##_##L(const uint8_t *w, const void *s, const float *m, float bias, size_t pb, size_t ps, \
+    static void tile_##P##_##T##_##K##_##L(const uint8_t *w, const void *s, const float *m, int32_t bias, size_t pb, size_t ps, \
                                            int columns, int blocks, const int8_t *xq, const int8_t *xl, const float *xs, \
-                                           const float *xss, float *y, int y_stride, __mmask16 mask0, __mmask16 mask1) { \
-        tile(P, T, K, L, w, s, m, bias, pb, ps, columns, blocks, xq, xl, xs, xss, y, y_stride, mask0, mask1); \
+                                           const float *xss, const int32_t *xsum, float *y, int y_stride, __mmask16 mask0, \
+                                           __mmask16 mask1) { \
+        tile(P, T, K, L, w, s, m, bias, pb, ps, columns, blocks, xq, xl, xs, xss, xsum, y, y_stride, mask0, mask1); \
     }
 #define SLUICE_TILES(K, L) \
     SLUICE_TILE(1, 1, K, L) SLUICE_TILE(1, 2, K, L) SLUICE_TILE(1, 3, K, L) SLUICE_TILE(1, 4, K, L) \
@@ -156,9 +164,9 @@ SLUICE_TILES(0, 1)
 SLUICE_TILES(1, 1)
 SLUICE_TILES(2, 1)
 
-typedef void (*tile_function)(const uint8_t *, const void *, const float *, float, size_t, size_t, int, int,
-                              const int8_t *, const int8_t *, const float *, const float *, float *, int,
-                              __mmask16, __mmask16);
+typedef void (*tile_function)(const uint8_t *, const void *, const float *, int32_t, size_t, size_t, int, int,
+                              const int8_t *, const int8_t *, const float *, const float *, const int32_t *, float *,
+                              int, __mmask16, __mmask16);
 
 #define SLUICE_TABLE(K, L) { \
         {tile_1_1_##K##_##L, tile_1_2_##K##_##L, tile_1_3_##K##_##L, tile_1_4_##K##_##L, tile_1_5_##K##_##L, tile_1_6_##K##_##L}, \
@@ -175,10 +183,10 @@ static __mmask16 row_mask(int rows, int panel) {
     return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
 }
 
-void sluice_int8_matmul(const uint8_t *weights, int kind, const void *scales, const float *offsets, float bias,
+void sluice_int8_matmul(const uint8_t *weights, int kind, const void *scales, const float *offsets, int bias,
                         int columns, int rows, int panel_begin, int panel_end,
                         const int8_t *xq, const int8_t *xq_low, const float *xscale, const float *xscaled_sum,
-                        int tokens, float *y, int y_stride) {
+                        const int32_t *xsum, int tokens, float *y, int y_stride) {
     const int blocks = columns / (kind == SLUICE_WEIGHTS_SCALED16 ? 16 : 32);
     const size_t panel_bytes = (size_t)16 * columns, panel_scales = (size_t)16 * blocks;
     const size_t scale_bytes = kind == SLUICE_WEIGHTS_HALF_SCALED32 ? 2 : 4;
@@ -196,7 +204,8 @@ void sluice_int8_matmul(const uint8_t *weights, int kind, const void *scales, co
             table[panels - 1][count - 1](w, s, m, bias, panel_bytes, panel_scales, columns, blocks,
                                          xq + (size_t)t * columns, xq_low ? xq_low + (size_t)t * columns : NULL,
                                          xscale + (size_t)t * blocks, xscaled_sum + (size_t)t * blocks,
-                                         y + (size_t)t * y_stride + 16 * p, y_stride, mask0, mask1);
+                                         xsum + (size_t)t * blocks, y + (size_t)t * y_stride + 16 * p, y_stride, mask0,
+                                         mask1);
         }
     }
 }
@@ -204,16 +213,17 @@ void sluice_int8_matmul(const uint8_t *weights, int kind, const void *scales, co
 #else
 
 void sluice_quantize_rows(const float *x, int tokens, int columns, int block,
-                          int8_t *xq, int8_t *xq_low, float *scale, float *scaled_sum) {
-    (void)x; (void)tokens; (void)columns; (void)block; (void)xq; (void)xq_low; (void)scale; (void)scaled_sum;
+                          int8_t *xq, int8_t *xq_low, float *scale, float *scaled_sum, int32_t *sum) {
+    (void)x; (void)tokens; (void)columns; (void)block; (void)xq; (void)xq_low; (void)scale; (void)scaled_sum; (void)sum;
 }
 
-void sluice_int8_matmul(const uint8_t *weights, int kind, const void *scales, const float *offsets, float bias,
+void sluice_int8_matmul(const uint8_t *weights, int kind, const void *scales, const float *offsets, int bias,
                         int columns, int rows, int panel_begin, int panel_end,
                         const int8_t *xq, const int8_t *xq_low, const float *xscale, const float *xscaled_sum,
-                        int tokens, float *y, int y_stride) {
+                        const int32_t *xsum, int tokens, float *y, int y_stride) {
     (void)weights; (void)kind; (void)scales; (void)offsets; (void)bias; (void)columns; (void)rows; (void)panel_begin;
-    (void)panel_end; (void)xq; (void)xq_low; (void)xscale; (void)xscaled_sum; (void)tokens; (void)y; (void)y_stride;
+    (void)panel_end; (void)xq; (void)xq_low; (void)xscale; (void)xscaled_sum; (void)xsum; (void)tokens; (void)y;
+    (void)y_stride;
 }
 
 #endif

@@ -107,8 +107,10 @@ struct WorkPreemptionOptions: ParsableArguments {
             let identity = ["builtin", "path=\(resolved)", "size=\(size)", "mtime=\(modified)",
                             "chat-template=\(options.chatTemplate.map { "\($0)" } ?? "model")",
                             "context=\(builtin.contextLength)"]
-                // Only int8 is named, so results cached before the setting existed (all f32) keep their keys.
-                + (builtin.precision == .float32 ? [] : ["precision=\(builtin.precision.rawValue)"])
+                // Integer precisions are named with the revision of their arithmetic, which changes their
+                // last bits; f32 is not named, so results cached before the setting existed keep their keys.
+                + (builtin.precision == .float32
+                    ? [] : ["precision=\(builtin.precision.rawValue)", "arithmetic=\(MatmulPrecision.integerArithmeticRevision)"])
             let namespace = identity.joined(separator: "\n")
             return ResultCachePolicy(namespace: namespace, keying: BuiltinResultCacheKeying())
         }

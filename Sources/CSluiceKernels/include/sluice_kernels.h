@@ -10,13 +10,14 @@ int sluice_int8_available(void);
 /// Quantizes `tokens` rows of `columns` floats to signed 8-bit integers, one
 /// scale per `block` (16 or 32) consecutive elements: q = round(x / s) with
 /// s = max|x| / 127. Writes `xq[t * columns + k]`, and per block
-/// `scale[t * blocks + b] = s` and `scaled_sum[t * blocks + b] = s * Σ q`.
+/// `scale[t * blocks + b] = s`, `sum[t * blocks + b] = Σ q` and
+/// `scaled_sum[t * blocks + b] = s * Σ q`.
 ///
 /// With `xq_low` (else NULL), also rounds what q misses in steps of s / 256 into
 /// `xq_low`: each element is then the integer 256 q + low at step s / 256, which
-/// is what `scale` and `scaled_sum` then describe.
+/// is what `scale`, `sum` and `scaled_sum` then describe.
 void sluice_quantize_rows(const float *x, int tokens, int columns, int block,
-                          int8_t *xq, int8_t *xq_low, float *scale, float *scaled_sum);
+                          int8_t *xq, int8_t *xq_low, float *scale, float *scaled_sum, int32_t *sum);
 
 /// How a weight matrix stores its scales and offsets.
 enum sluice_weight_kind {
@@ -28,28 +29,31 @@ enum sluice_weight_kind {
     SLUICE_WEIGHTS_AFFINE32 = 2,
 };
 
-/// y[t * y_stride + r] = Σ_b (s[r,b] · sx[t,b]) · (Σ_{k in b} u[r,k] · x[t,k]) − m[r,b] · sxsum[t,b],
+/// y[t * y_stride + r] = Σ_b (s[r,b] · sx[t,b]) · (Σ_{k in b} u[r,k] · x[t,k] − bias · xsum[t,b])
+///                        − m[r,b] · sxsum[t,b],
 /// x being xq, or 256 xq + xq_low where `xq_low` is not NULL, for the rows of
 /// panels [panel_begin, panel_end) below `rows`, and t in [0, tokens).
 ///
 /// Weights are unsigned bytes `u` with a scale `s` and offset `m` per block
 /// (each weight is s · u − m), in panels of 16 rows: panel p holds, for every
 /// group of 4 columns, 16 rows × 4 bytes (64 bytes). Its scales (and offsets)
-/// are `blocks × 16` values at `p * 16 * blocks`, as `kind` says.
+/// are `blocks × 16` values at `p * 16 * blocks`, as `kind` says. Kinds without
+/// stored offsets have m = s · bias, taken off each block's integer sum exactly
+/// (the m term is then absent); `SLUICE_WEIGHTS_AFFINE32` has bias 0.
 ///
 /// Every output element is reduced in the same order (blocks in order, each an
 /// exact integer sum) whatever `tokens`, the tile it falls in or the panel
 /// range, so results do not depend on the batch.
-void sluice_int8_matmul(const uint8_t *weights, int kind, const void *scales, const float *offsets, float bias,
+void sluice_int8_matmul(const uint8_t *weights, int kind, const void *scales, const float *offsets, int bias,
                         int columns, int rows, int panel_begin, int panel_end,
                         const int8_t *xq, const int8_t *xq_low, const float *xscale, const float *xscaled_sum,
-                        int tokens, float *y, int y_stride);
+                        const int32_t *xsum, int tokens, float *y, int y_stride);
 
 /// Row `row` of `sluice_int8_matmul`'s product for one token, bit for bit what that
 /// kernel writes for it, computed alone.
-float sluice_int8_row_product(const uint8_t *weights, int kind, const void *scales, const float *offsets, float bias,
+float sluice_int8_row_product(const uint8_t *weights, int kind, const void *scales, const float *offsets, int bias,
                               int columns, int row, const int8_t *xq, const int8_t *xq_low, const float *xscale,
-                              const float *xscaled_sum);
+                              const float *xscaled_sum, const int32_t *xsum);
 
 /// One pass over `values` that continues a running maximum: raises `*maximum` to
 /// max(*maximum, values), and writes, in ascending order, `first_row + i` to `rows` and

@@ -197,15 +197,11 @@ final class ArgmaxHead: @unchecked Sendable {
         for (r, estimate) in zip(candidates, estimates) {
             lowest = max(lowest, estimate - bound.bound(rowNorm: rowNorms[Int(r)]))
         }
-        let columns = weights.columns
         var best: Int32 = -1
         var bestValue = -Float.infinity
         for (r, estimate) in zip(candidates, estimates) {
             guard estimate + bound.bound(rowNorm: rowNorms[Int(r)]) >= lowest else { continue }
-            let value = sluice_int8_row_product(weights.weights.assumingMemoryBound(to: UInt8.self), Int32(weights.kind.rawValue),
-                                                weights.scales, weights.offsets, weights.bias, Int32(columns), r,
-                                                fine.quantized + t * columns, fine.low! + t * columns,
-                                                fine.scales + t * fine.blocks, fine.scaledSums + t * fine.blocks)
+            let value = weights.rowProduct(row: Int(r), fine, token: t)
             // Candidates come in ascending order, so the first of equal values wins.
             if best < 0 || value > bestValue {
                 best = r

@@ -20,6 +20,11 @@ public enum MatmulPrecision: String, Sendable, CaseIterable, Codable {
     /// the default model requires, and faster), else `float32`.
     public static var engineDefault: MatmulPrecision { int8Available ? .int16 : .float32 }
 
+    /// Bumped whenever the integer precisions' results change in any bit (a different rounding
+    /// or order of operations), so that results cached by an earlier build are not reused.
+    /// 2: half-float KV cache, and signed weights' offsets taken off in integers.
+    public static let integerArithmeticRevision = 2
+
     /// Whether products at this precision run on the integer kernels.
     var isInteger: Bool { self != .float32 }
 }
@@ -172,10 +177,19 @@ final class Int8Weights: @unchecked Sendable {
         let first = panels.lowerBound, token = tokens.lowerBound
         let scaleIndex = first * 16 * blocksPerRow
         sluice_int8_matmul((weights + first * 16 * columns).assumingMemoryBound(to: UInt8.self), Int32(kind.rawValue),
-                           scales + scaleIndex * scaleBytes, offsets.map { $0 + scaleIndex }, bias,
+                           scales + scaleIndex * scaleBytes, offsets.map { $0 + scaleIndex }, Int32(bias),
                            Int32(columns), Int32(min(rows - 16 * first, 16 * panels.count)), 0, Int32(panels.count),
                            a.quantized + token * columns, a.low.map { $0 + token * columns },
-                           a.scales + token * a.blocks, a.scaledSums + token * a.blocks, Int32(tokens.count), y, Int32(yStride))
+                           a.scales + token * a.blocks, a.scaledSums + token * a.blocks, a.sums + token * a.blocks,
+                           Int32(tokens.count), y, Int32(yStride))
+    }
+
+    /// Row `row` of `multiply`'s product for token `token` of `a`, computed alone: the same bits.
+    func rowProduct(row: Int, _ a: RoundedActivations, token: Int) -> Float {
+        sluice_int8_row_product(weights.assumingMemoryBound(to: UInt8.self), Int32(kind.rawValue), scales, offsets,
+                                Int32(bias), Int32(columns), Int32(row), a.quantized + token * columns,
+                                a.low.map { $0 + token * columns }, a.scales + token * a.blocks,
+                                a.scaledSums + token * a.blocks, a.sums + token * a.blocks)
     }
 
     /// Writes row `row` as floats: the values `dequantizeRow` writes (a zero may differ in sign).
@@ -209,6 +223,8 @@ final class RoundedActivations {
     let low: UnsafeMutablePointer<Int8>?
     let scales: UnsafeMutablePointer<Float>
     let scaledSums: UnsafeMutablePointer<Float>
+    /// Each block's integers summed (exact), at its scale.
+    let sums: UnsafeMutablePointer<Int32>
 
     init(_ x: UnsafePointer<Float>, tokens: Int, columns: Int, block: Int, lowBytes: Bool, pool: ComputePool) {
         self.columns = columns
@@ -218,19 +234,21 @@ final class RoundedActivations {
         low = lowBytes ? quantized + tokens * columns : nil
         scales = .allocate(capacity: 2 * tokens * blocks)
         scaledSums = scales + tokens * blocks
+        sums = .allocate(capacity: tokens * blocks)
         let chunk = 16
-        let (quantized, low, scales, scaledSums, blocks) = (quantized, low, scales, scaledSums, blocks)
+        let (quantized, low, scales, scaledSums, sums, blocks) = (quantized, low, scales, scaledSums, sums, blocks)
         pool.parallelFor((tokens + chunk - 1) / chunk) { item in
             let first = item * chunk, count = min(chunk, tokens - first)
             sluice_quantize_rows(x + first * columns, Int32(count), Int32(columns), Int32(block),
                                  quantized + first * columns, low.map { $0 + first * columns },
-                                 scales + first * blocks, scaledSums + first * blocks)
+                                 scales + first * blocks, scaledSums + first * blocks, sums + first * blocks)
         }
     }
 
     deinit {
         quantized.deallocate()
         scales.deallocate()
+        sums.deallocate()
     }
 
     static func roundingKey(block: Int, lowBytes: Bool) -> Int { 2 * block + (lowBytes ? 1 : 0) }

@@ -1,4 +1,3 @@
-import CSluiceKernels
 import SluiceTestSupport
 import Testing
 
@@ -47,10 +46,7 @@ struct ArgmaxHeadTests {
         var mismatches = 0
         for t in 0..<tokens {
             for r in 0..<w.rows {
-                let value = sluice_int8_row_product(weights.weights.assumingMemoryBound(to: UInt8.self), Int32(weights.kind.rawValue),
-                                                    weights.scales, weights.offsets, weights.bias, Int32(w.columns), Int32(r),
-                                                    rounded.quantized + t * w.columns, rounded.low.map { $0 + t * w.columns },
-                                                    rounded.scales + t * rounded.blocks, rounded.scaledSums + t * rounded.blocks)
+                let value = weights.rowProduct(row: r, rounded, token: t)
                 if value.bitPattern != y[t * w.rows + r].bitPattern { mismatches += 1 }
             }
         }

@@ -1,3 +1,4 @@
+import SluiceTestSupport
 import Testing
 
 @testable import SluiceEngine
@@ -131,6 +132,29 @@ struct IntegerMatMulTests {
                         "\(precision.rawValue), \(tokens) tokens: product \(i) differs from its own call")
             }
         }
+    }
+
+    /// Signed types take each block's offset (scale × bias) off its integer sum exactly, so
+    /// weights that are all zero, whatever their scales, give exact zeros for any activations;
+    /// an offset subtracted in floats would leave rounding residue.
+    @Test(arguments: [TensorType.q8_0, .q4_0], integerPrecisions)
+    func zeroWeightsGiveExactZeros(type: TensorType, precision: MatmulPrecision) {
+        let rows = 32, columns = 256
+        let rowBytes = columns / type.blockSize * type.bytesPerBlock
+        let bytes = UnsafeMutableRawPointer.allocate(byteCount: rows * rowBytes, alignment: 64)
+        defer { bytes.deallocate() }
+        var generator = SplitMix64(seed: 19)
+        for b in 0..<(rows * columns / type.blockSize) {
+            let block = bytes + b * type.bytesPerBlock
+            block.storeBytes(of: Float16(Float.random(in: -0.05...0.05, using: &generator)).bitPattern, as: UInt16.self)
+            // Quant 0: the byte 0 for Q8_0, the nibble 8 (0 after its bias) for Q4_0.
+            (block + 2).initializeMemory(as: UInt8.self, repeating: type == .q8_0 ? 0 : 0x88, count: type.bytesPerBlock - 2)
+        }
+        let w = WeightMatrix(name: "zeros", type: type, rows: rows, columns: columns, data: bytes, precision: precision)
+        #expect(w.int8 != nil)
+        let x = randomActivations(7 * columns, seed: 20)
+        let y = product(x, tokens: 7, w, pool: ComputePool(threads: 1))
+        #expect(y.allSatisfy { $0 == 0 }, "\(type.name) \(precision.rawValue): \(y.filter { $0 != 0 }.count) nonzero outputs")
     }
 
     /// Rows of zeros (padding, masked positions) give exact zeros, not NaN.
