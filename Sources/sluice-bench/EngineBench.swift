@@ -17,7 +17,7 @@ struct EngineBench: ParsableCommand {
     @Option(help: "Compute threads (default: all cores).")
     var threads: Int = ComputePool.availableCores
 
-    @Option(name: .customLong("pp"), help: "Prompt tokens for the prompt-processing test.")
+    @Option(name: .customLong("pp"), help: "Prompt tokens for the prompt-processing test (0: no prompt test).")
     var promptTokens = 512
 
     @Option(name: .customLong("npp"), help: "Prompt tokens per sequence before the generation test.")
@@ -58,7 +58,7 @@ struct EngineBench: ParsableCommand {
 
         // Prompt processing: one sequence, all prompt tokens in one step, logits for the last.
         var bestPrompt = Double.infinity
-        for _ in 0..<max(1, repetitions) {
+        for _ in 0..<(promptTokens > 0 ? max(1, repetitions) : 0) {
             let cache = lm.makeCache()
             let tokens = randomTokens(promptTokens)
             cache.reserve(slot: 0, positions: promptTokens)
@@ -69,7 +69,9 @@ struct EngineBench: ParsableCommand {
             bestPrompt = min(bestPrompt, elapsed.inSeconds)
         }
         let promptRate = Double(promptTokens) / bestPrompt
-        print(String(format: "pp%d: %.1f tok/s (threads %d, %@)", promptTokens, promptRate, threads, precision.rawValue))
+        if promptTokens > 0 {
+            print(String(format: "pp%d: %.1f tok/s (threads %d, %@)", promptTokens, promptRate, threads, precision.rawValue))
+        }
 
         var generation: [(Int, Double)] = []
         for npl in parallel.split(separator: ",").compactMap({ Int($0) }) where npl > 0 {
@@ -100,7 +102,7 @@ struct EngineBench: ParsableCommand {
         print(String(format: "peak RSS: %.0f MB", peakMB))
         if let jsonPath {
             let record = """
-            {"tool":"sluice","precision":"\(precision.rawValue)","full_logits":\(fullLogits),"model":"\(URL(fileURLWithPath: path).lastPathComponent)","threads":\(threads),"pp":\(promptTokens),"pp_tok_s":\(String(format: "%.2f", promptRate)),"npp":\(generationPrompt),"ntg":\(generated),"tg":[\(generation.map { "{\"npl\":\($0.0),\"tok_s\":\(String(format: "%.2f", $0.1))}" }.joined(separator: ","))],"peak_rss_mb":\(String(format: "%.0f", peakMB))}
+            {"tool":"sluice","precision":"\(precision.rawValue)","full_logits":\(fullLogits),"model":"\(URL(fileURLWithPath: path).lastPathComponent)","threads":\(threads),"pp":\(promptTokens),"pp_tok_s":\(promptTokens > 0 ? String(format: "%.2f", promptRate) : "null"),"npp":\(generationPrompt),"ntg":\(generated),"tg":[\(generation.map { "{\"npl\":\($0.0),\"tok_s\":\(String(format: "%.2f", $0.1))}" }.joined(separator: ","))],"peak_rss_mb":\(String(format: "%.0f", peakMB))}
 
             """
             try appendJSONRecord(record, to: jsonPath)
