@@ -80,7 +80,22 @@ void sluice_quantize_rows(const float *x, int tokens, int columns, int block,
     }
 }
 
-/// PANELS (1 or 2) panels of 16 rows times TOKENS (1-4) tokens, with activations
+/// Four columns (a 64-byte line of each panel at `w`, four bytes of each token's
+/// activations at `x`) into the tile's integer sums.
+static inline __attribute__((always_inline))
+void accumulate_group(const int PANELS, const int TOKENS, const uint8_t *w, size_t panel_bytes, const int8_t *x,
+                      int columns, __m512i dot[2][SLUICE_MAX_TOKENS]) {
+    __m512i u[2];
+    for (int p = 0; p < PANELS; p++) u[p] = _mm512_loadu_si512(w + p * panel_bytes);
+    for (int t = 0; t < TOKENS; t++) {
+        int32_t four;
+        memcpy(&four, x + (size_t)t * columns, 4);
+        const __m512i xv = _mm512_set1_epi32(four);
+        for (int p = 0; p < PANELS; p++) dot[p][t] = _mm512_dpbusd_epi32(dot[p][t], u[p], xv);
+    }
+}
+
+/// PANELS (1 or 2) panels of 16 rows times TOKENS (1-6) tokens, with activations
 /// of one byte (LOW 0) or two (LOW 1: the block's integer is 256 q + low), for
 /// weights of one KIND (see `sluice_weight_kind`). Each output element sees the
 /// same operations in the same order in every instantiation.
@@ -107,15 +122,16 @@ void tile(const int PANELS, const int TOKENS, const int KIND, const int LOW,
                 for (int p = 0; p < PANELS; p++)
                     for (int t = 0; t < TOKENS; t++) dot[p][t] = _mm512_slli_epi32(dot[p][t], 8);
             }
-            for (int g = 0; g < BLOCK / 4; g++) {
-                __m512i u[2];
-                for (int p = 0; p < PANELS; p++) u[p] = _mm512_loadu_si512(wb + p * panel_bytes + 64 * g);
-                for (int t = 0; t < TOKENS; t++) {
-                    int32_t four;
-                    memcpy(&four, xh + xb + (size_t)t * columns + 4 * g, 4);
-                    const __m512i xv = _mm512_set1_epi32(four);
-                    for (int p = 0; p < PANELS; p++) dot[p][t] = _mm512_dpbusd_epi32(dot[p][t], u[p], xv);
-                }
+            if (TOKENS >= 4) {
+                // Unrolled, wide tiles hold every group's weights in registers and spill the
+                // accumulators; one group at a time keeps them all in registers (measured 3-4%
+                // faster at 32 tokens, and 15% slower for a lone token, which streams weights).
+#pragma clang loop unroll(disable)
+                for (int g = 0; g < BLOCK / 4; g++)
+                    accumulate_group(PANELS, TOKENS, wb + 64 * g, panel_bytes, xh + xb + 4 * g, columns, dot);
+            } else {
+                for (int g = 0; g < BLOCK / 4; g++)
+                    accumulate_group(PANELS, TOKENS, wb + 64 * g, panel_bytes, xh + xb + 4 * g, columns, dot);
             }
         }
         if (KIND != SLUICE_WEIGHTS_AFFINE32) {
