@@ -54,6 +54,12 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
     public var precision: MatmulPrecision { options.precision }
     /// How many tokens the KV cache budget can hold for one sequence.
     public let maxCachedTokens: Int
+    /// What the tokens this engine generates depend on besides the request: the model's
+    /// content, the precision (with the revision of its arithmetic) and the chat template.
+    /// Recorded in checkpoints: one left by an engine with another identity is not
+    /// continued (its tokens may not be the ones this engine would pick), so the request
+    /// starts over and its response is exactly an uninterrupted run's.
+    public let outputIdentity: String
 
     private let file: GGUFFile
     private let pool: ComputePool
@@ -78,6 +84,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
     public init(modelPath path: String, options: BuiltinEngineOptions = BuiltinEngineOptions()) throws {
         self.options = options
         file = try GGUFFile(path: path)
+        // Before loading: the load releases the file's pages as it repacks them.
+        let fingerprint = file.contentFingerprint
         pool = ComputePool(threads: options.threads)
         if options.precision.isInteger && !MatmulPrecision.int8Available {
             throw ModelLoadError("--precision \(options.precision.rawValue) needs a CPU with AVX-512 VNNI (and a build for it); this one has none: use --precision f32")
@@ -94,6 +102,10 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         chatTemplate = options.chatTemplate
             ?? ChatTemplate.detect(jinja: jinja, architecture: model.architecture, hasToken: { tokenizer.token(for: $0) != nil })
         modelName = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+        outputIdentity = ["model=" + String(fingerprint, radix: 16),
+                          "precision=" + options.precision.rawValue
+                              + (options.precision.isInteger ? "." + String(MatmulPrecision.integerArithmeticRevision) : ""),
+                          "template=" + (chatTemplate?.rawValue ?? "none")].joined(separator: " ")
         contextLength = min(options.contextLength ?? model.shape.contextLength, model.shape.contextLength)
         let probe = model.makeCache(budgetBytes: options.kvMemoryBytes, blockPositions: options.kvBlockPositions)
         maxCachedTokens = probe.maxPositionsPerSequence
@@ -387,14 +399,15 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         cache.release(slot: generation.slot)
         speculator?.forget(slot: generation.slot)
         mailbox.withLock { _ = $0.checkpoints.removeValue(forKey: generation.request.id) }
-        let checkpoint = generation.generated.isEmpty ? generation.request.resumeFrom : generation.checkpointState.encoded()
+        let checkpoint = generation.generated.isEmpty
+            ? generation.request.resumeFrom : generation.checkpointState(engine: outputIdentity).encoded()
         continuation.yield(.stopped(requestID: generation.request.id, checkpoint: checkpoint))
     }
 
     private func publishCheckpoints(_ running: [Generation]) {
         var fresh: [(Int64, Checkpoint)] = []
         for generation in running where generation.generated.count > generation.checkpointedCount {
-            fresh.append((generation.request.id, generation.checkpointState.encoded()))
+            fresh.append((generation.request.id, generation.checkpointState(engine: outputIdentity).encoded()))
             generation.checkpointedCount = generation.generated.count
         }
         guard !fresh.isEmpty else { return }
@@ -418,7 +431,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
                                    parameter: promptParameter)
             }
             var resumed = request.resumeFrom.flatMap(CheckpointState.init)
-            if let state = resumed, promptTokens.count + state.tokens.count > contextLength {
+            if let state = resumed, state.engine != outputIdentity || promptTokens.count + state.tokens.count > contextLength {
                 resumed = nil
             }
             let maxTokens = min(parameters.maxTokens ?? Int.max, contextLength - promptTokens.count)

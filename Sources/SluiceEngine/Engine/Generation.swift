@@ -71,20 +71,28 @@ final class Generation {
         if logprobs.count > count { logprobs.removeLast(logprobs.count - count) }
     }
 
-    var checkpointState: CheckpointState { CheckpointState(tokens: generated, logprobs: logprobs) }
+    /// This generation's checkpoint, made by the engine `engine` names.
+    func checkpointState(engine: String) -> CheckpointState {
+        CheckpointState(tokens: generated, logprobs: logprobs, engine: engine)
+    }
 }
 
 /// What a checkpoint of the built-in engine holds: the generated tokens and,
-/// when requested, their log-probabilities. Enough to continue exactly, since
-/// sampling randomness is keyed by token index.
+/// when requested, their log-probabilities, and what made them
+/// (`BuiltinEngine.outputIdentity`). Enough to continue exactly, since sampling
+/// randomness is keyed by token index, by an engine that would have made them too.
 struct CheckpointState: Equatable {
     static let formatVersion = 1
     var tokens: [Int32]
     var logprobs: [Generation.TokenLogprobs]
+    /// The identity of the engine that generated the tokens; empty in checkpoints written
+    /// before it was recorded.
+    var engine: String
 
     func encoded() -> Checkpoint {
         var fields: [(key: String, value: JSON)] = [
             (key: "v", value: .int(Self.formatVersion)),
+            (key: "engine", value: .string(engine)),
             (key: "tokens", value: .array(tokens.map { .int($0) })),
         ]
         if !logprobs.isEmpty {
@@ -116,11 +124,12 @@ struct CheckpointState: Equatable {
             }
             logprobs.append(.init(token: Int32(t), logprob: lp, top: top))
         }
-        self.init(tokens: tokens, logprobs: logprobs)
+        self.init(tokens: tokens, logprobs: logprobs, engine: json["engine"]?.stringValue ?? "")
     }
 
-    init(tokens: [Int32], logprobs: [Generation.TokenLogprobs]) {
+    init(tokens: [Int32], logprobs: [Generation.TokenLogprobs], engine: String) {
         self.tokens = tokens
         self.logprobs = logprobs
+        self.engine = engine
     }
 }

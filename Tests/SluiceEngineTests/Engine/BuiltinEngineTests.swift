@@ -70,11 +70,45 @@ struct BuiltinEngineTests {
         let uninterrupted = await bodies(try engine(), [request])[1]
         let promptTokens = m.tokenizer.encode("The three primary colors are", addSpecial: true, parseSpecial: true)
         let (tokens, _) = greedyTokens(m.model, prompt: promptTokens, count: 20)
+        let identity = try await outputIdentity()
         for k in [0, 1, 7, 19] {
             var resumed = request
-            resumed.resumeFrom = CheckpointState(tokens: Array(tokens.prefix(k)), logprobs: []).encoded()
+            resumed.resumeFrom = CheckpointState(tokens: Array(tokens.prefix(k)), logprobs: [], engine: identity).encoded()
             let body = await bodies(try engine(), [resumed])[1]
             #expect(body == uninterrupted, "resumed at token \(k)")
+        }
+    }
+
+    /// The identity of engines made by `engine()` (all alike).
+    func outputIdentity() async throws -> String {
+        let probe = try engine()
+        await probe.shutdown()
+        return probe.outputIdentity
+    }
+
+    /// A checkpoint from an engine of another identity (another model, precision or chat
+    /// template, or one from before identities were recorded) is not continued: the request
+    /// starts over and answers exactly as an uninterrupted run. With this engine's identity the
+    /// same tokens are continued.
+    @Test func checkpointFromAnotherEngineStartsOver() async throws {
+        let m = try DefaultModel.require()
+        let request = completionRequest(1, prompt: "The three primary colors are", maxTokens: 8)
+        let uninterrupted = await bodies(try engine(), [request])[1]
+        let identity = try await outputIdentity()
+        // Tokens the model would not pick here, so continuing them shows in the text.
+        let planted: [Int32] = [9_000, 12_000, 15_000]
+        let plantedText = m.tokenizer.decode(planted)
+        for (engineIdentity, continued) in [(identity, true), (identity.replacingOccurrences(of: "precision=", with: "precision=x"), false),
+                                            ("", false)] {
+            var resumed = request
+            resumed.resumeFrom = CheckpointState(tokens: planted, logprobs: [], engine: engineIdentity).encoded()
+            let body = await bodies(try engine(), [resumed])[1]
+            let text = (try? JSON.parse(body ?? ""))?["choices"]?.arrayValue?.first?["text"]?.stringValue ?? ""
+            if continued {
+                #expect(text.hasPrefix(plantedText), "this engine's checkpoint was not continued: \(text.debugDescription)")
+            } else {
+                #expect(body == uninterrupted, "a checkpoint of engine \(engineIdentity.debugDescription) was continued: \(text.debugDescription)")
+            }
         }
     }
 

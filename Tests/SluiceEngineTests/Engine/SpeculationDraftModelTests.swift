@@ -100,7 +100,7 @@ struct SpeculationDraftModelTests {
             #expect(state.tokens == Array(longest.prefix(state.tokens.count)))
             #expect(state.logprobs.count == state.tokens.count)
         }
-        let resumeAt = seen.first { $0.tokens.count >= 5 } ?? CheckpointState(tokens: [], logprobs: [])
+        let resumeAt = seen.first { $0.tokens.count >= 5 } ?? CheckpointState(tokens: [], logprobs: [], engine: engine.outputIdentity)
         var resumed = request
         resumed.id = 2
         resumed.resumeFrom = resumeAt.encoded()

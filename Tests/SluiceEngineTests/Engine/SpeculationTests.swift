@@ -116,7 +116,7 @@ struct SpeculationTests {
             #expect(state.logprobs.map(\.token) == state.tokens)
         }
         // Resume from a checkpoint in the middle (or a cut of the reference when too few were seen).
-        let middle = seen.count >= 2 ? seen[seen.count / 2] : CheckpointState(tokens: Array(reference.prefix(11)), logprobs: [])
+        let middle = seen.count >= 2 ? seen[seen.count / 2] : CheckpointState(tokens: Array(reference.prefix(11)), logprobs: [], engine: first.outputIdentity)
         var resumed = request
         resumed.id = 2
         resumed.resumeFrom = middle.encoded()

@@ -39,6 +39,17 @@ import Testing
         #expect(all.allSatisfy { $0.isFinite })
     }
 
+    /// The fingerprint is a function of the bytes: equal for equal files, different when a
+    /// weight in a tensor's first bytes differs (a fine-tune of the same layout).
+    @Test func contentFingerprintFollowsTheBytes() throws {
+        let (bytes, layout) = GGUFTestWriter.sample().build()
+        let fingerprint = try GGUFFile(bytes: bytes).contentFingerprint
+        #expect(try GGUFFile(bytes: bytes).contentFingerprint == fingerprint)
+        var changed = bytes
+        changed[layout.dataStart + 1] ^= 0x10
+        #expect(try GGUFFile(bytes: changed).contentFingerprint != fingerprint)
+    }
+
     @Test func typedAccessors() throws {
         let file = try GGUFFile(bytes: GGUFTestWriter.sample().build().bytes)
         #expect(try file.string("general.architecture") == "llama")

@@ -74,7 +74,7 @@ struct SamplerTests {
     @Test func checkpointsRoundTrip() throws {
         let state = CheckpointState(tokens: [5, 6, 7], logprobs: [
             .init(token: 5, logprob: -0.25, top: [TokenLogProbability(token: 5, logProbability: -0.25), TokenLogProbability(token: 9, logProbability: -1.5)]),
-        ])
+        ], engine: "model=1f precision=int16.2 template=gemma")
         let checkpoint = state.encoded()
         #expect(checkpoint.generatedTokens == 3)
         #expect(CheckpointState(checkpoint) == state)
