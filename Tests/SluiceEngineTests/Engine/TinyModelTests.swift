@@ -94,4 +94,54 @@ struct TinyModelTests {
         #expect(worst <= Self.maxAbsoluteError, "\(name): max |Δ| \(worst)")
         #expect(mean <= Self.meanAbsoluteError, "\(name): mean |Δ| \(mean)")
     }
+
+    /// Every architecture's forward pass is batch-invariant (Llama's Q/K/V biases and NeoX RoPE
+    /// included, as Qwen2 uses them): two prompts prefilled in one batch on three threads, then
+    /// decoded one token each in one step, give bit for bit the logits each gets alone on one thread.
+    @Test(arguments: models)
+    func logitsDoNotDependOnBatchOrThreads(_ name: String) throws {
+        let file = try GGUFFile(path: Fixtures.url("tiny/\(name).gguf").path)
+        let alone = try loadLanguageModel(file, pool: ComputePool(threads: 1))
+        let together = try loadLanguageModel(file, pool: ComputePool(threads: 3))
+        let fixture = try Fixtures.json("tiny/\(name).json")
+        // Prompts long enough that the per-token work between the products (biases, RoPE) splits over threads.
+        let length = min(150, alone.shape.contextLength / 2 - 2)
+        let prompts = (fixture["records"]?.arrayValue ?? []).prefix(2).map { record in
+            let ids = Self.ids(record["prompt_ids"])
+            return (0..<length).map { ids[$0 % ids.count] }
+        }
+        try #require(prompts.count == 2 && length >= 64)
+        let vocabulary = alone.shape.vocabularySize
+        let next: [Int32] = [3, 5]
+
+        /// Every row's logits of `rows` (slot, position, token) in one forward pass.
+        func forward(_ model: any LanguageModel, _ cache: KVCache, _ rows: [(slot: Int, position: Int, token: Int32)]) -> [Float] {
+            var logits = [Float](repeating: .nan, count: rows.count * vocabulary)
+            logits.withUnsafeMutableBufferPointer { out in
+                model.forward(tokens: rows.map(\.token), placements: rows.map { TokenPlacement(slot: $0.slot, position: $0.position) },
+                              logitRows: Array(rows.indices), cache: cache, logits: out.baseAddress!)
+            }
+            return logits
+        }
+        func rows(_ s: Int) -> [(slot: Int, position: Int, token: Int32)] {
+            prompts[s].enumerated().map { (slot: s, position: $0.offset, token: $0.element) }
+        }
+
+        var expected: [Float] = [], decodeExpected: [Float] = []
+        for s in 0..<2 {
+            let cache = alone.makeCache()
+            cache.reserve(slot: s, positions: prompts[s].count + 1)
+            expected += forward(alone, cache, rows(s))
+            decodeExpected += forward(alone, cache, [(slot: s, position: prompts[s].count, token: next[s])])
+        }
+        let cache = together.makeCache()
+        for s in 0..<2 { cache.reserve(slot: s, positions: prompts[s].count + 1) }
+        let prefill = forward(together, cache, rows(0) + rows(1))
+        let decode = forward(together, cache, (0..<2).map { (slot: $0, position: prompts[$0].count, token: next[$0]) })
+        func differing(_ a: [Float], _ b: [Float]) -> Int { zip(a, b).filter { $0.bitPattern != $1.bitPattern }.count }
+        #expect(prefill.count == expected.count && differing(prefill, expected) == 0,
+                "\(name): \(differing(prefill, expected)) prefill logits differ in a batch on 3 threads")
+        #expect(decode.count == decodeExpected.count && differing(decode, decodeExpected) == 0,
+                "\(name): \(differing(decode, decodeExpected)) decode logits differ in a batch on 3 threads")
+    }
 }
