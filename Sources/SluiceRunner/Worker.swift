@@ -13,7 +13,8 @@ public final class Worker: Sendable {
     public let store: any QueueStore
     public let engine: any InferenceEngine
     public let configuration: WorkerConfiguration
-    let log: WorkerLog
+    /// Where the worker writes its lines (and its owner may add its own).
+    public let log: WorkerLog
 
     private let inputs: AsyncStream<WorkerInput>
     private let inputContinuation: AsyncStream<WorkerInput>.Continuation

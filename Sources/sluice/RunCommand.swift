@@ -112,7 +112,7 @@ struct RunCommand: AsyncParsableCommand {
     }
 }
 
-/// The worker a run is driving now, for signal handlers.
+/// The worker a command is driving now (none while it starts), for signal handlers.
 final class CurrentWorker: Sendable {
     let value = Mutex<Worker?>(nil)
 }

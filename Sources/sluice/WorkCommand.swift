@@ -97,18 +97,18 @@ struct WorkCommand: AsyncParsableCommand {
     func run() async throws {
         // Stop signals are watched from the start: one that comes while the model loads, before any
         // work is claimed, ends the process at once with nothing to hand back (exit 0, as a drain).
-        let target = StopTarget()
+        let current = CurrentWorker()
         let signals = SignalCounter()
         let grace = self.grace
         let watcher = SignalWatcher(signals: [SIGTERM, SIGINT]) { number in
             let name = SignalWatcher.name(of: number)
-            guard let (worker, log) = target.current else {
+            guard let worker = current.value.withLock({ $0 }) else {
                 printNote("sluice work: \(name) while starting, before claiming any work: exiting")
                 Foundation.exit(ExitStatus.success)
             }
             switch signals.record(number) {
             case .first:
-                log("\(name): draining; send SIGINT again to stop at once")
+                worker.log("\(name): draining; send SIGINT again to stop at once")
                 worker.requestDrain(.signal(name))
                 // The drain finishes well before this; the watchdog only guards the promise to exit within --grace.
                 DispatchQueue.global().asyncAfter(deadline: .now() + grace) {
@@ -121,7 +121,7 @@ struct WorkCommand: AsyncParsableCommand {
                 worker.releaseLeasesNow()
                 Foundation.exit(ExitStatus.interrupted)
             case .repeated:
-                log("\(name) again: already draining")
+                worker.log("\(name) again: already draining")
             }
         }
         defer { watcher.cancel() }
@@ -164,7 +164,7 @@ struct WorkCommand: AsyncParsableCommand {
         let preemptionWatchers = try preemption.startWatchers(worker: worker, log: log)
         defer { for watcher in preemptionWatchers { watcher.cancel() } }
 
-        target.set(worker: worker, log: log)
+        current.value.withLock { $0 = worker }
 
         let outcome: WorkerExit
         do {
@@ -184,15 +184,6 @@ struct WorkCommand: AsyncParsableCommand {
             if (reason == .maxRuntime || reason == .deadline) && workRemains { throw ExitCode(ExitStatus.workRemains) }
         }
     }
-}
-
-/// What stop signals act on: nothing until the worker exists, then the worker and its log.
-final class StopTarget: Sendable {
-    private let state = Mutex<(worker: Worker, log: WorkerLog)?>(nil)
-
-    func set(worker: Worker, log: WorkerLog) { state.withLock { $0 = (worker, log) } }
-
-    var current: (worker: Worker, log: WorkerLog)? { state.withLock { $0 } }
 }
 
 /// Counts stop signals: the first drains, a second SIGINT stops at once.
