@@ -44,8 +44,17 @@ public struct WorkerConfiguration: Sendable {
 
     public init(job: JobID? = nil) { self.job = job }
 
+    /// The longest time any setting may give (100 years): every deadline and timer computed from
+    /// one stays far inside what dates, `Duration` and dispatch times can hold.
+    public static let longestSeconds: Double = 100 * 365.25 * 86_400
+
     /// What is wrong with these settings, if anything, in a sentence naming the setting.
     public func validationError() -> String? {
+        let times: [(String, Double?)] = [("--lease", leaseSeconds), ("--grace", graceSeconds), ("--max-runtime", maxRuntimeSeconds),
+                                          ("--checkpoint-interval", checkpointInterval)]
+        for case let (name, seconds?) in times where seconds > Self.longestSeconds {
+            return "\(name) must be at most \(Int(Self.longestSeconds)) seconds (100 years; got \(seconds))"
+        }
         if !(leaseSeconds >= 1) { return "--lease must be at least 1 second (got \(leaseSeconds))" }
         if !(graceSeconds >= 0.5) { return "--grace must be at least 0.5 seconds (got \(graceSeconds))" }
         if let runtime = maxRuntimeSeconds, !(runtime > 0) { return "--max-runtime must be positive (got \(runtime))" }

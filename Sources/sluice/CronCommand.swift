@@ -38,8 +38,12 @@ struct CronOptions: ParsableArguments {
         for spec in specs where spec.schedule != nil {
             let database = JobSpecPaths.absolute(spec.database ?? global.databasePath)
             let state = try RunState(databasePath: database, specName: spec.name)
-            lines.append(Crontab.line(for: spec, binary: binary, databasePath: database,
-                                      logPath: state.folder + "/cron.log", lockPath: state.folder + "/cron.lock"))
+            do {
+                lines.append(try Crontab.line(for: spec, binary: binary, databasePath: database,
+                                              logPath: state.folder + "/cron.log", lockPath: state.folder + "/cron.lock"))
+            } catch {
+                throw CLIError.usage("\(error)")
+            }
         }
         return lines
     }
