@@ -31,9 +31,13 @@ public final class SQLiteStore: QueueStore {
     let connection: Mutex<SQLiteConnection>
     let clock: @Sendable () -> Double
 
-    /// Runs `body` with exclusive use of the connection.
+    /// Runs `body` with exclusive use of the connection, once the database path is known to still
+    /// name the file the connection opened (`QueueError.databaseReplaced` otherwise).
     func withConnection<T: Sendable>(_ body: (SQLiteConnection) throws -> T) throws -> T {
-        try connection.withLock { connection throws -> T in try body(connection) }
+        try connection.withLock { connection throws -> T in
+            try connection.checkFileIdentity()
+            return try body(connection)
+        }
     }
 
     // MARK: QueueStore

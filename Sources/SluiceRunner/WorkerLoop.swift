@@ -139,6 +139,8 @@ final class WorkerLoop {
                 retryOrFail(flight, code: "engine_stopped", message: "the engine stopped the request without an answer",
                             retryAfter: nil, checkpoint: checkpoint, now: now)
             }
+        case let .databaseUnusable(message):
+            throw WorkerError.databaseUnusable(message)
         case .engineEnded:
             try engineEnded(now: now)
         case .tick:
@@ -151,8 +153,8 @@ final class WorkerLoop {
     private func record(_ outcome: EngineOutcome, for flight: Flight, now: ContinuousClock.Instant) {
         switch outcome {
         case let .response(_, _, usage):
-            statistics.promptTokens += usage.promptTokens
-            statistics.completionTokens += usage.completionTokens
+            statistics.promptTokens.add(saturating: usage.promptTokens)
+            statistics.completionTokens.add(saturating: usage.completionTokens)
             addResult(flight.lease, outcome, now: now)
         case let .failure(code, message, retryable, retryAfter):
             if retryable {
@@ -379,6 +381,7 @@ final class WorkerLoop {
             pendingCache = CacheWrites()
         } catch {
             pending = batch
+            try WorkerError.stopIfUnhealable(error, during: "commit")
             let since = commitFailingSince ?? now
             commitFailingSince = since
             nextCommitAttempt = now + .milliseconds(500)
@@ -466,6 +469,7 @@ final class WorkerLoop {
         do {
             claimed = try store.claim(worker: worker, job: configuration.job, limit: limit, leaseSeconds: configuration.leaseSeconds)
         } catch {
+            try WorkerError.stopIfUnhealable(error, during: "claim")
             log("claim failed, will retry: \(error)")
             nextClaimAt = now + .milliseconds(500)
             return
@@ -536,9 +540,9 @@ final class WorkerLoop {
         let body = configuration.resultCache?.keying.adapt(response.body, to: request) ?? response.body
         // Usage is what computing the response cost the first time; hits are counted apart.
         statistics.cacheHits += 1
-        statistics.promptTokens += response.usage.promptTokens
-        statistics.completionTokens += response.usage.completionTokens
-        statistics.cachedCompletionTokens += response.usage.completionTokens
+        statistics.promptTokens.add(saturating: response.usage.promptTokens)
+        statistics.completionTokens.add(saturating: response.usage.completionTokens)
+        statistics.cachedCompletionTokens.add(saturating: response.usage.completionTokens)
         pendingCache.hits.append((lease: lease, key: key))
         configuration.tokenLedger?.record("H", request: claim.id, lease: claim.leaseGeneration, tokens: 0)
         addResult(lease, .response(statusCode: response.statusCode, body: body, usage: response.usage), now: now)

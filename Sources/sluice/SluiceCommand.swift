@@ -62,6 +62,9 @@ enum ExitStatus {
     static let usage: Int32 = 2
     static let nothingToDo: Int32 = 3
     static let workRemains: Int32 = 4
+    /// `work`: the database cannot be used any more (corrupt, not a database, read-only, cannot be
+    /// opened, or deleted or replaced under the worker); waiting would not help.
+    static let databaseUnusable: Int32 = 7
     static let interrupted: Int32 = 130
 }
 

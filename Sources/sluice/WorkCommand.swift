@@ -90,7 +90,9 @@ struct WorkCommand: AsyncParsableCommand {
         configuration.maxAttempts = maxAttempts
         if let problem = configuration.validationError() { throw ValidationError(problem) }
         if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1 (got \(concurrency))") }
-        if !(requestTimeout > 0) { throw ValidationError("--request-timeout must be positive (got \(requestTimeout))") }
+        if !(requestTimeout > 0 && requestTimeout <= WorkerConfiguration.longestSeconds) {
+            throw ValidationError("--request-timeout must be positive and at most 100 years (got \(requestTimeout))")
+        }
         try watching.validate()
     }
 
@@ -171,6 +173,12 @@ struct WorkCommand: AsyncParsableCommand {
             outcome = try await worker.run()
         } catch {
             await engine.shutdown()
+            if case WorkerError.databaseUnusable = error {
+                throw CLIError(description: "\(error)", exitCode: ExitStatus.databaseUnusable)
+            }
+            if let reason = (error as? QueueError)?.unhealableReason {
+                throw CLIError(description: "\(reason): \(error)", exitCode: ExitStatus.databaseUnusable)
+            }
             throw CLIError(description: "\(error)")
         }
         await engine.shutdown()
