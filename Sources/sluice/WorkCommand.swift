@@ -19,7 +19,9 @@ struct WorkCommand: AsyncParsableCommand {
         A second SIGINT exits at once (status 130) after handing leases back.
 
         Exit status: 0 no work left, or drained after SIGTERM/SIGINT; 3 nothing to do when it started; \
-        4 --max-runtime or --until reached with work remaining; 1 error; 2 usage error; 130 second SIGINT.
+        4 --max-runtime or --until reached with work remaining; 7 the database cannot be used (corrupt, not a \
+        database, read-only, cannot be opened, or deleted or replaced while in use); 1 other errors; 2 usage error; \
+        130 second SIGINT.
         """
     )
 
@@ -133,7 +135,15 @@ struct WorkCommand: AsyncParsableCommand {
             printNote("sluice work: no database at \(global.databasePath): nothing to do")
             throw ExitCode(ExitStatus.nothingToDo)
         }
-        let store = try global.openExistingStore()
+        let store: SQLiteStore
+        do {
+            store = try SQLiteStore(path: global.databasePath)
+        } catch let error as QueueError where error.unhealableReason != nil {
+            throw CLIError(description: "cannot open database \(global.databasePath): \(error.unhealableReason!): \(error)",
+                           exitCode: ExitStatus.databaseUnusable)
+        } catch {
+            throw CLIError(description: "cannot open database \(global.databasePath): \(error)")
+        }
         var configuration = WorkerConfiguration()
         if let job { configuration.job = try store.job(named: job) }
         configuration.leaseSeconds = lease
