@@ -9,7 +9,9 @@ extension StatusCommand {
     /// screen is redrawn; otherwise each update is appended (text blocks, or one JSON array per line
     /// with --json). Ends with status 0 when every job shown is finished, or on SIGINT/SIGTERM.
     func watchStatus(store: SQLiteStore, job: JobID?) async throws {
-        guard interval >= 0.1 else { throw CLIError.usage("--interval must be at least 0.1 seconds (got \(interval))") }
+        guard interval >= 0.1, interval <= 86_400 else {
+            throw CLIError.usage("--interval must be from 0.1 seconds to a day (got \(interval))")
+        }
         let stop = StopSignal()
         let watcher = SignalWatcher(signals: [SIGINT, SIGTERM]) { _ in stop.fire() }
         defer { watcher.cancel() }

@@ -27,6 +27,8 @@ struct WorkWatchOptions: ParsableArguments {
     var metricsInterval: Double = 5
 
     func validate() throws {
+        if progressInterval > 86_400 { throw ValidationError("--progress-interval must be at most a day (got \(progressInterval))") }
+        if metricsInterval > 86_400 { throw ValidationError("--metrics-interval must be at most a day (got \(metricsInterval))") }
         if !(progressInterval >= 0.1) { throw ValidationError("--progress-interval must be at least 0.1 seconds (got \(progressInterval))") }
         if !(metricsInterval >= 0.1) { throw ValidationError("--metrics-interval must be at least 0.1 seconds (got \(metricsInterval))") }
         if let metricsPort, !(0...65535).contains(metricsPort) {
