@@ -50,7 +50,7 @@ struct QueueBench: AsyncParsableCommand {
         private func psql(_ url: String, _ sql: String) throws {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = ["psql", "-q", "-v", "ON_ERROR_STOP=1", url, "-c", sql]
+            process.arguments = ["psql", "-q", "-v", "ON_ERROR_STOP=1", url, "-c", "SET client_min_messages = warning; " + sql]
             try process.run()
             process.waitUntilExit()
             guard process.terminationStatus == 0 else { throw ValidationError("psql failed: \(sql)") }
@@ -87,8 +87,8 @@ struct QueueBench: AsyncParsableCommand {
                 print("  measurement                          SQLite      PostgreSQL   PostgreSQL/SQLite")
                 for row in summary {
                     let sqlite = row.figures["sqlite"] ?? 0, postgres = row.figures["postgresql"] ?? 0
-                    print(String(format: "  %-34@ %10.0f %13.0f %12.2fx", row.what as NSString, sqlite, postgres,
-                                 postgres / max(sqlite, 1e-9)))
+                    let label = row.what.padding(toLength: 34, withPad: " ", startingAt: 0)
+                    print("  " + label + String(format: " %10.0f %13.0f %12.2fx", sqlite, postgres, postgres / max(sqlite, 1e-9)))
                 }
             }
         }
