@@ -12,6 +12,12 @@ public struct WorkerConfiguration: Sendable {
     public var maxRuntimeSeconds: Double?
     /// Attempts per request, counting the first, before a retryable failure becomes final.
     public var maxAttempts: Int = 5
+    /// Leases of a request that may expire without progress (its worker lost each time) before
+    /// the request fails as `worker_lost`.
+    public var maxLostLeases: Int = QueueDefaults.maxLostLeases
+    /// How long the database may stay unreachable (claims and commits failing) before the worker
+    /// gives up; meanwhile it keeps generating and commits what it holds once the database is back.
+    public var databaseTimeoutSeconds: Double = 300
     /// Backoff after the first failed attempt; doubles each time, with jitter.
     public var retryBaseDelay: Double = 1
     /// Longest backoff between attempts (a server's Retry-After may ask for more, up to `maxRetryAfter`).
@@ -61,6 +67,8 @@ public struct WorkerConfiguration: Sendable {
         if !(checkpointInterval >= 0) { return "--checkpoint-interval must be 0 (off) or positive (got \(checkpointInterval))" }
         if checkpointTokens < 1 { return "--checkpoint-tokens must be at least 1 (got \(checkpointTokens))" }
         if maxAttempts < 1 { return "--max-attempts must be at least 1 (got \(maxAttempts))" }
+        if maxLostLeases < 1 { return "--max-lost-leases must be at least 1 (got \(maxLostLeases))" }
+        if !(databaseTimeoutSeconds >= 1) { return "--db-timeout must be at least 1 second (got \(databaseTimeoutSeconds))" }
         return nil
     }
 

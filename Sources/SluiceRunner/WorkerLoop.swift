@@ -96,6 +96,10 @@ final class WorkerLoop {
     private var parkedCount: Int { parked.values.reduce(0) { $0 + $1.count } }
     private var occupiedSlots: Int { flights.count + deferred.count + parkedCount }
     private var checkpointsEnabled: Bool { engine.checkpointsPartialOutput && configuration.checkpointInterval > 0 }
+    /// When claims started failing (nil while they succeed), and how many failed in a row.
+    private var claimFailingSince: ContinuousClock.Instant?
+    private var claimFailures = 0
+
     private var cacheStore: (any ResultCacheStore)? {
         configuration.resultCache == nil ? nil : store as? any ResultCacheStore
     }
@@ -386,9 +390,10 @@ final class WorkerLoop {
             commitFailingSince = since
             nextCommitAttempt = now + .milliseconds(500)
             log("commit of \(batch.results.count) results failed, will retry: \(error)")
-            // Past a lease period our leases are gone anyway; keeping on would only redo work.
-            if now - since > .seconds(max(30, configuration.leaseSeconds)) {
-                throw WorkerError.storeUnavailable("cannot commit results for \(format(max(30, configuration.leaseSeconds))): \(error)")
+            // Leases may expire meanwhile: the lease generation then drops our late writes, and
+            // another worker's results stand. Only a database gone for --db-timeout ends the worker.
+            if now - since > .seconds(configuration.databaseTimeoutSeconds) {
+                throw WorkerError.storeUnavailable("the database was unreachable for \(format(configuration.databaseTimeoutSeconds)) (--db-timeout): cannot commit results: \(error)")
             }
             return
         }
@@ -467,13 +472,23 @@ final class WorkerLoop {
         let limit = min(free, configuration.claimBatchSize)
         let claimed: [ClaimedRequest]
         do {
-            claimed = try store.claim(worker: worker, job: configuration.job, limit: limit, leaseSeconds: configuration.leaseSeconds)
+            claimed = try store.claim(worker: worker, job: configuration.job, limit: limit, leaseSeconds: configuration.leaseSeconds,
+                                      maxLostLeases: configuration.maxLostLeases)
         } catch {
             try WorkerError.stopIfUnhealable(error, during: "claim")
+            let since = claimFailingSince ?? now
+            claimFailingSince = since
+            if now - since > .seconds(configuration.databaseTimeoutSeconds) {
+                throw WorkerError.storeUnavailable("the database was unreachable for \(format(configuration.databaseTimeoutSeconds)) (--db-timeout): cannot claim requests: \(error)")
+            }
             log("claim failed, will retry: \(error)")
-            nextClaimAt = now + .milliseconds(500)
+            // Back off while the database is away: 0.5 s doubling to 8 s.
+            claimFailures += 1
+            nextClaimAt = now + .milliseconds(500 << min(claimFailures - 1, 4))
             return
         }
+        claimFailingSince = nil
+        claimFailures = 0
         statistics.claims += 1
         statistics.claimed += claimed.count
         lastClaimCameBackShort = claimed.count < limit

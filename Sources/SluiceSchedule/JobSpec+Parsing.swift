@@ -1,4 +1,5 @@
 import Foundation
+import SluiceQueue
 import SluiceCore
 
 extension JobSpec {
@@ -173,7 +174,7 @@ struct SpecReader {
         if name.contains("/") || name.unicodeScalars.contains(where: { $0.value < 0x20 }) || name.allSatisfy(\.isNumber) {
             throw fail("name", "\"\(name)\" may not contain \"/\" or control characters, or be a number")
         }
-        let database = try string("database").map { self.path($0) }
+        let database = try string("database").map { isPostgresURL($0) ? $0 : self.path($0) }
         var schedule: CronExpression?
         if let text = try string("schedule") {
             do {

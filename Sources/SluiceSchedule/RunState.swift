@@ -1,4 +1,5 @@
 import Foundation
+import SluiceQueue
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,7 +12,13 @@ public struct RunState: Sendable {
     public let folder: String
 
     public init(databasePath: String, specName: String) throws {
-        folder = databasePath + "-runs/" + specName
+        if isPostgresURL(databasePath) {
+            // A server's queue: the run state lives on this host, in a folder named after the URL.
+            let safe = String(databasePath.map { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" ? $0 : "_" })
+            folder = NSHomeDirectory() + "/.local/state/sluice/" + safe + "-runs/" + specName
+        } else {
+            folder = databasePath + "-runs/" + specName
+        }
         do {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         } catch {

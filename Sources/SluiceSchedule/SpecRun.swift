@@ -9,7 +9,7 @@ import Synchronization
 /// The worker itself is supplied by the caller (`work`), so this module needs no engine.
 public final class SpecRun: Sendable {
     public let spec: JobSpec
-    public let store: SQLiteStore
+    public let store: any JobStore
     public let state: RunState
     let log: @Sendable (String) -> Void
     private let stopped = Mutex(false)
@@ -48,10 +48,10 @@ public final class SpecRun: Sendable {
         public var deleted: [Int64] = []
     }
 
-    public init(spec: JobSpec, store: SQLiteStore, log: @escaping @Sendable (String) -> Void) throws {
+    public init(spec: JobSpec, store: any JobStore, log: @escaping @Sendable (String) -> Void) throws {
         self.spec = spec
         self.store = store
-        self.state = try RunState(databasePath: store.path, specName: spec.name)
+        self.state = try RunState(databasePath: store.location, specName: spec.name)
         self.log = log
     }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SluiceQueue
 import SluiceSchedule
 
 struct CronCommand: ParsableCommand {
@@ -145,6 +146,7 @@ enum UserCrontab {
 
 enum JobSpecPaths {
     static func absolute(_ path: String) -> String {
+        if isPostgresURL(path) { return path }
         let expanded = (path as NSString).expandingTildeInPath
         let joined = expanded.hasPrefix("/") ? expanded
             : (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent(expanded)

@@ -60,6 +60,14 @@ struct WorkCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-attempts"), help: "Attempts per request before a transient failure becomes final.")
     var maxAttempts: Int = 5
 
+    @Option(name: .customLong("max-lost-leases"),
+            help: "Leases of a request that may expire without progress (its worker lost each time) before it fails as worker_lost.")
+    var maxLostLeases: Int = QueueDefaults.maxLostLeases
+
+    @Option(name: .customLong("db-timeout"),
+            help: ArgumentHelp("Seconds the database may stay unreachable (the worker keeps generating and retries) before the worker exits with status 6.", valueName: "seconds"))
+    var dbTimeout: Double = 300
+
     @Option(help: "builtin: compute threads (default: all cores).")
     var threads: Int?
 
@@ -90,6 +98,8 @@ struct WorkCommand: AsyncParsableCommand {
         configuration.graceSeconds = grace
         configuration.maxRuntimeSeconds = maxRuntime
         configuration.maxAttempts = maxAttempts
+        configuration.maxLostLeases = maxLostLeases
+        configuration.databaseTimeoutSeconds = dbTimeout
         if let problem = configuration.validationError() { throw ValidationError(problem) }
         if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1 (got \(concurrency))") }
         if !(requestTimeout > 0 && requestTimeout <= WorkerConfiguration.longestSeconds) {
@@ -131,7 +141,7 @@ struct WorkCommand: AsyncParsableCommand {
         defer { watcher.cancel() }
 
         let environment = ProcessInfo.processInfo.environment
-        guard FileManager.default.fileExists(atPath: global.databasePath) else {
+        guard global.isPostgres || FileManager.default.fileExists(atPath: global.databasePath) else {
             printNote("sluice work: no database at \(global.databasePath): nothing to do")
             throw ExitCode(ExitStatus.nothingToDo)
         }
@@ -150,6 +160,8 @@ struct WorkCommand: AsyncParsableCommand {
         configuration.graceSeconds = grace
         configuration.maxRuntimeSeconds = maxRuntime
         configuration.maxAttempts = maxAttempts
+        configuration.maxLostLeases = maxLostLeases
+        configuration.databaseTimeoutSeconds = dbTimeout
         try preemption.apply(to: &configuration)
 
         var options = EngineOptions(
@@ -181,6 +193,12 @@ struct WorkCommand: AsyncParsableCommand {
         let outcome: WorkerExit
         do {
             outcome = try await worker.run()
+        } catch let error as WorkerError {
+            await engine.shutdown()
+            if case .storeUnavailable = error {
+                throw CLIError(description: "\(error)", exitCode: ExitStatus.databaseUnreachable)
+            }
+            throw CLIError(description: "\(error)")
         } catch {
             await engine.shutdown()
             if case WorkerError.databaseUnusable = error {

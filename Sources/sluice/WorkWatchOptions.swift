@@ -70,12 +70,7 @@ struct WorkWatchOptions: ParsableArguments {
         guard showProgress || metricsPort != nil || metricsFile != nil else { return Running(log: quiet ? .silent : .standardError) }
 
         // A connection of its own: reads for the display never wait for the worker's writes.
-        let readStore: SQLiteStore
-        do {
-            readStore = try SQLiteStore(path: databasePath)
-        } catch {
-            throw CLIError(description: "cannot open database \(databasePath): \(error)")
-        }
+        let readStore = try GlobalOptions.openStore(databasePath)
         let sampler = ProgressSampler(store: readStore, job: job)
         var running = Running(log: quiet ? .silent : .standardError)
         running.sampler = sampler
