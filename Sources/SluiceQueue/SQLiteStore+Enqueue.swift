@@ -273,32 +273,33 @@ extension SQLiteStore {
             }
         }
         defer { reader.onIdle = nil }
-        enum Pending {
-            case text(number: Int, bytes: [UInt8])
-            case tooLong(number: Int, length: Int)
-        }
-        var pending: [Pending] = []
+        // Pending lines: their bytes back to back in one buffer (no allocation per line), and per line
+        // its number and either its range in the buffer or, for a line too long, its length.
+        var arena: [UInt8] = []
+        var pending: [(number: Int, start: Int, count: Int, tooLong: Bool)] = []
         while true {
+            arena.removeAll(keepingCapacity: true)
             pending.removeAll(keepingCapacity: true)
-            var bytes = 0
-            while pending.count < Self.enqueueRowsPerTransaction, bytes < Self.enqueueBytesPerBatch, let line = try reader.next() {
+            while pending.count < Self.enqueueRowsPerTransaction, arena.count < Self.enqueueBytesPerBatch, let line = try reader.next() {
                 switch line {
                 case let .text(number, lineBytes):
-                    pending.append(.text(number: number, bytes: Array(lineBytes)))
-                    bytes += lineBytes.count
+                    pending.append((number, arena.count, lineBytes.count, false))
+                    arena.append(contentsOf: lineBytes)
                 case let .tooLong(number, length):
-                    pending.append(.tooLong(number: number, length: length))
+                    pending.append((number, 0, length, true))
                 }
             }
             if pending.isEmpty { return }
             try db.execute("BEGIN IMMEDIATE", operation: "enqueue requests")
             inTransaction = true
-            for line in pending {
-                switch line {
-                case let .text(number, lineBytes):
-                    _ = try lineBytes.withUnsafeBufferPointer { try insert(.text(number: number, bytes: $0)) }
-                case let .tooLong(number, length):
-                    _ = try insert(.tooLong(number: number, length: length))
+            try arena.withUnsafeBufferPointer { all in
+                for line in pending {
+                    if line.tooLong {
+                        _ = try insert(.tooLong(number: line.number, length: line.count))
+                    } else {
+                        let bytes = UnsafeBufferPointer(rebasing: all[line.start..<line.start + line.count])
+                        _ = try insert(.text(number: line.number, bytes: bytes))
+                    }
                 }
             }
             try commit()
