@@ -10,8 +10,8 @@ public struct BuiltinEngineOptions: Sendable {
     public var maxSequences = 32
     /// Tokens per forward step: decode tokens plus prompt chunks.
     public var tokenBudget = 512
-    /// Overrides the chat format detected from the model.
-    public var chatTemplate: ChatTemplate?
+    /// Overrides the chat format: the model's own template, else one recognised from the model.
+    public var chatTemplate: ChatTemplateOverride?
     /// Caps the model's context length (and so the KV cache per sequence).
     public var contextLength: Int?
     /// How often the engine publishes checkpoints of requests in progress.
@@ -46,7 +46,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
 
     public let model: any LanguageModel
     public let tokenizer: Tokenizer
-    public let chatTemplate: ChatTemplate?
+    /// How chat messages become prompts; nil when the model has no template and none is recognised.
+    public let chatFormat: ChatFormat?
     /// The name written into responses when the request names no model.
     public let modelName: String
     public let contextLength: Int
@@ -98,14 +99,13 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         let jinja = file.metadata["tokenizer.chat_template"].flatMap { value -> String? in
             if case let .string(s) = value { return s } else { return nil }
         }
-        let tokenizer = self.tokenizer
-        chatTemplate = options.chatTemplate
-            ?? ChatTemplate.detect(jinja: jinja, architecture: model.architecture, hasToken: { tokenizer.token(for: $0) != nil })
+        chatFormat = ChatFormat.choose(override: options.chatTemplate, modelTemplate: jinja,
+                                       architecture: model.architecture, tokenizer: tokenizer)
         modelName = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
         outputIdentity = ["model=" + String(fingerprint, radix: 16),
                           "precision=" + options.precision.rawValue
                               + (options.precision.isInteger ? "." + String(MatmulPrecision.integerArithmeticRevision) : ""),
-                          "template=" + (chatTemplate?.rawValue ?? "none")].joined(separator: " ")
+                          "template=" + (chatFormat?.identity ?? "none")].joined(separator: " ")
         contextLength = min(options.contextLength ?? model.shape.contextLength, model.shape.contextLength)
         let probe = model.makeCache(budgetBytes: options.kvMemoryBytes, blockPositions: options.kvBlockPositions)
         maxCachedTokens = probe.maxPositionsPerSequence
@@ -453,10 +453,10 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
             }
             return tokens
         case let .chat(messages):
-            guard let chatTemplate else {
-                throw RequestError("the model has no chat template Sluice recognises; use /v1/completions or --chat-template", parameter: "messages")
+            guard let chatFormat else {
+                throw RequestError("the model has no chat template and none Sluice recognises; use /v1/completions or --chat-template", parameter: "messages")
             }
-            return tokenizer.encode(chatTemplate.render(messages), addSpecial: true, parseSpecial: true)
+            return tokenizer.encode(try chatFormat.render(messages), addSpecial: true, parseSpecial: true)
         }
     }
 }
