@@ -88,8 +88,9 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         // Before loading: the load releases the file's pages as it repacks them.
         let fingerprint = file.contentFingerprint
         pool = ComputePool(threads: options.threads)
+        try CPUKernels.requireUsable()
         if options.precision.isInteger && !MatmulPrecision.int8Available {
-            throw ModelLoadError("--precision \(options.precision.rawValue) needs a CPU with AVX-512 VNNI (and a build for it); this one has none: use --precision f32")
+            throw ModelLoadError("--precision \(options.precision.rawValue) needs the avx512-vnni kernels; this process runs the \(CPUKernels.variant ?? "none") ones: use --precision f32")
         }
         model = try loadLanguageModel(file, pool: pool, precision: options.precision)
         tokenizer = try Tokenizer(gguf: file)
@@ -112,7 +113,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         capacity = options.maxSequences + max(2, options.maxSequences / 2)
         speculator = try Speculator.make(options.speculation, for: file, pool: pool, positions: maxCachedTokens,
                                          catchUpBudget: options.tokenBudget, precision: options.precision)
-        description = "built-in engine: \(modelName) (\(model.architecture), \(options.precision.rawValue), \(options.threads) threads, \(options.maxSequences) sequences)"
+        description = "built-in engine: \(modelName) (\(model.architecture), \(options.precision.rawValue), \(CPUKernels.summary) kernels, \(options.threads) threads, \(options.maxSequences) sequences)"
         (events, continuation) = AsyncStream.makeStream(of: EngineEvent.self)
         let thread = Thread { [self] in
             run()
