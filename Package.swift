@@ -2,11 +2,20 @@
 import Foundation
 import PackageDescription
 
-// Numeric code needs the CPU's vector units: without a target CPU, Swift SIMD
-// lowers to SSE and scalar `fmaf` calls. `SLUICE_TARGET_CPU` overrides the
-// default (`native`) for builds meant to run on another machine.
-let targetCPU = ProcessInfo.processInfo.environment["SLUICE_TARGET_CPU"] ?? "native"
-let fastMath: [SwiftSetting] = [.unsafeFlags(["-target-cpu", targetCPU])]
+// One build runs on every machine of a fleet: the baseline is x86-64-v3 (AVX2, FMA, F16C;
+// every x86 server since 2013) and the C kernels' AVX-512 variants are chosen at start
+// (CPUKernels). Swift SIMD below v3 lowers every fused multiply-add to a libm `fmaf` call,
+// many times slower, so v3 is the floor. `SLUICE_TARGET_CPU` builds for one kind of machine
+// instead (`native`, `x86-64-v4`, `neoverse-n1`, ...).
+// (Swift's -target-cpu knows no "x86-64-v3": "haswell" has the same instruction sets.)
+let pinnedCPU = ProcessInfo.processInfo.environment["SLUICE_TARGET_CPU"]
+#if arch(x86_64)
+let fastMath: [SwiftSetting] = [.unsafeFlags(["-target-cpu", pinnedCPU ?? "haswell"])]
+let kernelCPUFlags = ["-march=\(pinnedCPU ?? "x86-64-v3")"]
+#else
+let fastMath: [SwiftSetting] = pinnedCPU.map { [.unsafeFlags(["-target-cpu", $0])] } ?? []
+let kernelCPUFlags = pinnedCPU.map { ["-mcpu=\($0)"] } ?? []
+#endif
 
 let package = Package(
     name: "Sluice",
@@ -34,7 +43,7 @@ let package = Package(
         .target(name: "SluiceCore"),
         .target(name: "SluiceQueue", dependencies: ["CSQLite", "CLibPQ", "SluiceCore"]),
         // The int8 (AVX-512 VNNI) matrix kernels: Swift SIMD cannot emit `vpdpbusd`.
-        .target(name: "CSluiceKernels", cSettings: [.unsafeFlags(["-march=\(targetCPU)", "-O3"])]),
+        .target(name: "CSluiceKernels", cSettings: [.unsafeFlags(kernelCPUFlags + ["-O3"])]),
         .target(name: "SluiceEngine", dependencies: ["SluiceCore", "CSluiceKernels"], swiftSettings: fastMath),
         .target(name: "SluiceRemote", dependencies: ["SluiceCore"]),
         .target(name: "SluiceSchedule", dependencies: ["SluiceCore", "SluiceQueue"]),

@@ -7,12 +7,15 @@
 #include <stddef.h>
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#include "cpu_targets.h"
+
+#if defined(SLUICE_X86_64)
 #define SLUICE_HAVE_VNNI 1
 #include <immintrin.h>
 #endif
 
 #ifdef SLUICE_HAVE_VNNI
+#pragma clang attribute push(SLUICE_AVX512_VNNI_TARGET, apply_to = function)
 
 float sluice_int8_row_product(const uint8_t *weights, int kind, const void *scales, const float *offsets, int bias,
                               int columns, int row, const int8_t *xq, const int8_t *xq_low, const float *xscale,
@@ -68,6 +71,8 @@ int sluice_collect_near_maximum(const float *values, int count, float margin, fl
     *maximum = best;
     return found;
 }
+
+#pragma clang attribute pop
 
 #else
 

@@ -8,9 +8,14 @@
 #include <math.h>
 #include <stdint.h>
 
-#if defined(__x86_64__) && defined(__AVX512F__)
+#include "cpu_targets.h"
+
+#if defined(SLUICE_X86_64)
 #define SLUICE_HAVE_AVX512 1
+#include <immintrin.h>
+#pragma clang attribute push(SLUICE_AVX512_TARGET, apply_to = function)
 #include "vector_math.h"
+#pragma clang attribute pop
 #endif
 
 // Fused multiply-adds only where written: contracting a product and a sum would change bits.
@@ -18,14 +23,14 @@
 
 int sluice_avx512_available(void) {
 #ifdef SLUICE_HAVE_AVX512
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f");
+    return sluice_cpu_variant() >= SLUICE_CPU_AVX512;
 #else
     return 0;
 #endif
 }
 
 #ifdef SLUICE_HAVE_AVX512
+#pragma clang attribute push(SLUICE_AVX512_TARGET, apply_to = function)
 
 /// `tanh16` of VectorMath.swift.
 static inline __m512 tanh16(__m512 x) {
@@ -79,6 +84,8 @@ void sluice_softmax(float *scores, long count) {
         _mm512_mask_storeu_ps(scores + i, lanes, _mm512_mul_ps(_mm512_maskz_loadu_ps(lanes, scores + i), inverse));
     }
 }
+
+#pragma clang attribute pop
 
 #else
 

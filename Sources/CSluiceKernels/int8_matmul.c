@@ -6,22 +6,23 @@
 #include <stddef.h>
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#include "cpu_targets.h"
+
+#if defined(SLUICE_X86_64)
 #define SLUICE_HAVE_VNNI 1
 #include <immintrin.h>
 #endif
 
 int sluice_int8_available(void) {
 #ifdef SLUICE_HAVE_VNNI
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
-        && __builtin_cpu_supports("avx512vnni");
+    return sluice_cpu_variant() >= SLUICE_CPU_AVX512_VNNI;
 #else
     return 0;
 #endif
 }
 
 #ifdef SLUICE_HAVE_VNNI
+#pragma clang attribute push(SLUICE_AVX512_VNNI_TARGET, apply_to = function)
 
 /// Tokens per tile: 2 panels x 6 tokens keep 12 integer and 12 float accumulators in registers.
 #define SLUICE_MAX_TOKENS 6
@@ -225,6 +226,8 @@ void sluice_int8_matmul(const uint8_t *weights, int kind, const void *scales, co
         }
     }
 }
+
+#pragma clang attribute pop
 
 #else
 

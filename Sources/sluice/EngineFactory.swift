@@ -31,8 +31,8 @@ struct EngineOptions: Sendable {
     var requestTimeout: Double
     /// --threads (builtin): compute threads; nil uses every core.
     var threads: Int? = nil
-    /// --chat-template (builtin): overrides the format detected from the model.
-    var chatTemplate: ChatTemplate? = nil
+    /// --chat-template (builtin): a built-in format or Jinja file instead of the model's template.
+    var chatTemplate: ChatTemplateOverride? = nil
     /// --context-length (builtin): caps the model's context per sequence.
     var contextLength: Int? = nil
     /// --kv-memory (builtin): the KV cache budget, e.g. "2G" or "512M".
@@ -76,7 +76,14 @@ func parseByteSize(_ text: String) -> Int? {
     return Int(value * scale)
 }
 
-extension ChatTemplate: ExpressibleByArgument {}
+/// `--chat-template NAME|FILE`, with the reason when it is neither.
+func parseChatTemplate(_ argument: String) throws -> ChatTemplateOverride {
+    do {
+        return try ChatTemplateOverride(parsing: argument)
+    } catch {
+        throw ValidationError(error.description)
+    }
+}
 
 /// Builds the engine `sluice work` drives.
 func makeEngine(_ options: EngineOptions) throws -> any InferenceEngine {

@@ -28,8 +28,8 @@ struct GenerateCommand: AsyncParsableCommand {
     @Flag(help: "Send the prompt as a chat message, formatted with the model's chat template.")
     var chat = false
 
-    @Option(name: .customLong("chat-template"), help: "Override the chat template (gemma, chatml, llama3).")
-    var chatTemplate: ChatTemplate?
+    @Option(name: .customLong("chat-template"), help: ArgumentHelp("Chat format instead of the model's own template: gemma, chatml, llama3 or a Jinja file.", valueName: "name|file"), transform: parseChatTemplate)
+    var chatTemplate: ChatTemplateOverride?
 
     @Option(help: "Compute threads (default: all cores).")
     var threads: Int?

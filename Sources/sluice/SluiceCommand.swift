@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SluiceEngine
 
 /// The `sluice` command: offline batch LLM inference from a durable queue.
 struct SluiceCommand: AsyncParsableCommand {
@@ -16,6 +17,7 @@ struct SluiceCommand: AsyncParsableCommand {
         Exit codes: 0 success, 1 error, 2 usage error; `sluice work` also uses 3 (nothing to do) and \
         4 (--max-runtime reached with work remaining), and 130 after a second SIGINT.
         """,
+        version: "sluice (CPU kernels: \(CPUKernels.summary))",
         subcommands: [
             EnqueueCommand.self, WorkCommand.self, StatusCommand.self, JobsCommand.self,
             ExportCommand.self, CancelCommand.self, RetryCommand.self, ModelsCommand.self, GenerateCommand.self,

@@ -71,8 +71,8 @@ struct WorkCommand: AsyncParsableCommand {
     @Option(help: "builtin: compute threads (default: all cores).")
     var threads: Int?
 
-    @Option(name: .customLong("chat-template"), help: "builtin: chat format instead of the model's (gemma, chatml, llama3).")
-    var chatTemplate: ChatTemplate?
+    @Option(name: .customLong("chat-template"), help: ArgumentHelp("builtin: chat format instead of the model's own template: gemma, chatml, llama3 or a Jinja file.", valueName: "name|file"), transform: parseChatTemplate)
+    var chatTemplate: ChatTemplateOverride?
 
     @Option(name: .customLong("context-length"), help: ArgumentHelp("builtin: tokens of context per sequence at most (default: the model's).", valueName: "tokens"))
     var contextLength: Int?

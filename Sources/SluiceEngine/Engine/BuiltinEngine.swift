@@ -10,8 +10,8 @@ public struct BuiltinEngineOptions: Sendable {
     public var maxSequences = 32
     /// Tokens per forward step: decode tokens plus prompt chunks.
     public var tokenBudget = 512
-    /// Overrides the chat format detected from the model.
-    public var chatTemplate: ChatTemplate?
+    /// Overrides the chat format: the model's own template, else one recognised from the model.
+    public var chatTemplate: ChatTemplateOverride?
     /// Caps the model's context length (and so the KV cache per sequence).
     public var contextLength: Int?
     /// How often the engine publishes checkpoints of requests in progress.
@@ -46,7 +46,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
 
     public let model: any LanguageModel
     public let tokenizer: Tokenizer
-    public let chatTemplate: ChatTemplate?
+    /// How chat messages become prompts; nil when the model has no template and none is recognised.
+    public let chatFormat: ChatFormat?
     /// The name written into responses when the request names no model.
     public let modelName: String
     public let contextLength: Int
@@ -87,8 +88,9 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         // Before loading: the load releases the file's pages as it repacks them.
         let fingerprint = file.contentFingerprint
         pool = ComputePool(threads: options.threads)
+        try CPUKernels.requireUsable()
         if options.precision.isInteger && !MatmulPrecision.int8Available {
-            throw ModelLoadError("--precision \(options.precision.rawValue) needs a CPU with AVX-512 VNNI (and a build for it); this one has none: use --precision f32")
+            throw ModelLoadError("--precision \(options.precision.rawValue) needs the avx512-vnni kernels; this process runs the \(CPUKernels.variant ?? "none") ones: use --precision f32")
         }
         model = try loadLanguageModel(file, pool: pool, precision: options.precision)
         tokenizer = try Tokenizer(gguf: file)
@@ -98,21 +100,20 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         let jinja = file.metadata["tokenizer.chat_template"].flatMap { value -> String? in
             if case let .string(s) = value { return s } else { return nil }
         }
-        let tokenizer = self.tokenizer
-        chatTemplate = options.chatTemplate
-            ?? ChatTemplate.detect(jinja: jinja, architecture: model.architecture, hasToken: { tokenizer.token(for: $0) != nil })
+        chatFormat = ChatFormat.choose(override: options.chatTemplate, modelTemplate: jinja,
+                                       architecture: model.architecture, tokenizer: tokenizer)
         modelName = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
         outputIdentity = ["model=" + String(fingerprint, radix: 16),
                           "precision=" + options.precision.rawValue
                               + (options.precision.isInteger ? "." + String(MatmulPrecision.integerArithmeticRevision) : ""),
-                          "template=" + (chatTemplate?.rawValue ?? "none")].joined(separator: " ")
+                          "template=" + (chatFormat?.identity ?? "none")].joined(separator: " ")
         contextLength = min(options.contextLength ?? model.shape.contextLength, model.shape.contextLength)
         let probe = model.makeCache(budgetBytes: options.kvMemoryBytes, blockPositions: options.kvBlockPositions)
         maxCachedTokens = probe.maxPositionsPerSequence
         capacity = options.maxSequences + max(2, options.maxSequences / 2)
         speculator = try Speculator.make(options.speculation, for: file, pool: pool, positions: maxCachedTokens,
                                          catchUpBudget: options.tokenBudget, precision: options.precision)
-        description = "built-in engine: \(modelName) (\(model.architecture), \(options.precision.rawValue), \(options.threads) threads, \(options.maxSequences) sequences)"
+        description = "built-in engine: \(modelName) (\(model.architecture), \(options.precision.rawValue), \(CPUKernels.summary) kernels, \(options.threads) threads, \(options.maxSequences) sequences)"
         (events, continuation) = AsyncStream.makeStream(of: EngineEvent.self)
         let thread = Thread { [self] in
             run()
@@ -453,10 +454,10 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
             }
             return tokens
         case let .chat(messages):
-            guard let chatTemplate else {
-                throw RequestError("the model has no chat template Sluice recognises; use /v1/completions or --chat-template", parameter: "messages")
+            guard let chatFormat else {
+                throw RequestError("the model has no chat template and none Sluice recognises; use /v1/completions or --chat-template", parameter: "messages")
             }
-            return tokenizer.encode(chatTemplate.render(messages), addSpecial: true, parseSpecial: true)
+            return tokenizer.encode(try chatFormat.render(messages), addSpecial: true, parseSpecial: true)
         }
     }
 }

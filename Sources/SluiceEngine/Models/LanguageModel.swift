@@ -70,8 +70,9 @@ public func loadLanguageModel(_ file: GGUFFile, pool: ComputePool, precision: Ma
     case "gemma3": return try Gemma3(file: file, pool: pool, precision: precision)
     case "llama": return try Llama(file: file, pool: pool, precision: precision)
     case "qwen2": return try Qwen2.load(file: file, pool: pool, precision: precision)
+    case "qwen3": return try Qwen3.load(file: file, pool: pool, precision: precision)
     default:
-        throw ModelLoadError("architecture '\(architecture)' is not supported (supported: gemma3, llama, qwen2)")
+        throw ModelLoadError("architecture '\(architecture)' is not supported (supported: gemma3, llama, qwen2, qwen3)")
     }
 }
 

@@ -6,7 +6,8 @@ import Foundation
 /// grouped-query attention, RoPE on adjacent pairs (GGUF conversion permutes
 /// Llama's Q and K rows for that), optional Llama 3.1 frequency factors, an
 /// output projection that may be tied to the embeddings. Qwen 2 is the same
-/// network with Q/K/V biases and NeoX-style RoPE, so it reuses this forward pass.
+/// network with Q/K/V biases and NeoX-style RoPE, Qwen 3 with per-head RMSNorm of
+/// queries and keys (before RoPE) instead of biases, so both reuse this forward pass.
 public final class Llama: LanguageModel, @unchecked Sendable {
     public let architecture: String
     public let shape: ModelShape
@@ -19,6 +20,9 @@ public final class Llama: LanguageModel, @unchecked Sendable {
         var queryBias: [Float]?
         var keyBias: [Float]?
         var valueBias: [Float]?
+        /// Qwen 3: per-head RMSNorm weights of queries and keys (`headSize` each).
+        var queryNorm: [Float]?
+        var keyNorm: [Float]?
         var attentionOutput: WeightMatrix
         var feedForwardNorm: [Float]
         var gate: WeightMatrix
@@ -41,12 +45,12 @@ public final class Llama: LanguageModel, @unchecked Sendable {
 
     public convenience init(file: GGUFFile, pool: ComputePool, precision: MatmulPrecision = .float32) throws {
         try self.init(file: file, pool: pool, architecture: "llama", rotaryStyle: .interleaved, hasAttentionBiases: false,
-                      precision: precision)
+                      hasQueryKeyNorms: false, precision: precision)
     }
 
     /// Loads a Llama-shaped network whose hyperparameters live under `architecture.` keys.
     init(file: GGUFFile, pool: ComputePool, architecture: String, rotaryStyle: RotaryEmbedding.Style, hasAttentionBiases: Bool,
-         precision: MatmulPrecision = .float32) throws {
+         hasQueryKeyNorms: Bool, precision: MatmulPrecision = .float32) throws {
         self.architecture = architecture
         self.pool = pool
         let a = architecture + "."
@@ -95,6 +99,8 @@ public final class Llama: LanguageModel, @unchecked Sendable {
                 queryBias: try bias("attn_q.bias", heads * headSize),
                 keyBias: try bias("attn_k.bias", kvHeads * headSize),
                 valueBias: try bias("attn_v.bias", kvHeads * headSize),
+                queryNorm: hasQueryKeyNorms ? try file.vector(p + "attn_q_norm.weight", count: headSize) : nil,
+                keyNorm: hasQueryKeyNorms ? try file.vector(p + "attn_k_norm.weight", count: headSize) : nil,
                 attentionOutput: try file.matrix(p + "attn_output.weight", columns: heads * headSize, rows: width, precision: precision),
                 feedForwardNorm: try file.vector(p + "ffn_norm.weight", count: width),
                 gate: try file.matrix(p + "ffn_gate.weight", columns: width, rows: feedForwardWidth, precision: precision),
@@ -144,6 +150,14 @@ public final class Llama: LanguageModel, @unchecked Sendable {
                 if let bias = layer.keyBias { addBias(keys, rows: range.count, width: kvWidth, bias: bias) }
                 if let bias = layer.valueBias { addBias(values, rows: range.count, width: kvWidth, bias: bias) }
                 for t in range {
+                    if let norm = layer.queryNorm {
+                        rmsNorm(q.pointer + t * queryWidth, rows: heads, width: headSize, weight: norm, epsilon: epsilon,
+                                into: q.pointer + t * queryWidth)
+                    }
+                    if let norm = layer.keyNorm {
+                        rmsNorm(k.pointer + t * kvWidth, rows: kvHeads, width: headSize, weight: norm, epsilon: epsilon,
+                                into: k.pointer + t * kvWidth)
+                    }
                     rotary.apply(q.pointer + t * queryWidth, heads: heads, position: placements[t].position)
                     rotary.apply(k.pointer + t * kvWidth, heads: kvHeads, position: placements[t].position)
                 }

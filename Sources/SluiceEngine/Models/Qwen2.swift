@@ -5,6 +5,7 @@
 /// llama.cpp runs it. Hyperparameters live under `qwen2.` keys.
 public enum Qwen2 {
     public static func load(file: GGUFFile, pool: ComputePool, precision: MatmulPrecision = .float32) throws -> Llama {
-        try Llama(file: file, pool: pool, architecture: "qwen2", rotaryStyle: .halves, hasAttentionBiases: true, precision: precision)
+        try Llama(file: file, pool: pool, architecture: "qwen2", rotaryStyle: .halves, hasAttentionBiases: true,
+                  hasQueryKeyNorms: false, precision: precision)
     }
 }

@@ -185,7 +185,7 @@ struct BuiltinEngineTests {
             "max_tokens": .int(8), "temperature": .int(0), "logprobs": .bool(true), "top_logprobs": .int(3),
         ])
         let engine = try engine()
-        #expect(engine.chatTemplate == .gemma)
+        #expect(engine.chatFormat?.identity == "gemma", "the default model has no template of its own: the hand-written Gemma format")
         let request = EngineRequest(id: 3, customID: "chat", endpoint: .chatCompletions, body: body)
         let response = try #require(await runToCompletion(engine, [request])[3]?.response)
         await engine.shutdown()

@@ -9,7 +9,8 @@ import Testing
 /// format in scripts/README-fixtures.md).
 @Suite(.serialized, .ownThread)
 struct TinyModelTests {
-    static let models = ["llama-spm-f32", "llama3-bpe-f16", "qwen2-bf16", "gemma3-swa-f16", "llama-spm-quant"]
+    static let models = ["llama-spm-f32", "llama3-bpe-f16", "qwen2-bf16", "gemma3-swa-f16", "llama-spm-quant", "qwen3-f16",
+                         "llama31-rope-f16"]
 
     /// The engine computes in float32 with exactly dequantized weights, so it differs from the
     /// float64 pass only by float32 rounding (relative 6e-8 per operation over sums of a few

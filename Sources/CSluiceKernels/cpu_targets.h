@@ -1,0 +1,16 @@
+// The instruction sets a kernel variant's functions are compiled for. The build's baseline
+// (Package.swift) is x86-64-v3; the AVX-512 functions carry these target attributes and run
+// only where sluice_cpu_variant() says the CPU has them.
+#ifndef SLUICE_CPU_TARGETS_H
+#define SLUICE_CPU_TARGETS_H
+
+#include "sluice_cpu.h"
+
+#if defined(__x86_64__)
+#define SLUICE_X86_64 1
+/// `#pragma clang attribute push(SLUICE_AVX512_VNNI_TARGET, apply_to = function)` around AVX-512 VNNI code.
+#define SLUICE_AVX512_VNNI_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
+#define SLUICE_AVX512_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")))
+#endif
+
+#endif
