@@ -111,6 +111,8 @@ enum Schema {
         -- Set when a lease is handed back without counting as a failure; the next claim counts it.
         ALTER TABLE requests ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;
         """,
+        // 4: files and batches of `sluice serve` (SQLiteStore+Batches.swift).
+        batchTables,
     ]
 
     static var currentVersion: Int { migrations.count }
