@@ -116,8 +116,9 @@ struct ServeCommand: AsyncParsableCommand {
         hangup.resume()
         let portFile = self.portFile
         let host = self.host
+        let dataDirectory = configuration.dataDirectory
         try await server.run { boundPort in
-            log("listening on http://\(host.contains(":") ? "[\(host)]" : host):\(boundPort) (data in \(configuration.dataDirectory))")
+            log("listening on http://\(host.contains(":") ? "[\(host)]" : host):\(boundPort) (data in \(dataDirectory))")
             if let portFile {
                 let temporary = portFile + ".tmp"
                 if (try? Data("\(boundPort)\n".utf8).write(to: URL(fileURLWithPath: temporary))) != nil {

@@ -15,7 +15,7 @@ func sluiceBinary() -> String? {
 /// Runs `command` with a deadline; returns the exit status and its combined output.
 func run(_ command: [String], seconds: Double) async throws -> (status: Int32, output: String) {
     let log = NSTemporaryDirectory() + "sluice-sdk-\(UUID().uuidString).log"
-    FileManager.default.createFile(atPath: log, contents: nil)
+    _ = FileManager.default.createFile(atPath: log, contents: nil)
     defer { unlink(log) }
     let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
     let process = Process()
