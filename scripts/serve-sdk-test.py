@@ -154,10 +154,11 @@ def run_checks(h):
     keys = h.write("keys.txt", f"# key project\n{key_a} alpha\n{key_b} beta\n")
     db = h.path("queue.db")
     env = dict(os.environ, OPENAI_API_KEY="unused-by-the-fake-server")
-    serve = h.spawn([h.sluice, "serve", "--db", db, "--port", "0", "--port-file", h.path("serve.port"),
+    serve_command = [h.sluice, "serve", "--db", db, "--port", "0", "--port-file", h.path("serve.port"),
                      "--api-keys", keys, "--workers", "1", "--",
                      "--engine", "openai", "--base-url", f"http://127.0.0.1:{fake_port}",
-                     "--lease", "2", "--concurrency", "4", "--no-progress", "--quiet"], "serve", env=env)
+                     "--lease", "2", "--concurrency", "4", "--no-progress", "--quiet"]
+    serve = h.spawn(serve_command, "serve", env=env)
     port = read_port(h.path("serve.port"), serve)
     base = f"http://127.0.0.1:{port}/v1"
     client = openai.OpenAI(base_url=base, api_key=key_a, max_retries=0, timeout=30)
@@ -195,6 +196,36 @@ def run_checks(h):
     output_file = client.files.retrieve(done.output_file_id)
     assert output_file.purpose == "batch_output", output_file
     print("serve-sdk-test: round trip with a killed worker: 300/300 results match")
+
+    # 1b. `serve` itself killed (SIGKILL) mid-batch and started again on the same database: the batch
+    # carries on (its job is in the queue) and ends once, with every result.
+    restart_path = h.write("restart.jsonl", batch_lines("restart", 200))
+    restart_answers = h.expected(restart_path)
+    restart_file = client.files.create(file=open(restart_path, "rb"), purpose="batch")
+    restarted = client.batches.create(input_file_id=restart_file.id, endpoint="/v1/chat/completions",
+                                      completion_window="24h")
+    wait_until("part of the batch", lambda: 20 <= (client.batches.retrieve(restarted.id).request_counts.completed or 0),
+               seconds=120, interval=0.05)
+    orphans = worker_pids(serve.pid)
+    serve.kill()
+    serve.wait()
+    os.unlink(h.path("serve.port"))
+    serve = h.spawn(serve_command, "serve-2", env=env)
+    port = read_port(h.path("serve.port"), serve)
+    base = f"http://127.0.0.1:{port}/v1"
+    client = openai.OpenAI(base_url=base, api_key=key_a, max_retries=0, timeout=30)
+    other = openai.OpenAI(base_url=base, api_key=key_b, max_retries=0, timeout=30)
+    after = poll(client, restarted.id, {"completed", "failed", "expired", "cancelled"}, seconds=240)
+    assert after.status == "completed" and after.request_counts.completed == 200, after
+    lines = content_lines(client, after.output_file_id)
+    assert [line["custom_id"] for line in lines] == [f"restart-{i}" for i in range(1, 201)]
+    assert all(line["response"]["body"] == restart_answers[line["custom_id"]] for line in lines)
+    for pid in orphans:  # the first server's workers, if they are still draining
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    print("serve-sdk-test: serve SIGKILLed mid-batch and restarted: 200/200 results match")
 
     # 2. Isolation between projects, and authentication.
     for call in (lambda: other.files.retrieve(uploaded.id), lambda: other.batches.retrieve(batch.id),
@@ -274,9 +305,10 @@ def run_checks(h):
     ids = []
     for p in client.batches.list(limit=2).iter_pages():
         ids.extend(b.id for b in p.data)
-    assert ids == [late.id, slow.id, failed.id, batch.id], ids
+    assert ids == [late.id, slow.id, failed.id, restarted.id, batch.id], ids
     file_ids = [f.id for f in client.files.list(limit=3)]  # auto-pagination over every page
     assert len(file_ids) == len(set(file_ids)) and {uploaded.id, bad_file.id, slow_file.id, late_file.id} <= set(file_ids)
+    assert done.output_file_id in file_ids and cancelled.error_file_id in file_ids
     print(f"serve-sdk-test: list pagination: {len(ids)} batches in pages of 2, {len(file_ids)} files in pages of 3")
 
     # 7. Delete a file; content and retrieve are 404 afterwards.
