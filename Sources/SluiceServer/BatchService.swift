@@ -1,6 +1,7 @@
 import Foundation
 import SluiceCore
 import SluiceQueue
+import Synchronization
 
 /// What the Files and Batches API do, independent of HTTP: the routes only translate requests to
 /// these calls and their results to responses. Every call is scoped to one project.
@@ -8,6 +9,9 @@ public final class BatchService: Sendable {
     public let store: any BatchStore
     let storage: FileStorage
     public let limits: ServeLimits
+    /// Live request counts, reused for a second: many clients polling many large batches would
+    /// otherwise each count every batch's requests.
+    let countsCache = CountsCache(lifetime: 1)
     /// Endpoints a batch may name (the queue's).
     static let endpoints = Endpoint.allCases.map(\.rawValue)
 
@@ -212,13 +216,15 @@ public final class BatchService: Sendable {
         guard isWellFormedID(Substring(id)) else { throw APIError.notFound("batch", id) }
         return try await offload {
             guard let batch = try store.batch(id: id, project: project) else { throw APIError.notFound("batch", id) }
-            return try Self.render(batch, store: store)
+            return try self.render(batch)
         }
     }
 
-    static func render(_ batch: StoredBatch, store: any BatchStore) throws -> JSON {
+    func render(_ batch: StoredBatch) throws -> JSON {
         var live: BatchRequestCounts?
-        if batch.finalCounts == nil, let job = batch.jobID { live = try store.batchCounts(job: job).counts }
+        if batch.finalCounts == nil, let job = batch.jobID {
+            live = try countsCache.counts(job: job) { try store.batchCounts(job: job).counts }
+        }
         return OpenAIObjects.batch(batch, liveCounts: live)
     }
 
@@ -228,7 +234,7 @@ public final class BatchService: Sendable {
         return try await offload {
             let batches = try store.batches(project: project, after: after, limit: limit + 1)
             let page = Array(batches.prefix(limit))
-            return OpenAIObjects.list(try page.map { try Self.render($0, store: store) }, ids: page.map(\.id),
+            return OpenAIObjects.list(try page.map { try self.render($0) }, ids: page.map(\.id),
                                       hasMore: batches.count > limit)
         }
     }
@@ -248,7 +254,26 @@ public final class BatchService: Sendable {
                 }
             }
             guard let updated = try store.batch(id: id, project: project) else { throw APIError.notFound("batch", id) }
-            return try Self.render(updated, store: store)
+            return try self.render(updated)
         }
+    }
+}
+
+/// Request counts of running jobs, each reused for `lifetime` seconds.
+final class CountsCache: Sendable {
+    let lifetime: Double
+    private let entries = Mutex<[JobID: (at: Double, counts: BatchRequestCounts)]>([:])
+
+    init(lifetime: Double) { self.lifetime = lifetime }
+
+    func counts(job: JobID, compute: () throws -> BatchRequestCounts) throws -> BatchRequestCounts {
+        let time = now()
+        if let entry = entries.withLock({ $0[job] }), time - entry.at < lifetime { return entry.counts }
+        let counts = try compute()
+        entries.withLock { entries in
+            if entries.count > 10_000 { entries.removeAll() }
+            entries[job] = (time, counts)
+        }
+        return counts
     }
 }
