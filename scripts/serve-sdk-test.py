@@ -10,6 +10,7 @@ Starts the fake OpenAI server (scripts/fake-openai-server.py) as the workers' en
   - an input file with bad lines: failed, errors.data naming the lines;
   - an expired completion_window: expired, unfinished requests in the error file;
   - a second key sees none of the first key's files and batches (404); no key -> 401;
+  - body limits and the idle timeout for stalled clients;
   - the server refuses a non-loopback --host without --api-keys.
 Usage: serve-sdk-test.py --sluice PATH/TO/sluice   (exit status 0: every check passed)
 """
@@ -127,6 +128,14 @@ def worker_pids(serve_pid):
     return pids
 
 
+def other_works(client):
+    try:
+        client.files.list()
+        return True
+    except openai.AuthenticationError:
+        return False
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sluice", required=True)
@@ -155,7 +164,7 @@ def run_checks(h):
     db = h.path("queue.db")
     env = dict(os.environ, OPENAI_API_KEY="unused-by-the-fake-server")
     serve_command = [h.sluice, "serve", "--db", db, "--port", "0", "--port-file", h.path("serve.port"),
-                     "--api-keys", keys, "--workers", "1", "--",
+                     "--api-keys", keys, "--workers", "1", "--idle-timeout", "2", "--",
                      "--engine", "openai", "--base-url", f"http://127.0.0.1:{fake_port}",
                      "--lease", "2", "--concurrency", "4", "--no-progress", "--quiet"]
     serve = h.spawn(serve_command, "serve", env=env)
@@ -251,6 +260,27 @@ def run_checks(h):
             assert error.code == 401, error.code
             assert json.loads(error.read())["error"]["code"] == "invalid_api_key"
     print("serve-sdk-test: second key sees nothing of the first (404); no key or a wrong key: 401")
+    # SIGHUP rereads the key file: a new key works, a removed one gets 401.
+    key_c = "sk-test-project-c-5555555555"
+    h.write("keys.txt", f"{key_a} alpha\n{key_c} gamma\n")
+    os.kill(serve.pid, signal.SIGHUP)
+    third = openai.OpenAI(base_url=base, api_key=key_c, max_retries=0, timeout=30)
+
+    def reloaded():
+        try:
+            return third.batches.list().data == []
+        except openai.AuthenticationError:
+            return False
+    wait_until("the new key to work after SIGHUP", reloaded, seconds=20, interval=0.1)
+    try:
+        other.files.list()
+        raise AssertionError("a key removed from the file still works after SIGHUP")
+    except openai.AuthenticationError:
+        pass
+    h.write("keys.txt", f"{key_a} alpha\n{key_b} beta\n")
+    os.kill(serve.pid, signal.SIGHUP)
+    wait_until("the old keys after SIGHUP", lambda: other_works(other), seconds=20, interval=0.1)
+    print("serve-sdk-test: SIGHUP reloads the key file (new key accepted, removed key 401)")
 
     # 3. Bad lines: failed, errors.data with line numbers.
     bad = batch_lines("bad", 5).splitlines()
@@ -320,7 +350,25 @@ def run_checks(h):
     except openai.NotFoundError:
         pass
 
-    # 8. Without keys, a non-loopback host is refused.
+    # 8. Limits: an oversized JSON body is refused (413), and a client that stalls mid-request is cut off.
+    request = urllib.request.Request(f"{base}/batches", data=b"{" + b" " * (2 << 20) + b"}", method="POST",
+                                     headers={"Authorization": f"Bearer {key_a}", "Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(request, timeout=30)
+        raise AssertionError("a 2 MiB JSON body was accepted")
+    except urllib.error.HTTPError as error:
+        assert error.code == 413, error.code
+    import socket
+    stalled = socket.create_connection(("127.0.0.1", port), timeout=30)
+    stalled.sendall(b"GET /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and then nothing
+    started = time.monotonic()
+    assert stalled.recv(1024) == b"", "the stalled connection got an answer"
+    waited = time.monotonic() - started
+    assert 1 <= waited < 20, waited
+    stalled.close()
+    print(f"serve-sdk-test: 2 MiB JSON body -> 413; a stalled client was disconnected after {waited:.1f} s")
+
+    # 9. Without keys, a non-loopback host is refused.
     refused = subprocess.run([h.sluice, "serve", "--db", h.path("other.db"), "--host", "0.0.0.0", "--port", "0"],
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0 and "--api-keys" in refused.stderr, (refused.returncode, refused.stderr)

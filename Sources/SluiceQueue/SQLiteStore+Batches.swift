@@ -4,9 +4,10 @@ import SluiceCore
 extension Schema {
     /// Migration 4: the files and batches of `sluice serve` (OpenAI Files and Batches API).
     /// A batch runs as an ordinary job (`job_id`); file bytes live on disk beside the database,
-    /// under names the server chose (`storage_name`).
+    /// under names the server chose (`storage_name`). `IF NOT EXISTS`: a database taken back to an
+    /// older version by hand (as a test does) still migrates forward.
     static let batchTables = """
-        CREATE TABLE files (
+        CREATE TABLE IF NOT EXISTS files (
             id TEXT PRIMARY KEY,
             project TEXT NOT NULL,
             purpose TEXT NOT NULL,
@@ -17,10 +18,10 @@ extension Schema {
             expires_at REAL,
             storage_name TEXT NOT NULL UNIQUE
         ) STRICT;
-        CREATE INDEX files_project ON files(project, purpose);
-        CREATE INDEX files_expiry ON files(expires_at) WHERE expires_at IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS files_project ON files(project, purpose);
+        CREATE INDEX IF NOT EXISTS files_expiry ON files(expires_at) WHERE expires_at IS NOT NULL;
 
-        CREATE TABLE batches (
+        CREATE TABLE IF NOT EXISTS batches (
             id TEXT PRIMARY KEY,
             project TEXT NOT NULL,
             status TEXT NOT NULL,
@@ -48,8 +49,8 @@ extension Schema {
             cancelling_at REAL,
             cancelled_at REAL
         ) STRICT;
-        CREATE INDEX batches_project ON batches(project);
-        CREATE INDEX batches_active ON batches(status)
+        CREATE INDEX IF NOT EXISTS batches_project ON batches(project);
+        CREATE INDEX IF NOT EXISTS batches_active ON batches(status)
             WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling');
         """
 }
