@@ -206,6 +206,25 @@ def run_checks(h):
     assert output_file.purpose == "batch_output", output_file
     print("serve-sdk-test: round trip with a killed worker: 300/300 results match")
 
+    # 1a. The operator's view: the status page lists the batch and links its report; /metrics counts it.
+    def get(path, key):
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    status, page = get("/", key_a)
+    assert status == 200 and batch.id in page and f"/batches/{batch.id}/report" in page, page[:500]
+    status, report = get(f"/batches/{batch.id}/report", key_a)
+    assert status == 200 and "<html" in report.lower(), report[:200]
+    status, metrics = get("/metrics", key_a)
+    assert 'sluice_serve_batches_ended_total{status="completed"} 1' in metrics, metrics
+    assert batch.id not in get("/", key_b)[1]
+    try:
+        get(f"/batches/{batch.id}/report", key_b)
+        raise AssertionError("the second key read the first key's report")
+    except urllib.error.HTTPError as error:
+        assert error.code == 404, error.code
+    print("serve-sdk-test: status page, report page and /metrics answer (and hide other projects' batches)")
+
     # 1b. `serve` itself killed (SIGKILL) mid-batch and started again on the same database: the batch
     # carries on (its job is in the queue) and ends once, with every result.
     restart_path = h.write("restart.jsonl", batch_lines("restart", 200))
