@@ -134,7 +134,7 @@ import Testing
             }
         }
         let store = try SQLiteStore(path: dir.databasePath)
-        #expect(try store.withConnection { db in try db.queryInt("PRAGMA user_version", operation: "t") } == 3)
+        #expect(try store.withConnection { db in try db.queryInt("PRAGMA user_version", operation: "t") } == Int64(Schema.currentVersion))
         let worker = try store.registerWorker(host: "h", pid: 1, description: "t")
         let claimed = try store.claim(worker: worker, job: nil, limit: 2, leaseSeconds: 30)
         #expect(claimed.count == 2)
