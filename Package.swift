@@ -26,6 +26,10 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // `sluice serve` (the OpenAI Files + Batches API): HTTP on SwiftNIO, multipart uploads.
+        // No traits: neither swift-configuration nor Foundation-only extras are used.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0", traits: []),
+        .package(url: "https://github.com/vapor/multipart-kit", from: "4.0.0"),
     ],
     targets: [
         .systemLibrary(
@@ -51,11 +55,20 @@ let package = Package(
             name: "SluiceRunner",
             dependencies: ["SluiceCore", "SluiceQueue", "SluiceEngine", "SluiceRemote"]
         ),
+        .target(
+            name: "SluiceServer",
+            dependencies: [
+                "SluiceCore", "SluiceQueue", "SluiceRunner",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "MultipartKit", package: "multipart-kit"),
+            ]
+        ),
         .executableTarget(
             name: "sluice",
             dependencies: [
                 "SluiceRunner",
                 "SluiceSchedule",
+                "SluiceServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -80,6 +93,7 @@ let package = Package(
         .testTarget(name: "SluiceRemoteTests", dependencies: ["SluiceRemote", "SluiceTestSupport"]),
         .testTarget(name: "SluiceRunnerTests", dependencies: ["SluiceRunner", "SluiceTestSupport"]),
         .testTarget(name: "SluiceScheduleTests", dependencies: ["SluiceSchedule"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "SluiceServerTests", dependencies: ["SluiceServer", "SluiceQueue", "SluiceTestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["SluiceCore", "SluiceTestSupport"]),
     ]
 )

@@ -21,7 +21,7 @@ struct SluiceCommand: AsyncParsableCommand {
         subcommands: [
             EnqueueCommand.self, WorkCommand.self, StatusCommand.self, JobsCommand.self,
             ExportCommand.self, CancelCommand.self, RetryCommand.self, ModelsCommand.self, GenerateCommand.self,
-            RunCommand.self, CronCommand.self, SchedulerCommand.self, ReportCommand.self, DBCommand.self,
+            RunCommand.self, CronCommand.self, SchedulerCommand.self, ReportCommand.self, DBCommand.self, ServeCommand.self,
         ]
     )
 

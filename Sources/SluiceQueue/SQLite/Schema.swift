@@ -118,6 +118,8 @@ enum Schema {
         -- checkpoint_tokens when the current (or last) lease was claimed; -1 for none.
         ALTER TABLE requests ADD COLUMN claimed_checkpoint_tokens INTEGER NOT NULL DEFAULT -1;
         """,
+        // 5: files and batches of `sluice serve` (SQLiteStore+Batches.swift).
+        batchTables,
     ]
 
     static var currentVersion: Int { migrations.count }
