@@ -70,8 +70,17 @@ struct ServeCommand: AsyncParsableCommand {
         }
     }
 
-    func run() async throws {
+    /// The queue with its files and batches tables. Only the SQLite store has them so far.
+    private func openBatchStore() throws -> any JobStore & BatchStore {
         let store = try global.openOrCreateStore()
+        guard let batches = store as? any JobStore & BatchStore else {
+            throw CLIError(description: "sluice serve needs a SQLite queue (--db PATH): the PostgreSQL store has no files and batches tables yet")
+        }
+        return batches
+    }
+
+    func run() async throws {
+        let store = try openBatchStore()
         let databasePath = global.databasePath
         var configuration = ServeConfiguration(
             dataDirectory: dataDir ?? ServeConfiguration.defaultDataDirectory(forDatabase: databasePath))
@@ -99,7 +108,7 @@ struct ServeCommand: AsyncParsableCommand {
         let server: SluiceServer
         do {
             // The reconciler gets a connection of its own: creating a large batch's job holds it for a while.
-            let reconcilerStore = try global.openOrCreateStore()
+            let reconcilerStore = try openBatchStore()
             server = try SluiceServer(
                 configuration: configuration, store: store, reconcilerStore: reconcilerStore, supervisor: supervisor,
                 report: { job in
