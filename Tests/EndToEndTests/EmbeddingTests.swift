@@ -61,7 +61,7 @@ import Testing
         defer { children.killAll(); scratch.remove() }
         let reference = try await run(["--threads", "2"], name: "reference", scratch: scratch, children: children)
         let lines = try readJSONLines(scratch.path("reference.jsonl"))
-        #expect(lines.count == 5, "\(lines.count) result lines")  // the 400 goes to the errors export
+        #expect(lines.count == 6, "\(lines.count) result lines")
         let byID = Dictionary(lines.map { ($0["custom_id"]?.stringValue ?? "", $0) }, uniquingKeysWith: { a, _ in a })
         let one = try #require(byID["one"]?["response"]?["body"])
         #expect(one["object"]?.stringValue == "list" && one["data"]?.arrayValue?.count == 1)
@@ -70,6 +70,8 @@ import Testing
         #expect(byID["long-list"]?["response"]?["body"]?["data"]?.arrayValue?.count == 600)
         #expect(byID["tokens"]?["response"]?["body"]?["data"]?.arrayValue?.first?["embedding"]?.stringValue?.isEmpty == false)
         #expect(byID["one-again"]?["response"]?["body"] == one)
+        #expect(byID["bad-dimensions"]?["response"]?["status_code"]?.intValue == 400)
+        #expect(byID["bad-dimensions"]?["response"]?["body"]?["error"]?["param"]?.stringValue == "dimensions")
 
         let serial = try await run(["--threads", "1", "--concurrency", "1", "--no-cache"], name: "serial", scratch: scratch, children: children)
         #expect(serial == reference, "one request at a time on one thread exported different bytes")
@@ -84,7 +86,8 @@ import Testing
             // Kill once the worker has checkpointed more of the long list than the last one did (or it ended).
             let before = try checkpointedVectors(db: db)
             try await waitUntil("round \(round): more vectors checkpointed than \(before)", seconds: 300) {
-                !worker.isRunning || (try checkpointedVectors(db: db)) > before
+                if !worker.isRunning { return true }
+                return try checkpointedVectors(db: db) > before
             }
             kill(worker.processIdentifier, SIGKILL)
             worker.waitUntilExit()
