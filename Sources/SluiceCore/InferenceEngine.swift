@@ -9,6 +9,8 @@
 public enum Endpoint: String, Sendable, CaseIterable {
     case chatCompletions = "/v1/chat/completions"
     case completions = "/v1/completions"
+    /// Vectors of texts or token ids, from an embedding model.
+    case embeddings = "/v1/embeddings"
 }
 
 /// Partial output of a request that an engine can continue from.

@@ -18,6 +18,8 @@ enum StoredEndpoint {
         switch endpoint {
         case .chatCompletions: return 1
         case .completions: return 2
+        // 4, not 3: /v1/responses takes 3 on another branch.
+        case .embeddings: return 4
         }
     }
 
@@ -25,6 +27,7 @@ enum StoredEndpoint {
         switch code {
         case 1: return .chatCompletions
         case 2: return .completions
+        case 4: return .embeddings
         default: return nil
         }
     }

@@ -33,8 +33,15 @@ public struct ResultCachePolicy: Sendable {
 
 /// The built-in engine: greedy requests by body, sampled ones (seeded or not) by custom id and body.
 public struct BuiltinResultCacheKeying: ResultCacheKeying {
-    public init() {}
-    public func material(for request: EngineRequest) -> String? { BuiltinResultIdentity.material(for: request) }
+    /// What embedding vectors depend on (the embedding model's identity); generation ignores it.
+    public var embeddingIdentity: String
+
+    public init(embeddingIdentity: String = "") { self.embeddingIdentity = embeddingIdentity }
+
+    public func material(for request: EngineRequest) -> String? {
+        guard let material = BuiltinResultIdentity.material(for: request) else { return nil }
+        return request.endpoint == .embeddings ? embeddingIdentity + "\n" + material : material
+    }
     public func adapt(_ body: JSON, to request: EngineRequest) -> JSON { BuiltinResultIdentity.adapt(body, to: request) }
 }
 

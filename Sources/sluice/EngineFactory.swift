@@ -49,6 +49,8 @@ struct EngineOptions: Sendable {
     var draftTokens: Int? = nil
     /// --precision (builtin): how matrix products treat activations (nil: the engine's default).
     var precision: MatmulPrecision? = nil
+    /// --embedding-model (builtin): the folder or cached name of the model for /v1/embeddings lines (nil: the default).
+    var embeddingModel: String? = nil
 }
 
 /// `--speculate`: where the built-in engine's speculative decoding drafts come from.
@@ -89,7 +91,15 @@ func parseChatTemplate(_ argument: String) throws -> ChatTemplateOverride {
 func makeEngine(_ options: EngineOptions) throws -> any InferenceEngine {
     switch options.kind {
     case .builtin:
-        return try makeBuiltinEngine(options)
+        // /v1/embeddings lines go to an embedding engine, loaded at the first such line.
+        let generation = try makeBuiltinEngine(options)
+        let embeddingModel = options.embeddingModel
+        var embeddingOptions = EmbeddingEngineOptions()
+        if let threads = options.threads { embeddingOptions.threads = threads }
+        let settings = embeddingOptions
+        return EndpointRouter(generation: generation) {
+            try EmbeddingEngine(directory: try ModelCache().resolveEmbeddingModel(embeddingModel), options: settings)
+        }
     case .openai:
         guard let text = options.baseURL, !text.isEmpty else {
             throw CLIError.usage("--engine openai needs --base-url URL (or SLUICE_BASE_URL), e.g. --base-url http://127.0.0.1:8080")
@@ -104,6 +114,22 @@ func makeEngine(_ options: EngineOptions) throws -> any InferenceEngine {
             baseURL: url, capacity: concurrency, requestTimeout: options.requestTimeout,
             apiKey: options.apiKey, model: options.model))
     }
+}
+
+/// The built-in generation engine of `engine`, if it is one (alone or behind the endpoint router).
+func builtinGenerationEngine(_ engine: any InferenceEngine) -> BuiltinEngine? {
+    (engine as? EndpointRouter)?.generation as? BuiltinEngine ?? engine as? BuiltinEngine
+}
+
+/// What the vectors of `--embedding-model` depend on, for the result cache: the folder's
+/// weights file (resolved path, size, modification time), or a marker when it is missing.
+func embeddingModelIdentity(_ name: String?) -> String {
+    guard let directory = try? ModelCache().resolveEmbeddingModel(name) else { return "embedding-model=unavailable" }
+    let weights = URL(fileURLWithPath: directory + "/model.safetensors").resolvingSymlinksInPath().path
+    let attributes = (try? FileManager.default.attributesOfItem(atPath: weights)) ?? [:]
+    let size = (attributes[.size] as? NSNumber)?.int64Value ?? -1
+    let modified = (attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+    return "embedding-model=\(weights) size=\(size) mtime=\(modified)"
 }
 
 /// Loads the model `--model` names (default: the cached default model) into the built-in engine.

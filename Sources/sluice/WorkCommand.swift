@@ -82,6 +82,9 @@ struct WorkCommand: AsyncParsableCommand {
 
     @OptionGroup var speed: BuiltinSpeedOptions
 
+    @Option(name: .customLong("embedding-model"), help: ArgumentHelp("builtin: the model for /v1/embeddings lines, a folder or a name in the model cache (default: all-minilm-l6-v2, from scripts/fetch-model --embedding); loaded at the first such line.", valueName: "name-or-path"))
+    var embeddingModel: String?
+
     @Flag(name: .customLong("no-prefix-sharing"), help: "builtin: compute every prompt in full instead of sharing the KV blocks of common prompt prefixes (outputs are identical either way).")
     var noPrefixSharing = false
 
@@ -178,6 +181,7 @@ struct WorkCommand: AsyncParsableCommand {
         options.checkpointPublishInterval = preemption.enginePublishInterval
         speed.apply(to: &options)
         options.prefixSharing = !noPrefixSharing
+        options.embeddingModel = embeddingModel
         let engine = try makeEngine(options)
         configuration.resultCache = try preemption.resultCachePolicy(engine: engine, options: options)
         let watch = try watching.start(databasePath: global.databasePath, job: configuration.job, quiet: quiet,
@@ -210,7 +214,7 @@ struct WorkCommand: AsyncParsableCommand {
             throw CLIError(description: "\(error)")
         }
         await engine.shutdown()
-        if let builtin = engine as? BuiltinEngine { log(builtin.savingsSummary) }
+        if let builtin = builtinGenerationEngine(engine) { log(builtin.savingsSummary) }
         switch outcome {
         case .completed:
             return

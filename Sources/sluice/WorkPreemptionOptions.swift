@@ -99,7 +99,7 @@ struct WorkPreemptionOptions: ParsableArguments {
     /// The result cache for this engine, unless --no-cache.
     func resultCachePolicy(engine: any InferenceEngine, options: EngineOptions) throws -> ResultCachePolicy? {
         if noCache { return nil }
-        if let builtin = engine as? BuiltinEngine {
+        if let builtin = builtinGenerationEngine(engine) {
             let path = try ModelCache().resolve(options.model)
             let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
             let attributes = try FileManager.default.attributesOfItem(atPath: resolved)
@@ -114,7 +114,8 @@ struct WorkPreemptionOptions: ParsableArguments {
                 + (builtin.precision == .float32
                     ? [] : ["precision=\(builtin.precision.rawValue)", "arithmetic=\(MatmulPrecision.integerArithmeticRevision)"])
             let namespace = identity.joined(separator: "\n")
-            return ResultCachePolicy(namespace: namespace, keying: BuiltinResultCacheKeying())
+            return ResultCachePolicy(namespace: namespace,
+                                     keying: BuiltinResultCacheKeying(embeddingIdentity: embeddingModelIdentity(options.embeddingModel)))
         }
         let namespace = ["openai", "base-url=\(options.baseURL ?? "")", "model=\(options.model ?? "")"].joined(separator: "\n")
         return ResultCachePolicy(namespace: namespace, keying: RemoteResultCacheKeying())

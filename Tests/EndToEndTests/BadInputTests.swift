@@ -29,7 +29,7 @@ import Testing
         line(#"{"custom_id":"","method":"POST","url":"/v1/completions","body":{"prompt":"x"}}"#)     // 5
         line(#"{"custom_id":"g1","method":"POST","url":"/v1/completions","body":{"prompt":"x"}}"#)   // 6
         line(#"{"custom_id":"m","method":"GET","url":"/v1/completions","body":{"prompt":"x"}}"#)     // 7
-        line(#"{"custom_id":"u","method":"POST","url":"/v1/embeddings","body":{"input":"x"}}"#)      // 8
+        line(#"{"custom_id":"u","method":"POST","url":"/v1/images/generations","body":{"input":"x"}}"#)      // 8
         line(#"{"custom_id":"b","method":"POST","url":"/v1/completions","body":"hello"}"#)           // 9
         bytes += Array(#"{"custom_id":"bad-"#.utf8) + [0xFF, 0xFE] + Array(#"","method":"POST","url":"/v1/completions","body":{}}"#.utf8) + [0x0A] // 10
         line("")                                                                                     // 11 (blank)

@@ -17,7 +17,7 @@ import Testing
         (#"{"custom_id":"m1","url":"/v1/completions","body":{}}"#, .missingMethod, "missing \"method\""),
         (#"{"custom_id":"m2","method":"GET","url":"/v1/completions","body":{}}"#, .unsupportedMethod, "unsupported method \"GET\""),
         (#"{"custom_id":"u1","method":"POST","body":{}}"#, .missingURL, "missing \"url\""),
-        (#"{"custom_id":"u2","method":"POST","url":"/v1/embeddings","body":{}}"#, .unsupportedURL, "unsupported url \"/v1/embeddings\""),
+        (#"{"custom_id":"u2","method":"POST","url":"/v1/images/generations","body":{}}"#, .unsupportedURL, "unsupported url \"/v1/images/generations\""),
         (#"{"custom_id":"b1","method":"POST","url":"/v1/completions"}"#, .missingBody, "missing \"body\""),
         (#"{"custom_id":"b2","method":"POST","url":"/v1/completions","body":"hi"}"#, .bodyNotObject, "not a string"),
         (#"{"custom_id":"b3","method":"POST","url":"/v1/completions","body":[{}]}"#, .bodyNotObject, "not an array"),

@@ -12,6 +12,11 @@ public enum BuiltinResultIdentity {
     /// Text naming everything besides the model that the response depends on; nil for
     /// bodies the engine rejects (their 400 answers are cheap and not worth caching).
     public static func material(for request: EngineRequest) -> String? {
+        // Embeddings are deterministic: the vectors depend on the body only (and the embedding model).
+        if request.endpoint == .embeddings {
+            guard case .object = request.body else { return nil }
+            return "embeddings\n" + canonicalText(request.body)
+        }
         guard let parameters = try? GenerationRequest(endpoint: request.endpoint, body: request.body) else { return nil }
         if parameters.sampling.isGreedy {
             return "greedy\n" + request.endpoint.rawValue + "\n" + canonicalText(request.body)

@@ -39,7 +39,7 @@ struct ResponseBuilder {
                 ])]),
                 "usage": usage,
             ])
-        case .completions:
+        case .completions, .embeddings:  // embeddings never reach generation
             var logprobs = JSON.null
             if generation.parameters.logprobs != nil {
                 var offsets: [JSON] = []

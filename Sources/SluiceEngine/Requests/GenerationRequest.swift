@@ -48,6 +48,8 @@ public struct GenerationRequest: Sendable, Equatable {
         case .completions:
             guard let value = body["prompt"] else { throw RequestError("missing required parameter: 'prompt'", parameter: "prompt") }
             prompt = try Self.parsePrompt(value)
+        case .embeddings:
+            throw RequestError("/v1/embeddings is answered by an embedding model, not by generation")
         }
         if let value = body["model"], !value.isNull {
             guard let name = value.stringValue else { throw RequestError("'model' must be a string", parameter: "model") }
@@ -195,6 +197,8 @@ public struct GenerationRequest: Sendable, Equatable {
                 throw RequestError("'top_logprobs' must be an integer from 0 to 20", parameter: "top_logprobs")
             }
             return n
+        case .embeddings:
+            return nil
         case .completions:
             guard let value = body["logprobs"], !value.isNull else { return nil }
             guard let n = value.intValue, (0...20).contains(n) else {
