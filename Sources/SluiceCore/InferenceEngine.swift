@@ -9,6 +9,8 @@
 public enum Endpoint: String, Sendable, CaseIterable {
     case chatCompletions = "/v1/chat/completions"
     case completions = "/v1/completions"
+    /// OpenAI's Responses API (the Batch API takes its lines too).
+    case responses = "/v1/responses"
 }
 
 /// Partial output of a request that an engine can continue from.

@@ -18,6 +18,7 @@ enum StoredEndpoint {
         switch endpoint {
         case .chatCompletions: return 1
         case .completions: return 2
+        case .responses: return 4
         }
     }
 
@@ -25,6 +26,7 @@ enum StoredEndpoint {
         switch code {
         case 1: return .chatCompletions
         case 2: return .completions
+        case 4: return .responses
         default: return nil
         }
     }

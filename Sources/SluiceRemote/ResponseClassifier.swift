@@ -27,11 +27,12 @@ enum ResponseClassifier {
         }
     }
 
-    /// `usage` as servers report it; absent counts read as zero.
+    /// `usage` as servers report it (the Responses API names the counts `input_tokens` and
+    /// `output_tokens`); absent counts read as zero.
     static func usage(in body: JSON) -> Usage {
         let usage = body["usage"]
-        return Usage(promptTokens: usage?["prompt_tokens"]?.intValue ?? 0,
-                     completionTokens: usage?["completion_tokens"]?.intValue ?? 0)
+        return Usage(promptTokens: usage?["prompt_tokens"]?.intValue ?? usage?["input_tokens"]?.intValue ?? 0,
+                     completionTokens: usage?["completion_tokens"]?.intValue ?? usage?["output_tokens"]?.intValue ?? 0)
     }
 
     /// The server's error body as JSON; text that is not a JSON object is wrapped so the export stays valid JSON.

@@ -57,6 +57,7 @@ enum BatchLineValidator {
     private static func endpoint(_ line: UnsafeBufferPointer<UInt8>, _ range: StringRange) -> Endpoint? {
         if bytesEqual(line, range, "/v1/chat/completions") { return .chatCompletions }
         if bytesEqual(line, range, "/v1/completions") { return .completions }
+        if bytesEqual(line, range, "/v1/responses") { return .responses }
         return nil
     }
 
