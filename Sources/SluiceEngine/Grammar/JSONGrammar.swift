@@ -11,12 +11,12 @@ import SluiceCore
 /// `nullable`, and annotations (`title`, `description`, `default`, `examples`...). Any other
 /// keyword is an error naming it and where it is: the output could otherwise break it.
 ///
-/// Whitespace between tokens is allowed (at most `maximumWhitespace` bytes at a time, so a
-/// model cannot spin on blanks) and nothing follows the value: generation ends with it.
+/// Whitespace between tokens is allowed (see `whitespace()`) and nothing follows the value:
+/// generation ends with it.
 struct JSONGrammar {
     struct Failure: Error, Equatable { var message: String }
 
-    static let maximumWhitespace = 24
+    static let maximumIndent = 24
     static let supportedKeywords: Set<String> = [
         "type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems", "enum", "const",
         "anyOf", "oneOf", "$ref", "$defs", "definitions", "pattern", "format", "minLength", "maxLength", "nullable",
@@ -93,9 +93,12 @@ struct JSONGrammar {
         })
     }
 
+    /// Whitespace between tokens as llama.cpp's schema grammars allow it: nothing, one space, or
+    /// one newline and an indent of at most `maximumIndent` spaces or tabs (so a model cannot spin
+    /// on blank lines).
     private mutating func whitespace() -> GrammarSymbol {
         .rule(builder.shared("ws") { builder in
-            [builder.repeated([.bytes(ByteSet([0x20, 0x0A, 0x09]))], minimum: 0, maximum: Self.maximumWhitespace)]
+            [[], [.byte(0x20)], [.byte(0x0A)] + builder.repeated([.bytes(ByteSet([0x20, 0x09]))], minimum: 0, maximum: Self.maximumIndent)]
         })
     }
 
