@@ -30,6 +30,9 @@ struct StructuredBench: AsyncParsableCommand {
     @Option(name: .customLong("json"), help: "Append a JSON record of the results to this file.")
     var jsonPath: String?
 
+    @Option(name: .customLong("schema-out"), help: "Write the schema to this file (for the llama.cpp peer run).")
+    var schemaPath: String?
+
     /// A schema of the shape extraction jobs use, that cannot be complete in `maxTokens` tokens.
     func schema() -> JSON {
         .object([
@@ -51,6 +54,7 @@ struct StructuredBench: AsyncParsableCommand {
 
     func run() async throws {
         let path = try ModelCache().resolve(model)
+        if let schemaPath { try Data(schema().serialized.utf8).write(to: URL(fileURLWithPath: schemaPath)) }
         let probe = try BuiltinEngine(modelPath: path, options: BuiltinEngineOptions())
         let ends = (0..<Int32(probe.tokenizer.vocabularySize)).filter { probe.tokenizer.isEndOfGeneration($0) }
         await probe.shutdown()

