@@ -519,7 +519,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         } catch {
             throw RequestError(error.message, parameter: "response_format")
         }
-        if grammars.count >= 64 { grammars.removeAll() }
+        // At most 16 grammars with their caches (each at most 32 MiB of masks) are kept.
+        if grammars.count >= 16 { grammars.removeAll() }
         let machine = GrammarMachine(grammar: grammar)
         grammars[constraint.key] = machine
         return ConstrainedDecoding(machine: machine, trie: trie)

@@ -25,8 +25,9 @@ final class GrammarMachine: @unchecked Sendable {
     private var transitions: [State] = []
     private var masks: [State: TokenMask] = [:]
     private(set) var initialState: State = 0
-    /// Kept masks at most (each is vocabulary/8 bytes); the cache starts over when full.
-    var maskCacheLimit = 4096
+    /// Kept masks at most (each is vocabulary/8 bytes: 32 KiB for 262,144 tokens); the cache
+    /// starts over when full. A schema's recurring states number in the tens to hundreds.
+    var maskCacheLimit = 1024
 
     init(grammar: Grammar) {
         self.grammar = grammar
