@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A deterministic OpenAI-compatible server for Sluice's tests (Python standard library only).
 
-It answers POST /v1/completions and /v1/chat/completions with content derived from
+It answers POST /v1/completions, /v1/chat/completions and /v1/responses with content derived from
 a hash of the request body, so every run produces the same answers, and it records
 every request it receives in a JSONL log: arrival and end time, the request's key
 (the X-Sluice-Custom-Id header, else the body hash), how many requests with the same
@@ -56,6 +56,16 @@ def answer_for(path, body):
     count = max(1, min(max_tokens, 4 + int(digest[:2], 16) % 12))
     words = [WORDS[int(digest[2 * i:2 * i + 2], 16) % len(WORDS)] for i in range(count)]
     text = " ".join(words)
+    if path.endswith("/responses"):
+        prompt = body.get("input") if isinstance(body.get("input"), str) else json.dumps(body.get("input"))
+        prompt_tokens = max(1, len(prompt.split()))
+        return {
+            "id": "resp_" + digest[:24], "object": "response", "created_at": 1700000000, "status": "completed",
+            "model": body.get("model", "fake"), "incomplete_details": None, "metadata": body.get("metadata", {}),
+            "output": [{"type": "message", "id": "msg_" + digest[:24], "status": "completed", "role": "assistant",
+                        "content": [{"type": "output_text", "text": text, "annotations": []}]}],
+            "usage": {"input_tokens": prompt_tokens, "output_tokens": count, "total_tokens": prompt_tokens + count},
+        }
     if path.endswith("/chat/completions"):
         messages = body.get("messages") if isinstance(body.get("messages"), list) else []
         prompt = " ".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
@@ -153,7 +163,7 @@ class Handler(BaseHTTPRequestHandler):
                 state.behavior.update(update)
             self.send_json(200, {"behavior": state.behavior})
             return
-        if self.path not in ("/v1/completions", "/v1/chat/completions"):
+        if self.path not in ("/v1/completions", "/v1/chat/completions", "/v1/responses"):
             with state.lock:
                 state.received += 1
             state.record({"key": None, "method": "POST", "path": self.path, "outcome": "404",
@@ -187,7 +197,8 @@ class Handler(BaseHTTPRequestHandler):
                 state.total_in_flight -= 1
             state.record({"key": key, "path": self.path, "attempt": attempt, "start": started,
                           "end": time.time(), "same_key_in_flight": same, "in_flight": total,
-                          "outcome": outcome, "authorization": self.headers.get("Authorization")})
+                          "outcome": outcome, "authorization": self.headers.get("Authorization"),
+                          "body": body})
 
     def answer(self, state, body, attempt):
         forced = body.get("x_fake_status")

@@ -11,6 +11,8 @@ public enum Endpoint: String, Sendable, CaseIterable {
     case completions = "/v1/completions"
     /// Vectors of texts or token ids, from an embedding model.
     case embeddings = "/v1/embeddings"
+    /// OpenAI's Responses API (the Batch API takes its lines too).
+    case responses = "/v1/responses"
 }
 
 /// Partial output of a request that an engine can continue from.

@@ -18,7 +18,7 @@ enum StoredEndpoint {
         switch endpoint {
         case .chatCompletions: return 1
         case .completions: return 2
-        // 4, not 3: /v1/responses takes 3 on another branch.
+        case .responses: return 3
         case .embeddings: return 4
         }
     }
@@ -27,6 +27,7 @@ enum StoredEndpoint {
         switch code {
         case 1: return .chatCompletions
         case 2: return .completions
+        case 3: return .responses
         case 4: return .embeddings
         default: return nil
         }

@@ -45,19 +45,21 @@ enum ResponseClassifier {
         var message: String
     }
 
-    /// `usage` as servers report it; absent (or null) counts read as zero; a count that is not a whole
+    /// `usage` as servers report it (the Responses API names the counts `input_tokens` and
+    /// `output_tokens`); absent (or null) counts read as zero; a count that is not a whole
     /// number from 0 to `Usage.plausibleTokenLimit` is refused.
     static func usage(in body: JSON) -> Result<Usage, ImplausibleUsage> {
         let usage = body["usage"]
         var counts: [Int] = []
-        for field in ["prompt_tokens", "completion_tokens"] {
-            guard let value = usage?[field], !value.isNull else {
+        for (field, responsesField) in [("prompt_tokens", "input_tokens"), ("completion_tokens", "output_tokens")] {
+            let named = usage?[field].map { !$0.isNull } == true ? field : responsesField
+            guard let value = usage?[named], !value.isNull else {
                 counts.append(0)
                 continue
             }
             guard let count = Usage.plausibleCount(value.intValue) else {
                 let shown = String(decoding: value.serialized.utf8.prefix(40), as: UTF8.self)
-                return .failure(ImplausibleUsage(message: "usage.\(field) \(shown), which is not a token count (a whole number from 0 to \(Usage.plausibleTokenLimit))"))
+                return .failure(ImplausibleUsage(message: "usage.\(named) \(shown), which is not a token count (a whole number from 0 to \(Usage.plausibleTokenLimit))"))
             }
             counts.append(count)
         }

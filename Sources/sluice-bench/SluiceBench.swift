@@ -7,6 +7,6 @@ struct SluiceBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluice-bench",
         abstract: "Measure Sluice's throughput and memory (see scripts/bench*).",
-        subcommands: [QueueBench.self, EngineBench.self, MatMulBench.self, PrefixBench.self, SpeculationBench.self]
+        subcommands: [QueueBench.self, EngineBench.self, MatMulBench.self, PrefixBench.self, SpeculationBench.self, StructuredBench.self]
     )
 }

@@ -26,6 +26,10 @@ import Testing
             + line("shared-greedy", chat, #"{"messages":[{"role":"system","content":"\#(systemPrompt)"},{"role":"user","content":"Who wrote Emma?"}],"max_tokens":16,"temperature":0,"logprobs":true,"top_logprobs":2}"#)
             + line("shared-seeded", chat, #"{"messages":[{"role":"system","content":"\#(systemPrompt)"},{"role":"user","content":"Is it open on Sunday?"}],"max_tokens":16,"temperature":0.8,"seed":3,"logprobs":true}"#)
             + line("shared-derived", chat, #"{"messages":[{"role":"system","content":"\#(systemPrompt)"},{"role":"user","content":"Where are the maps?"}],"max_tokens":16,"temperature":0.9}"#)
+            // Structured outputs, several choices and penalties, and a Responses line: just as exact.
+            + line("schema-seeded", chat, ##"{"messages":[{"role":"user","content":"A city as JSON."}],"max_tokens":24,"temperature":0.9,"seed":8,"response_format":{"type":"json_schema","json_schema":{"name":"city","strict":true,"schema":{"type":"object","properties":{"name":{"type":"string","maxLength":12},"size":{"enum":["small","large"]}},"required":["name","size"],"additionalProperties":false}}}}"##)
+            + line("choice-n2", completions, #"{"prompt":"Is the sea salty? Answer:","max_tokens":4,"temperature":1,"n":2,"guided_choice":[" yes"," no"],"frequency_penalty":0.5}"#)
+            + line("responses-greedy", "/v1/responses", #"{"input":"Name a fruit.","instructions":"One word.","max_output_tokens":6,"temperature":0}"#)
     }
 
     static let systemPrompt = "You are the reference desk of a small public library. Answer every question in one short sentence. "
@@ -62,7 +66,9 @@ import Testing
         defer { children.killAll(); scratch.remove() }
         let reference = try await run(["--concurrency", "32", "--threads", "2"], scratch: scratch, children: children, name: "batch32-threads2-cache")
         let lines = try readJSONLines(scratch.path("batch32-threads2-cache.jsonl"))
-        #expect(lines.count == 12 && lines.allSatisfy { $0["response"]?["status_code"]?.intValue == 200 })
+        #expect(lines.count == 15 && lines.allSatisfy { $0["response"]?["status_code"]?.intValue == 200 })
+        #expect(lines[13]["response"]?["body"]?["choices"]?.arrayValue?.count == 2)
+        #expect(lines[14]["response"]?["body"]?["object"]?.stringValue == "response")
         // The duplicate came from the cache within the job; status counts it.
         let status = try await sluice(["status", "1", "--db", reference.db, "--json"], in: scratch, children: children)
         let job = try JSON.parse(status.stdout).arrayValue?.first
@@ -108,7 +114,7 @@ import Testing
         let second = try readJSONLines(output)
         #expect(second.map { $0["response"]?["body"] } == lines.map { $0["response"]?["body"] })
         let secondStatus = try await sluice(["status", "2", "--db", reference.db, "--json"], in: scratch, children: children)
-        #expect(try JSON.parse(secondStatus.stdout).arrayValue?.first?["cache_hits"]?.intValue == 12, "\(secondStatus.stdout)")
-        #expect(work.stderr.contains("in 12 results from the cache"), "\(work.stderr)")
+        #expect(try JSON.parse(secondStatus.stdout).arrayValue?.first?["cache_hits"]?.intValue == 15, "\(secondStatus.stdout)")
+        #expect(work.stderr.contains("in 15 results from the cache"), "\(work.stderr)")
     }
 }

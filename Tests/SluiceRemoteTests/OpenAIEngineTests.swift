@@ -86,6 +86,28 @@ func chatRequest(_ id: Int64, extra: [(key: String, value: JSON)] = []) -> Engin
         await engine.shutdown()
     }
 
+    /// Responses lines, structured outputs, penalties, n and vLLM's spellings reach the server
+    /// exactly as written: Sluice validates only the batch line, the server answers the body.
+    @Test func bodiesAreForwardedUnchangedResponsesIncluded() async throws {
+        let server = try FakeServer()
+        defer { server.stop() }
+        let engine = makeEngine(server)
+        let events = EventLog(engine)
+        let responses = try JSON.parse(#"{"model":"gpt-4o","input":[{"role":"user","content":[{"type":"input_text","text":"Hi"}]}],"instructions":"Be kind.","text":{"format":{"type":"json_schema","name":"x","schema":{"type":"object","properties":{"ok":{"type":"boolean"}},"required":["ok"]},"strict":true}},"max_output_tokens":20,"metadata":{"a":"b"}}"#)
+        let chat = try JSON.parse(#"{"model":"m","messages":[{"role":"developer","content":"x"},{"role":"user","name":"ann","content":"y"}],"n":3,"presence_penalty":0.5,"frequency_penalty":-0.25,"repetition_penalty":1.1,"logit_bias":{"17":-100},"guided_choice":["a","b"],"store":true,"tools":[{"type":"function","function":{"name":"f"}}],"response_format":{"type":"json_object"}}"#)
+        engine.submit(EngineRequest(id: 1, customID: "r", endpoint: .responses, body: responses))
+        engine.submit(EngineRequest(id: 2, customID: "c", endpoint: .chatCompletions, body: chat))
+        let answer = try await events.wait(for: 1)
+        _ = try await events.wait(for: 2)
+        guard case let .response(status, body, usage) = answer.outcome else { Issue.record("\(answer)"); return }
+        #expect(status == 200 && body["object"]?.stringValue == "response")
+        #expect(usage.promptTokens > 0 && usage.completionTokens > 0, "Responses usage (input_tokens/output_tokens) is read")
+        let logged = server.loggedRequests()
+        #expect(logged.first { $0["path"]?.stringValue == "/v1/responses" }?["body"] == responses)
+        #expect(logged.first { $0["path"]?.stringValue == "/v1/chat/completions" }?["body"] == chat)
+        await engine.shutdown()
+    }
+
     @Test func baseURLMayEndInV1AndModelIsOverridden() async throws {
         let server = try FakeServer()
         defer { server.stop() }

@@ -71,6 +71,11 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
     private let finishedRunning = DispatchSemaphore(value: 0)
     private let speculator: Speculator?
     private let reusedTokens = Atomic<Int>(0)
+    /// Structured outputs (engine thread only): compiled grammars by constraint, and the vocabulary trie.
+    private var grammars: [String: GrammarMachine] = [:]
+    private var tokenTrie: TokenTrie?
+    private let constrainedTokens = Atomic<Int>(0)
+    private let maskNanoseconds = Atomic<Int>(0)
     private let evictedBlocks = Atomic<Int>(0)
 
     struct Mailbox {
@@ -135,6 +140,12 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
     public func cancel(requestID: Int64) {
         mailbox.withLock { _ = $0.cancelled.insert(requestID) }
         signal()
+    }
+
+    /// Structured outputs so far: tokens sampled under a grammar, and the time spent applying
+    /// penalties and token masks to their logits (mask computation included).
+    public var constraintStatistics: (tokens: Int, maskSeconds: Double) {
+        (constrainedTokens.load(ordering: .relaxed), Double(maskNanoseconds.load(ordering: .relaxed)) * 1e-9)
     }
 
     /// Prompt tokens whose keys and values were taken from the prefix cache instead of computed.
@@ -239,15 +250,17 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
             }
             while running.count < options.maxSequences, preempted.isEmpty, !waiting.isEmpty {
                 let request = waiting.removeFirst()
-                switch prepare(request, slot: nextSlot) {
-                case let .success(generation):
-                    nextSlot += 1
-                    if let reason = finishReason(generation) {
-                        finish(generation, reason: reason, cache: cache)
-                    } else if running.isEmpty || cache.canHold(positions: generation.totalCount) {
-                        running.append(generation)
-                    } else {
-                        preempted.append(generation)
+                switch prepare(request, firstSlot: nextSlot) {
+                case let .success(generations):
+                    nextSlot += generations.count
+                    for generation in generations {
+                        if let reason = finishReason(generation) {
+                            finish(generation, reason: reason, cache: cache)
+                        } else if running.count < options.maxSequences && (running.isEmpty || cache.canHold(positions: generation.totalCount)) {
+                            running.append(generation)
+                        } else {
+                            preempted.append(generation)
+                        }
                     }
                 case let .failure(error):
                     continuation.yield(.finished(requestID: request.id, outcome: .response(
@@ -316,7 +329,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         var argmaxFlags = [Bool](repeating: false, count: plan.logitRows.count)
         for (index, generation) in plan.samplers.enumerated() {
             let parameters = generation.parameters
-            guard parameters.sampling.isGreedy && parameters.logprobs == nil else { continue }
+            guard parameters.sampling.isGreedy && parameters.logprobs == nil && !generation.needsFullLogits else { continue }
             for offset in 0...plan.drafts[index].count { argmaxFlags[plan.firstLogit[index] + offset] = true }
         }
         let chosen = model.forward(tokens: plan.tokens, placements: plan.placements, logitRows: plan.logitRows,
@@ -349,15 +362,25 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
 
     /// Samples a generation's next token from its logits (or takes the one the model already
     /// chose for an argmax row) and appends it, with log-probabilities if requested.
-    private func sampleNext(_ generation: Generation, logits: UnsafePointer<Float>, chosen: Int32?) -> Int32 {
+    private func sampleNext(_ generation: Generation, logits: UnsafeMutablePointer<Float>, chosen: Int32?) -> Int32 {
         // Tokens past the tokenizer's vocabulary (padding rows of the embedding) are never sampled.
         let usable = tokenizer.vocabularySize
+        if generation.constraint != nil {
+            let start = ContinuousClock.now
+            generation.processLogits(logits, count: usable)
+            let elapsed = ContinuousClock.now - start
+            maskNanoseconds.add(Int(elapsed.components.seconds) * 1_000_000_000 + Int(elapsed.components.attoseconds / 1_000_000_000), ordering: .relaxed)
+            constrainedTokens.add(1, ordering: .relaxed)
+        } else if generation.needsFullLogits {
+            generation.processLogits(logits, count: usable)
+        }
         let token = chosen ?? Sampler.sample(logits, count: usable, parameters: generation.parameters.sampling,
                                              uniform: generation.nextUniform)
         var entry: Generation.TokenLogprobs?
         if let top = generation.parameters.logprobs {
             let result = Sampler.logProbabilities(logits, count: usable, token: token, top: top)
-            entry = .init(token: token, logprob: result.chosen, top: result.top)
+            // Tokens a mask or a ban ruled out are not alternatives.
+            entry = .init(token: token, logprob: result.chosen, top: result.top.filter { $0.logProbability.isFinite })
         }
         generation.append(token, logprobs: entry)
         generation.finishReason = finishReason(generation)
@@ -367,6 +390,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
     /// Why a generation is complete after its latest token, or nil to go on.
     private func finishReason(_ generation: Generation) -> String? {
         if let last = generation.generated.last, tokenizer.isEndOfGeneration(last) { return "stop" }
+        if generation.constraintIsComplete { return "stop" }
         if !generation.parameters.stop.isEmpty, StopStrings.firstMatch(in: text(of: generation), stops: generation.parameters.stop) != nil {
             return "stop"
         }
@@ -389,9 +413,17 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         if let match = StopStrings.firstMatch(in: content, stops: generation.parameters.stop) {
             content = String(content[..<match])
         }
+        var choices = [(generation: generation, content: content, finishReason: reason)]
+        if let group = generation.group {
+            group.finished[generation.choice] = (content, reason)
+            guard group.isComplete, !group.stopped else { return }
+            choices = group.members.map { ($0, group.finished[$0.choice]!.content, group.finished[$0.choice]!.finishReason) }
+        }
         let body = ResponseBuilder(modelName: generation.parameters.model ?? modelName, tokenizer: tokenizer)
-            .body(for: generation, content: content, finishReason: reason)
-        let usage = Usage(promptTokens: generation.promptTokens.count, completionTokens: generation.generated.count)
+            .body(for: choices)
+        let promptTokens = choices.filter { $0.generation.choice % $0.generation.parameters.choicesPerPrompt == 0 }
+            .reduce(0) { $0 + $1.generation.promptTokens.count }
+        let usage = Usage(promptTokens: promptTokens, completionTokens: choices.reduce(0) { $0 + $1.generation.generated.count })
         mailbox.withLock { _ = $0.checkpoints.removeValue(forKey: generation.request.id) }
         continuation.yield(.finished(requestID: generation.request.id, outcome: .response(statusCode: 200, body: body, usage: usage)))
     }
@@ -399,17 +431,25 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
     private func stop(_ generation: Generation, cache: KVCache) {
         cache.release(slot: generation.slot)
         speculator?.forget(slot: generation.slot)
+        if let group = generation.group {
+            // One report for the request, with every choice's tokens.
+            guard !group.stopped else { return }
+            group.stopped = true
+        }
         mailbox.withLock { _ = $0.checkpoints.removeValue(forKey: generation.request.id) }
-        let checkpoint = generation.generated.isEmpty
+        let checkpoint = (generation.group?.members ?? [generation]).allSatisfy({ $0.generated.isEmpty })
             ? generation.request.resumeFrom : generation.checkpointState(engine: outputIdentity).encoded()
         continuation.yield(.stopped(requestID: generation.request.id, checkpoint: checkpoint))
     }
 
     private func publishCheckpoints(_ running: [Generation]) {
         var fresh: [(Int64, Checkpoint)] = []
+        var published = Set<Int64>()
         for generation in running where generation.generated.count > generation.checkpointedCount {
-            fresh.append((generation.request.id, generation.checkpointState(engine: outputIdentity).encoded()))
             generation.checkpointedCount = generation.generated.count
+            // A request with several choices publishes one checkpoint holding all of them.
+            guard published.insert(generation.request.id).inserted else { continue }
+            fresh.append((generation.request.id, generation.checkpointState(engine: outputIdentity).encoded()))
         }
         guard !fresh.isEmpty else { return }
         mailbox.withLock { box in
@@ -417,30 +457,74 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         }
     }
 
-    /// Validates a request and turns it into a generation ready to prefill.
-    private func prepare(_ request: EngineRequest, slot: Int) -> Result<Generation, RequestError> {
+    /// Validates a request and turns it into the generations of its choices, ready to prefill
+    /// (one unless it asks for `n` choices or gives a list of prompts), in slots from `firstSlot`.
+    private func prepare(_ request: EngineRequest, firstSlot: Int) -> Result<[Generation], RequestError> {
         do throws(RequestError) {
             let parameters = try GenerationRequest(endpoint: request.endpoint, body: request.body)
-            let promptTokens = try tokenize(parameters.prompt)
-            let promptParameter = request.endpoint == .chatCompletions ? "messages" : "prompt"
-            guard promptTokens.count < contextLength else {
-                throw RequestError("the prompt is \(promptTokens.count) tokens, but the model's context is \(contextLength) tokens",
-                                   parameter: promptParameter)
+            if let bad = parameters.logitProcessing.bias.first(where: { Int($0.token) >= tokenizer.vocabularySize }) {
+                throw RequestError("'logit_bias' names token \(bad.token), outside the vocabulary (\(tokenizer.vocabularySize) tokens)",
+                                   parameter: "logit_bias")
             }
-            guard promptTokens.count < maxCachedTokens else {
-                throw RequestError("the prompt is \(promptTokens.count) tokens, but the KV cache budget (--kv-memory) holds \(maxCachedTokens) tokens",
-                                   parameter: promptParameter)
+            let constraint = try parameters.constraint.map { c throws(RequestError) in try constrainedDecoding(c) }
+            let promptParameter = request.endpoint == .completions ? "prompt" : request.endpoint == .responses ? "input" : "messages"
+            var promptTokenLists: [[Int32]] = []
+            for prompt in parameters.prompts {
+                let promptTokens = try tokenize(prompt)
+                guard promptTokens.count < contextLength else {
+                    throw RequestError("the prompt is \(promptTokens.count) tokens, but the model's context is \(contextLength) tokens",
+                                       parameter: promptParameter)
+                }
+                guard promptTokens.count < maxCachedTokens else {
+                    throw RequestError("the prompt is \(promptTokens.count) tokens, but the KV cache budget (--kv-memory) holds \(maxCachedTokens) tokens",
+                                       parameter: promptParameter)
+                }
+                promptTokenLists.append(promptTokens)
             }
             var resumed = request.resumeFrom.flatMap(CheckpointState.init)
-            if let state = resumed, state.engine != outputIdentity || promptTokens.count + state.tokens.count > contextLength {
+            if let state = resumed, state.engine != outputIdentity || state.otherChoices.count != parameters.choiceCount - 1 {
                 resumed = nil
             }
-            let maxTokens = min(parameters.maxTokens ?? Int.max, contextLength - promptTokens.count)
-            return .success(Generation(request: request, parameters: parameters, slot: slot, promptTokens: promptTokens,
-                                       maxTokens: maxTokens, resumed: resumed))
+            let group = parameters.choiceCount > 1 ? ChoiceGroup() : nil
+            var generations: [Generation] = []
+            for choice in 0..<parameters.choiceCount {
+                let promptTokens = promptTokenLists[choice / parameters.choicesPerPrompt]
+                var state = resumed?.choice(choice)
+                if let tokens = state?.tokens, promptTokens.count + tokens.count > contextLength { state = nil }
+                let maxTokens = min(parameters.maxTokens ?? Int.max, contextLength - promptTokens.count)
+                var generation = Generation(request: request, parameters: parameters, slot: firstSlot + choice, promptTokens: promptTokens,
+                                            maxTokens: maxTokens, resumed: state, choice: choice, group: group, constraint: constraint)
+                if state != nil, generation.constraint != nil, generation.grammarState == GrammarMachine.dead {
+                    // Tokens the grammar rejects were not made under it: start this choice over.
+                    generation = Generation(request: request, parameters: parameters, slot: firstSlot + choice, promptTokens: promptTokens,
+                                            maxTokens: maxTokens, resumed: nil, choice: choice, group: group, constraint: constraint)
+                }
+                generations.append(generation)
+            }
+            group?.members = generations
+            return .success(generations)
         } catch {
             return .failure(error)
         }
+    }
+
+    /// The compiled grammar of a constraint (compiled once per distinct constraint and kept,
+    /// with its memoized states and token masks), and the vocabulary trie (built once).
+    private func constrainedDecoding(_ constraint: OutputConstraint) throws(RequestError) -> ConstrainedDecoding {
+        let trie = tokenTrie ?? TokenTrie(tokenizer: tokenizer)
+        tokenTrie = trie
+        if let machine = grammars[constraint.key] { return ConstrainedDecoding(machine: machine, trie: trie) }
+        let grammar: Grammar
+        do {
+            grammar = try constraint.grammar()
+        } catch {
+            throw RequestError(error.message, parameter: "response_format")
+        }
+        // At most 16 grammars with their caches (each at most 32 MiB of masks) are kept.
+        if grammars.count >= 16 { grammars.removeAll() }
+        let machine = GrammarMachine(grammar: grammar)
+        grammars[constraint.key] = machine
+        return ConstrainedDecoding(machine: machine, trie: trie)
     }
 
     /// Prompt tokens for a request, beginning-of-sequence token included as the model expects.

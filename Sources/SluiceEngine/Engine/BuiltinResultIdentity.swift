@@ -30,7 +30,11 @@ public enum BuiltinResultIdentity {
     /// `body` (a cached response to an identical request) as the response to `request`.
     public static func adapt(_ body: JSON, to request: EngineRequest) -> JSON {
         guard case let .object(fields) = body else { return body }
-        let prefix = request.endpoint == .chatCompletions ? "chatcmpl-" : "cmpl-"
+        let prefix = switch request.endpoint {
+        case .chatCompletions: "chatcmpl-"
+        case .completions: "cmpl-"
+        case .responses: "resp_"
+        }
         return .object(fields.map { field in
             field.key == "id" ? (key: "id", value: .string(prefix + responseID(for: request))) : field
         })

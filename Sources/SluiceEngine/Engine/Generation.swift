@@ -14,6 +14,17 @@ final class Generation {
     var cachedCount = 0
     let maxTokens: Int
     let randomKey: UInt64
+    /// Which choice of the answer this is (`n` and prompt lists give several).
+    let choice: Int
+    /// The request's other choices, when it has several.
+    let group: ChoiceGroup?
+    /// Structured output: the grammar the text must follow, and the state of the text so far.
+    let constraint: ConstrainedDecoding?
+    private(set) var grammarState: GrammarMachine.State = 0
+    /// How often each token was generated (kept when penalties need it).
+    private(set) var generatedCounts: [Int32: Int] = [:]
+    /// The distinct prompt tokens (kept when the repetition penalty needs them).
+    let promptTokenSet: Set<Int32>
     /// Generated tokens recorded at the last checkpoint handed to the runner.
     var checkpointedCount: Int
     var finishReason: String?
@@ -25,21 +36,31 @@ final class Generation {
     }
 
     init(request: EngineRequest, parameters: GenerationRequest, slot: Int, promptTokens: [Int32], maxTokens: Int,
-         resumed: CheckpointState?) {
+         resumed: CheckpointState?, choice: Int = 0, group: ChoiceGroup? = nil, constraint: ConstrainedDecoding? = nil) {
         self.request = request
         self.parameters = parameters
         self.slot = slot
         self.promptTokens = promptTokens
         self.maxTokens = maxTokens
+        self.choice = choice
+        self.group = group
+        self.constraint = constraint
+        promptTokenSet = parameters.logitProcessing.usesPromptTokens ? Set(promptTokens) : []
         // A seeded request's draws depend only on its body, so identical requests give identical
         // outputs (and a cached result is exactly what a fresh computation would give). Without
         // a seed, the custom id joins the key: different requests sample differently, and each
         // one still samples the same way every time, which keeps resumed results exact.
         let body = request.endpoint.rawValue + "\u{0}" + request.body.serialized
-        randomKey = CounterRandom.key(for: parameters.hasSeed ? body : request.customID + "\u{0}" + body)
+        let requestKey = CounterRandom.key(for: parameters.hasSeed ? body : request.customID + "\u{0}" + body)
+        // Choice 0 keeps the request's key (a one-choice request samples as it always did);
+        // each other choice has its own stream, so every choice is reproducible on its own.
+        randomKey = choice == 0 ? requestKey : CounterRandom.mix(requestKey ^ (UInt64(choice) &* 0x9E37_79B9_7F4A_7C15))
+        if let constraint { grammarState = constraint.machine.initialState }
+        checkpointedCount = 0
         if let resumed {
-            generated = resumed.tokens
-            logprobs = resumed.logprobs
+            for (i, token) in resumed.tokens.enumerated() {
+                append(token, logprobs: i < resumed.logprobs.count ? resumed.logprobs[i] : nil)
+            }
         }
         checkpointedCount = generated.count
     }
@@ -63,18 +84,56 @@ final class Generation {
     func append(_ token: Int32, logprobs entry: TokenLogprobs?) {
         generated.append(token)
         if let entry { logprobs.append(entry) }
+        if parameters.logitProcessing.presencePenalty != 0 || parameters.logitProcessing.frequencyPenalty != 0
+            || parameters.logitProcessing.repetitionPenalty != 1 {
+            generatedCounts[token, default: 0] += 1
+        }
+        if let constraint, grammarState != GrammarMachine.dead, !constraint.trie.endTokens.contains(token) {
+            grammarState = constraint.machine.advance(grammarState, bytes: constraint.trie.pieces[Int(token)])
+        }
+    }
+
+    /// Whether the sequence's logits must be computed in full and processed before sampling
+    /// (penalties, biases or a grammar): never by the argmax head.
+    var needsFullLogits: Bool { constraint != nil || !parameters.logitProcessing.isIdentity }
+
+    /// Whether the grammar's value is complete and nothing may follow it (generation ends).
+    var constraintIsComplete: Bool {
+        guard let constraint else { return false }
+        return grammarState == GrammarMachine.dead
+            || (constraint.machine.isAccepting(grammarState) && !constraint.machine.canContinue(grammarState))
     }
 
     /// Drops generated tokens past `count` (used when a stop string ends the text early).
-    func truncateGenerated(to count: Int) {
-        generated.removeLast(generated.count - count)
-        if logprobs.count > count { logprobs.removeLast(logprobs.count - count) }
-    }
 
-    /// This generation's checkpoint, made by the engine `engine` names.
+    /// This generation's checkpoint (with its request's other choices), made by the engine `engine` names.
     func checkpointState(engine: String) -> CheckpointState {
-        CheckpointState(tokens: generated, logprobs: logprobs, engine: engine)
+        var state = CheckpointState(tokens: generated, logprobs: logprobs, engine: engine)
+        if let group {
+            let members = group.members
+            state.tokens = members[0].generated
+            state.logprobs = members[0].logprobs
+            state.otherChoices = members.dropFirst().map { ($0.generated, $0.logprobs) }
+        }
+        return state
     }
+}
+
+/// The generations of one request with several choices, and the answers of those done.
+final class ChoiceGroup {
+    /// Every choice's generation, by choice index.
+    var members: [Generation] = []
+    var finished: [Int: (content: String, finishReason: String)] = [:]
+    /// Set once the request's stop was reported (its other choices then only release their cache).
+    var stopped = false
+
+    var isComplete: Bool { finished.count == members.count }
+}
+
+/// A request's grammar (shared by every request with the same constraint) and the vocabulary trie.
+struct ConstrainedDecoding {
+    let machine: GrammarMachine
+    let trie: TokenTrie
 }
 
 /// What a checkpoint of the built-in engine holds: the generated tokens and,
@@ -85,6 +144,21 @@ struct CheckpointState: Equatable {
     static let formatVersion = 1
     var tokens: [Int32]
     var logprobs: [Generation.TokenLogprobs]
+    /// Choices 1... of a request with several (choice 0 is `tokens` and `logprobs`).
+    var otherChoices: [(tokens: [Int32], logprobs: [Generation.TokenLogprobs])] = []
+
+    static func == (a: CheckpointState, b: CheckpointState) -> Bool {
+        a.tokens == b.tokens && a.logprobs == b.logprobs && a.engine == b.engine
+            && a.otherChoices.elementsEqual(b.otherChoices) { $0.tokens == $1.tokens && $0.logprobs == $1.logprobs }
+    }
+
+    /// The tokens and log-probabilities of `choice`, if the checkpoint has it.
+    func choice(_ choice: Int) -> CheckpointState? {
+        if choice == 0 { return CheckpointState(tokens: tokens, logprobs: logprobs, engine: engine) }
+        guard choice - 1 < otherChoices.count else { return nil }
+        let other = otherChoices[choice - 1]
+        return CheckpointState(tokens: other.tokens, logprobs: other.logprobs, engine: engine)
+    }
     /// The identity of the engine that generated the tokens; empty in checkpoints written
     /// before it was recorded.
     var engine: String
@@ -93,21 +167,41 @@ struct CheckpointState: Equatable {
         var fields: [(key: String, value: JSON)] = [
             (key: "v", value: .int(Self.formatVersion)),
             (key: "engine", value: .string(engine)),
-            (key: "tokens", value: .array(tokens.map { .int($0) })),
         ]
+        fields += Self.encode(tokens: tokens, logprobs: logprobs)
+        if !otherChoices.isEmpty {
+            fields.append((key: "choices", value: .array(otherChoices.map { .object(Self.encode(tokens: $0.tokens, logprobs: $0.logprobs)) })))
+        }
+        let total = otherChoices.reduce(tokens.count) { $0 + $1.tokens.count }
+        return Checkpoint(generatedTokens: total, payload: Array(JSON.object(fields).serialized.utf8))
+    }
+
+    private static func encode(tokens: [Int32], logprobs: [Generation.TokenLogprobs]) -> [(key: String, value: JSON)] {
+        var fields: [(key: String, value: JSON)] = [(key: "tokens", value: .array(tokens.map { .int($0) }))]
         if !logprobs.isEmpty {
             fields.append((key: "logprobs", value: .array(logprobs.map { entry in
                 .array([.int(entry.token), .double(entry.logprob),
                         .array(entry.top.flatMap { [JSON.int($0.token), .double($0.logProbability)] })])
             })))
         }
-        return Checkpoint(generatedTokens: tokens.count, payload: Array(JSON.object(fields).serialized.utf8))
+        return fields
     }
 
     /// Decodes a checkpoint; nil when it is not one of ours (then the request starts over).
     init?(_ checkpoint: Checkpoint) {
         guard let json = try? JSON.parse(checkpoint.payload), json["v"]?.intValue == Self.formatVersion,
-              let tokenValues = json["tokens"]?.arrayValue else { return nil }
+              let first = Self.decode(json) else { return nil }
+        var others: [(tokens: [Int32], logprobs: [Generation.TokenLogprobs])] = []
+        for item in json["choices"]?.arrayValue ?? [] {
+            guard let choice = Self.decode(item) else { return nil }
+            others.append(choice)
+        }
+        self.init(tokens: first.tokens, logprobs: first.logprobs, engine: json["engine"]?.stringValue ?? "")
+        otherChoices = others
+    }
+
+    private static func decode(_ json: JSON) -> (tokens: [Int32], logprobs: [Generation.TokenLogprobs])? {
+        guard let tokenValues = json["tokens"]?.arrayValue else { return nil }
         var tokens: [Int32] = []
         for value in tokenValues {
             guard let t = value.intValue, t >= 0, t <= Int(Int32.max) else { return nil }
@@ -124,7 +218,7 @@ struct CheckpointState: Equatable {
             }
             logprobs.append(.init(token: Int32(t), logprob: lp, top: top))
         }
-        self.init(tokens: tokens, logprobs: logprobs, engine: json["engine"]?.stringValue ?? "")
+        return (tokens, logprobs)
     }
 
     init(tokens: [Int32], logprobs: [Generation.TokenLogprobs], engine: String) {

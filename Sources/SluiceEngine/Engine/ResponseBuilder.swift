@@ -9,67 +9,130 @@ struct ResponseBuilder {
     let modelName: String
     let tokenizer: Tokenizer
 
-    func body(for generation: Generation, content: String, finishReason: String) -> JSON {
-        let request = generation.request
+    /// The answer to a request whose choices (one per generation, in choice order) are done.
+    func body(for choices: [(generation: Generation, content: String, finishReason: String)]) -> JSON {
+        let first = choices[0].generation
+        let request = first.request
+        let parameters = first.parameters
         let id = BuiltinResultIdentity.responseID(for: request)
+        var promptCount = 0
+        var completionCount = 0
+        for choice in choices {
+            if choice.generation.choice % parameters.choicesPerPrompt == 0 { promptCount += choice.generation.promptTokens.count }
+            completionCount += choice.generation.generated.count
+        }
         let usage = JSON.object([
-            "prompt_tokens": .int(generation.promptTokens.count),
-            "completion_tokens": .int(generation.generated.count),
-            "total_tokens": .int(generation.promptTokens.count + generation.generated.count),
+            "prompt_tokens": .int(promptCount),
+            "completion_tokens": .int(completionCount),
+            "total_tokens": .int(promptCount + completionCount),
         ])
-        let chosen = Array(generation.logprobs.prefix(tokensInText(generation, content: content)))
         switch request.endpoint {
         case .chatCompletions:
-            let logprobs: JSON = generation.parameters.logprobs == nil ? .null : .object([
-                "content": .array(chosen.map { entry in
-                    var fields = tokenFields(entry.token, logprob: entry.logprob)
-                    fields.append((key: "top_logprobs", value: .array(entry.top.map { .object(tokenFields($0.token, logprob: $0.logProbability)) })))
-                    return .object(fields)
-                }),
-            ])
             return .object([
                 "id": .string("chatcmpl-" + id),
                 "object": .string("chat.completion"),
                 "model": .string(modelName),
-                "choices": .array([.object([
-                    "index": .int(0),
-                    "message": .object(["role": .string("assistant"), "content": .string(content)]),
-                    "logprobs": logprobs,
-                    "finish_reason": .string(finishReason),
-                ])]),
+                "choices": .array(choices.map { choice in
+                    .object([
+                        "index": .int(choice.generation.choice),
+                        "message": .object(["role": .string("assistant"), "content": .string(choice.content)]),
+                        "logprobs": chatLogprobs(choice.generation, content: choice.content),
+                        "finish_reason": .string(choice.finishReason),
+                    ])
+                }),
                 "usage": usage,
             ])
         case .completions, .embeddings:  // embeddings never reach generation
-            var logprobs = JSON.null
-            if generation.parameters.logprobs != nil {
-                var offsets: [JSON] = []
-                var offset = 0
-                for entry in chosen {
-                    offsets.append(.int(offset))
-                    offset += pieceText(entry.token).utf8.count
-                }
-                logprobs = .object([
-                    "tokens": .array(chosen.map { .string(pieceText($0.token)) }),
-                    "token_logprobs": .array(chosen.map { .double($0.logprob) }),
-                    "top_logprobs": .array(chosen.map { entry in
-                        .object(entry.top.map { (key: pieceText($0.token), value: JSON.double($0.logProbability)) })
-                    }),
-                    "text_offset": .array(offsets),
-                ])
-            }
             return .object([
                 "id": .string("cmpl-" + id),
                 "object": .string("text_completion"),
                 "model": .string(modelName),
-                "choices": .array([.object([
-                    "index": .int(0),
-                    "text": .string(content),
-                    "logprobs": logprobs,
-                    "finish_reason": .string(finishReason),
-                ])]),
+                "choices": .array(choices.map { choice in
+                    .object([
+                        "index": .int(choice.generation.choice),
+                        "text": .string(completionText(choice.generation, content: choice.content)),
+                        "logprobs": completionLogprobs(choice.generation, content: choice.content),
+                        "finish_reason": .string(choice.finishReason),
+                    ])
+                }),
                 "usage": usage,
             ])
+        case .responses:
+            return responsesBody(choices[0], id: id, promptCount: promptCount, completionCount: completionCount)
         }
+    }
+
+    /// Completions' text: the completion, after the prompt when `echo` asks for it.
+    private func completionText(_ generation: Generation, content: String) -> String {
+        guard generation.parameters.echo else { return content }
+        switch generation.parameters.prompts[generation.choice / generation.parameters.choicesPerPrompt] {
+        case let .text(text): return text + content
+        case let .tokens(tokens): return tokenizer.decode(tokens) + content
+        case .chat: return content
+        }
+    }
+
+    private func chatLogprobs(_ generation: Generation, content: String) -> JSON {
+        guard generation.parameters.logprobs != nil else { return .null }
+        let chosen = Array(generation.logprobs.prefix(tokensInText(generation, content: content)))
+        return .object([
+            "content": .array(chosen.map { entry in
+                var fields = tokenFields(entry.token, logprob: entry.logprob)
+                fields.append((key: "top_logprobs", value: .array(entry.top.map { .object(tokenFields($0.token, logprob: $0.logProbability)) })))
+                return .object(fields)
+            }),
+        ])
+    }
+
+    private func completionLogprobs(_ generation: Generation, content: String) -> JSON {
+        guard generation.parameters.logprobs != nil else { return .null }
+        let chosen = Array(generation.logprobs.prefix(tokensInText(generation, content: content)))
+        var offsets: [JSON] = []
+        var offset = 0
+        for entry in chosen {
+            offsets.append(.int(offset))
+            offset += pieceText(entry.token).utf8.count
+        }
+        return .object([
+            "tokens": .array(chosen.map { .string(pieceText($0.token)) }),
+            "token_logprobs": .array(chosen.map { .double($0.logprob) }),
+            "top_logprobs": .array(chosen.map { entry in
+                .object(entry.top.map { (key: pieceText($0.token), value: JSON.double($0.logProbability)) })
+            }),
+            "text_offset": .array(offsets),
+        ])
+    }
+
+    /// The Responses API's answer: one assistant message with the text, and the request's settings.
+    private func responsesBody(_ choice: (generation: Generation, content: String, finishReason: String), id: String,
+                               promptCount: Int, completionCount: Int) -> JSON {
+        let complete = choice.finishReason != "length"
+        var fields: [(key: String, value: JSON)] = [
+            (key: "id", value: .string("resp_" + id)),
+            (key: "object", value: .string("response")),
+            (key: "status", value: .string(complete ? "completed" : "incomplete")),
+            (key: "error", value: .null),
+            (key: "incomplete_details", value: complete ? .null : .object(["reason": .string("max_output_tokens")])),
+            (key: "model", value: .string(modelName)),
+            (key: "output", value: .array([.object([
+                "type": .string("message"),
+                "id": .string("msg_" + id),
+                "status": .string(complete ? "completed" : "incomplete"),
+                "role": .string("assistant"),
+                "content": .array([.object([
+                    "type": .string("output_text"),
+                    "text": .string(choice.content),
+                    "annotations": .array([]),
+                ])]),
+            ])])),
+            (key: "usage", value: .object([
+                "input_tokens": .int(promptCount),
+                "output_tokens": .int(completionCount),
+                "total_tokens": .int(promptCount + completionCount),
+            ])),
+        ]
+        fields += choice.generation.parameters.responsesEcho
+        return .object(fields)
     }
 
     /// How many generated tokens contributed to the returned text: the end-of-generation

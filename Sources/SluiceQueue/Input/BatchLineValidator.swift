@@ -58,6 +58,7 @@ enum BatchLineValidator {
         if bytesEqual(line, range, "/v1/chat/completions") { return .chatCompletions }
         if bytesEqual(line, range, "/v1/completions") { return .completions }
         if bytesEqual(line, range, "/v1/embeddings") { return .embeddings }
+        if bytesEqual(line, range, "/v1/responses") { return .responses }
         return nil
     }
 

@@ -209,7 +209,10 @@ struct BuiltinEngineTests {
     @Test func invalidRequestsAreAnsweredWith400() async throws {
         let engine = try engine { $0.contextLength = 64 }
         let cases: [(EngineRequest, String)] = [
-            (completionRequest(1, prompt: "hi", maxTokens: 4, extra: [("n", .int(2))]), "'n' must be 1"),
+            (completionRequest(1, prompt: "hi", maxTokens: 4, extra: [("n", .int(200))]), "at most 128"),
+            (completionRequest(6, prompt: "hi", maxTokens: 4, extra: [("logit_bias", .object(["999999": .int(5)]))]), "outside the vocabulary"),
+            (completionRequest(7, prompt: "hi", maxTokens: 4, extra: [("guided_json", .object(["type": .string("string"), "format": .string("ipv6")]))]),
+             "unsupported string format"),
             (completionRequest(2, prompt: "hi", maxTokens: 4, extra: [("best_of", .int(2))]), "best_of"),
             (completionRequest(3, prompt: String(repeating: "word ", count: 200), maxTokens: 4), "context is 64 tokens"),
             (completionRequest(4, prompt: "hi", maxTokens: 4, extra: [("temperature", .int(7))]), "'temperature'"),

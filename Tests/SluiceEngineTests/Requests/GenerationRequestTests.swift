@@ -46,9 +46,47 @@ struct GenerationRequestTests {
         #expect(try parse(.chatCompletions, #"{"messages":[{"role":"user","content":"x"}]}"#).maxTokens == nil)
     }
 
+    /// Every field the README lists as honoured or ignored is accepted, and honoured ones are read.
+    @Test func openAIVLLMAndLlamaCppFieldsAreAccepted() throws {
+        let chat = try parse(.chatCompletions, """
+            {"model":"gpt-4o-mini","messages":[{"role":"developer","content":"Be brief."},{"role":"user","name":"ann","content":[{"type":"text","text":"Hi"}]}],
+             "n":3,"presence_penalty":0.5,"frequency_penalty":-0.5,"repetition_penalty":1.1,"logit_bias":{"17":-100,"3":2.5},
+             "store":true,"metadata":{"k":"v"},"service_tier":"auto","parallel_tool_calls":false,"stream":false,
+             "stream_options":{"include_usage":true},"prediction":{"type":"content","content":"x"},"user":"u","seed":4,
+             "tools":[],"tool_choice":"none","modalities":["text"],
+             "response_format":{"type":"json_schema","json_schema":{"name":"r","strict":true,"schema":{"type":"object","properties":{"a":{"type":"string"}},"required":["a"],"additionalProperties":false}}}}
+            """)
+        #expect(chat.choicesPerPrompt == 3 && chat.choiceCount == 3)
+        #expect(chat.logitProcessing.presencePenalty == 0.5 && chat.logitProcessing.frequencyPenalty == -0.5)
+        #expect(chat.logitProcessing.repetitionPenalty == Float(1.1))
+        #expect(chat.logitProcessing.bias.map(\.token) == [3, 17])
+        #expect(chat.prompt == .chat([ChatMessage(role: "system", content: "Be brief."), ChatMessage(role: "user", content: "Hi", name: "ann")]))
+        if case .jsonSchema? = chat.constraint {} else { Issue.record("json_schema not read: \(String(describing: chat.constraint))") }
+
+        let list = try parse(.completions, #"{"prompt":["a","b"],"n":2,"echo":true,"best_of":2,"guided_choice":["yes","no"]}"#)
+        #expect(list.prompts == [.text("a"), .text("b")] && list.choiceCount == 4 && list.echo)
+        #expect(list.constraint == .choice(["yes", "no"]))
+        #expect(try parse(.completions, #"{"prompt":[[1,2],[3]]}"#).prompts == [.tokens([1, 2]), .tokens([3])])
+        #expect(try parse(.completions, #"{"prompt":"x","json_schema":{"type":"integer"}}"#).constraint == .jsonSchema(.object(["type": .string("integer")])))
+        #expect(try parse(.completions, #"{"prompt":"x","guided_json":"{\"type\":\"boolean\"}"}"#).constraint == .jsonSchema(.object(["type": .string("boolean")])))
+        #expect(try parse(.completions, #"{"prompt":"x","structured_outputs":{"regex":"[0-9]+"}}"#).constraint == .regex("[0-9]+"))
+        #expect(try parse(.chatCompletions, #"{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}"#).constraint == .jsonObject)
+
+        let responses = try parse(.responses, """
+            {"model":"gpt-4o","input":[{"role":"user","content":[{"type":"input_text","text":"Hello"}]}],"instructions":"Be kind.",
+             "max_output_tokens":20,"temperature":0.2,"top_p":0.9,"metadata":{"a":"b"},"store":false,
+             "text":{"format":{"type":"json_schema","name":"x","schema":{"type":"object","properties":{"ok":{"type":"boolean"}},"required":["ok"]}}}}
+            """)
+        #expect(responses.prompt == .chat([ChatMessage(role: "system", content: "Be kind."), ChatMessage(role: "user", content: "Hello")]))
+        #expect(responses.maxTokens == 20 && responses.sampling.temperature == 0.2)
+        if case .jsonSchema? = responses.constraint {} else { Issue.record("text.format not read") }
+        #expect(try parse(.responses, #"{"input":"Hi"}"#).prompt == .chat([ChatMessage(role: "user", content: "Hi")]))
+    }
+
     @Test(arguments: [
-        (Endpoint.completions, #"{"prompt":"x","n":3}"#, "'n' must be 1"),
-        (.completions, #"{"prompt":"x","best_of":2}"#, "unrecognized request argument supplied: best_of"),
+        (Endpoint.completions, #"{"prompt":"x","n":0}"#, "'n' must be an integer of at least 1"),
+        (.completions, #"{"prompt":"x","n":200}"#, "at most 128"),
+        (.completions, #"{"prompt":"x","n":2,"best_of":3}"#, "'best_of'"),
         (.completions, #"{"prompt":"x","max_tokens":0}"#, "'max_tokens'"),
         (.completions, #"{"prompt":"x","max_tokens":1.5}"#, "'max_tokens'"),
         (.completions, #"{"prompt":"x","temperature":-1}"#, "'temperature'"),
@@ -56,17 +94,37 @@ struct GenerationRequestTests {
         (.completions, #"{"prompt":"x","stream":true}"#, "'stream'"),
         (.completions, #"{"prompt":"x","stop":[1]}"#, "'stop'"),
         (.completions, #"{"prompt":"x","logprobs":true}"#, "'logprobs'"),
-        (.completions, #"{"prompt":["a","b"]}"#, "one prompt per request"),
         (.completions, #"{"prompt":[]}"#, "must not be empty"),
+        (.completions, #"{"prompt":["a",1]}"#, "only strings or only arrays"),
+        (.completions, #"{"prompt":"x","frequency_penalty":2.5}"#, "'frequency_penalty' must be a number from -2"),
+        (.completions, #"{"prompt":"x","repetition_penalty":0}"#, "'repetition_penalty'"),
+        (.completions, #"{"prompt":"x","logit_bias":{"abc":1}}"#, "token ids"),
+        (.completions, #"{"prompt":"x","logit_bias":{"5":101}}"#, "from -100 to 100"),
+        (.completions, #"{"prompt":"x","echo":true,"logprobs":1}"#, "'echo' with 'logprobs'"),
+        (.completions, #"{"prompt":"x","suffix":"y"}"#, "'suffix'"),
+        (.completions, #"{"prompt":"x","grammar":"root ::= \"a\""}"#, "GBNF"),
+        (.completions, #"{"prompt":"x","guided_regex":"(?=a)"}"#, "lookaround"),
+        (.completions, #"{"prompt":"x","guided_choice":[]}"#, "non-empty array"),
+        (.completions, #"{"prompt":"x","guided_json":{"type":"object"},"guided_regex":"a"}"#, "both constrain"),
+        (.chatCompletions, #"{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}]}"#, "tool calling"),
+        (.chatCompletions, #"{"messages":[{"role":"user","content":"x"}],"tool_choice":"auto"}"#, "tool calling"),
+        (.chatCompletions, #"{"messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{}}]}]}"#, "'input_audio' parts are not supported"),
+        (.chatCompletions, #"{"messages":[{"role":"user","content":"x"}],"modalities":["text","audio"]}"#, "modalities"),
+        (.chatCompletions, #"{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"a","schema":{"type":"integer","minimum":3}}}}"#, "unsupported JSON Schema keyword 'minimum' at #"),
+        (.chatCompletions, #"{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"a","schema":{"type":"object","properties":{"a":{"type":"array","uniqueItems":true}}}}}}"#, "'uniqueItems' at #/properties/a"),
+        (.chatCompletions, ##"{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"a","schema":{"$ref":"#/$defs/missing"}}}}"##, "names no definition"),
+        (.chatCompletions, #"{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"yaml"}}"#, "type 'yaml' is not supported"),
+        (.responses, #"{"input":"x","reasoning":{"effort":"low"}}"#, "'reasoning'"),
+        (.responses, #"{"input":"x","previous_response_id":"resp_1"}"#, "each line must carry its whole input"),
+        (.responses, #"{"instructions":"x"}"#, "'input'"),
+        (.responses, #"{"input":[{"type":"function_call_output","call_id":"1","output":"x"}]}"#, "only messages"),
+        (.responses, #"{"input":"x","max_tokens":5}"#, "unrecognized request argument supplied: max_tokens"),
         (.completions, #"{"max_tokens":3}"#, "'prompt'"),
-        (.completions, #"{"prompt":"x","frequency_penalty":0.5}"#, "'frequency_penalty'"),
         (.chatCompletions, #"{"messages":"hi"}"#, "'messages' must be a non-empty array"),
         (.chatCompletions, #"{"messages":[{"role":"tool","content":"x"}]}"#, "role 'tool'"),
         (.chatCompletions, #"{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#, "only text"),
         (.chatCompletions, #"{"messages":[{"role":"user","content":"x"}],"top_logprobs":2}"#, "'top_logprobs' needs"),
         (.chatCompletions, #"{"messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":21}"#, "'top_logprobs'"),
-        (.chatCompletions, #"{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}"#, "response_format"),
-        (.chatCompletions, #"{"messages":[{"role":"user","content":"x"}],"tools":[]}"#, "tools"),
     ])
     func invalidBodiesAreExplained(endpoint: Endpoint, body: String, fragment: String) {
         let problem = error(endpoint, body)
