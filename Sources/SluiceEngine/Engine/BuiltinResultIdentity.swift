@@ -30,10 +30,12 @@ public enum BuiltinResultIdentity {
     /// `body` (a cached response to an identical request) as the response to `request`.
     public static func adapt(_ body: JSON, to request: EngineRequest) -> JSON {
         guard case let .object(fields) = body else { return body }
-        let prefix = switch request.endpoint {
-        case .chatCompletions: "chatcmpl-"
-        case .completions: "cmpl-"
-        case .responses: "resp_"
+        let prefix: String
+        switch request.endpoint {
+        case .chatCompletions: prefix = "chatcmpl-"
+        case .completions: prefix = "cmpl-"
+        case .responses: prefix = "resp_"
+        case .embeddings: return body  // an embeddings answer has no id
         }
         return .object(fields.map { field in
             field.key == "id" ? (key: "id", value: .string(prefix + responseID(for: request))) : field

@@ -64,6 +64,8 @@ public struct GenerationRequest: Sendable, Equatable {
     /// The most choices one request may ask for (`n` times the prompts).
     public static let maximumChoices = 128
 
+    private static let notGeneration = RequestError("/v1/embeddings is answered by an embedding model, not by generation")
+
     /// Parses a request body, or explains (as OpenAI would, naming the parameter) why it can't be served.
     public init(endpoint: Endpoint, body: JSON) throws(RequestError) {
         self.endpoint = endpoint
@@ -72,6 +74,7 @@ public struct GenerationRequest: Sendable, Equatable {
         case .chatCompletions: Self.chatFields
         case .completions: Self.completionFields
         case .responses: Self.responsesFields
+        case .embeddings: throw Self.notGeneration
         }
         for (key, _) in fields where !known.contains(key) {
             throw RequestError("unrecognized request argument supplied: \(key)", parameter: key)
@@ -88,7 +91,7 @@ public struct GenerationRequest: Sendable, Equatable {
         case .responses:
             prompts = [.chat(try Self.parseResponsesInput(body))]
         case .embeddings:
-            throw RequestError("/v1/embeddings is answered by an embedding model, not by generation")
+            throw Self.notGeneration
         }
         if let value = body["model"], !value.isNull {
             guard let name = value.stringValue else { throw RequestError("'model' must be a string", parameter: "model") }
