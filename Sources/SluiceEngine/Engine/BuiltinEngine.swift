@@ -71,6 +71,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
     private let speculator: Speculator?
     private let reusedTokens = Atomic<Int>(0)
     private let evictedBlocks = Atomic<Int>(0)
+    /// One per logit row of a step, used only on the engine thread's parallel loops.
+    private var samplerWorkspaces: [SamplerWorkspace] = []
 
     struct Mailbox {
         var submitted: [EngineRequest] = []
@@ -322,6 +324,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
                                    argmaxRows: ArgmaxRows(flags: argmaxFlags, usableVocabulary: tokenizer.vocabularySize),
                                    cache: cache, logits: logits)
         for (generation, count) in plan.contributions { generation.cachedCount += count }
+        let picks = pickTokens(plan: plan, logits: logits, chosen: chosen)
 
         for (index, generation) in plan.samplers.enumerated() {
             // The sampler's own row, then one per draft token: each row's logits are bit for bit
@@ -331,7 +334,9 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
             var accepted = 0
             for offset in 0...drafts.count {
                 let row = plan.firstLogit[index] + offset
-                let token = sampleNext(generation, logits: logits + row * vocabulary, chosen: chosen[row])
+                let token = picks[row].token
+                generation.append(token, logprobs: picks[row].logprobs)
+                generation.finishReason = finishReason(generation)
                 let matched = offset < drafts.count && token == drafts[offset]
                 if matched { accepted += 1 }
                 if !matched || generation.finishReason != nil { break }
@@ -346,21 +351,47 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         }
     }
 
-    /// Samples a generation's next token from its logits (or takes the one the model already
-    /// chose for an argmax row) and appends it, with log-probabilities if requested.
-    private func sampleNext(_ generation: Generation, logits: UnsafePointer<Float>, chosen: Int32?) -> Int32 {
+    /// The token of every logit row of the step (and its log-probabilities when requested), as
+    /// each row's generation would append it: a draft row's token is drawn with the draw of the
+    /// position it stands for. Rows are independent, so they are sampled in parallel, each
+    /// with a reused workspace.
+    private func pickTokens(plan: StepPlan, logits: UnsafeMutablePointer<Float>, chosen: [Int32?])
+        -> [(token: Int32, logprobs: Generation.TokenLogprobs?)] {
+        let vocabulary = model.shape.vocabularySize
         // Tokens past the tokenizer's vocabulary (padding rows of the embedding) are never sampled.
         let usable = tokenizer.vocabularySize
-        let token = chosen ?? Sampler.sample(logits, count: usable, parameters: generation.parameters.sampling,
-                                             uniform: generation.nextUniform)
-        var entry: Generation.TokenLogprobs?
-        if let top = generation.parameters.logprobs {
-            let result = Sampler.logProbabilities(logits, count: usable, token: token, top: top)
-            entry = .init(token: token, logprob: result.chosen, top: result.top)
+        var rows: [(generation: Generation, tokenIndex: Int, row: Int)] = []
+        for (index, generation) in plan.samplers.enumerated() {
+            for offset in 0...plan.drafts[index].count {
+                rows.append((generation, generation.generated.count + offset, plan.firstLogit[index] + offset))
+            }
         }
-        generation.append(token, logprobs: entry)
-        generation.finishReason = finishReason(generation)
-        return token
+        while samplerWorkspaces.count < rows.count { samplerWorkspaces.append(SamplerWorkspace()) }
+        let workspaces = samplerWorkspaces
+        var picks = [(token: Int32, logprobs: Generation.TokenLogprobs?)](repeating: (0, nil), count: chosen.count)
+        picks.withUnsafeMutableBufferPointer { picks in
+            let picks = picks.baseAddress!
+            let work = { (item: Int) in
+                let (generation, tokenIndex, row) = rows[item]
+                let rowLogits = logits + row * vocabulary
+                let token = chosen[row] ?? Sampler.sample(rowLogits, count: usable, parameters: generation.parameters.sampling,
+                                                          uniform: generation.uniform(forToken: tokenIndex),
+                                                          workspace: workspaces[item])
+                var entry: Generation.TokenLogprobs?
+                if let top = generation.parameters.logprobs {
+                    let result = Sampler.logProbabilities(rowLogits, count: usable, token: token, top: top)
+                    entry = .init(token: token, logprob: result.chosen, top: result.top)
+                }
+                picks[row] = (token, entry)
+            }
+            // Rows whose token the head already chose and that want no log-probabilities cost nothing.
+            let heavy = rows.indices.filter { chosen[rows[$0].row] == nil || rows[$0].generation.parameters.logprobs != nil }
+            for item in rows.indices where chosen[rows[item].row] != nil && rows[item].generation.parameters.logprobs == nil {
+                work(item)
+            }
+            pool.parallelFor(heavy.count) { work(heavy[$0]) }
+        }
+        return picks
     }
 
     /// Why a generation is complete after its latest token, or nil to go on.
