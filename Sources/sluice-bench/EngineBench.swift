@@ -41,7 +41,46 @@ struct EngineBench: ParsableCommand {
     @Flag(name: .customLong("full-logits"), help: "Compute every logit of each greedy step instead of only the argmax (as sampling with a temperature or log-probabilities needs).")
     var fullLogits = false
 
+    @Option(help: "Sample each generated token at this temperature (0: greedy, as llama-batched-bench).")
+    var temperature = 0.0
+
+    @Option(name: .customLong("top-p"), help: "Top-p of the sampled tokens (with --temperature).")
+    var topP = 1.0
+
+    @Option(help: "Also compute this many top log-probabilities of each generated token (as a request's logprobs).")
+    var logprobs: Int?
+
+    @Option(name: .customLong("prompt-file"), help: "Take each sequence's prompt from this text (tokenized, from a different offset per sequence) instead of random tokens.")
+    var promptFile: String?
+
+    @Flag(name: .customLong("count-candidates"), help: "Report how many rows of each sampled step lie within the sampler's cutoff (40 nats at temperature) of the maximum: the rows a sampling head would have to compute exactly.")
+    var countCandidates = false
+
+    /// How each generated token is chosen, as a request with these parameters has it chosen.
+    var sampling: SamplingParameters {
+        var parameters = SamplingParameters()
+        parameters.temperature = temperature
+        parameters.topP = topP
+        return parameters
+    }
+
+    /// A name for the way tokens are chosen, in the JSON record.
+    var mode: String {
+        var name = sampling.isGreedy ? "greedy" : String(format: "t%g-p%g", temperature, topP)
+        if let logprobs { name += "-logprobs\(logprobs)" }
+        return name
+    }
+
+    var npl64Fits: Bool { parallel.split(separator: ",").compactMap { Int($0) }.allSatisfy { $0 <= 64 } }
+
+    func validate() throws {
+        guard (0...2).contains(temperature) else { throw ValidationError("--temperature must be from 0 to 2") }
+        guard topP > 0 && topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
+        if let logprobs, !(0...20).contains(logprobs) { throw ValidationError("--logprobs must be from 0 to 20") }
+    }
+
     func run() throws {
+        guard npl64Fits else { throw ValidationError("at most 64 sequences") }
         let path = try ModelCache().resolve(model)
         let file = try GGUFFile(path: path)
         let pool = ComputePool(threads: threads)
@@ -49,11 +88,52 @@ struct EngineBench: ParsableCommand {
         let vocabulary = lm.shape.vocabularySize
         var generator = SystemRandomNumberGenerator()
         func randomTokens(_ n: Int) -> [Int32] { (0..<n).map { _ in Int32(Int.random(in: 1000..<min(vocabulary, 200_000), using: &generator)) } }
+        let text: [Int32] = try promptFile.map { path in
+            let tokens = try Tokenizer(gguf: file).encode(String(contentsOfFile: path, encoding: .utf8), addSpecial: false, parseSpecial: false)
+            guard tokens.count > 1 else { throw ValidationError("\(path) holds no text to prompt with") }
+            return tokens
+        } ?? []
+        /// Sequence `s`'s prompt of `n` tokens: random, or a stretch of the prompt file.
+        func promptFor(_ s: Int, _ n: Int) -> [Int32] {
+            text.isEmpty ? randomTokens(n) : (0..<n).map { text[(s * 97 + $0) % text.count] }
+        }
+        // Per sequence: rows within the cutoff, summed over its sampled steps, and those steps.
+        let candidateRows = UnsafeMutablePointer<Int>.allocate(capacity: 128)
+        candidateRows.initialize(repeating: 0, count: 128)
+        defer { candidateRows.deallocate() }
         let logits = UnsafeMutablePointer<Float>.allocate(capacity: vocabulary * 64)
         defer { logits.deallocate() }
         let clock = ContinuousClock()
+        // Greedy rows without log-probabilities need only their most likely token, as in the engine.
+        let headOnly = !fullLogits && sampling.isGreedy && logprobs == nil
         func argmaxRows(_ count: Int) -> ArgmaxRows? {
-            fullLogits ? nil : ArgmaxRows(flags: Array(repeating: true, count: count), usableVocabulary: vocabulary)
+            headOnly ? ArgmaxRows(flags: Array(repeating: true, count: count), usableVocabulary: vocabulary) : nil
+        }
+        let workspaces = (0..<64).map { _ in SamplerWorkspace() }
+        let parameters = sampling, logprobs = logprobs
+        /// Each sequence's next token from a step's logits, as the engine picks it: sampled (and
+        /// its log-probabilities computed) on the pool, one row per item.
+        func pick(_ chosen: [Int32?], _ stepLogits: UnsafeMutablePointer<Float>, step: Int, into tokens: inout [Int32]) {
+            tokens.withUnsafeMutableBufferPointer { tokens in
+                let tokens = tokens.baseAddress!
+                pool.parallelFor(chosen.count) { s in
+                    let row = stepLogits + s * vocabulary
+                    let token = chosen[s] ?? Sampler.sample(row, count: vocabulary, parameters: parameters,
+                                                            uniform: CounterRandom.uniform(seed: 0, key: UInt64(s), index: UInt64(step)),
+                                                            workspace: workspaces[s])
+                    if let logprobs { _ = Sampler.logProbabilities(row, count: vocabulary, token: token, top: logprobs) }
+                    if countCandidates && chosen[s] == nil && !parameters.isGreedy {
+                        var maximum = row[0]
+                        for i in 1..<vocabulary { maximum = max(maximum, row[i]) }
+                        let cutoff = Double(maximum) - 40 * parameters.temperature
+                        var within = 0
+                        for i in 0..<vocabulary where Double(row[i]) >= cutoff { within += 1 }
+                        candidateRows[2 * s] += within
+                        candidateRows[2 * s + 1] += 1
+                    }
+                    tokens[s] = token
+                }
+            }
         }
 
         // Prompt processing: one sequence, all prompt tokens in one step, logits for the last.
@@ -78,7 +158,7 @@ struct EngineBench: ParsableCommand {
             let cache = lm.makeCache()
             var lastTokens: [Int32] = []
             for s in 0..<npl {
-                let prompt = randomTokens(generationPrompt)
+                let prompt = promptFor(s, generationPrompt)
                 cache.reserve(slot: s, positions: generationPrompt + generated)
                 lm.forward(tokens: prompt, placements: prompt.indices.map { TokenPlacement(slot: s, position: $0) },
                            logitRows: [prompt.count - 1], cache: cache, logits: logits)
@@ -88,21 +168,33 @@ struct EngineBench: ParsableCommand {
             defer { stepLogits.deallocate() }
             let elapsed = clock.measure {
                 for step in 0..<generated {
-                    // Greedy decoding, as the engine runs it: only each row's most likely token.
+                    // Decoding as the engine runs it: greedy rows get only their most likely token.
                     let chosen = lm.forward(tokens: lastTokens, placements: (0..<npl).map { TokenPlacement(slot: $0, position: generationPrompt + step) },
                                             logitRows: Array(0..<npl), argmaxRows: argmaxRows(npl), cache: cache, logits: stepLogits)
-                    for s in 0..<npl { lastTokens[s] = chosen[s] ?? Sampler.argmax(stepLogits + s * vocabulary, count: vocabulary) }
+                    if headOnly && !fullLogits {
+                        for s in 0..<npl { lastTokens[s] = chosen[s] ?? Sampler.argmax(stepLogits + s * vocabulary, count: vocabulary) }
+                    } else if sampling.isGreedy && logprobs == nil {
+                        for s in 0..<npl { lastTokens[s] = Sampler.argmax(stepLogits + s * vocabulary, count: vocabulary) }
+                    } else {
+                        pick(chosen, stepLogits, step: step, into: &lastTokens)
+                    }
                 }
             }
             let rate = Double(npl * generated) / elapsed.inSeconds
             generation.append((npl, rate))
-            print(String(format: "tg%d x %d sequences: %.1f tok/s aggregate", generated, npl, rate))
+            print(String(format: "tg%d x %d sequences (%@): %.1f tok/s aggregate", generated, npl, mode, rate))
+        }
+        let sampledRows = (0..<64).reduce(0) { $0 + candidateRows[2 * $1 + 1] }
+        if countCandidates, sampledRows > 0 {
+            let mean = Double((0..<64).reduce(0) { $0 + candidateRows[2 * $1] }) / Double(sampledRows)
+            print(String(format: "rows within the sampling cutoff: %.0f of %d per sampled token (%.1f%%), over %d tokens",
+                         mean, vocabulary, 100 * mean / Double(vocabulary), sampledRows))
         }
         let peakMB = Double(ProcessMemory.peakResidentKB()) / 1024
         print(String(format: "peak RSS: %.0f MB", peakMB))
         if let jsonPath {
             let record = """
-            {"tool":"sluice","precision":"\(precision.rawValue)","full_logits":\(fullLogits),"model":"\(URL(fileURLWithPath: path).lastPathComponent)","threads":\(threads),"pp":\(promptTokens),"pp_tok_s":\(promptTokens > 0 ? String(format: "%.2f", promptRate) : "null"),"npp":\(generationPrompt),"ntg":\(generated),"tg":[\(generation.map { "{\"npl\":\($0.0),\"tok_s\":\(String(format: "%.2f", $0.1))}" }.joined(separator: ","))],"peak_rss_mb":\(String(format: "%.0f", peakMB))}
+            {"tool":"sluice","precision":"\(precision.rawValue)","mode":"\(mode)","full_logits":\(fullLogits),"model":"\(URL(fileURLWithPath: path).lastPathComponent)","threads":\(threads),"pp":\(promptTokens),"pp_tok_s":\(promptTokens > 0 ? String(format: "%.2f", promptRate) : "null"),"npp":\(generationPrompt),"ntg":\(generated),"tg":[\(generation.map { "{\"npl\":\($0.0),\"tok_s\":\(String(format: "%.2f", $0.1))}" }.joined(separator: ","))],"peak_rss_mb":\(String(format: "%.0f", peakMB))}
 
             """
             try appendJSONRecord(record, to: jsonPath)

@@ -77,6 +77,10 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
     private let constrainedTokens = Atomic<Int>(0)
     private let maskNanoseconds = Atomic<Int>(0)
     private let evictedBlocks = Atomic<Int>(0)
+    /// One per logit row of a step, used only on the engine thread's parallel loops.
+    private var samplerWorkspaces: [SamplerWorkspace] = []
+    /// The workspace of rows whose logits are transformed (picked one at a time, in the step loop).
+    private let transformedRowWorkspace = SamplerWorkspace()
 
     struct Mailbox {
         var submitted: [EngineRequest] = []
@@ -336,6 +340,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
                                    argmaxRows: ArgmaxRows(flags: argmaxFlags, usableVocabulary: tokenizer.vocabularySize),
                                    cache: cache, logits: logits)
         for (generation, count) in plan.contributions { generation.cachedCount += count }
+        let picks = pickTokens(plan: plan, logits: logits, chosen: chosen)
 
         for (index, generation) in plan.samplers.enumerated() {
             // The sampler's own row, then one per draft token: each row's logits are bit for bit
@@ -345,7 +350,14 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
             var accepted = 0
             for offset in 0...drafts.count {
                 let row = plan.firstLogit[index] + offset
-                let token = sampleNext(generation, logits: logits + row * vocabulary, chosen: chosen[row])
+                let token: Int32
+                if generation.needsFullLogits {
+                    token = sampleTransformed(generation, logits: logits + row * model.shape.vocabularySize)
+                } else {
+                    token = picks[row].token
+                    generation.append(token, logprobs: picks[row].logprobs)
+                    generation.finishReason = finishReason(generation)
+                }
                 let matched = offset < drafts.count && token == drafts[offset]
                 if matched { accepted += 1 }
                 if !matched || generation.finishReason != nil { break }
@@ -360,9 +372,11 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         }
     }
 
-    /// Samples a generation's next token from its logits (or takes the one the model already
-    /// chose for an argmax row) and appends it, with log-probabilities if requested.
-    private func sampleNext(_ generation: Generation, logits: UnsafeMutablePointer<Float>, chosen: Int32?) -> Int32 {
+    /// Samples the next token of a generation whose logits are transformed first (a grammar mask,
+    /// penalties, a bias) and appends it. Such rows are picked one after another, in the step's
+    /// loop: the generation's state after each token (its grammar state, its counts) shapes the
+    /// transform of its next row.
+    private func sampleTransformed(_ generation: Generation, logits: UnsafeMutablePointer<Float>) -> Int32 {
         // Tokens past the tokenizer's vocabulary (padding rows of the embedding) are never sampled.
         let usable = tokenizer.vocabularySize
         if generation.constraint != nil {
@@ -371,11 +385,11 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
             let elapsed = ContinuousClock.now - start
             maskNanoseconds.add(Int(elapsed.components.seconds) * 1_000_000_000 + Int(elapsed.components.attoseconds / 1_000_000_000), ordering: .relaxed)
             constrainedTokens.add(1, ordering: .relaxed)
-        } else if generation.needsFullLogits {
+        } else {
             generation.processLogits(logits, count: usable)
         }
-        let token = chosen ?? Sampler.sample(logits, count: usable, parameters: generation.parameters.sampling,
-                                             uniform: generation.nextUniform)
+        let token = Sampler.sample(logits, count: usable, parameters: generation.parameters.sampling,
+                                   uniform: generation.nextUniform, workspace: transformedRowWorkspace)
         var entry: Generation.TokenLogprobs?
         if let top = generation.parameters.logprobs {
             let result = Sampler.logProbabilities(logits, count: usable, token: token, top: top)
@@ -385,6 +399,50 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         generation.append(token, logprobs: entry)
         generation.finishReason = finishReason(generation)
         return token
+    }
+
+    /// The token of every logit row of the step (and its log-probabilities when requested), as
+    /// each row's generation would append it: a draft row's token is drawn with the draw of the
+    /// position it stands for. Rows are independent, so they are sampled in parallel, each
+    /// with a reused workspace.
+    private func pickTokens(plan: StepPlan, logits: UnsafeMutablePointer<Float>, chosen: [Int32?])
+        -> [(token: Int32, logprobs: Generation.TokenLogprobs?)] {
+        let vocabulary = model.shape.vocabularySize
+        // Tokens past the tokenizer's vocabulary (padding rows of the embedding) are never sampled.
+        let usable = tokenizer.vocabularySize
+        var rows: [(generation: Generation, tokenIndex: Int, row: Int)] = []
+        // Rows whose logits are transformed are picked in the step's loop (sampleTransformed).
+        for (index, generation) in plan.samplers.enumerated() where !generation.needsFullLogits {
+            for offset in 0...plan.drafts[index].count {
+                rows.append((generation, generation.generated.count + offset, plan.firstLogit[index] + offset))
+            }
+        }
+        while samplerWorkspaces.count < rows.count { samplerWorkspaces.append(SamplerWorkspace()) }
+        let workspaces = samplerWorkspaces
+        var picks = [(token: Int32, logprobs: Generation.TokenLogprobs?)](repeating: (0, nil), count: chosen.count)
+        picks.withUnsafeMutableBufferPointer { picks in
+            let picks = picks.baseAddress!
+            let work = { (item: Int) in
+                let (generation, tokenIndex, row) = rows[item]
+                let rowLogits = logits + row * vocabulary
+                let token = chosen[row] ?? Sampler.sample(rowLogits, count: usable, parameters: generation.parameters.sampling,
+                                                          uniform: generation.uniform(forToken: tokenIndex),
+                                                          workspace: workspaces[item])
+                var entry: Generation.TokenLogprobs?
+                if let top = generation.parameters.logprobs {
+                    let result = Sampler.logProbabilities(rowLogits, count: usable, token: token, top: top)
+                    entry = .init(token: token, logprob: result.chosen, top: result.top)
+                }
+                picks[row] = (token, entry)
+            }
+            // Rows whose token the head already chose and that want no log-probabilities cost nothing.
+            let heavy = rows.indices.filter { chosen[rows[$0].row] == nil || rows[$0].generation.parameters.logprobs != nil }
+            for item in rows.indices where chosen[rows[item].row] != nil && rows[item].generation.parameters.logprobs == nil {
+                work(item)
+            }
+            pool.parallelFor(heavy.count) { work(heavy[$0]) }
+        }
+        return picks
     }
 
     /// Why a generation is complete after its latest token, or nil to go on.

@@ -15,6 +15,8 @@ final class DraftModel {
     private var cached: [Int: [Int32]] = [:]
     /// Prompt tokens the draft model may catch up on in one step, over all sequences.
     private let catchUpBudget: Int
+    /// Reused by every sampled draft token.
+    private let samplerWorkspace = SamplerWorkspace()
 
     /// Loads the draft model at `path` and checks that its token ids mean what the
     /// engine's model's do.
@@ -132,7 +134,8 @@ final class DraftModel {
                 let generation = work[i].generation
                 let uniform = generation.uniform(forToken: generation.generated.count + round)
                 drafts[i].append(chosen[row] ?? Sampler.sample(logits + row * vocabulary, count: usableVocabulary,
-                                                               parameters: generation.parameters.sampling, uniform: uniform))
+                                                               parameters: generation.parameters.sampling, uniform: uniform,
+                                                               workspace: samplerWorkspace))
             }
             round += 1
         }

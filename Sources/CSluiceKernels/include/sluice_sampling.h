@@ -1,0 +1,33 @@
+#ifndef SLUICE_SAMPLING_H
+#define SLUICE_SAMPLING_H
+
+#include <stdint.h>
+
+// Kernels of the sampler (see Sampling/Sampler.swift). A candidate is a logit l with
+// (double)l >= cutoff; its scaled log-weight is a = ((double)l - (double)maximum) * inverse_temperature,
+// and its bucket is min(buckets - 1, (int)(-a * bucket_scale)): the same bits in every kernel.
+
+/// The largest of values[0..<count] (count >= 1) as a left-to-right `max` that keeps the running
+/// value unless a later one is >= it: NaNs after the first value are passed over; a NaN first
+/// value is the result.
+float sluice_sampling_maximum(const float *values, int count);
+
+/// The first index i < count with values[i] == value, or count if there is none.
+int sluice_sampling_first_equal(const float *values, int count, float value);
+
+/// Counts the candidates of each bucket into histogram[0..<buckets] (added to what is there)
+/// and returns how many there are; *mass receives the sum of their weights exp(a), computed
+/// with a polynomial and summed in lanes: within (2e-13 + (count + 64) * 2^-53) of the exact
+/// sum, relatively.
+int sluice_sampling_scan(const float *logits, int count, float maximum, double cutoff, double inverse_temperature,
+                         double bucket_scale, int buckets, int32_t *histogram, double *mass);
+
+/// Writes the token ids and scaled log-weights of the candidates whose bucket is at most
+/// `last_bucket`, in ascending token order; returns how many.
+int sluice_sampling_collect(const float *logits, int count, float maximum, double cutoff, double inverse_temperature,
+                            double bucket_scale, int buckets, int last_bucket, int32_t *tokens, double *scaled);
+
+/// exp(a) for -745 < a <= 0 by the polynomial the scan uses (for tests of its accuracy).
+double sluice_sampling_exp(double a);
+
+#endif
