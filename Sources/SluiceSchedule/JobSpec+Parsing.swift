@@ -98,24 +98,9 @@ struct SpecReader {
         }
     }
 
+    /// The command line's duration syntax (SluiceCore's `DurationText`), with a unit required.
     static func parseDuration(_ text: String) -> Double? {
-        let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800]
-        var total = 0.0
-        var number = ""
-        var sawUnit = false
-        for c in text.trimmingSpaces() {
-            if c.isNumber || c == "." {
-                number.append(c)
-            } else if let unit = units[c], let n = Double(number) {
-                total += n * unit
-                number = ""
-                sawUnit = true
-            } else {
-                return nil
-            }
-        }
-        if !number.isEmpty { return nil }
-        return sawUnit ? total : nil
+        try? DurationText.seconds(text, plainNumbers: false)
     }
 
     func path(_ text: String) -> String { JobSpec.absolutePath(text, relativeTo: baseFolder) }
