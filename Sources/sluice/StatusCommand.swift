@@ -20,7 +20,7 @@ struct StatusCommand: AsyncParsableCommand {
     @Flag(help: "Show it again every --interval seconds until the jobs are finished (or SIGINT/SIGTERM).")
     var watch = false
 
-    @Option(name: .customLong("interval"), help: ArgumentHelp("Time between updates with --watch.", valueName: "duration"),
+    @Option(name: .customLong("interval"), help: ArgumentHelp("Time between updates with --watch (default 2s).", valueName: "duration"),
             transform: DurationOption.parse)
     var intervalOption: DurationOption = 2
     var interval: Double { intervalOption.seconds }

@@ -47,11 +47,11 @@ struct WorkCommand: AsyncParsableCommand {
             transform: DurationOption.parse)
     var requestTimeout: DurationOption?
 
-    @Option(help: ArgumentHelp("Lease length; a dead worker's requests are taken over after this long.", valueName: "duration"),
+    @Option(help: ArgumentHelp("Lease length; a dead worker's requests are taken over after this long (default 60s).", valueName: "duration"),
             transform: DurationOption.parse)
     var lease: DurationOption = 60
 
-    @Option(help: ArgumentHelp("How long a drain (SIGTERM/SIGINT, --max-runtime) may take before the process exits.", valueName: "duration"),
+    @Option(help: ArgumentHelp("How long a drain (SIGTERM/SIGINT, --max-runtime) may take before the process exits (default 30s).", valueName: "duration"),
             transform: DurationOption.parse)
     var grace: DurationOption = 30
 

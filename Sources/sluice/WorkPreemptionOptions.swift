@@ -7,7 +7,7 @@ import SluiceRunner
 /// `sluice work`'s options for surviving preemption: checkpoint cadence, the result cache, notices and deadlines.
 struct WorkPreemptionOptions: ParsableArguments {
     @Option(name: .customLong("checkpoint-interval"), help: ArgumentHelp(
-        "builtin: store partial output of requests in flight at least this often (0 = off).", valueName: "duration"),
+        "builtin: store partial output of requests in flight at least this often (0 = off; default 0.5s).", valueName: "duration"),
             transform: DurationOption.parse)
     var checkpointIntervalOption: DurationOption = 0.5
     var checkpointInterval: Double { checkpointIntervalOption.seconds }
@@ -31,7 +31,7 @@ struct WorkPreemptionOptions: ParsableArguments {
         "aws (IMDSv2 spot/instance-action) or gcp (instance/preempted); default: from the URL's path.", valueName: "style"))
     var preemptionStyle: String?
 
-    @Option(name: .customLong("preemption-poll"), help: ArgumentHelp("Time between looks at the notice endpoint.", valueName: "duration"),
+    @Option(name: .customLong("preemption-poll"), help: ArgumentHelp("Time between looks at the notice endpoint (default 5s).", valueName: "duration"),
             transform: DurationOption.parse)
     var preemptionPollOption: DurationOption = 5
     var preemptionPoll: Double { preemptionPollOption.seconds }

@@ -9,7 +9,7 @@ struct WorkWatchOptions: ParsableArguments {
     var noProgress = false
 
     @Option(name: .customLong("progress-interval"), help: ArgumentHelp(
-        "Time between progress lines when standard error is not a terminal (on a terminal a progress bar is redrawn instead).",
+        "Time between progress lines when standard error is not a terminal (on a terminal a progress bar is redrawn instead; default 10s).",
         valueName: "duration"), transform: DurationOption.parse)
     var progressIntervalOption: DurationOption = 10
     var progressInterval: Double { progressIntervalOption.seconds }
@@ -28,7 +28,7 @@ struct WorkWatchOptions: ParsableArguments {
         valueName: "path"))
     var metricsFile: String?
 
-    @Option(name: .customLong("metrics-interval"), help: ArgumentHelp("Time between rewrites of --metrics-file.", valueName: "duration"),
+    @Option(name: .customLong("metrics-interval"), help: ArgumentHelp("Time between rewrites of --metrics-file (default 5s).", valueName: "duration"),
             transform: DurationOption.parse)
     var metricsIntervalOption: DurationOption = 5
     var metricsInterval: Double { metricsIntervalOption.seconds }
