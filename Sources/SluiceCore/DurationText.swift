@@ -2,9 +2,10 @@
 /// `1h30m` or `1m30s`, and (where the caller allows it) a plain number of seconds such as `90` or `0.5`.
 /// The one parser for the command line's options and the job specs' duration fields.
 public enum DurationText {
-    /// The longest duration accepted (ten years): anything longer is a typo, and it keeps every
-    /// conversion to nanoseconds, `Duration` or dates far from overflow.
-    public static let maximumSeconds: Double = 10 * 365 * 86_400
+    /// The longest duration accepted (100 years, the limit the worker's settings and the specs'
+    /// fields also keep): anything longer is a typo, and every deadline, timer, `Duration` or date
+    /// computed from one stays far from overflow.
+    public static let maximumSeconds: Double = 100 * 365.25 * 86_400
 
     public static let examples = "90, 0.5, 90s, 1m30s, 15m, 2h, 7d, 250ms"
 
@@ -50,7 +51,7 @@ public enum DurationText {
             }
             total += number * scale
             guard total.isFinite, total <= maximumSeconds else {
-                throw fail("longer than the maximum of \(Int(maximumSeconds / 86_400)) days")
+                throw fail("longer than the maximum of 100 years (\(Int(maximumSeconds)) s)")
             }
             parts += 1
         }
