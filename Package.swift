@@ -24,8 +24,15 @@ let package = Package(
             path: "Sources/CSQLite",
             providers: [.apt(["libsqlite3-dev"])]
         ),
+        // PostgreSQL's C client, for the fleet store: a system library adds nothing to the
+        // build (postgres-nio would compile SwiftNIO first; see docs/postgres-client.md).
+        .systemLibrary(
+            name: "CLibPQ",
+            path: "Sources/CLibPQ",
+            providers: [.apt(["libpq-dev"])]
+        ),
         .target(name: "SluiceCore"),
-        .target(name: "SluiceQueue", dependencies: ["CSQLite", "SluiceCore"]),
+        .target(name: "SluiceQueue", dependencies: ["CSQLite", "CLibPQ", "SluiceCore"]),
         // The int8 (AVX-512 VNNI) matrix kernels: Swift SIMD cannot emit `vpdpbusd`.
         .target(name: "CSluiceKernels", cSettings: [.unsafeFlags(["-march=\(targetCPU)", "-O3"])]),
         .target(name: "SluiceEngine", dependencies: ["SluiceCore", "CSluiceKernels"], swiftSettings: fastMath),

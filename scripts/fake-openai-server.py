@@ -17,7 +17,11 @@ Behaviour (start-up flags, or POST /_control with a JSON object of the same name
   delay S           seconds every answer takes
 Per request, the body may carry test hints: "x_fake_status": S answers S
 (for the first "x_fake_status_attempts" attempts if given, else always), and
-"x_fake_malformed": true answers 200 with a body that is not JSON.
+"x_fake_malformed": true answers 200 with a body that is not JSON,
+"x_fake_redirect": {"status": S, "location": URL} answers the redirect S to URL, and
+"x_fake_usage": OBJECT answers 200 with OBJECT as its "usage" (absurd token counts for tests).
+Every request to another path, GET included, is logged too (with its method and Authorization
+header), so a test can see whether a client followed a redirect here.
 
 GET /_stats returns counters; GET /health answers {"status": "ok"}.
 Binds 127.0.0.1 on an ephemeral port and writes the port to --port-file.
@@ -134,6 +138,10 @@ class Handler(BaseHTTPRequestHandler):
                          "max_in_flight": state.max_in_flight, "behavior": state.behavior}
             self.send_json(200, stats)
         else:
+            with state.lock:
+                state.received += 1
+            state.record({"key": None, "method": "GET", "path": self.path, "outcome": "404",
+                          "authorization": self.headers.get("Authorization")})
             self.send_json(404, {"error": {"message": "no such path " + self.path}})
 
     def do_POST(self):
@@ -146,6 +154,10 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(200, {"behavior": state.behavior})
             return
         if self.path not in ("/v1/completions", "/v1/chat/completions"):
+            with state.lock:
+                state.received += 1
+            state.record({"key": None, "method": "POST", "path": self.path, "outcome": "404",
+                          "authorization": self.headers.get("Authorization")})
             self.send_json(404, {"error": {"message": "unknown endpoint " + self.path, "type": "invalid_request_error"}})
             return
         try:
@@ -210,10 +222,18 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return "abandoned"
             time.sleep(min(0.02, max(0, deadline - time.time())))
+        redirect = body.get("x_fake_redirect")
+        if isinstance(redirect, dict):
+            self.send_json(int(redirect.get("status", 307)), {"redirected": True},
+                           {"Location": str(redirect.get("location", "/"))})
+            return "redirect"
         if body.get("x_fake_malformed"):
             self.send_json(200, b"<html>this is not json</html>")
             return "malformed"
-        self.send_json(200, answer_for(self.path, body), {"X-Request-Id": "req-" + canonical_hash(body)[:16]})
+        answer = answer_for(self.path, body)
+        if isinstance(body.get("x_fake_usage"), dict):
+            answer["usage"] = body["x_fake_usage"]
+        self.send_json(200, answer, {"X-Request-Id": "req-" + canonical_hash(body)[:16]})
         return "200"
 
 

@@ -53,7 +53,17 @@ public struct EngineRequest: Sendable {
 public struct Usage: Sendable, Equatable {
     public var promptTokens: Int
     public var completionTokens: Int
-    public var totalTokens: Int { promptTokens + completionTokens }
+    public var totalTokens: Int { promptTokens.adding(saturating: completionTokens) }
+
+    /// The largest token count taken from outside (a server's `usage`): about 10^12, far above any
+    /// real request's, far below where sums of millions of them could overflow.
+    public static let plausibleTokenLimit = 1 << 40
+
+    /// `count` when it is a plausible token count (0 ... `plausibleTokenLimit`), else nil.
+    public static func plausibleCount(_ count: Int?) -> Int? {
+        guard let count, count >= 0, count <= plausibleTokenLimit else { return nil }
+        return count
+    }
 
     public init(promptTokens: Int, completionTokens: Int) {
         self.promptTokens = promptTokens

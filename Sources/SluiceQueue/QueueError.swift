@@ -24,6 +24,8 @@ public enum QueueError: Error, Sendable, Equatable, CustomStringConvertible {
     case cannotWriteOutput(path: String, reason: String)
     /// An argument was out of range.
     case invalidArgument(String)
+    /// The database file was deleted or replaced (`how`) while this process had it open.
+    case databaseReplaced(path: String, how: String)
     /// Placeholder for the API-first commit: the implementation follows.
     case notImplemented(String)
 
@@ -54,6 +56,8 @@ public enum QueueError: Error, Sendable, Equatable, CustomStringConvertible {
             return "cannot write \(path): \(reason)"
         case let .invalidArgument(message):
             return message
+        case let .databaseReplaced(path, how):
+            return "database \(path) was \(how) while this process had it open; stopping so that nothing is written into a file nobody else reads"
         case let .notImplemented(what):
             return "\(what) is not implemented yet"
         }

@@ -86,6 +86,21 @@ public struct CommitReport: Sendable, Equatable {
     public init(lostLeases: [LeaseRef] = []) { self.lostLeases = lostLeases }
 }
 
+/// Defaults shared by every store and the worker.
+public enum QueueDefaults {
+    /// Lost leases (expired without progress) after which a request fails as `worker_lost`.
+    public static let maxLostLeases = 3
+    /// The error code of a request given up after too many lost leases.
+    public static let workerLostCode = "worker_lost"
+}
+
+extension QueueStore {
+    /// `claim` with the default lost-lease limit.
+    public func claim(worker: WorkerID, job: JobID?, limit: Int, leaseSeconds: Double) throws -> [ClaimedRequest] {
+        try claim(worker: worker, job: job, limit: limit, leaseSeconds: leaseSeconds, maxLostLeases: QueueDefaults.maxLostLeases)
+    }
+}
+
 /// The durable queue the runner works from. `SQLiteStore` is the one-machine
 /// implementation; a PostgreSQL store for many hosts can implement the same protocol.
 ///
@@ -99,7 +114,13 @@ public protocol QueueStore: Sendable {
     /// Leases up to `limit` requests that are queued (and past their `notBefore`) or
     /// whose lease expired, highest job priority first, then in job and line order.
     /// `job` restricts the claim to one job.
-    func claim(worker: WorkerID, job: JobID?, limit: Int, leaseSeconds: Double) throws -> [ClaimedRequest]
+    ///
+    /// A lease that expires without its checkpoint having advanced is a lost lease (its worker
+    /// died, or was cut off, without progress). A request whose lost leases reach
+    /// `maxLostLeases` is not leased again: it fails with the error code `worker_lost`, so a
+    /// request that kills its worker cannot do so forever. Expirations where the checkpoint
+    /// advanced (preemptions that made progress) do not count.
+    func claim(worker: WorkerID, job: JobID?, limit: Int, leaseSeconds: Double, maxLostLeases: Int) throws -> [ClaimedRequest]
     /// Applies results, checkpoints and releases in one transaction, each only
     /// where the named lease is still the worker's.
     @discardableResult

@@ -6,6 +6,8 @@ extension SQLiteStore {
     /// Rows inserted per transaction while loading: large enough that commits cost little,
     /// small enough that workers on other jobs get the write lock every few tens of milliseconds.
     static let enqueueRowsPerTransaction = 20_000
+    /// Bytes of input lines read ahead (from a pipe or FIFO) before they are inserted in one transaction.
+    static let enqueueBytesPerBatch = 16 << 20
 
     /// Streams the OpenAI Batch input file at `path` into a new job, validating every line.
     ///
@@ -172,14 +174,8 @@ extension SQLiteStore {
             try insertBadResult.run()
         }
 
-        var rowsInTransaction = 0
-        var inTransaction = false
-        defer { if inTransaction { db.rollback() } }
-        while let line = try reader.next() {
-            if !inTransaction {
-                try db.execute("BEGIN IMMEDIATE", operation: "enqueue requests")
-                inTransaction = true
-            }
+        /// Inserts one line's request (or bad-line record); false for a blank line, which adds no row.
+        func insert(_ line: LineReader.Line) throws -> Bool {
             switch line {
             case let .tooLong(number, length):
                 try checkLineNumber(number)
@@ -193,7 +189,7 @@ extension SQLiteStore {
                 }
                 if Self.isBlank(bytes) {
                     load.blankLines += 1
-                    continue
+                    return false
                 }
                 try checkLineNumber(number)
                 load.lines += 1
@@ -233,20 +229,80 @@ extension SQLiteStore {
                     }
                 }
             }
-            rowsInTransaction += 1
-            if rowsInTransaction >= Self.enqueueRowsPerTransaction {
+            return true
+        }
+
+        var inTransaction = false
+        defer { if inTransaction { db.rollback() } }
+        func commit() throws {
+            heartbeat.bind(1, clock())
+            heartbeat.bind(2, job)
+            try heartbeat.run()
+            try db.execute("COMMIT", operation: "enqueue requests")
+            inTransaction = false
+        }
+
+        guard reader.fileStamp()?.isRegular != true else {
+            // A regular file never makes a read wait for its writer: stream it straight into transactions.
+            var rowsInTransaction = 0
+            while let line = try reader.next() {
+                if !inTransaction {
+                    try db.execute("BEGIN IMMEDIATE", operation: "enqueue requests")
+                    inTransaction = true
+                }
+                if try insert(line) { rowsInTransaction += 1 }
+                if rowsInTransaction >= Self.enqueueRowsPerTransaction {
+                    try commit()
+                    rowsInTransaction = 0
+                    try betweenTransactions()
+                }
+            }
+            if inTransaction { try commit() }
+            return
+        }
+
+        // A pipe, FIFO or terminal can make a read wait without end: read a batch of lines first
+        // (copied out of the reader), and hold the write lock only to insert it, never while waiting.
+        // While input is slow to come, the loading job's heartbeat is kept fresh in a short
+        // transaction of its own, so no other process takes it for an abandoned enqueue.
+        reader.onIdle = { [clock = self.clock] in
+            try db.writeTransaction("enqueue requests (waiting for input)") {
                 heartbeat.bind(1, clock())
                 heartbeat.bind(2, job)
                 try heartbeat.run()
-                try db.execute("COMMIT", operation: "enqueue requests")
-                inTransaction = false
-                rowsInTransaction = 0
-                try betweenTransactions()
             }
         }
-        if inTransaction {
-            try db.execute("COMMIT", operation: "enqueue requests")
-            inTransaction = false
+        defer { reader.onIdle = nil }
+        enum Pending {
+            case text(number: Int, bytes: [UInt8])
+            case tooLong(number: Int, length: Int)
+        }
+        var pending: [Pending] = []
+        while true {
+            pending.removeAll(keepingCapacity: true)
+            var bytes = 0
+            while pending.count < Self.enqueueRowsPerTransaction, bytes < Self.enqueueBytesPerBatch, let line = try reader.next() {
+                switch line {
+                case let .text(number, lineBytes):
+                    pending.append(.text(number: number, bytes: Array(lineBytes)))
+                    bytes += lineBytes.count
+                case let .tooLong(number, length):
+                    pending.append(.tooLong(number: number, length: length))
+                }
+            }
+            if pending.isEmpty { return }
+            try db.execute("BEGIN IMMEDIATE", operation: "enqueue requests")
+            inTransaction = true
+            for line in pending {
+                switch line {
+                case let .text(number, lineBytes):
+                    _ = try lineBytes.withUnsafeBufferPointer { try insert(.text(number: number, bytes: $0)) }
+                case let .tooLong(number, length):
+                    _ = try insert(.tooLong(number: number, length: length))
+                }
+            }
+            try commit()
+            try betweenTransactions()
         }
     }
 

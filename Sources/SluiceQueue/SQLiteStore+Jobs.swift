@@ -210,7 +210,8 @@ extension SQLiteStore {
                 try deleteResults.run()
                 let requeue = try db.cached("""
                     UPDATE requests
-                    SET state = 'queued', failed_attempts = 0, not_before = 0, lease_owner = NULL, lease_expires_at = NULL
+                    SET state = 'queued', failed_attempts = 0, not_before = 0, lease_owner = NULL, lease_expires_at = NULL,
+                        lost_leases = 0
                     WHERE job_id = ?1 AND state IN \(states) AND input_error IS NULL
                     """, operation: "retry job")
                 requeue.bind(1, job)

@@ -31,9 +31,13 @@ public final class SQLiteStore: QueueStore {
     let connection: Mutex<SQLiteConnection>
     let clock: @Sendable () -> Double
 
-    /// Runs `body` with exclusive use of the connection.
+    /// Runs `body` with exclusive use of the connection, once the database path is known to still
+    /// name the file the connection opened (`QueueError.databaseReplaced` otherwise).
     func withConnection<T: Sendable>(_ body: (SQLiteConnection) throws -> T) throws -> T {
-        try connection.withLock { connection throws -> T in try body(connection) }
+        try connection.withLock { connection throws -> T in
+            try connection.checkFileIdentity()
+            return try body(connection)
+        }
     }
 
     // MARK: QueueStore
@@ -75,11 +79,13 @@ public final class SQLiteStore: QueueStore {
         }
     }
 
-    public func claim(worker: WorkerID, job: JobID?, limit: Int, leaseSeconds: Double) throws -> [ClaimedRequest] {
+    public func claim(worker: WorkerID, job: JobID?, limit: Int, leaseSeconds: Double,
+                      maxLostLeases: Int) throws -> [ClaimedRequest] {
         guard limit > 0 else { return [] }
         let now = clock()
         return try withConnection { db in
             try db.writeTransaction("claim requests") {
+                try failWornOutLeases(db, maxLostLeases: maxLostLeases, now: now)
                 let statement = try db.cached(job == nil ? Self.claimSQL(oneJob: false) : Self.claimSQL(oneJob: true),
                                               operation: "claim requests")
                 defer { statement.reset() }
@@ -143,7 +149,10 @@ public final class SQLiteStore: QueueStore {
             -- unfinished, or a checkpoint to resume from means the request survived a preemption.
             preemptions = preemptions
                 + (CASE WHEN state = 'leased' OR interrupted <> 0 OR checkpoint_tokens IS NOT NULL THEN 1 ELSE 0 END),
-            interrupted = 0
+            interrupted = 0,
+            lost_leases = lost_leases
+                + (CASE WHEN state = 'leased' AND coalesce(checkpoint_tokens, -1) <= claimed_checkpoint_tokens THEN 1 ELSE 0 END),
+            claimed_checkpoint_tokens = coalesce(checkpoint_tokens, -1)
         WHERE id IN (
             SELECT id FROM (
                 SELECT * FROM (
@@ -162,6 +171,46 @@ public final class SQLiteStore: QueueStore {
         RETURNING id, job_id, line, custom_id, endpoint, body, lease_generation, failed_attempts,
                   checkpoint_tokens, checkpoint_payload
         """
+    }
+
+    /// Fails the expired leases that would be the request's `maxLostLeases`-th lost lease
+    /// (`worker_lost`), inside the claim's transaction, so the claim never hands them out again.
+    private func failWornOutLeases(_ db: SQLiteConnection, maxLostLeases: Int, now: Double) throws {
+        let limit = max(1, maxLostLeases)
+        let fail = try db.cached("""
+            UPDATE requests
+            SET state = 'failed', lease_owner = NULL, lease_expires_at = NULL, lost_leases = lost_leases + 1,
+                checkpoint_tokens = NULL, checkpoint_payload = NULL
+            WHERE state = 'leased' AND lease_expires_at <= ?1 AND lost_leases + 1 >= ?2
+              AND coalesce(checkpoint_tokens, -1) <= claimed_checkpoint_tokens
+              AND job_id IN (SELECT id FROM jobs WHERE state = 'active')
+            RETURNING id, job_id, lost_leases
+            """, operation: "fail requests whose workers were lost")
+        fail.bind(1, now)
+        fail.bind(2, limit)
+        var failed: [(id: Int64, job: JobID, lost: Int)] = []
+        while try fail.step() { failed.append((fail.int64(0), fail.int64(1), fail.int(2))) }
+        fail.reset()
+        guard !failed.isEmpty else { return }
+        let insert = try db.cached("""
+            INSERT OR REPLACE INTO results (request_id, job_id, error_code, error_message, finished_at)
+            VALUES (?1, ?2, ?3, ?4, ?5)
+            """, operation: "fail requests whose workers were lost")
+        for row in failed {
+            insert.bind(1, row.id)
+            insert.bind(2, row.job)
+            insert.bind(3, QueueDefaults.workerLostCode)
+            insert.bind(4, Self.workerLostMessage(lostLeases: row.lost))
+            insert.bind(5, now)
+            try insert.run()
+        }
+        for job in Set(failed.map(\.job)).sorted() { try markFinishedIfDone(db, job: job, now: now) }
+    }
+
+    /// The error message of a request given up after `lostLeases` lost leases.
+    static func workerLostMessage(lostLeases: Int) -> String {
+        "the request's lease expired \(lostLeases) times without progress (its worker was lost each time); "
+            + "gave up after --max-lost-leases \(lostLeases)"
     }
 
     private func failCorruptRequest(_ db: SQLiteConnection, id: Int64, reason: String, now: Double) throws {

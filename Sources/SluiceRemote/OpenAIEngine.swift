@@ -50,7 +50,7 @@ public final class OpenAIEngine: InferenceEngine {
         sessionConfiguration.httpShouldSetCookies = false
         let delegateQueue = OperationQueue()
         delegateQueue.maxConcurrentOperationCount = 1
-        session = URLSession(configuration: sessionConfiguration, delegate: nil, delegateQueue: delegateQueue)
+        session = URLSession(configuration: sessionConfiguration, delegate: RedirectRefusal(), delegateQueue: delegateQueue)
     }
 
     public func submit(_ request: EngineRequest) {
@@ -125,7 +125,8 @@ public final class OpenAIEngine: InferenceEngine {
             // A request that finished before its cancel took effect still reports its answer.
             event = .finished(requestID: id, outcome: ResponseClassifier.outcome(
                 statusCode: http.statusCode, body: data.map { [UInt8]($0) } ?? [],
-                retryAfterHeader: http.value(forHTTPHeaderField: "Retry-After")))
+                retryAfterHeader: http.value(forHTTPHeaderField: "Retry-After"),
+                location: http.value(forHTTPHeaderField: "Location")))
         } else if reason == .cancelled {
             event = .stopped(requestID: id, checkpoint: nil)
         } else if reason == .timedOut || (error as? URLError)?.code == .timedOut {
@@ -171,6 +172,16 @@ public final class OpenAIEngine: InferenceEngine {
             return "\(urlError.localizedDescription) (URLError \(urlError.code.rawValue))"
         }
         return "\(error)"
+    }
+}
+
+/// Refuses every HTTP redirect, so the 3xx itself completes the task (and is classified as a
+/// failure): following one could send the `Authorization` header to another origin, or turn the
+/// POST into a GET whose answer has nothing to do with the request.
+final class RedirectRefusal: NSObject, URLSessionTaskDelegate, Sendable {
+    func urlSession(_ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
+                    newRequest request: URLRequest, completionHandler: @escaping @Sendable (URLRequest?) -> Void) {
+        completionHandler(nil)
     }
 }
 

@@ -5,9 +5,12 @@ import SluiceCore
 ///
 /// Success and the server's final refusals (4xx other than 408/429) are answers;
 /// overload (429), server errors (5xx), timeouts, broken connections and
-/// unreadable success bodies are retryable failures.
+/// unreadable success bodies (a body that is not a JSON object, or token counts that are not
+/// plausible) are retryable failures. A redirect (3xx) is never followed (it could carry the API key
+/// to another server, or turn the POST into a GET without its body) and is a final failure.
 enum ResponseClassifier {
-    static func outcome(statusCode: Int, body: [UInt8], retryAfterHeader: String?, now: Date = Date()) -> EngineOutcome {
+    static func outcome(statusCode: Int, body: [UInt8], retryAfterHeader: String?, location: String? = nil,
+                        now: Date = Date()) -> EngineOutcome {
         let retryAfter = retryAfterHeader.flatMap { parseRetryAfter($0, now: now) }
         switch statusCode {
         case 200..<300:
@@ -16,7 +19,17 @@ enum ResponseClassifier {
                                 message: "HTTP \(statusCode) with a body that is not a JSON object: \(preview(body))",
                                 retryable: true)
             }
-            return .response(statusCode: statusCode, body: json, usage: usage(in: json))
+            switch usage(in: json) {
+            case let .success(usage):
+                return .response(statusCode: statusCode, body: json, usage: usage)
+            case let .failure(problem):
+                return .failure(code: "malformed_response", message: "HTTP \(statusCode) with \(problem.message)",
+                                retryable: true)
+            }
+        case 300..<400:
+            return .failure(code: "redirect_not_followed",
+                            message: "HTTP \(statusCode) redirecting to \(location ?? "(no Location)"): Sluice does not follow redirects (they could send the API key to another server, or turn the POST into a GET without its body); give the final address as the base URL",
+                            retryable: false)
         case 408, 429, 500..<600:
             return .failure(code: statusCode == 429 ? "rate_limited" : "http_\(statusCode)",
                             message: "HTTP \(statusCode): \(errorMessage(in: body))",
@@ -27,11 +40,28 @@ enum ResponseClassifier {
         }
     }
 
-    /// `usage` as servers report it; absent counts read as zero.
-    static func usage(in body: JSON) -> Usage {
+    /// Why a success body's token counts cannot be used.
+    struct ImplausibleUsage: Error {
+        var message: String
+    }
+
+    /// `usage` as servers report it; absent (or null) counts read as zero; a count that is not a whole
+    /// number from 0 to `Usage.plausibleTokenLimit` is refused.
+    static func usage(in body: JSON) -> Result<Usage, ImplausibleUsage> {
         let usage = body["usage"]
-        return Usage(promptTokens: usage?["prompt_tokens"]?.intValue ?? 0,
-                     completionTokens: usage?["completion_tokens"]?.intValue ?? 0)
+        var counts: [Int] = []
+        for field in ["prompt_tokens", "completion_tokens"] {
+            guard let value = usage?[field], !value.isNull else {
+                counts.append(0)
+                continue
+            }
+            guard let count = Usage.plausibleCount(value.intValue) else {
+                let shown = String(decoding: value.serialized.utf8.prefix(40), as: UTF8.self)
+                return .failure(ImplausibleUsage(message: "usage.\(field) \(shown), which is not a token count (a whole number from 0 to \(Usage.plausibleTokenLimit))"))
+            }
+            counts.append(count)
+        }
+        return .success(Usage(promptTokens: counts[0], completionTokens: counts[1]))
     }
 
     /// The server's error body as JSON; text that is not a JSON object is wrapped so the export stays valid JSON.

@@ -8,16 +8,28 @@ final class Heartbeat {
     private let timer: any DispatchSourceTimer
     private let queue = DispatchQueue(label: "sluice.heartbeat")
 
-    init(store: any QueueStore, worker: WorkerID, leaseSeconds: Double, log: WorkerLog) {
+    /// `unusable` is called (once) when a heartbeat fails in a way that cannot heal.
+    init(store: any QueueStore, worker: WorkerID, leaseSeconds: Double, log: WorkerLog,
+         unusable: @escaping @Sendable (String) -> Void = { _ in }) {
         let interval = leaseSeconds / 3
         timer = DispatchSource.makeTimerSource(queue: queue)
         timer.schedule(deadline: .now() + interval, repeating: interval, leeway: .milliseconds(Int(interval * 50)))
         let failures = Mutex(0)
+        let reported = Mutex(false)
         timer.setEventHandler {
             do {
                 try store.heartbeat(worker: worker, leaseSeconds: leaseSeconds)
                 failures.withLock { $0 = 0 }
             } catch {
+                do {
+                    try WorkerError.stopIfUnhealable(error, during: "heartbeat")
+                } catch let stop {
+                    if !reported.withLock({ $0 }) {
+                        reported.withLock { $0 = true }
+                        unusable("\(stop)")
+                    }
+                    return
+                }
                 let count = failures.withLock { count -> Int in count += 1; return count }
                 // Only the first failures of a streak are worth a line each.
                 if count <= 3 || count % 20 == 0 { log("heartbeat failed (\(count) in a row): \(error)") }

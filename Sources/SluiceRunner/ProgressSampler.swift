@@ -41,7 +41,7 @@ public final class ProgressSampler: Sendable {
 
     /// Follows `job`, or every job with unfinished work, in `store` (use a store of its own: reads
     /// then never wait for the worker's connection).
-    public convenience init(store: SQLiteStore, job: JobID?, rateWindow: Double = 30) {
+    public convenience init(store: any JobStore, job: JobID?, rateWindow: Double = 30) {
         self.init(discover: { try store.jobsWithUnfinishedWork(job: job) },
                   read: { try store.progress(jobs: $0) }, rateWindow: rateWindow)
     }

@@ -1,4 +1,5 @@
 import Foundation
+import SluiceCore
 import SluiceQueue
 
 /// The figures of a job report, computed from the store's data (pure, so it can be tested).
@@ -38,11 +39,12 @@ public struct ReportSummary: Sendable {
         self.generatedAt = generatedAt
         var intervals: [String: [(Double, Double)]] = [:]
         for result in data.results {
-            promptTokens += result.promptTokens
-            completionTokens += result.completionTokens
+            // Counts read from the database may predate range checks: never trap on them.
+            promptTokens.add(saturating: max(0, result.promptTokens))
+            completionTokens.add(saturating: max(0, result.completionTokens))
             if result.fromCache {
                 cacheHits += 1
-                cachedCompletionTokens += result.completionTokens
+                cachedCompletionTokens.add(saturating: max(0, result.completionTokens))
             }
             switch result.statusCode {
             case 200?: succeeded += 1
@@ -94,8 +96,8 @@ public struct ReportSummary: Sendable {
     public var cost: Double? { hourlyPrice.map { activeSeconds / 3600 * $0 } }
     /// Cost per million tokens (prompt + completion) and per million completion tokens.
     public var costPerMillionTokens: Double? {
-        guard let cost, promptTokens + completionTokens > 0 else { return nil }
-        return cost / Double(promptTokens + completionTokens) * 1_000_000
+        guard let cost, promptTokens.adding(saturating: completionTokens) > 0 else { return nil }
+        return cost / (Double(promptTokens) + Double(completionTokens)) * 1_000_000
     }
     public var costPerMillionCompletionTokens: Double? {
         guard let cost, completionTokens > 0 else { return nil }
@@ -124,8 +126,9 @@ public struct ReportSummary: Sendable {
         let count = max(1, Int((span / width).rounded(.down)) + 1)
         var bins = [Double](repeating: 0, count: count)
         for result in data.results where result.completionTokens > 0 {
-            let index = min(count - 1, max(0, Int(((result.finishedAt - start) / width).rounded(.down))))
-            bins[index] += Double(result.completionTokens)
+            let position = ((result.finishedAt - start) / width).rounded(.down)
+            let index = position.isFinite ? Int(min(Double(count - 1), max(0, position))) : count - 1
+            bins[index] += Double(max(0, result.completionTokens))
         }
         return (width, start, bins.map { $0 * 60 / width })
     }

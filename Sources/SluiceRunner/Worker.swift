@@ -71,9 +71,11 @@ public final class Worker: Sendable {
             throw error
         }
 
-        let heartbeat = Heartbeat(store: store, worker: workerID, leaseSeconds: configuration.leaseSeconds, log: log)
-        heartbeat.start()
         let continuation = inputContinuation
+        let heartbeat = Heartbeat(store: store, worker: workerID, leaseSeconds: configuration.leaseSeconds, log: log) {
+            continuation.yield(.databaseUnusable($0))
+        }
+        heartbeat.start()
         let engine = self.engine
         let forwarder = Task {
             for await event in engine.events { continuation.yield(.engine(event)) }
@@ -154,13 +156,22 @@ public enum WorkerError: Error, CustomStringConvertible {
     case invalidConfiguration(String)
     case engineStopped(String)
     case storeUnavailable(String)
+    /// The database cannot be used any more (`QueueError.unhealableReason`): the worker stops at once.
+    case databaseUnusable(String)
 
     public var description: String {
         switch self {
         case let .invalidConfiguration(message): return message
         case let .engineStopped(message): return "the engine stopped unexpectedly: \(message)"
         case let .storeUnavailable(message): return message
+        case let .databaseUnusable(message): return message
         }
+    }
+
+    /// Throws `.databaseUnusable` when `error` cannot heal by trying again; returns otherwise.
+    static func stopIfUnhealable(_ error: any Error, during operation: String) throws {
+        guard let queueError = error as? QueueError, let reason = queueError.unhealableReason else { return }
+        throw WorkerError.databaseUnusable("\(reason), so the worker stops (\(operation) failed: \(queueError)); results committed before are kept, and leases not handed back expire for other workers")
     }
 }
 
@@ -169,6 +180,8 @@ enum WorkerInput: Sendable {
     case engineEnded
     case tick
     case drain(DrainReason)
+    /// The heartbeat found the database unusable (see `WorkerError.databaseUnusable`).
+    case databaseUnusable(String)
 }
 
 func format(_ seconds: Double) -> String {

@@ -12,6 +12,12 @@ public struct WorkerConfiguration: Sendable {
     public var maxRuntimeSeconds: Double?
     /// Attempts per request, counting the first, before a retryable failure becomes final.
     public var maxAttempts: Int = 5
+    /// Leases of a request that may expire without progress (its worker lost each time) before
+    /// the request fails as `worker_lost`.
+    public var maxLostLeases: Int = QueueDefaults.maxLostLeases
+    /// How long the database may stay unreachable (claims and commits failing) before the worker
+    /// gives up; meanwhile it keeps generating and commits what it holds once the database is back.
+    public var databaseTimeoutSeconds: Double = 300
     /// Backoff after the first failed attempt; doubles each time, with jitter.
     public var retryBaseDelay: Double = 1
     /// Longest backoff between attempts (a server's Retry-After may ask for more, up to `maxRetryAfter`).
@@ -44,14 +50,25 @@ public struct WorkerConfiguration: Sendable {
 
     public init(job: JobID? = nil) { self.job = job }
 
+    /// The longest time any setting may give (100 years): every deadline and timer computed from
+    /// one stays far inside what dates, `Duration` and dispatch times can hold.
+    public static let longestSeconds: Double = 100 * 365.25 * 86_400
+
     /// What is wrong with these settings, if anything, in a sentence naming the setting.
     public func validationError() -> String? {
+        let times: [(String, Double?)] = [("--lease", leaseSeconds), ("--grace", graceSeconds), ("--max-runtime", maxRuntimeSeconds),
+                                          ("--checkpoint-interval", checkpointInterval)]
+        for case let (name, seconds?) in times where seconds > Self.longestSeconds {
+            return "\(name) must be at most \(Int(Self.longestSeconds)) seconds (100 years; got \(seconds))"
+        }
         if !(leaseSeconds >= 1) { return "--lease must be at least 1 second (got \(leaseSeconds))" }
         if !(graceSeconds >= 0.5) { return "--grace must be at least 0.5 seconds (got \(graceSeconds))" }
         if let runtime = maxRuntimeSeconds, !(runtime > 0) { return "--max-runtime must be positive (got \(runtime))" }
         if !(checkpointInterval >= 0) { return "--checkpoint-interval must be 0 (off) or positive (got \(checkpointInterval))" }
         if checkpointTokens < 1 { return "--checkpoint-tokens must be at least 1 (got \(checkpointTokens))" }
         if maxAttempts < 1 { return "--max-attempts must be at least 1 (got \(maxAttempts))" }
+        if maxLostLeases < 1 { return "--max-lost-leases must be at least 1 (got \(maxLostLeases))" }
+        if !(databaseTimeoutSeconds >= 1) { return "--db-timeout must be at least 1 second (got \(databaseTimeoutSeconds))" }
         return nil
     }
 

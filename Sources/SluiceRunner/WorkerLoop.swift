@@ -96,6 +96,10 @@ final class WorkerLoop {
     private var parkedCount: Int { parked.values.reduce(0) { $0 + $1.count } }
     private var occupiedSlots: Int { flights.count + deferred.count + parkedCount }
     private var checkpointsEnabled: Bool { engine.checkpointsPartialOutput && configuration.checkpointInterval > 0 }
+    /// When claims started failing (nil while they succeed), and how many failed in a row.
+    private var claimFailingSince: ContinuousClock.Instant?
+    private var claimFailures = 0
+
     private var cacheStore: (any ResultCacheStore)? {
         configuration.resultCache == nil ? nil : store as? any ResultCacheStore
     }
@@ -139,6 +143,8 @@ final class WorkerLoop {
                 retryOrFail(flight, code: "engine_stopped", message: "the engine stopped the request without an answer",
                             retryAfter: nil, checkpoint: checkpoint, now: now)
             }
+        case let .databaseUnusable(message):
+            throw WorkerError.databaseUnusable(message)
         case .engineEnded:
             try engineEnded(now: now)
         case .tick:
@@ -151,8 +157,8 @@ final class WorkerLoop {
     private func record(_ outcome: EngineOutcome, for flight: Flight, now: ContinuousClock.Instant) {
         switch outcome {
         case let .response(_, _, usage):
-            statistics.promptTokens += usage.promptTokens
-            statistics.completionTokens += usage.completionTokens
+            statistics.promptTokens.add(saturating: usage.promptTokens)
+            statistics.completionTokens.add(saturating: usage.completionTokens)
             addResult(flight.lease, outcome, now: now)
         case let .failure(code, message, retryable, retryAfter):
             if retryable {
@@ -379,13 +385,15 @@ final class WorkerLoop {
             pendingCache = CacheWrites()
         } catch {
             pending = batch
+            try WorkerError.stopIfUnhealable(error, during: "commit")
             let since = commitFailingSince ?? now
             commitFailingSince = since
             nextCommitAttempt = now + .milliseconds(500)
             log("commit of \(batch.results.count) results failed, will retry: \(error)")
-            // Past a lease period our leases are gone anyway; keeping on would only redo work.
-            if now - since > .seconds(max(30, configuration.leaseSeconds)) {
-                throw WorkerError.storeUnavailable("cannot commit results for \(format(max(30, configuration.leaseSeconds))): \(error)")
+            // Leases may expire meanwhile: the lease generation then drops our late writes, and
+            // another worker's results stand. Only a database gone for --db-timeout ends the worker.
+            if now - since > .seconds(configuration.databaseTimeoutSeconds) {
+                throw WorkerError.storeUnavailable("the database was unreachable for \(format(configuration.databaseTimeoutSeconds)) (--db-timeout): cannot commit results: \(error)")
             }
             return
         }
@@ -464,12 +472,23 @@ final class WorkerLoop {
         let limit = min(free, configuration.claimBatchSize)
         let claimed: [ClaimedRequest]
         do {
-            claimed = try store.claim(worker: worker, job: configuration.job, limit: limit, leaseSeconds: configuration.leaseSeconds)
+            claimed = try store.claim(worker: worker, job: configuration.job, limit: limit, leaseSeconds: configuration.leaseSeconds,
+                                      maxLostLeases: configuration.maxLostLeases)
         } catch {
+            try WorkerError.stopIfUnhealable(error, during: "claim")
+            let since = claimFailingSince ?? now
+            claimFailingSince = since
+            if now - since > .seconds(configuration.databaseTimeoutSeconds) {
+                throw WorkerError.storeUnavailable("the database was unreachable for \(format(configuration.databaseTimeoutSeconds)) (--db-timeout): cannot claim requests: \(error)")
+            }
             log("claim failed, will retry: \(error)")
-            nextClaimAt = now + .milliseconds(500)
+            // Back off while the database is away: 0.5 s doubling to 8 s.
+            claimFailures += 1
+            nextClaimAt = now + .milliseconds(500 << min(claimFailures - 1, 4))
             return
         }
+        claimFailingSince = nil
+        claimFailures = 0
         statistics.claims += 1
         statistics.claimed += claimed.count
         lastClaimCameBackShort = claimed.count < limit
@@ -536,9 +555,9 @@ final class WorkerLoop {
         let body = configuration.resultCache?.keying.adapt(response.body, to: request) ?? response.body
         // Usage is what computing the response cost the first time; hits are counted apart.
         statistics.cacheHits += 1
-        statistics.promptTokens += response.usage.promptTokens
-        statistics.completionTokens += response.usage.completionTokens
-        statistics.cachedCompletionTokens += response.usage.completionTokens
+        statistics.promptTokens.add(saturating: response.usage.promptTokens)
+        statistics.completionTokens.add(saturating: response.usage.completionTokens)
+        statistics.cachedCompletionTokens.add(saturating: response.usage.completionTokens)
         pendingCache.hits.append((lease: lease, key: key))
         configuration.tokenLedger?.record("H", request: claim.id, lease: claim.leaseGeneration, tokens: 0)
         addResult(lease, .response(statusCode: response.statusCode, body: body, usage: response.usage), now: now)

@@ -1,4 +1,5 @@
 import Foundation
+import SluiceCore
 import Synchronization
 
 /// What one worker process measures as it goes: throughput over a sliding window, latency
@@ -61,13 +62,13 @@ public final class WorkerTelemetry: Sendable {
                       latencySeconds: Double?, now: ContinuousClock.Instant) {
         state.withLock { state in
             if succeeded { state.succeeded += 1 } else { state.failed += 1 }
-            state.promptTokens += promptTokens
-            state.completionTokens += completionTokens
+            state.promptTokens.add(saturating: promptTokens)
+            state.completionTokens.add(saturating: completionTokens)
             if fromCache { state.cacheHits += 1 }
             if let latencySeconds { state.requestLatency.observe(latencySeconds) }
             if let last = state.recent.last, now - last.instant < .seconds(1) {
                 state.recent[state.recent.count - 1].results += 1
-                state.recent[state.recent.count - 1].completionTokens += completionTokens
+                state.recent[state.recent.count - 1].completionTokens.add(saturating: completionTokens)
             } else {
                 state.recent.append(Second(instant: now, results: 1, completionTokens: completionTokens))
             }
@@ -104,7 +105,7 @@ public final class WorkerTelemetry: Sendable {
             // Early on the window is only as long as the worker has been running.
             let covered = state.firstRecordAt.map { min(windowSeconds, max(0.001, (now - $0) / .seconds(1))) } ?? windowSeconds
             let results = state.recent.reduce(0) { $0 + $1.results }
-            let tokens = state.recent.reduce(0) { $0 + $1.completionTokens }
+            let tokens = state.recent.reduce(0) { $0.adding(saturating: $1.completionTokens) }
             var lag: Double = 0
             if state.engineCheckpoints, state.inFlight > 0, let last = state.lastCheckpointCommit {
                 lag = max(0, (now - last) / .seconds(1))

@@ -166,7 +166,13 @@ struct CronField: Sendable {
             guard pieces.count <= 2 else { throw fail("more than one \"/\" in \"\(part)\"") }
             var step = 1
             if pieces.count == 2 {
-                guard let s = Int(pieces[1]), s >= 1 else { throw fail("step \"\(pieces[1])\" must be a whole number of at least 1") }
+                guard pieces[1].allSatisfy({ $0.isASCII && $0.isNumber }), let s = Int(pieces[1]), s >= 1 else {
+                    throw fail("step \"\(pieces[1])\" must be a whole number of at least 1")
+                }
+                // A step past the field's span could only ever pick its first value, and must not overflow.
+                guard s <= high - low + 1 else {
+                    throw fail("step \(pieces[1]) is larger than the field's span (\(low)-\(high))")
+                }
                 step = s
             }
             let rangeText = pieces[0]

@@ -4,14 +4,34 @@ import Foundation
 public enum Crontab {
     /// One spec's line: its schedule, then `sluice run` with absolute paths, appending to a log
     /// file, under `flock -n` when the spec's `on_overlap` is `exit` (status 6 when skipped).
+    ///
+    /// - Throws: `RunError.input` when a path or the schedule holds a control character: no quoting
+    ///   keeps a newline from ending the crontab line (and what followed would run as its own line).
     public static func line(for spec: JobSpec, binary: String, databasePath: String, logPath: String,
-                            lockPath: String) -> String {
+                            lockPath: String) throws -> String {
+        let parts = [("the schedule", spec.schedule?.text ?? ""), ("the spec's path", spec.path), ("the binary's path", binary),
+                     ("the database path", databasePath), ("the log path", logPath), ("the lock path", lockPath)]
+        for (what, text) in parts {
+            if let control = firstControlCharacter(in: text) {
+                throw RunError.input("spec \(spec.name): \(what) \(text.debugDescription) contains the control character \(control), which no crontab line can hold safely; rename it")
+            }
+        }
         var command = ""
         if spec.onOverlap == .exit {
             command += "/usr/bin/flock -n -E 6 \(quote(lockPath)) "
         }
         command += "\(quote(binary)) run \(quote(spec.path)) --db \(quote(databasePath)) >> \(quote(logPath)) 2>&1"
         return "\(spec.schedule?.text ?? "#") \(command)"
+    }
+
+    /// The first control character in `text` (C0, DEL, C1, and the Unicode line and paragraph
+    /// separators), written as `U+000A`; nil when there is none.
+    public static func firstControlCharacter(in text: String) -> String? {
+        for scalar in text.unicodeScalars
+        where scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) || scalar.value == 0x2028 || scalar.value == 0x2029 {
+            return String(format: "U+%04X", scalar.value)
+        }
+        return nil
     }
 
     /// Quotes for /bin/sh, and escapes `%`, which cron turns into a newline.

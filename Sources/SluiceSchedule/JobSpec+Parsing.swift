@@ -1,4 +1,5 @@
 import Foundation
+import SluiceQueue
 import SluiceCore
 
 extension JobSpec {
@@ -59,6 +60,10 @@ struct SpecReader {
     mutating func string(_ key: String) throws(SpecError) -> String? {
         guard let v = value(key) else { return nil }
         guard case let .string(s) = v.kind else { throw fail(key, "must be a string, not \(v.kindName)") }
+        // Values end up in crontab lines, shell commands and log lines, where a newline starts a new one.
+        if let control = Crontab.firstControlCharacter(in: s) {
+            throw fail(key, "contains the control character \(control); names, paths and settings may not contain control characters")
+        }
         return s
     }
 
@@ -87,10 +92,14 @@ struct SpecReader {
         switch v.kind {
         case let .integer(n):
             guard n >= 0 else { throw fail(key, "may not be negative") }
+            guard Double(n) <= Self.longestDuration else { throw fail(key, "\(n) s is longer than \(Self.longestDurationText)") }
             return Double(n)
         case let .string(text):
             guard let seconds = Self.parseDuration(text) else {
                 throw fail(key, "\"\(text)\" is not a duration (examples: \"90s\", \"15m\", \"2h\", \"1h30m\", \"7d\")")
+            }
+            guard seconds <= Self.longestDuration else {
+                throw fail(key, "\"\(text.prefix(40))\(text.count > 40 ? "…" : "")\" is longer than \(Self.longestDurationText)")
             }
             return seconds
         default:
@@ -98,9 +107,19 @@ struct SpecReader {
         }
     }
 
-    /// The command line's duration syntax (SluiceCore's `DurationText`), with a unit required.
+    /// The longest duration a spec may give (100 years): every time computed from one stays far
+    /// inside what dates, `Duration` and integer seconds can hold.
+    static let longestDuration: Double = 100 * 365.25 * 86_400
+    static let longestDurationText = "the longest duration accepted (100 years)"
+
+    /// The command line's duration syntax (SluiceCore's `DurationText`), with a unit required;
+    /// +infinity when it is a duration longer than DurationText allows (refused by the caller as too long).
     static func parseDuration(_ text: String) -> Double? {
-        try? DurationText.seconds(text, plainNumbers: false)
+        do {
+            return try DurationText.seconds(text, plainNumbers: false)
+        } catch {
+            return error.isTooLong ? .infinity : nil
+        }
     }
 
     func path(_ text: String) -> String { JobSpec.absolutePath(text, relativeTo: baseFolder) }
@@ -135,11 +154,15 @@ struct SpecReader {
                           "input", "engine", "defaults", "output"]
 
     mutating func readSpec(path: String) throws(SpecError) -> JobSpec {
+        if let control = Crontab.firstControlCharacter(in: path) {
+            throw SpecError(file: file.debugDescription, line: nil, field: nil,
+                            message: "the spec's file name contains the control character \(control); rename the file")
+        }
         let name = try requiredString("name")
         if name.contains("/") || name.unicodeScalars.contains(where: { $0.value < 0x20 }) || name.allSatisfy(\.isNumber) {
             throw fail("name", "\"\(name)\" may not contain \"/\" or control characters, or be a number")
         }
-        let database = try string("database").map { self.path($0) }
+        let database = try string("database").map { isPostgresURL($0) ? $0 : self.path($0) }
         var schedule: CronExpression?
         if let text = try string("schedule") {
             do {

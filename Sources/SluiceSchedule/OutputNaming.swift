@@ -40,4 +40,10 @@ public enum OutputNaming {
             .replacingOccurrences(of: "{sha8}", with: String(sha256.prefix(8)))
             .replacingOccurrences(of: "{date}", with: date)
     }
+
+    /// `name` with a `.jobN` part before its `.jsonl` extension (or at its end), for an export whose
+    /// plain name is taken by another job's.
+    public static func distinguished(_ name: String, job: Int64) -> String {
+        name.hasSuffix(".jsonl") ? String(name.dropLast(6)) + ".job\(job).jsonl" : name + ".job\(job)"
+    }
 }

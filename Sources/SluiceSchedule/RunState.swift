@@ -1,4 +1,5 @@
 import Foundation
+import SluiceQueue
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,7 +12,13 @@ public struct RunState: Sendable {
     public let folder: String
 
     public init(databasePath: String, specName: String) throws {
-        folder = databasePath + "-runs/" + specName
+        if isPostgresURL(databasePath) {
+            // A server's queue: the run state lives on this host, in a folder named after the URL.
+            let safe = String(databasePath.map { $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" ? $0 : "_" })
+            folder = NSHomeDirectory() + "/.local/state/sluice/" + safe + "-runs/" + specName
+        } else {
+            folder = databasePath + "-runs/" + specName
+        }
         do {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         } catch {
@@ -26,21 +33,51 @@ public struct RunState: Sendable {
 
     /// One ledger record.
     public enum Entry: Sendable, Equatable {
-        /// `job` was exported when its finish time was `finishedAt`.
-        case exported(job: Int64, finishedAt: Double, sha256: String)
+        /// `job` was exported when its finish time was `finishedAt`, to the file `output` whose
+        /// content's SHA-256 was `outputSHA256`, with its errors file `errors` (empty: none); the last
+        /// three are nil in records written before they were kept.
+        case exported(job: Int64, finishedAt: Double, sha256: String, output: String? = nil, outputSHA256: String? = nil,
+                      errors: String? = nil)
         /// `job` (input `sha256`) was deleted by retention: the input must not be enqueued again.
         case deleted(job: Int64, sha256: String)
     }
 
     var ledgerPath: String { folder + "/ledger.tsv" }
 
+    /// Characters kept as they are in a ledger's paths: printable ASCII except `%`.
+    static let plainPathCharacters: CharacterSet = {
+        var set = CharacterSet(charactersIn: Unicode.Scalar(0x21)...Unicode.Scalar(0x7E))
+        set.remove("%")
+        return set
+    }()
+
+    /// The latest export record of `job`, if any.
+    public func lastExport(of job: Int64, in ledger: [Entry]) -> (output: String?, outputSHA256: String?)? {
+        for entry in ledger.reversed() {
+            if case let .exported(j, _, _, output, outputSHA, _) = entry, j == job { return (output, outputSHA) }
+        }
+        return nil
+    }
+
+    /// The job whose export last wrote `path` (as its results or errors file), if any.
+    public func owner(of path: String, in ledger: [Entry]) -> Int64? {
+        for entry in ledger.reversed() {
+            if case let .exported(job, _, _, output?, _, errors) = entry, output == path || errors == path { return job }
+        }
+        return nil
+    }
+
     public func readLedger() throws -> [Entry] {
         guard let data = FileManager.default.contents(atPath: ledgerPath) else { return [] }
         var entries: [Entry] = []
         for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
-            let f = line.split(separator: "\t").map(String.init)
+            let f = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
             if f.count == 4, f[0] == "exported", let job = Int64(f[1]), let at = Double(f[2]) {
                 entries.append(.exported(job: job, finishedAt: at, sha256: f[3]))
+            } else if f.count == 7, f[0] == "exported", let job = Int64(f[1]), let at = Double(f[2]),
+                      let output = f[5].removingPercentEncoding, let errors = f[6].removingPercentEncoding {
+                entries.append(.exported(job: job, finishedAt: at, sha256: f[3], output: output, outputSHA256: f[4],
+                                         errors: errors))
             } else if f.count == 3, f[0] == "deleted", let job = Int64(f[1]) {
                 entries.append(.deleted(job: job, sha256: f[2]))
             }
@@ -53,7 +90,13 @@ public struct RunState: Sendable {
     public func append(_ entry: Entry) throws {
         let line: String
         switch entry {
-        case let .exported(job, at, sha): line = "exported\t\(job)\t\(at)\t\(sha)\n"
+        case let .exported(job, at, sha, output?, outputSHA?, errors):
+            // Paths percent-encoded, so that a tab or newline in a file name cannot break the record.
+            func encoded(_ path: String) -> String {
+                path.addingPercentEncoding(withAllowedCharacters: Self.plainPathCharacters) ?? ""
+            }
+            line = "exported\t\(job)\t\(at)\t\(sha)\t\(outputSHA)\t\(encoded(output))\t\(encoded(errors ?? ""))\n"
+        case let .exported(job, at, sha, _, _, _): line = "exported\t\(job)\t\(at)\t\(sha)\n"
         case let .deleted(job, sha): line = "deleted\t\(job)\t\(sha)\n"
         }
         let fd = open(ledgerPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)

@@ -297,6 +297,7 @@ struct SpecParser {
             }
             let allowed = Set("0123456789+-.eE")
             if digits.allSatisfy({ allowed.contains($0) }), digits.contains(where: \.isNumber), let number = Double(digits) {
+                guard number.isFinite else { throw error("\(word.prefix(40)) is too large a number", field: field) }
                 return .float(number, word)
             }
         }

@@ -9,7 +9,7 @@ import Synchronization
 /// The worker itself is supplied by the caller (`work`), so this module needs no engine.
 public final class SpecRun: Sendable {
     public let spec: JobSpec
-    public let store: SQLiteStore
+    public let store: any JobStore
     public let state: RunState
     let log: @Sendable (String) -> Void
     private let stopped = Mutex(false)
@@ -48,10 +48,10 @@ public final class SpecRun: Sendable {
         public var deleted: [Int64] = []
     }
 
-    public init(spec: JobSpec, store: SQLiteStore, log: @escaping @Sendable (String) -> Void) throws {
+    public init(spec: JobSpec, store: any JobStore, log: @escaping @Sendable (String) -> Void) throws {
         self.spec = spec
         self.store = store
-        self.state = try RunState(databasePath: store.path, specName: spec.name)
+        self.state = try RunState(databasePath: store.location, specName: spec.name)
         self.log = log
     }
 
@@ -191,10 +191,16 @@ public final class SpecRun: Sendable {
 
     /// Exports every finished job not yet exported at its current finish time. Returns the failed
     /// requests in the jobs exported now.
+    ///
+    /// An export never replaces a file it did not write for the same job: when the pattern's name is
+    /// taken (another job's export, e.g. a new file under an old input's name, or a file Sluice did not
+    /// write), the job's export gets a distinguishing `.jobN` part; when that is taken too, the export
+    /// is refused with an error naming both.
     private func exportFinishedJobs(into report: inout Report, problems: inout [String]) throws -> Int {
+        var ledger = try state.readLedger()
         var exported = Set<String>()
-        for entry in try state.readLedger() {
-            if case let .exported(job, at, _) = entry { exported.insert("\(job)@\(at)") }
+        for entry in ledger {
+            if case let .exported(job, at, _, _, _, _) = entry { exported.insert("\(job)@\(at)") }
         }
         var failures = 0
         try FileManager.default.createDirectory(atPath: spec.output.folder, withIntermediateDirectories: true)
@@ -203,17 +209,39 @@ public final class SpecRun: Sendable {
                   let finishedAt = status.finishedAt else { continue }
             if exported.contains("\(job.id)@\(finishedAt)") { continue }
             let created = Date(timeIntervalSince1970: job.createdAt)
-            func path(_ pattern: String) -> String {
-                spec.output.folder + "/" + OutputNaming.fileName(pattern, spec: spec.name, inputFile: job.inputPath,
-                                                                  job: job.id, sha256: job.inputSHA256, created: created)
+            func path(_ pattern: String, distinct: Bool) -> String {
+                let name = OutputNaming.fileName(pattern, spec: spec.name, inputFile: job.inputPath,
+                                                 job: job.id, sha256: job.inputSHA256, created: created)
+                return spec.output.folder + "/" + (distinct ? OutputNaming.distinguished(name, job: job.id) : name)
             }
-            let output = path(spec.output.namePattern)
-            let errors = spec.output.errorsPattern.map(path)
+            // A path is this job's to write when nothing is there or this job's last export wrote it.
+            func isFree(_ path: String) -> Bool {
+                var info = stat()
+                return lstat(path, &info) != 0 && errno == ENOENT || state.owner(of: path, in: ledger) == job.id
+            }
+            var output = path(spec.output.namePattern, distinct: false)
+            var errors = spec.output.errorsPattern.map { path($0, distinct: false) }
+            if !isFree(output) || !(errors.map(isFree) ?? true) {
+                let taken = isFree(output) ? errors! : output
+                output = path(spec.output.namePattern, distinct: true)
+                errors = spec.output.errorsPattern.map { path($0, distinct: true) }
+                guard isFree(output), errors.map(isFree) ?? true else {
+                    let problem = "export of job \(job.id) refused: \(taken) holds another job's export or a file Sluice did not write, and so does \(isFree(output) ? errors! : output); move them away and run again"
+                    problems.append(problem)
+                    log("sluice run \(spec.name): \(problem)")
+                    continue
+                }
+                log("sluice run \(spec.name): \(taken) holds another job's export or a file Sluice did not write; job \(job.id) is exported beside it, not over it")
+            }
             do {
                 let written = try store.export(job: job.id, to: output, errors: errors)
                 // An errors file only when there are errors (an earlier export's stale one goes too).
                 if let errors, written.errors == 0 { unlink(errors) }
-                try state.append(.exported(job: job.id, finishedAt: finishedAt, sha256: job.inputSHA256))
+                let entry = RunState.Entry.exported(job: job.id, finishedAt: finishedAt, sha256: job.inputSHA256,
+                                                    output: output, outputSHA256: try Self.sha256(ofFile: output),
+                                                    errors: written.errors > 0 ? errors ?? "" : "")
+                try state.append(entry)
+                ledger.append(entry)
                 report.exported.append(output)
                 failures += written.errors
                 log("sluice run \(spec.name): exported job \(job.id) to \(output): \(written.succeeded) succeeded, \(written.errors) failed, \(written.cancelled) cancelled")
@@ -225,20 +253,30 @@ public final class SpecRun: Sendable {
         return failures
     }
 
+    /// Deletes exported jobs finished longer than the retention period ago, but only while the file
+    /// their export wrote is still there unchanged (the same SHA-256): otherwise the database holds
+    /// the only copy of their results, and the job is kept.
     private func applyRetention(now: Date, into report: inout Report, problems: inout [String]) throws {
         guard let retention = spec.retentionSeconds else { return }
-        var exportedJobs = Set<Int64>()
-        for entry in try state.readLedger() {
-            if case let .exported(job, _, _) = entry { exportedJobs.insert(job) }
-        }
-        for job in try specJobs() where exportedJobs.contains(job.id) {
+        let ledger = try state.readLedger()
+        for job in try specJobs() {
+            guard let export = state.lastExport(of: job.id, in: ledger) else { continue }
             guard let status = try store.status(job: job.id).first, status.isFinished, let finishedAt = status.finishedAt,
                   now.timeIntervalSince1970 - finishedAt >= retention else { continue }
+            guard let output = export.output, let recorded = export.outputSHA256 else {
+                log("sluice run \(spec.name): kept job \(job.id) past its retention: it was exported before Sluice recorded what its exports hold, so it cannot tell whether the export is intact (delete it by hand once checked)")
+                continue
+            }
+            let current = try? Self.sha256(ofFile: output)
+            guard current == recorded else {
+                log("sluice run \(spec.name): kept job \(job.id) past its retention: its export \(output) was \(current == nil ? "removed" : "changed") since Sluice wrote it, so the database holds the only copy of its results (write it again with sluice export --job \(job.id))")
+                continue
+            }
             // The tombstone first: if the deletion then fails, the input is still never enqueued twice.
             try state.append(.deleted(job: job.id, sha256: job.inputSHA256))
             if try store.deleteFinishedJob(job.id) {
                 report.deleted.append(job.id)
-                log("sluice run \(spec.name): deleted job \(job.id) (finished more than \(Int(retention)) s ago; its export stays)")
+                log("sluice run \(spec.name): deleted job \(job.id) (finished more than \(Int(retention)) s ago; its export \(output) stays)")
             }
         }
     }

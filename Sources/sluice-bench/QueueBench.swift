@@ -8,7 +8,7 @@ import SluiceQueue
 struct QueueBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "queue",
-        abstract: "Measure enqueue (lines/s, peak RSS) and claim+complete (requests/s) through the SQLite store.",
+        abstract: "Measure enqueue (lines/s, peak RSS) and claim+complete (requests/s) through the SQLite and PostgreSQL stores.",
         subcommands: [Run.self, EnqueueChild.self, WorkerChild.self],
         defaultSubcommand: Run.self
     )
@@ -28,6 +28,33 @@ struct QueueBench: AsyncParsableCommand {
         var commit = 64
         @Option(help: "Directory for the generated files and databases (default: a new temporary directory, removed afterwards).")
         var dir: String?
+        @Option(help: "A PostgreSQL server to measure beside SQLite (postgresql://…; each measurement gets a schema of its own).")
+        var postgresURL: String?
+
+        /// The queues measured: SQLite files in the work directory, and schemas on the PostgreSQL server.
+        private func location(_ store: String, _ name: String, workDir: String) throws -> String {
+            guard store == "postgresql", let postgresURL else { return workDir + "/" + name + ".db" }
+            let schema = "bench_" + name.replacingOccurrences(of: "-", with: "_") + "_" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
+            try psql(postgresURL, "CREATE SCHEMA \(schema)")
+            return postgresURL + (postgresURL.contains("?") ? "&" : "?") + "options=-csearch_path%3D" + schema
+        }
+
+        private func dropLocation(_ location: String) {
+            if let range = location.range(of: "search_path%3D"), let postgresURL {
+                try? psql(postgresURL, "DROP SCHEMA \(location[range.upperBound...]) CASCADE")
+            } else {
+                removeDatabase(location)
+            }
+        }
+
+        private func psql(_ url: String, _ sql: String) throws {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = ["psql", "-q", "-v", "ON_ERROR_STOP=1", url, "-c", "SET client_min_messages = warning; " + sql]
+            try process.run()
+            process.waitUntilExit()
+            guard process.terminationStatus == 0 else { throw ValidationError("psql failed: \(sql)") }
+        }
 
         func run() async throws {
             let workDir = dir ?? FileManager.default.temporaryDirectory.appendingPathComponent("sluice-bench-queue-\(UUID().uuidString)").path
@@ -39,23 +66,52 @@ struct QueueBench: AsyncParsableCommand {
             let input = workDir + "/input.jsonl"
             let bytes = try BenchInput.generate(path: input, lines: lines)
             print("generated \(lines) lines, \(bytes / 1_000_000) MB (\(bytes / max(lines, 1)) bytes/line) in \(input)")
+            let drainInput = workDir + "/drain.jsonl"
+            _ = try BenchInput.generate(path: drainInput, lines: drainRequests)
 
-            let enqueueDB = workDir + "/enqueue.db"
+            var summary: [(what: String, figures: [String: Double])] = []
+            for store in ["sqlite"] + (postgresURL == nil ? [] : ["postgresql"]) {
+                print("— \(store)")
+                let figures = try measure(store: store, input: input, drainInput: drainInput, workDir: workDir,
+                                          workerCounts: workerCounts)
+                for (what, value) in figures {
+                    if let index = summary.firstIndex(where: { $0.what == what }) {
+                        summary[index].figures[store] = value
+                    } else {
+                        summary.append((what, [store: value]))
+                    }
+                }
+            }
+            if postgresURL != nil {
+                print("side by side (same machine, same run):")
+                print("  measurement                          SQLite      PostgreSQL   PostgreSQL/SQLite")
+                for row in summary {
+                    let sqlite = row.figures["sqlite"] ?? 0, postgres = row.figures["postgresql"] ?? 0
+                    let label = row.what.padding(toLength: 34, withPad: " ", startingAt: 0)
+                    print("  " + label + String(format: " %10.0f %13.0f %12.2fx", sqlite, postgres, postgres / max(sqlite, 1e-9)))
+                }
+            }
+        }
+
+        /// Enqueue and drain figures of one store, by measurement name.
+        private func measure(store: String, input: String, drainInput: String, workDir: String,
+                             workerCounts: [Int]) throws -> [(String, Double)] {
+            var figures: [(String, Double)] = []
+            let enqueueDB = try location(store, "enqueue", workDir: workDir)
             let enqueue = try runChild(["enqueue-child", "--db", enqueueDB, "--file", input])
             let seconds = enqueue["seconds"] as? Double ?? 0
             let accepted = enqueue["accepted"] as? Int ?? 0
             let peakMB = (enqueue["peak_rss_kb"] as? Int ?? 0) / 1024
             let cpu = enqueue["cpu_seconds"] as? Double ?? 0
-            print(String(format: "enqueue: %d lines in %.2f s = %.0f lines/s, peak RSS %d MB, CPU %.2f s (user+sys, all threads), database %d MB",
+            print(String(format: "enqueue: %d lines in %.2f s = %.0f lines/s, peak RSS %d MB, CPU %.2f s (user+sys, all threads of the client)%@",
                          accepted, seconds, Double(accepted) / max(seconds, 1e-9), peakMB, cpu,
-                         fileSize(enqueueDB) / 1_000_000))
-            removeDatabase(enqueueDB)
+                         store == "sqlite" ? ", database \(fileSize(enqueueDB) / 1_000_000) MB" as NSString : "" as NSString))
+            figures.append(("enqueue lines/s", Double(accepted) / max(seconds, 1e-9)))
+            dropLocation(enqueueDB)
 
-            let drainInput = workDir + "/drain.jsonl"
-            _ = try BenchInput.generate(path: drainInput, lines: drainRequests)
             for count in workerCounts where count > 0 {
-                let db = workDir + "/drain-\(count).db"
-                let store = try SQLiteStore(path: db)
+                let db = try location(store, "drain-\(count)", workDir: workDir)
+                let store = try openStore(db)
                 let job = try store.enqueue(file: drainInput, allowDuplicate: true)
                 guard let jobID = job.jobID else { throw ValidationError("drain input was rejected") }
                 let start = Date()
@@ -77,8 +133,10 @@ struct QueueBench: AsyncParsableCommand {
                 if status.counts.done != drainRequests || completed != drainRequests {
                     throw ValidationError("the drain lost or duplicated requests: completed \(completed), done \(status.counts.done)")
                 }
-                removeDatabase(db)
+                figures.append(("claim+complete req/s, \(count) worker\(count == 1 ? "" : "s")", Double(completed) / elapsed))
+                dropLocation(db)
             }
+            return figures
         }
 
         private func removeDatabase(_ path: String) {
@@ -121,7 +179,7 @@ struct QueueBench: AsyncParsableCommand {
         @Option var file: String
 
         func run() throws {
-            let store = try SQLiteStore(path: db)
+            let store = try openStore(db)
             let report = try store.enqueue(file: file, allowDuplicate: true)
             let object: [String: Any] = [
                 "seconds": report.seconds, "accepted": report.accepted, "bad": report.badLineCount,
@@ -141,7 +199,7 @@ struct QueueBench: AsyncParsableCommand {
         @Option var commit: Int
 
         func run() throws {
-            let store = try SQLiteStore(path: db)
+            let store = try openStore(db)
             let worker = try store.registerWorker(host: "bench", pid: getpid(), description: "instant engine")
             var completed = 0
             var lastHeartbeat = Date()

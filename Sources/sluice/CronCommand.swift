@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SluiceQueue
 import SluiceSchedule
 
 struct CronCommand: ParsableCommand {
@@ -38,8 +39,12 @@ struct CronOptions: ParsableArguments {
         for spec in specs where spec.schedule != nil {
             let database = JobSpecPaths.absolute(spec.database ?? global.databasePath)
             let state = try RunState(databasePath: database, specName: spec.name)
-            lines.append(Crontab.line(for: spec, binary: binary, databasePath: database,
-                                      logPath: state.folder + "/cron.log", lockPath: state.folder + "/cron.lock"))
+            do {
+                lines.append(try Crontab.line(for: spec, binary: binary, databasePath: database,
+                                              logPath: state.folder + "/cron.log", lockPath: state.folder + "/cron.lock"))
+            } catch {
+                throw CLIError.usage("\(error)")
+            }
         }
         return lines
     }
@@ -141,6 +146,7 @@ enum UserCrontab {
 
 enum JobSpecPaths {
     static func absolute(_ path: String) -> String {
+        if isPostgresURL(path) { return path }
         let expanded = (path as NSString).expandingTildeInPath
         let joined = expanded.hasPrefix("/") ? expanded
             : (FileManager.default.currentDirectoryPath as NSString).appendingPathComponent(expanded)

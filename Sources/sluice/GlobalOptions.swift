@@ -4,7 +4,9 @@ import SluiceQueue
 
 /// Options every command takes.
 struct GlobalOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("The queue database file (default: $SLUICE_DB, else ./sluice.db).", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp(
+        "The queue: a SQLite file, or postgresql://user@host:5432/dbname for a fleet (default: $SLUICE_DB, else ./sluice.db).",
+        valueName: "path-or-url"))
     var db: String?
 
     var databasePath: String {
@@ -15,25 +17,35 @@ struct GlobalOptions: ParsableArguments {
         return "./sluice.db"
     }
 
-    /// Opens the database, creating it.
-    func openOrCreateStore() throws -> SQLiteStore {
+    /// Whether the queue is a PostgreSQL server rather than a SQLite file.
+    var isPostgres: Bool { isPostgresURL(databasePath) }
+
+    /// Opens the queue, creating it (a SQLite file, or the schema in an empty PostgreSQL database).
+    func openOrCreateStore() throws -> any JobStore {
+        try Self.openStore(databasePath)
+    }
+
+    /// Opens `location` with one clear line on failure (a PostgreSQL error already names the server).
+    static func openStore(_ location: String) throws -> any JobStore {
         do {
-            return try SQLiteStore(path: databasePath)
+            return try SluiceQueue.openStore(location)
+        } catch let error as PostgresError {
+            throw CLIError(description: error.description)
         } catch {
-            throw CLIError(description: "cannot open database \(databasePath): \(error)")
+            throw CLIError(description: "cannot open database \(location): \(error)")
         }
     }
 
     /// Opens an existing database; a missing file is an error rather than a new empty queue.
-    func openExistingStore() throws -> SQLiteStore {
-        guard FileManager.default.fileExists(atPath: databasePath) else {
+    func openExistingStore() throws -> any JobStore {
+        guard isPostgres || FileManager.default.fileExists(atPath: databasePath) else {
             throw CLIError(description: "no database at \(databasePath) (enqueue a file first, or pass --db PATH / set SLUICE_DB)")
         }
         return try openOrCreateStore()
     }
 }
 
-extension SQLiteStore {
+extension JobStore {
     /// The job a user named (id or name), as a CLI error when there is none.
     func job(named reference: String) throws -> JobID {
         do {

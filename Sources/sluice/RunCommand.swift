@@ -44,12 +44,7 @@ struct RunCommand: AsyncParsableCommand {
     static func runSpec(_ spec: JobSpec, global: GlobalOptions, quiet: Bool, handleSignals: Bool,
                         stopSignal: StopSignal? = nil) async throws -> Int32 {
         let databasePath = spec.database ?? global.databasePath
-        let store: SQLiteStore
-        do {
-            store = try SQLiteStore(path: databasePath)
-        } catch {
-            throw CLIError(description: "cannot open database \(databasePath): \(error)")
-        }
+        let store = try GlobalOptions.openStore(databasePath)
         let log: @Sendable (String) -> Void
         if quiet {
             log = { _ in }

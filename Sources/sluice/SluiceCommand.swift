@@ -23,7 +23,7 @@ struct SluiceCommand: AsyncParsableCommand {
         subcommands: [
             EnqueueCommand.self, WorkCommand.self, StatusCommand.self, JobsCommand.self,
             ExportCommand.self, CancelCommand.self, RetryCommand.self, ModelsCommand.self, GenerateCommand.self,
-            RunCommand.self, CronCommand.self, SchedulerCommand.self, ReportCommand.self,
+            RunCommand.self, CronCommand.self, SchedulerCommand.self, ReportCommand.self, DBCommand.self,
         ]
     )
 
@@ -66,6 +66,11 @@ enum ExitStatus {
     static let usage: Int32 = 2
     static let nothingToDo: Int32 = 3
     static let workRemains: Int32 = 4
+    /// `work`: the database stayed unreachable for --db-timeout.
+    static let databaseUnreachable: Int32 = 6
+    /// `work`: the database cannot be used any more (corrupt, not a database, read-only, cannot be
+    /// opened, or deleted or replaced under the worker); waiting would not help.
+    static let databaseUnusable: Int32 = 7
     static let interrupted: Int32 = 130
 }
 

@@ -117,7 +117,7 @@ enum StatusFormat {
     }
 
     static func duration(_ seconds: Double) -> String {
-        guard seconds.isFinite else { return "?" }
+        guard seconds.isFinite, abs(seconds) < 1e12 else { return "?" } // Int() of more would trap
         if seconds < 10 { return String(format: "%.1fs", seconds) }
         let total = Int(seconds.rounded())
         if total < 60 { return "\(total)s" }

@@ -19,7 +19,9 @@ struct WorkCommand: AsyncParsableCommand {
         A second SIGINT exits at once (status 130) after handing leases back.
 
         Exit status: 0 no work left, or drained after SIGTERM/SIGINT; 3 nothing to do when it started; \
-        4 --max-runtime or --until reached with work remaining; 1 error; 2 usage error; 130 second SIGINT.
+        4 --max-runtime or --until reached with work remaining; 7 the database cannot be used (corrupt, not a \
+        database, read-only, cannot be opened, or deleted or replaced while in use); 1 other errors; 2 usage error; \
+        130 second SIGINT.
         """
     )
 
@@ -62,6 +64,14 @@ struct WorkCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-attempts"), help: "Attempts per request before a transient failure becomes final.")
     var maxAttempts: Int = 5
 
+    @Option(name: .customLong("max-lost-leases"),
+            help: "Leases of a request that may expire without progress (its worker lost each time) before it fails as worker_lost.")
+    var maxLostLeases: Int = QueueDefaults.maxLostLeases
+
+    @Option(name: .customLong("db-timeout"),
+            help: ArgumentHelp("Seconds the database may stay unreachable (the worker keeps generating and retries) before the worker exits with status 6.", valueName: "seconds"))
+    var dbTimeout: Double = 300
+
     @Option(help: "builtin: compute threads (default: all cores).")
     var threads: Int?
 
@@ -92,9 +102,13 @@ struct WorkCommand: AsyncParsableCommand {
         configuration.graceSeconds = grace.seconds
         configuration.maxRuntimeSeconds = maxRuntime?.seconds
         configuration.maxAttempts = maxAttempts
+        configuration.maxLostLeases = maxLostLeases
+        configuration.databaseTimeoutSeconds = dbTimeout
         if let problem = configuration.validationError() { throw ValidationError(problem) }
         if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1 (got \(concurrency))") }
-        if let requestTimeout, !(requestTimeout.seconds > 0) { throw ValidationError("--request-timeout must be positive (got \(requestTimeout))") }
+        if let requestTimeout, !(requestTimeout.seconds > 0 && requestTimeout.seconds <= WorkerConfiguration.longestSeconds) {
+            throw ValidationError("--request-timeout must be positive and at most 100 years (got \(requestTimeout))")
+        }
         try refuseOtherEngineOptions()
         try watching.validate()
     }
@@ -132,17 +146,27 @@ struct WorkCommand: AsyncParsableCommand {
         defer { watcher.cancel() }
 
         let environment = ProcessInfo.processInfo.environment
-        guard FileManager.default.fileExists(atPath: global.databasePath) else {
+        guard global.isPostgres || FileManager.default.fileExists(atPath: global.databasePath) else {
             printNote("sluice work: no database at \(global.databasePath): nothing to do")
             throw ExitCode(ExitStatus.nothingToDo)
         }
-        let store = try global.openExistingStore()
+        let store: SQLiteStore
+        do {
+            store = try SQLiteStore(path: global.databasePath)
+        } catch let error as QueueError where error.unhealableReason != nil {
+            throw CLIError(description: "cannot open database \(global.databasePath): \(error.unhealableReason!): \(error)",
+                           exitCode: ExitStatus.databaseUnusable)
+        } catch {
+            throw CLIError(description: "cannot open database \(global.databasePath): \(error)")
+        }
         var configuration = WorkerConfiguration()
         if let job { configuration.job = try store.job(named: job) }
         configuration.leaseSeconds = lease.seconds
         configuration.graceSeconds = grace
         configuration.maxRuntimeSeconds = maxRuntime?.seconds
         configuration.maxAttempts = maxAttempts
+        configuration.maxLostLeases = maxLostLeases
+        configuration.databaseTimeoutSeconds = dbTimeout
         try preemption.apply(to: &configuration)
 
         var options = EngineOptions(
@@ -174,8 +198,20 @@ struct WorkCommand: AsyncParsableCommand {
         let outcome: WorkerExit
         do {
             outcome = try await worker.run()
+        } catch let error as WorkerError {
+            await engine.shutdown()
+            if case .storeUnavailable = error {
+                throw CLIError(description: "\(error)", exitCode: ExitStatus.databaseUnreachable)
+            }
+            throw CLIError(description: "\(error)")
         } catch {
             await engine.shutdown()
+            if case WorkerError.databaseUnusable = error {
+                throw CLIError(description: "\(error)", exitCode: ExitStatus.databaseUnusable)
+            }
+            if let reason = (error as? QueueError)?.unhealableReason {
+                throw CLIError(description: "\(reason): \(error)", exitCode: ExitStatus.databaseUnusable)
+            }
             throw CLIError(description: "\(error)")
         }
         await engine.shutdown()

@@ -53,6 +53,8 @@ struct WorkPreemptionOptions: ParsableArguments {
     func validate() throws {
         if !(checkpointInterval >= 0) { throw ValidationError("--checkpoint-interval must be 0 (off) or positive (got \(checkpointInterval))") }
         if checkpointTokens < 1 { throw ValidationError("--checkpoint-tokens must be at least 1 (got \(checkpointTokens))") }
+        if checkpointInterval > 86_400 { throw ValidationError("--checkpoint-interval must be at most a day (got \(checkpointInterval))") }
+        if preemptionPoll > 86_400 { throw ValidationError("--preemption-poll must be at most a day (got \(preemptionPoll))") }
         if !(preemptionPoll >= 0.05) { throw ValidationError("--preemption-poll must be at least 0.05 seconds (got \(preemptionPoll))") }
         if preemptionNotice != nil { _ = try noticeEndpoint() }
         if preemptionStyle != nil, preemptionNotice == nil { throw ValidationError("--preemption-style needs --preemption-notice URL") }

@@ -34,6 +34,8 @@ struct WorkWatchOptions: ParsableArguments {
     var metricsInterval: Double { metricsIntervalOption.seconds }
 
     func validate() throws {
+        if progressInterval > 86_400 { throw ValidationError("--progress-interval must be at most a day (got \(progressInterval))") }
+        if metricsInterval > 86_400 { throw ValidationError("--metrics-interval must be at most a day (got \(metricsInterval))") }
         if !(progressInterval >= 0.1) { throw ValidationError("--progress-interval must be at least 0.1 seconds (got \(progressInterval))") }
         if !(metricsInterval >= 0.1) { throw ValidationError("--metrics-interval must be at least 0.1 seconds (got \(metricsInterval))") }
         if let metricsHost {
@@ -82,12 +84,7 @@ struct WorkWatchOptions: ParsableArguments {
         guard showProgress || metricsPort != nil || metricsFile != nil else { return Running(log: quiet ? .silent : .standardError) }
 
         // A connection of its own: reads for the display never wait for the worker's writes.
-        let readStore: SQLiteStore
-        do {
-            readStore = try SQLiteStore(path: databasePath)
-        } catch {
-            throw CLIError(description: "cannot open database \(databasePath): \(error)")
-        }
+        let readStore = try GlobalOptions.openStore(databasePath)
         let sampler = ProgressSampler(store: readStore, job: job)
         var running = Running(log: quiet ? .silent : .standardError)
         running.sampler = sampler

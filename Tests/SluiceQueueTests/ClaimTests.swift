@@ -4,10 +4,10 @@ import Testing
 @testable import SluiceQueue
 
 @Suite struct ClaimTests {
-    @Test func claimLeasesInLineOrderWithIncreasingGenerations() throws {
+    @Test(arguments: StoreKind.all) func claimLeasesInLineOrderWithIncreasingGenerations(_ kind: StoreKind) throws {
         let dir = try TempDir()
         let clock = TestClock()
-        let store = try SQLiteStore(path: dir.databasePath, clock: clock.function)
+        let store = try openTestStore(kind, dir, clock: clock)
         let job = try #require(try store.enqueue(file: try inputFile(dir, count: 10)).jobID)
         let worker = try store.registerWorker(host: "h", pid: 1, description: "test")
 
@@ -24,10 +24,10 @@ import Testing
         #expect(try store.hasUnfinishedWork(job: job))
     }
 
-    @Test func expiredLeaseIsTakenOverAndOldOwnersWritesAreDropped() throws {
+    @Test(arguments: StoreKind.all) func expiredLeaseIsTakenOverAndOldOwnersWritesAreDropped(_ kind: StoreKind) throws {
         let dir = try TempDir()
         let clock = TestClock()
-        let store = try SQLiteStore(path: dir.databasePath, clock: clock.function)
+        let store = try openTestStore(kind, dir, clock: clock)
         _ = try store.enqueue(file: try inputFile(dir, count: 3))
         let a = try store.registerWorker(host: "h", pid: 1, description: "a")
         let b = try store.registerWorker(host: "h", pid: 2, description: "b")
@@ -62,10 +62,10 @@ import Testing
         #expect(lines.allSatisfy { $0.contains(#""text":"from B""#) && !$0.contains("from A") })
     }
 
-    @Test func sameWorkerCannotCommitAnOlderGenerationOfItsOwnLease() throws {
+    @Test(arguments: StoreKind.all) func sameWorkerCannotCommitAnOlderGenerationOfItsOwnLease(_ kind: StoreKind) throws {
         let dir = try TempDir()
         let clock = TestClock()
-        let store = try SQLiteStore(path: dir.databasePath, clock: clock.function)
+        let store = try openTestStore(kind, dir, clock: clock)
         _ = try store.enqueue(file: try inputFile(dir, count: 1))
         let w = try store.registerWorker(host: "h", pid: 1, description: "w")
         let old = try #require(try store.claim(worker: w, job: nil, limit: 1, leaseSeconds: 5).first)
@@ -76,10 +76,10 @@ import Testing
         #expect(try store.commit(results([(new.lease, okOutcome("new"))]), worker: w).lostLeases.isEmpty)
     }
 
-    @Test func heartbeatKeepsLeasesAlive() throws {
+    @Test(arguments: StoreKind.all) func heartbeatKeepsLeasesAlive(_ kind: StoreKind) throws {
         let dir = try TempDir()
         let clock = TestClock()
-        let store = try SQLiteStore(path: dir.databasePath, clock: clock.function)
+        let store = try openTestStore(kind, dir, clock: clock)
         _ = try store.enqueue(file: try inputFile(dir, count: 2))
         let a = try store.registerWorker(host: "h", pid: 1, description: "a")
         let b = try store.registerWorker(host: "h", pid: 2, description: "b")
@@ -99,9 +99,9 @@ import Testing
         #expect(try store.claim(worker: b, job: nil, limit: 2, leaseSeconds: 10).map(\.id) == held.map(\.id))
     }
 
-    @Test func resultIsWrittenExactlyOnce() throws {
+    @Test(arguments: StoreKind.all) func resultIsWrittenExactlyOnce(_ kind: StoreKind) throws {
         let dir = try TempDir()
-        let store = try SQLiteStore(path: dir.databasePath)
+        let store = try openTestStore(kind, dir)
         _ = try store.enqueue(file: try inputFile(dir, count: 1))
         let w = try store.registerWorker(host: "h", pid: 1, description: "w")
         let claimed = try #require(try store.claim(worker: w, job: nil, limit: 1, leaseSeconds: 30).first)
@@ -115,10 +115,10 @@ import Testing
         #expect(!(try store.hasUnfinishedWork(job: nil)))
     }
 
-    @Test func releaseCountsFailuresHonoursNotBeforeAndKeepsCheckpoints() throws {
+    @Test(arguments: StoreKind.all) func releaseCountsFailuresHonoursNotBeforeAndKeepsCheckpoints(_ kind: StoreKind) throws {
         let dir = try TempDir()
         let clock = TestClock()
-        let store = try SQLiteStore(path: dir.databasePath, clock: clock.function)
+        let store = try openTestStore(kind, dir, clock: clock)
         _ = try store.enqueue(file: try inputFile(dir, count: 2))
         let w = try store.registerWorker(host: "h", pid: 1, description: "w")
         let claimed = try store.claim(worker: w, job: nil, limit: 2, leaseSeconds: 30)
@@ -154,9 +154,9 @@ import Testing
         #expect(try store.status(job: again.jobID)[0].counts.done == 1)
     }
 
-    @Test func unregisterReleasesLeasesWithoutCountingFailures() throws {
+    @Test(arguments: StoreKind.all) func unregisterReleasesLeasesWithoutCountingFailures(_ kind: StoreKind) throws {
         let dir = try TempDir()
-        let store = try SQLiteStore(path: dir.databasePath)
+        let store = try openTestStore(kind, dir)
         _ = try store.enqueue(file: try inputFile(dir, count: 3))
         let a = try store.registerWorker(host: "h", pid: 1, description: "a")
         _ = try store.claim(worker: a, job: nil, limit: 3, leaseSeconds: 300)
@@ -168,9 +168,9 @@ import Testing
         #expect(try store.workers().first { $0.id == a }?.stoppedAt != nil || !(try store.workers().contains { $0.id == a }))
     }
 
-    @Test func higherPriorityJobsAreClaimedFirstThenJobAndLineOrder() throws {
+    @Test(arguments: StoreKind.all) func higherPriorityJobsAreClaimedFirstThenJobAndLineOrder(_ kind: StoreKind) throws {
         let dir = try TempDir()
-        let store = try SQLiteStore(path: dir.databasePath)
+        let store = try openTestStore(kind, dir)
         let low = try #require(try store.enqueue(file: try inputFile(dir, name: "a.jsonl", count: 2, salt: "a"), priority: 0).jobID)
         let high = try #require(try store.enqueue(file: try inputFile(dir, name: "b.jsonl", count: 2, salt: "b"), priority: 5).jobID)
         let low2 = try #require(try store.enqueue(file: try inputFile(dir, name: "c.jsonl", count: 2, salt: "c"), priority: 0).jobID)
@@ -195,5 +195,92 @@ import Testing
         #expect(plan.contains("requests_job_state"), "\(plan)")
         #expect(!plan.contains("SCAN r"), "\(plan)")
         #expect(!plan.contains("SCAN requests"), "\(plan)")
+    }
+
+    // MARK: Lost leases (issue 13, defect 3)
+
+    @Test(arguments: StoreKind.all) func aRequestWhoseWorkerIsLostEveryTimeFailsAsWorkerLostAfterTheLimit(_ kind: StoreKind) throws {
+        let dir = try TempDir()
+        let clock = TestClock()
+        let store = try openTestStore(kind, dir, clock: clock)
+        let job = try #require(try store.enqueue(file: try inputFile(dir, count: 2)).jobID)
+        let steady = try store.registerWorker(host: "h", pid: 100, description: "finishes line 2")
+        for attempt in 1...3 {
+            // Each worker claims line 1 and is killed: its lease runs out without progress.
+            let worker = try store.registerWorker(host: "h", pid: Int32(attempt), description: "killed")
+            let claimed = try store.claim(worker: worker, job: nil, limit: 1, leaseSeconds: 10, maxLostLeases: 3)
+            #expect(claimed.map(\.lineNumber) == [1], "claim \(attempt)")
+            if attempt == 1 {
+                let other = try #require(try store.claim(worker: steady, job: nil, limit: 1, leaseSeconds: 1000, maxLostLeases: 3).first)
+                try store.commit(results([(other.lease, okOutcome("fine"))]), worker: steady)
+            }
+            clock.advance(11)
+        }
+        let next = try store.registerWorker(host: "h", pid: 4, description: "next")
+        #expect(try store.claim(worker: next, job: nil, limit: 5, leaseSeconds: 10, maxLostLeases: 3).isEmpty)
+        #expect(!(try store.hasUnfinishedWork(job: job)))
+        let status = try #require(try store.status(job: job).first)
+        #expect(status.counts.failed == 1 && status.counts.done == 1)
+        #expect(status.finishedAt != nil)
+        let out = dir.file("out.jsonl")
+        _ = try store.export(job: job, to: out)
+        let lines = try readLines(out)
+        #expect(lines.count == 2)
+        #expect(lines[0].contains(#""code":"worker_lost""#) && lines[0].contains("expired 3 times"))
+        // A retry gives it a fresh count.
+        #expect(try store.retry(job: job).requeued == 1)
+        #expect(try store.claim(worker: next, job: nil, limit: 5, leaseSeconds: 10, maxLostLeases: 3).count == 1)
+    }
+
+    @Test(arguments: StoreKind.all) func expiredLeasesWhoseCheckpointAdvancedDoNotCount(_ kind: StoreKind) throws {
+        let dir = try TempDir()
+        let clock = TestClock()
+        let store = try openTestStore(kind, dir, clock: clock)
+        _ = try store.enqueue(file: try inputFile(dir, count: 1))
+        for attempt in 1...6 {
+            // Preempted each time, but only after storing further output.
+            let worker = try store.registerWorker(host: "h", pid: Int32(attempt), description: "preempted")
+            let claimed = try #require(try store.claim(worker: worker, job: nil, limit: 1, leaseSeconds: 10, maxLostLeases: 2).first,
+                                       "claim \(attempt)")
+            #expect(claimed.checkpoint?.generatedTokens == (attempt == 1 ? nil : (attempt - 1) * 10))
+            var batch = CommitBatch()
+            batch.checkpoints = [(lease: claimed.lease, checkpoint: Checkpoint(generatedTokens: attempt * 10, payload: [UInt8(attempt)]))]
+            #expect(try store.commit(batch, worker: worker).lostLeases.isEmpty)
+            clock.advance(11)
+        }
+        // Two leases lost without progress then end it.
+        for attempt in 7...8 {
+            let worker = try store.registerWorker(host: "h", pid: Int32(attempt), description: "killed")
+            #expect(try store.claim(worker: worker, job: nil, limit: 1, leaseSeconds: 10, maxLostLeases: 2).count == 1)
+            clock.advance(11)
+        }
+        let last = try store.registerWorker(host: "h", pid: 9, description: "last")
+        #expect(try store.claim(worker: last, job: nil, limit: 1, leaseSeconds: 10, maxLostLeases: 2).isEmpty)
+        #expect(try store.status(job: nil).first?.counts.failed == 1)
+    }
+
+    /// Lease times come from the database's clock: a host whose clock is hours ahead can neither
+    /// take a live lease nor shorten a retry delay. (One SQLite file lives on one machine, whose
+    /// clock all its workers share; PostgreSQL is reached by hosts with clocks of their own.)
+    @Test(.enabled(if: StoreKind.all.contains(.postgres))) func aHostWithAClockHoursAheadCannotTakeLiveLeases() throws {
+        let dir = try TempDir()
+        let url = try PostgresTestServer.url(for: dir)
+        let honest = try PostgresStore(url: url)
+        let skewed = try PostgresStore(url: url, clock: { Date().timeIntervalSince1970 + 3 * 3600 })
+        _ = try honest.enqueue(file: try inputFile(dir, count: 3))
+        let a = try honest.registerWorker(host: "honest", pid: 1, description: "a")
+        #expect(try honest.claim(worker: a, job: nil, limit: 2, leaseSeconds: 60).count == 2)
+        let b = try skewed.registerWorker(host: "ahead", pid: 2, description: "b")
+        let claimed = try skewed.claim(worker: b, job: nil, limit: 10, leaseSeconds: 60)
+        #expect(claimed.map(\.lineNumber) == [3])
+        // B's retry "5 s from now" (on its clock) is 5 s on the server's.
+        var batch = CommitBatch()
+        batch.releases = [.init(lease: claimed[0].lease, countsAsFailure: true, notBefore: Date().timeIntervalSince1970 + 3 * 3600 + 5)]
+        try skewed.commit(batch, worker: b)
+        let wait = try honest.withConnection { db in
+            try db.execute("SELECT not_before - sluice_now() FROM requests WHERE id = \(claimed[0].id)", operation: "t").double(0, 0)
+        }
+        #expect(wait > 3 && wait <= 5.5)
+        #expect(try honest.claim(worker: a, job: nil, limit: 10, leaseSeconds: 60).isEmpty)
     }
 }

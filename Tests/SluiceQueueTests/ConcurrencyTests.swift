@@ -7,13 +7,13 @@ import Testing
 @Suite struct ConcurrencyTests {
     /// Workers on separate threads, some sharing a store and some with their own connection to
     /// the file, drain one job: every request is handed out once and gets exactly one result.
-    @Test func concurrentClaimsNeverHandOneRequestToTwoHolders() throws {
+    @Test(arguments: StoreKind.all) func concurrentClaimsNeverHandOneRequestToTwoHolders(_ kind: StoreKind) throws {
         let dir = try TempDir()
-        let setup = try SQLiteStore(path: dir.databasePath)
+        let setup = try openTestStore(kind, dir)
         let total = 2000
         let job = try #require(try setup.enqueue(file: try inputFile(dir, count: total)).jobID)
-        let shared = try SQLiteStore(path: dir.databasePath)
-        let stores: [SQLiteStore] = try [shared, shared, shared] + (0..<5).map { _ in try SQLiteStore(path: dir.databasePath) }
+        let shared = try openTestStore(kind, dir)
+        let stores: [any JobStore] = try [shared, shared, shared] + (0..<5).map { _ in try openTestStore(kind, dir) }
 
         let claims = Mutex<[Int64: [String]]>([:])
         let failures = Mutex<[String]>([])
@@ -43,19 +43,19 @@ import Testing
         #expect(holders.values.allSatisfy { $0.count == 1 })
         let status = try #require(try setup.status(job: job).first)
         #expect(status.counts.done == total && status.isFinished)
-        let resultRows = try setup.withConnection { db in try db.queryInt("SELECT count(*) FROM results", operation: "t") }
+        let resultRows = try setup.testQueryInt("SELECT count(*) FROM results")
         #expect(resultRows == Int64(total))
     }
 
     /// Leases that expire while other workers race for them: at any moment a request has one
     /// holder, and only the newest generation's result is kept.
-    @Test func racingTakeoversKeepOneResultPerRequest() throws {
+    @Test(arguments: StoreKind.all) func racingTakeoversKeepOneResultPerRequest(_ kind: StoreKind) throws {
         let dir = try TempDir()
         let clock = TestClock()
-        let setup = try SQLiteStore(path: dir.databasePath, clock: clock.function)
+        let setup = try openTestStore(kind, dir, clock: clock)
         let total = 300
         let job = try #require(try setup.enqueue(file: try inputFile(dir, count: total)).jobID)
-        let stores = try (0..<4).map { _ in try SQLiteStore(path: dir.databasePath, clock: clock.function) }
+        let stores = try (0..<4).map { _ in try openTestStore(kind, dir, clock: clock) }
         let committed = Mutex<[Int64: [LeaseRef]]>([:])
         let errors = Mutex<[String]>([])
         let group = DispatchGroup()
@@ -68,7 +68,7 @@ import Testing
                     var idle = 0
                     while idle < 200 {
                         // Some workers "stall" past their lease so others take over.
-                        let claimed = try store.claim(worker: worker, job: job, limit: 8, leaseSeconds: 1)
+                        let claimed = try store.claim(worker: worker, job: job, limit: 8, leaseSeconds: 1, maxLostLeases: 1_000)
                         if claimed.isEmpty {
                             idle += 1
                             clock.advance(0.5)
@@ -104,7 +104,7 @@ import Testing
         }
     }
 
-    @Test func severalStoresOpeningANewFileAtOnceAllSucceed() throws {
+    @Test(arguments: StoreKind.all) func severalStoresOpeningANewFileAtOnceAllSucceed(_ kind: StoreKind) throws {
         let dir = try TempDir()
         let errors = Mutex<[String]>([])
         let group = DispatchGroup()
@@ -112,12 +112,12 @@ import Testing
             group.enter()
             Thread.detachNewThread {
                 defer { group.leave() }
-                do { _ = try SQLiteStore(path: dir.databasePath) } catch { errors.withLock { $0.append("\(error)") } }
+                do { _ = try openTestStore(kind, dir) } catch { errors.withLock { $0.append("\(error)") } }
             }
         }
         #expect(group.wait(timeout: .now() + 60) == .success)
         #expect(errors.withLock { $0 }.isEmpty, "\(errors.withLock { $0 })")
-        let store = try SQLiteStore(path: dir.databasePath)
-        #expect(try store.withConnection { db in try db.queryInt("PRAGMA user_version", operation: "t") } == Int64(Schema.currentVersion))
+        let store = try openTestStore(kind, dir)
+        #expect(try store.testSchemaVersion() == Int64(kind == .sqlite ? Schema.currentVersion : PostgresSchema.currentVersion))
     }
 }

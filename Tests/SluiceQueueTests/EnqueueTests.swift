@@ -26,9 +26,9 @@ import Testing
         (requestLine("g2", url: "/v1/completions"), nil, ""),
     ]
 
-    @Test func eachBadLineGetsItsReasonAndGoodLinesAreKept() throws {
+    @Test(arguments: StoreKind.all) func eachBadLineGetsItsReasonAndGoodLinesAreKept(_ kind: StoreKind) throws {
         let dir = try TempDir()
-        let store = try SQLiteStore(path: dir.databasePath)
+        let store = try openTestStore(kind, dir)
         var text = Self.corpus.map(\.line).joined(separator: "\n") + "\n"
         // Invalid UTF-8 inside a string (line 19), then a last good line without a newline (line 20).
         var bytes = Array(text.utf8)
@@ -75,9 +75,9 @@ import Testing
         #expect(errorLines.contains { $0.contains(#""custom_id":null"#) })
     }
 
-    @Test func strictModeRejectsTheWholeFileButReportsEveryBadLine() throws {
+    @Test(arguments: StoreKind.all) func strictModeRejectsTheWholeFileButReportsEveryBadLine(_ kind: StoreKind) throws {
         let dir = try TempDir()
-        let store = try SQLiteStore(path: dir.databasePath)
+        let store = try openTestStore(kind, dir)
         let path = try dir.write("strict.jsonl", Self.corpus.map(\.line).joined(separator: "\n"))
         let report = try store.enqueue(file: path, strict: true)
         #expect(report.rejected)
@@ -92,9 +92,9 @@ import Testing
         #expect(try store.enqueue(file: path).jobID != nil)
     }
 
-    @Test func emptyAndBlankFilesAreClearErrorsCreatingNothing() throws {
+    @Test(arguments: StoreKind.all) func emptyAndBlankFilesAreClearErrorsCreatingNothing(_ kind: StoreKind) throws {
         let dir = try TempDir()
-        let store = try SQLiteStore(path: dir.databasePath)
+        let store = try openTestStore(kind, dir)
         for (name, contents) in [("empty.jsonl", ""), ("blank.jsonl", "\n  \n\r\n\t\n")] {
             let path = try dir.write(name, contents)
             #expect(throws: QueueError.emptyInput(path: path)) { try store.enqueue(file: path) }
@@ -106,9 +106,9 @@ import Testing
         #expect(try store.jobs().isEmpty)
     }
 
-    @Test func crlfBlankLinesBOMAndAMissingFinalNewline() throws {
+    @Test(arguments: StoreKind.all) func crlfBlankLinesBOMAndAMissingFinalNewline(_ kind: StoreKind) throws {
         let dir = try TempDir()
-        let store = try SQLiteStore(path: dir.databasePath)
+        let store = try openTestStore(kind, dir)
         let text = "\u{FEFF}" + requestLine("a") + "\r\n\r\n" + requestLine("b") + "\r\n   \n" + requestLine("c")
         let report = try store.enqueue(file: try dir.write("crlf.jsonl", text))
         #expect(report.badLineCount == 0, "\(report.badLines)")
@@ -120,9 +120,9 @@ import Testing
         #expect(claimed[2].body["messages"]?.arrayValue?.first?["content"] == .string("Hi"))
     }
 
-    @Test func aTenMegabyteLineIsTooLongAndItsNeighboursSurvive() throws {
+    @Test(arguments: StoreKind.all) func aTenMegabyteLineIsTooLongAndItsNeighboursSurvive(_ kind: StoreKind) throws {
         let dir = try TempDir()
-        let store = try SQLiteStore(path: dir.databasePath)
+        let store = try openTestStore(kind, dir)
         let huge = #"{"custom_id":"huge","method":"POST","url":"/v1/completions","body":{"prompt":""#
             + String(repeating: "x", count: 10_000_000) + #""}}"#
         let text = requestLine("before") + "\n" + huge + "\n" + requestLine("after") + "\n" + huge
@@ -137,9 +137,9 @@ import Testing
         #expect(limited.accepted == 1 && limited.badLines.first?.reason == .lineTooLong)
     }
 
-    @Test func bodyIsStoredAsItsOriginalTextAndEscapedIDsAreDecoded() throws {
+    @Test(arguments: StoreKind.all) func bodyIsStoredAsItsOriginalTextAndEscapedIDsAreDecoded(_ kind: StoreKind) throws {
         let dir = try TempDir()
-        let store = try SQLiteStore(path: dir.databasePath)
+        let store = try openTestStore(kind, dir)
         let body = #"{"model": "m",  "prompt": "caf\u00e9 \"q\"", "temperature": 1.50, "stop": ["\n"]}"#
         let lines = [
             #"{"body": "# + body + #", "url": "/v1/completions", "method": "POST", "custom_id": "r\u0031"}"#,
@@ -150,7 +150,7 @@ import Testing
         let report = try store.enqueue(file: try dir.write("escapes.jsonl", lines.joined(separator: "\n")))
         #expect(report.accepted == 3)
         #expect(report.badLines.map(\.reason) == [.duplicateCustomID])
-        let stored = try store.withConnection { db in try db.queryText("SELECT body FROM requests ORDER BY id LIMIT 1", operation: "t") }
+        let stored = try store.testQueryText("SELECT body FROM requests ORDER BY id LIMIT 1")
         #expect(stored == body)
         let worker = try store.registerWorker(host: "h", pid: 1, description: "t")
         let claimed = try store.claim(worker: worker, job: nil, limit: 10, leaseSeconds: 30)
@@ -160,9 +160,9 @@ import Testing
         #expect(claimed[0].body["temperature"] == .number("1.50"))
     }
 
-    @Test func sameContentIsRefusedUnlessAllowedAndNamesAreChecked() throws {
+    @Test(arguments: StoreKind.all) func sameContentIsRefusedUnlessAllowedAndNamesAreChecked(_ kind: StoreKind) throws {
         let dir = try TempDir()
-        let store = try SQLiteStore(path: dir.databasePath)
+        let store = try openTestStore(kind, dir)
         let path = try inputFile(dir, count: 5)
         let first = try store.enqueue(file: path, name: "nightly")
         let job = try #require(first.jobID)
@@ -188,28 +188,26 @@ import Testing
         #expect(first.sha256 == SHA256.hex(Array(try Data(contentsOf: URL(fileURLWithPath: path)))))
     }
 
-    @Test func aLoadingJobIsInvisibleAndAnAbandonedOneIsRemovedOnOpen() throws {
+    @Test(arguments: StoreKind.all) func aLoadingJobIsInvisibleAndAnAbandonedOneIsRemovedOnOpen(_ kind: StoreKind) throws {
         let dir = try TempDir()
-        let store = try SQLiteStore(path: dir.databasePath)
+        let store = try openTestStore(kind, dir)
         let deadPID = try Self.pidOfExitedProcess()
         // What a killed enqueue leaves: a loading job with some requests.
-        try store.withConnection { db in
-            try db.execute("""
+        try store.testExecute("""
                 INSERT INTO jobs (id, state, input_path, input_sha256, created_at, creator_host, creator_pid, loading_heartbeat)
                 VALUES (7, 'loading', 'x.jsonl', '', 0, '\(SystemInfo.hostName)', \(deadPID), \(Date().timeIntervalSince1970));
                 INSERT INTO requests (id, job_id, line, state, endpoint, custom_id, body)
                 VALUES (\(RequestKey.id(job: 7, line: 1)), 7, 1, 'queued', 1, 'a', '{}');
-                """, operation: "test setup")
-        }
+                """)
         let worker = try store.registerWorker(host: "h", pid: 1, description: "t")
         #expect(try store.claim(worker: worker, job: nil, limit: 10, leaseSeconds: 30).isEmpty)
         #expect(!(try store.hasUnfinishedWork(job: nil)))
         #expect(try store.status(job: nil).isEmpty)
         #expect(throws: QueueError.noSuchJob("7")) { try store.resolveJob("7") }
 
-        let reopened = try SQLiteStore(path: dir.databasePath)
+        let reopened = try openTestStore(kind, dir)
         #expect(try reopened.jobs().isEmpty)
-        let leftovers = try reopened.withConnection { db in try db.queryInt("SELECT count(*) FROM requests", operation: "t") }
+        let leftovers = try reopened.testQueryInt("SELECT count(*) FROM requests")
         #expect(leftovers == 0)
     }
 

@@ -4,9 +4,9 @@ import Testing
 @testable import SluiceQueue
 
 @Suite struct ExportTests {
-    @Test func exportWritesTheBatchOutputFormatInInputOrder() throws {
+    @Test(arguments: StoreKind.all) func exportWritesTheBatchOutputFormatInInputOrder(_ kind: StoreKind) throws {
         let dir = try TempDir()
-        let store = try SQLiteStore(path: dir.databasePath)
+        let store = try openTestStore(kind, dir)
         let text = [requestLine("r1"), requestLine("r2"), #"{"custom_id":"r3"}"#, requestLine("r4"), requestLine("r5")]
             .joined(separator: "\n")
         let job = try #require(try store.enqueue(file: try dir.write("in.jsonl", text)).jobID)
@@ -49,9 +49,9 @@ import Testing
         #expect(leftovers.isEmpty)
     }
 
-    @Test func exportReplacesAnOldFileOnlyWhenComplete() throws {
+    @Test(arguments: StoreKind.all) func exportReplacesAnOldFileOnlyWhenComplete(_ kind: StoreKind) throws {
         let dir = try TempDir()
-        let store = try SQLiteStore(path: dir.databasePath)
+        let store = try openTestStore(kind, dir)
         let job = try #require(try store.enqueue(file: try inputFile(dir, count: 2)).jobID)
         let out = try dir.write("out.jsonl", "old contents\n")
         #expect(throws: QueueError.noSuchJob("\(job + 1)")) { try store.export(job: job + 1, to: out) }

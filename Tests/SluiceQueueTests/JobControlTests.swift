@@ -4,9 +4,9 @@ import Testing
 @testable import SluiceQueue
 
 @Suite struct JobControlTests {
-    @Test func cancelStopsQueuedAndLeasedRequestsAndDropsInFlightCommits() throws {
+    @Test(arguments: StoreKind.all) func cancelStopsQueuedAndLeasedRequestsAndDropsInFlightCommits(_ kind: StoreKind) throws {
         let dir = try TempDir()
-        let store = try SQLiteStore(path: dir.databasePath)
+        let store = try openTestStore(kind, dir)
         let job = try #require(try store.enqueue(file: try inputFile(dir, count: 5)).jobID)
         let other = try #require(try store.enqueue(file: try inputFile(dir, name: "o.jsonl", count: 2, salt: "o")).jobID)
         let w = try store.registerWorker(host: "h", pid: 1, description: "w")
@@ -37,9 +37,9 @@ import Testing
         #expect(try store.claim(worker: w, job: job, limit: 10, leaseSeconds: 30).map(\.lineNumber) == [2, 3, 4, 5])
     }
 
-    @Test func retryRequeuesFailuresButNotBadInput() throws {
+    @Test(arguments: StoreKind.all) func retryRequeuesFailuresButNotBadInput(_ kind: StoreKind) throws {
         let dir = try TempDir()
-        let store = try SQLiteStore(path: dir.databasePath)
+        let store = try openTestStore(kind, dir)
         let text = [requestLine("a"), "not json", requestLine("b"), requestLine("c")].joined(separator: "\n")
         let job = try #require(try store.enqueue(file: try dir.write("in.jsonl", text)).jobID)
         let w = try store.registerWorker(host: "h", pid: 1, description: "w")
@@ -75,10 +75,10 @@ import Testing
         #expect(lines[1].contains(#""code":"not_json""#))
     }
 
-    @Test func statusReportsCountsTokensThroughputETAAndWorkers() throws {
+    @Test(arguments: StoreKind.all) func statusReportsCountsTokensThroughputETAAndWorkers(_ kind: StoreKind) throws {
         let dir = try TempDir()
         let clock = TestClock()
-        let store = try SQLiteStore(path: dir.databasePath, clock: clock.function)
+        let store = try openTestStore(kind, dir, clock: clock)
         let job = try #require(try store.enqueue(file: try inputFile(dir, count: 10), name: "n").jobID)
         var status = try #require(try store.status(job: job).first)
         #expect(status.counts.queued == 10 && status.startedAt == nil && status.elapsedSeconds == 0 && status.etaSeconds == nil)
@@ -106,10 +106,10 @@ import Testing
 }
 
 @Suite struct ListingTests {
-    @Test func jobsListsEveryJobWithItsStateAndWorkersListsRecentOnes() throws {
+    @Test(arguments: StoreKind.all) func jobsListsEveryJobWithItsStateAndWorkersListsRecentOnes(_ kind: StoreKind) throws {
         let dir = try TempDir()
         let clock = TestClock()
-        let store = try SQLiteStore(path: dir.databasePath, clock: clock.function)
+        let store = try openTestStore(kind, dir, clock: clock)
         let a = try #require(try store.enqueue(file: try inputFile(dir, name: "a.jsonl", count: 2, salt: "a"), name: "alpha", priority: 3).jobID)
         let b = try #require(try store.enqueue(file: try dir.write("b.jsonl", requestLine("x") + "\n{}\n")).jobID)
         try store.cancel(job: a)

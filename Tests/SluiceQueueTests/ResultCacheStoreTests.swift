@@ -5,9 +5,9 @@ import Testing
 @testable import SluiceQueue
 
 @Suite struct ResultCacheStoreTests {
-    @Test func storesLooksUpAndCountsHitsInTheCommitTransaction() throws {
+    @Test(arguments: StoreKind.all) func storesLooksUpAndCountsHitsInTheCommitTransaction(_ kind: StoreKind) throws {
         let dir = try TempDir()
-        let store = try SQLiteStore(path: dir.file("q.db"))
+        let store = try openTestStore(kind, dir)
         _ = try store.enqueue(file: try inputFile(dir, count: 3))
         let worker = try store.registerWorker(host: "h", pid: 1, description: "t")
         let claimed = try store.claim(worker: worker, job: nil, limit: 3, leaseSeconds: 60)
@@ -36,7 +36,7 @@ import Testing
         #expect(try store.cacheHitCounts(job: nil).hits == 1)
         #expect(try store.cachedResponses(for: ["k1"])["k1"] == response)
         #expect(try store.resultCacheSize() == 1)
-        let entryHits = try store.withConnection { db in try db.queryInt("SELECT hits FROM result_cache WHERE key = 'k1'", operation: "t") }
+        let entryHits = try store.testQueryInt("SELECT hits FROM result_cache WHERE key = 'k1'")
         #expect(entryHits == 1)
     }
 
@@ -56,12 +56,4 @@ import Testing
     }
 }
 
-extension SQLiteStore {
-    /// Simulates another worker taking over a lease.
-    func testingStealLease(_ requestID: Int64) {
-        _ = try? withConnection { db in
-            try db.execute("UPDATE requests SET lease_owner = 'someone-else', lease_generation = lease_generation + 1 WHERE id = \(requestID)",
-                           operation: "t")
-        }
-    }
-}
+

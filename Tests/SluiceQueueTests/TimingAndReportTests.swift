@@ -5,10 +5,10 @@ import Testing
 
 /// Migration 3: claim times, preemptions survived, and the progress and report reads built on them.
 @Suite struct TimingAndReportTests {
-    @Test func claimRecordsFirstAndCurrentClaimTimesAndResultsCarryLatency() throws {
+    @Test(arguments: StoreKind.all) func claimRecordsFirstAndCurrentClaimTimesAndResultsCarryLatency(_ kind: StoreKind) throws {
         let dir = try TempDir()
         let clock = TestClock()
-        let store = try SQLiteStore(path: dir.databasePath, clock: clock.function)
+        let store = try openTestStore(kind, dir, clock: clock)
         let job = try #require(try store.enqueue(file: try inputFile(dir, count: 2)).jobID)
         let worker = try store.registerWorker(host: "machine-a", pid: 1, description: "t")
         let start = clock.now
@@ -29,10 +29,10 @@ import Testing
         #expect(data.counts.done == 1 && data.counts.failed == 1)
     }
 
-    @Test func preemptionsCountExpiredLeasesDrainsAndCheckpointsButNotRetries() throws {
+    @Test(arguments: StoreKind.all) func preemptionsCountExpiredLeasesDrainsAndCheckpointsButNotRetries(_ kind: StoreKind) throws {
         let dir = try TempDir()
         let clock = TestClock()
-        let store = try SQLiteStore(path: dir.databasePath, clock: clock.function)
+        let store = try openTestStore(kind, dir, clock: clock)
         let job = try #require(try store.enqueue(file: try inputFile(dir, count: 4)).jobID)
         let a = try store.registerWorker(host: "h", pid: 1, description: "a")
         let b = try store.registerWorker(host: "h", pid: 2, description: "b")
@@ -59,9 +59,9 @@ import Testing
         #expect(data.unfinishedPreempted == 0)
     }
 
-    @Test func unregisteringAWorkerCountsItsLeasesAsPreempted() throws {
+    @Test(arguments: StoreKind.all) func unregisteringAWorkerCountsItsLeasesAsPreempted(_ kind: StoreKind) throws {
         let dir = try TempDir()
-        let store = try SQLiteStore(path: dir.databasePath)
+        let store = try openTestStore(kind, dir)
         let job = try #require(try store.enqueue(file: try inputFile(dir, count: 2)).jobID)
         let a = try store.registerWorker(host: "h", pid: 1, description: "a")
         _ = try store.claim(worker: a, job: nil, limit: 2, leaseSeconds: 30)
@@ -73,9 +73,9 @@ import Testing
         #expect(try store.reportData(job: job).unfinishedPreempted == 2)
     }
 
-    @Test func progressCountsStatesTokensAndCacheHitsOfTheNamedJobs() throws {
+    @Test(arguments: StoreKind.all) func progressCountsStatesTokensAndCacheHitsOfTheNamedJobs(_ kind: StoreKind) throws {
         let dir = try TempDir()
-        let store = try SQLiteStore(path: dir.databasePath)
+        let store = try openTestStore(kind, dir)
         let first = try #require(try store.enqueue(file: try inputFile(dir, name: "a.jsonl", count: 3)).jobID)
         let second = try #require(try store.enqueue(file: try inputFile(dir, name: "b.jsonl", count: 2, salt: "x"), name: "second").jobID)
         #expect(try store.jobsWithUnfinishedWork() == [first, second])
@@ -96,9 +96,9 @@ import Testing
         #expect(try store.progress(jobs: []).isEmpty)
     }
 
-    @Test func failuresAreGroupedByCodeAndMessageWithBadLinesAndErrorAnswers() throws {
+    @Test(arguments: StoreKind.all) func failuresAreGroupedByCodeAndMessageWithBadLinesAndErrorAnswers(_ kind: StoreKind) throws {
         let dir = try TempDir()
-        let store = try SQLiteStore(path: dir.databasePath)
+        let store = try openTestStore(kind, dir)
         let lines = [
             requestLine("ok1"), "not json", "{\"custom_id\": \"x\"}", "also not json",
             requestLine("err1"), requestLine("err2"),
@@ -121,20 +121,22 @@ import Testing
     }
 
     @Test func aDatabaseFromBeforeTheTimingMigrationIsUpgradedInPlace() throws {
+        let kind = StoreKind.sqlite
         let dir = try TempDir()
         do {
-            let store = try SQLiteStore(path: dir.databasePath)
+            let store = try openTestStore(kind, dir)
             _ = try store.enqueue(file: try inputFile(dir, count: 2))
-            try store.withConnection { db in
+            try (store as! SQLiteStore).withConnection { db in
                 // Back to version 2: drop what migration 3 added (SQLite 3.35+ can drop columns).
-                for column in ["first_claimed_at", "claimed_at", "preemptions", "interrupted"] {
+                for column in ["first_claimed_at", "claimed_at", "preemptions", "interrupted", "lost_leases",
+                               "claimed_checkpoint_tokens"] {
                     try db.execute("ALTER TABLE requests DROP COLUMN \(column)", operation: "t")
                 }
                 try db.execute("PRAGMA user_version = 2", operation: "t")
             }
         }
-        let store = try SQLiteStore(path: dir.databasePath)
-        #expect(try store.withConnection { db in try db.queryInt("PRAGMA user_version", operation: "t") } == 3)
+        let store = try openTestStore(kind, dir)
+        #expect(try store.testSchemaVersion() == Int64(Schema.currentVersion))
         let worker = try store.registerWorker(host: "h", pid: 1, description: "t")
         let claimed = try store.claim(worker: worker, job: nil, limit: 2, leaseSeconds: 30)
         #expect(claimed.count == 2)

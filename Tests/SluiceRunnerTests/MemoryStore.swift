@@ -76,7 +76,7 @@ final class MemoryStore: QueueStore {
         }
     }
 
-    func claim(worker: WorkerID, job: JobID?, limit: Int, leaseSeconds: Double) throws -> [ClaimedRequest] {
+    func claim(worker: WorkerID, job: JobID?, limit: Int, leaseSeconds: Double, maxLostLeases: Int) throws -> [ClaimedRequest] {
         let time = now()
         return state.withLock { state in
             state.recorded.claims += 1

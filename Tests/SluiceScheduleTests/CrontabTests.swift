@@ -36,7 +36,7 @@ import Testing
 @Test func crontabLineForASpec() throws {
     let spec = try JobSpec.parse("name = \"n\"\nschedule = \"@hourly\"\n[input]\npath = \"in/\"\n[output]\nfolder = \"o\"",
                                  path: "/srv/jobs/n.toml")
-    #expect(Crontab.line(for: spec, binary: "/opt/sluice", databasePath: "/srv/q.db", logPath: "/srv/q.db-runs/n/cron.log",
+    #expect(try Crontab.line(for: spec, binary: "/opt/sluice", databasePath: "/srv/q.db", logPath: "/srv/q.db-runs/n/cron.log",
                          lockPath: "/srv/q.db-runs/n/cron.lock")
             == "@hourly /usr/bin/flock -n -E 6 /srv/q.db-runs/n/cron.lock /opt/sluice run /srv/jobs/n.toml --db /srv/q.db >> /srv/q.db-runs/n/cron.log 2>&1")
 }

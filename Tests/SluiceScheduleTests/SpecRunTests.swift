@@ -202,3 +202,58 @@ private func answerAll(_ store: SQLiteStore, seen: Seen = Seen()) -> (JobID, Dou
     let claimed = try store.claim(worker: worker, job: nil, limit: 10, leaseSeconds: 10)
     #expect(claimed.map(\.body.serialized) == [#"{"prompt":"p x","temperature":1,"stop":null,"seed":7}"#])
 }
+
+// Issue 13, defect 1: a new file under an old input's name must not destroy the old job's results.
+@Test func aNewInputUnderAnOldNameIsExportedBesideTheOldExportNeverOverIt() async throws {
+    let folder = try Folder()
+    try folder.write("inbox/b.jsonl", batch(["first", "fail-first"]))
+    let store = try SQLiteStore(path: folder.path + "/sluice.db")
+    let run = try SpecRun(spec: try spec(folder, extra: "retention = \"1h\""), store: store, log: { _ in })
+    let first = try await run.run(work: answerAll(store))
+    #expect(first.exported.count == 1)
+    try folder.write("inbox/b.jsonl", batch(["second", "fail-second"]))
+    let second = try await run.run(work: answerAll(store))
+    #expect(second.enqueued.count == 1 && second.exported.count == 1)
+    let jobs = try store.jobs()
+    #expect(jobs.count == 2)
+    let newJob = try #require(jobs.last?.id)
+    #expect(folder.files("out") == ["b.errors.job\(newJob).jsonl", "b.errors.jsonl", "b.results.job\(newJob).jsonl", "b.results.jsonl"])
+    let old = try String(contentsOfFile: folder.path + "/out/b.results.jsonl", encoding: .utf8)
+    #expect(old.contains(#""custom_id":"first""#) && !old.contains("second"))
+    let new = try String(contentsOfFile: folder.path + "/out/b.results.job\(newJob).jsonl", encoding: .utf8)
+    #expect(new.contains(#""custom_id":"second""#) && !new.contains("first"))
+    let oldErrors = try String(contentsOfFile: folder.path + "/out/b.errors.jsonl", encoding: .utf8)
+    #expect(oldErrors.contains(#""custom_id":"fail-first""#) && !oldErrors.contains("second"))
+
+    // A retried old job is exported again over its own files, not the new job's.
+    try store.retry(job: jobs[0].id)
+    let third = try await run.run(work: answerAll(store))
+    #expect(third.exported == [folder.path + "/out/b.results.jsonl"])
+
+    // Both exports are intact: retention may delete both jobs; their files stay.
+    let later = try await run.run(now: Date().addingTimeInterval(3700), work: answerAll(store))
+    #expect(later.deleted.count == 2)
+    #expect(folder.files("out").count == 4)
+}
+
+// Issue 13, defect 1: retention keeps a job whose export is no longer the file Sluice wrote.
+@Test func retentionKeepsAJobWhoseExportWasChangedOrRemoved() async throws {
+    let folder = try Folder()
+    try folder.write("inbox/a.jsonl", batch(["a1"]))
+    try folder.write("inbox/b.jsonl", batch(["b1"]))
+    try folder.write("inbox/c.jsonl", batch(["c1"]))
+    let store = try SQLiteStore(path: folder.path + "/sluice.db")
+    var lines: [String] = []
+    let log = Mutex<[String]>([])
+    let run = try SpecRun(spec: try spec(folder, extra: "retention = \"1h\""), store: store,
+                          log: { line in log.withLock { $0.append(line) } })
+    #expect(try await run.run(work: answerAll(store)).exported.count == 3)
+    try "someone else's".write(toFile: folder.path + "/out/a.results.jsonl", atomically: true, encoding: .utf8)
+    try FileManager.default.removeItem(atPath: folder.path + "/out/b.results.jsonl")
+    let later = try await run.run(now: Date().addingTimeInterval(3700), work: answerAll(store))
+    #expect(later.deleted.count == 1) // only c's export is intact
+    #expect(try store.jobs().map { ($0.inputPath as NSString).lastPathComponent } == ["a.jsonl", "b.jsonl"])
+    lines = log.withLock { $0 }
+    #expect(lines.contains { $0.contains("a.results.jsonl was changed since Sluice wrote it") })
+    #expect(lines.contains { $0.contains("b.results.jsonl was removed since Sluice wrote it") })
+}

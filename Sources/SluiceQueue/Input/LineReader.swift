@@ -25,6 +25,10 @@ final class LineReader {
     private(set) var bytesRead = 0
     /// Hashes every byte read when set (for inputs that cannot be read twice).
     var hasher: SHA256?
+    /// Called every `idleSeconds` while a read waits for input that has not come (a pipe or FIFO
+    /// whose writer is slow), so the caller can show it is alive; nil: reads simply block.
+    var onIdle: (() throws -> Void)?
+    var idleSeconds: Double = 30
 
     init(path: String, maxLineBytes: Int, chunkSize: Int = 1 << 20) throws {
         guard maxLineBytes > 0 else { throw QueueError.invalidArgument("the line length limit must be positive") }
@@ -105,6 +109,16 @@ final class LineReader {
 
     private func readSome(into target: UnsafeMutablePointer<UInt8>, count: Int) throws -> Int {
         while true {
+            if let onIdle {
+                var wait = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                let ready = poll(&wait, 1, Int32(min(max(idleSeconds, 0.001) * 1000, 3_600_000)))
+                if ready == 0 {
+                    try onIdle()
+                    continue
+                }
+                if ready < 0 && errno == EINTR { continue }
+                // Ready, hung up or failed: read() tells which.
+            }
             let got = read(fd, target, count)
             if got >= 0 {
                 if got > 0 {

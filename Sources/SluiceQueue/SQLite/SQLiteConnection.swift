@@ -15,6 +15,8 @@ final class SQLiteConnection {
     let busyTimeout: Double
     private(set) var handle: OpaquePointer?
     private var statementCache: [String: Statement] = [:]
+    /// The device and inode `path` named when it was opened (nil when it names no file, e.g. `:memory:`).
+    private let openedFile: (device: UInt64, inode: UInt64)?
 
     /// Opens (or creates) the file with WAL, `synchronous=NORMAL`, foreign keys and a busy timeout.
     init(path: String, busyTimeout: Double) throws {
@@ -29,6 +31,8 @@ final class SQLiteConnection {
             throw QueueError.sqlite(path: path, operation: "open", code: rc, message: message)
         }
         handle = db
+        var info = stat()
+        openedFile = stat(path, &info) == 0 ? (UInt64(info.st_dev), UInt64(info.st_ino)) : nil
         sqlite3_extended_result_codes(db, 1)
         sqlite3_busy_timeout(db, Int32(min(max(busyTimeout, 0) * 1000, Double(Int32.max))))
         try execute("PRAGMA foreign_keys = ON", operation: "enable foreign keys")
@@ -59,6 +63,21 @@ final class SQLiteConnection {
         sqlite3_close_v2(handle)
     }
 
+    /// Throws `QueueError.databaseReplaced` when `path` no longer names the file this connection
+    /// opened (deleted, or replaced by a rename or a copy): whatever this connection wrote from then
+    /// on would go into a file nobody else sees.
+    func checkFileIdentity() throws {
+        guard let openedFile else { return }
+        var info = stat()
+        if stat(path, &info) != 0 {
+            if errno == ENOENT { throw QueueError.databaseReplaced(path: path, how: "deleted") }
+            return // unreadable for a moment: SQLite's own calls will say what is wrong
+        }
+        if UInt64(info.st_dev) != openedFile.device || UInt64(info.st_ino) != openedFile.inode {
+            throw QueueError.databaseReplaced(path: path, how: "replaced by another file")
+        }
+    }
+
     /// The error for a failed SQLite call: busy and full-disk conditions get their own cases.
     func error(_ code: Int32, operation: String) -> QueueError {
         let primary = code & 0xFF
@@ -69,6 +88,15 @@ final class SQLiteConnection {
             return .diskFull(path: path, operation: operation)
         }
         let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? String(cString: sqlite3_errstr(code))
+        if primary == SQLITE_IOERR, let handle {
+            // What the operating system said decides whether waiting can help.
+            switch sqlite3_system_errno(handle) {
+            case ENOSPC, EDQUOT: return .diskFull(path: path, operation: operation)
+            case EROFS: return .sqlite(path: path, operation: operation, code: SQLITE_READONLY,
+                                       message: "\(message) (the file system is read-only)")
+            default: break
+            }
+        }
         return .sqlite(path: path, operation: operation, code: code, message: message)
     }
 

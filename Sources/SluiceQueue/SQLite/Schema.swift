@@ -111,6 +111,13 @@ enum Schema {
         -- Set when a lease is handed back without counting as a failure; the next claim counts it.
         ALTER TABLE requests ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;
         """,
+        // 4: lost leases. A lease that expires while the checkpoint stayed where it was when the
+        // lease was claimed counts; at the limit the request fails as `worker_lost`.
+        """
+        ALTER TABLE requests ADD COLUMN lost_leases INTEGER NOT NULL DEFAULT 0;
+        -- checkpoint_tokens when the current (or last) lease was claimed; -1 for none.
+        ALTER TABLE requests ADD COLUMN claimed_checkpoint_tokens INTEGER NOT NULL DEFAULT -1;
+        """,
     ]
 
     static var currentVersion: Int { migrations.count }
