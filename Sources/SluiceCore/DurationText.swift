@@ -12,6 +12,8 @@ public enum DurationText {
     public struct ParseError: Error, Sendable, Equatable, CustomStringConvertible {
         public var text: String
         public var reason: String
+        /// The text is a duration, but longer than `maximumSeconds`.
+        public var isTooLong = false
         public var description: String { "\"\(text)\" is not a duration: \(reason)" }
     }
 
@@ -51,7 +53,9 @@ public enum DurationText {
             }
             total += number * scale
             guard total.isFinite, total <= maximumSeconds else {
-                throw fail("longer than the maximum of 100 years (\(Int(maximumSeconds)) s)")
+                var error = fail("longer than the maximum of 100 years (\(Int(maximumSeconds)) s)")
+                error.isTooLong = true
+                throw error
             }
             parts += 1
         }

@@ -98,9 +98,14 @@ struct SpecReader {
         }
     }
 
-    /// The command line's duration syntax (SluiceCore's `DurationText`), with a unit required.
+    /// The command line's duration syntax (SluiceCore's `DurationText`), with a unit required;
+    /// +infinity when it is a duration longer than DurationText allows (for the caller to refuse as too long).
     static func parseDuration(_ text: String) -> Double? {
-        try? DurationText.seconds(text, plainNumbers: false)
+        do {
+            return try DurationText.seconds(text, plainNumbers: false)
+        } catch {
+            return error.isTooLong ? .infinity : nil
+        }
     }
 
     func path(_ text: String) -> String { JobSpec.absolutePath(text, relativeTo: baseFolder) }

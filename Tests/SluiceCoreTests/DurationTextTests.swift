@@ -22,6 +22,8 @@ struct DurationTextTests {
         #expect(try DurationText.seconds("36525d") == DurationText.maximumSeconds)
         let error = #expect(throws: DurationText.ParseError.self) { try DurationText.seconds("36525d1s") }
         #expect(error?.description.contains("longer than the maximum") == true)
+        #expect(error?.isTooLong == true)
+        #expect((#expect(throws: DurationText.ParseError.self) { try DurationText.seconds("1x") })?.isTooLong == false)
     }
 
     @Test func specsRequireAUnit() throws {
