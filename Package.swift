@@ -95,5 +95,20 @@ let package = Package(
         .testTarget(name: "SluiceScheduleTests", dependencies: ["SluiceSchedule"], resources: [.copy("Fixtures")]),
         .testTarget(name: "SluiceServerTests", dependencies: ["SluiceServer", "SluiceQueue", "SluiceTestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["SluiceCore", "SluiceTestSupport"]),
+        // The fuzz targets (one file each), and a test that runs their committed corpus and past
+        // crashes through them in the normal build. scripts/fuzz builds the libFuzzer driver.
+        .target(
+            name: "SluiceFuzzTargets",
+            dependencies: ["SluiceCore", "SluiceQueue", "SluiceEngine", "SluiceRemote", "SluiceSchedule"],
+            path: "Fuzz/Targets"
+        ),
+        .testTarget(name: "SluiceFuzzTests", dependencies: ["SluiceFuzzTargets"]),
     ]
 )
+
+// The libFuzzer driver: only with SLUICE_FUZZ set (scripts/fuzz, its own scratch path and
+// sanitizer flags), so the normal build never links a second `main`.
+if ProcessInfo.processInfo.environment["SLUICE_FUZZ"] != nil {
+    package.targets.append(.executableTarget(name: "sluice-fuzz", dependencies: ["SluiceFuzzTargets"], path: "Fuzz/Driver"))
+    package.products.append(.executable(name: "sluice-fuzz", targets: ["sluice-fuzz"]))
+}

@@ -91,6 +91,9 @@ enum ResponseClassifier {
     static func parseRetryAfter(_ value: String, now: Date) -> Double? {
         let trimmed = value.trimmingCharacters(in: .whitespaces)
         if let seconds = Double(trimmed), seconds.isFinite, seconds >= 0 { return seconds }
+        // An HTTP date is printable ASCII (RFC 9110). Anything else never reaches DateFormatter,
+        // which traps on some Unicode (found by scripts/fuzz response: "s\u{59A}\u{314}r{").
+        guard !trimmed.isEmpty, trimmed.utf8.allSatisfy({ (0x20..<0x7F).contains($0) }) else { return nil }
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "GMT")

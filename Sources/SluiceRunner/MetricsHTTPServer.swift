@@ -1,13 +1,15 @@
 import Foundation
 import Synchronization
 
-/// Serves `GET /metrics` on 127.0.0.1 over HTTP/1.1, one connection at a time, on a thread of
+/// Serves `GET /metrics` on 127.0.0.1 (or another IPv4 address) over HTTP/1.1, one connection at a time, on a thread of
 /// its own with blocking sockets. Every response closes its connection. A malformed, slow or
 /// oversized request gets an error answer (or is dropped after a timeout); nothing a client
 /// sends can stop the server or the process.
 public final class MetricsHTTPServer: Sendable {
     /// The port bound (the one asked for, or the one the system picked for port 0).
     public let port: Int
+    /// The IPv4 address bound.
+    public let host: String
     private let listener: Int32
     private let body: @Sendable () -> String
     private let state = Mutex(State())
@@ -23,10 +25,16 @@ public final class MetricsHTTPServer: Sendable {
     /// How long a client may take to send its request.
     static let readTimeoutSeconds = 5
 
-    /// Binds 127.0.0.1:`port` (0: any free port) and listens.
-    /// - Parameter body: the exposition text, computed for each scrape.
-    public init(port: Int, body: @escaping @Sendable () -> String) throws {
+    /// Binds `host`:`port` (0: any free port) and listens.
+    /// - Parameters:
+    ///   - host: an IPv4 address; loopback by default, `0.0.0.0` for every interface.
+    ///   - body: the exposition text, computed for each scrape.
+    public init(host: String = "127.0.0.1", port: Int, body: @escaping @Sendable () -> String) throws {
         guard (0...65535).contains(port) else { throw MetricsServerError("--metrics-port must be 0-65535 (got \(port))") }
+        var hostAddress = in_addr()
+        guard inet_pton(AF_INET, host, &hostAddress) == 1 else {
+            throw MetricsServerError("--metrics-host must be an IPv4 address such as 127.0.0.1 or 0.0.0.0 (got \(host))")
+        }
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw MetricsServerError("cannot create a socket: \(String(cString: strerror(errno)))") }
         var reuse: Int32 = 1
@@ -35,14 +43,14 @@ public final class MetricsHTTPServer: Sendable {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = in_addr_t(0x7F00_0001).bigEndian
+        address.sin_addr = hostAddress
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard bound == 0, listen(fd, 16) == 0 else {
             let reason = String(cString: strerror(errno))
             close(fd)
-            throw MetricsServerError("cannot listen on 127.0.0.1:\(port): \(reason)")
+            throw MetricsServerError("cannot listen on \(host):\(port): \(reason)")
         }
         var actual = sockaddr_in()
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
@@ -50,6 +58,7 @@ public final class MetricsHTTPServer: Sendable {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
         }
         self.port = Int(UInt16(bigEndian: actual.sin_port))
+        self.host = host
         listener = fd
         self.body = body
     }

@@ -6,7 +6,8 @@ public struct WorkerLog: Sendable {
 
     public init(_ write: @escaping @Sendable (String) -> Void) { self.write = write }
 
-    /// Lines on standard error, prefixed with the time of day (UTC).
+    /// Lines on standard error, prefixed with the date and time (UTC, ISO 8601 with milliseconds),
+    /// so lines from runs on different days, or collected from several machines, sort and compare.
     public static let standardError = WorkerLog { line in
         FileHandle.standardError.write(Data((timestamp() + " " + line + "\n").utf8))
     }
@@ -22,6 +23,7 @@ public struct WorkerLog: Sendable {
         var seconds = time_t(now.tv_sec)
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        return String(format: "%02d:%02d:%02d.%03d", parts.tm_hour, parts.tm_min, parts.tm_sec, Int(now.tv_nsec / 1_000_000))
+        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1, Int(parts.tm_mday),
+                      parts.tm_hour, parts.tm_min, parts.tm_sec, Int(now.tv_nsec / 1_000_000))
     }
 }

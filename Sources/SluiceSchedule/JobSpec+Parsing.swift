@@ -112,26 +112,14 @@ struct SpecReader {
     static let longestDuration: Double = 100 * 365.25 * 86_400
     static let longestDurationText = "the longest duration accepted (100 years)"
 
-    /// Seconds, or nil when `text` is not a duration; a sum too large to be finite is +infinity
-    /// (refused by the caller as too long), never a trap.
+    /// The command line's duration syntax (SluiceCore's `DurationText`), with a unit required;
+    /// +infinity when it is a duration longer than DurationText allows (refused by the caller as too long).
     static func parseDuration(_ text: String) -> Double? {
-        let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800]
-        var total = 0.0
-        var number = ""
-        var sawUnit = false
-        for c in text.trimmingSpaces() {
-            if c.isASCII && c.isNumber || c == "." {
-                number.append(c)
-            } else if let unit = units[c], let n = Double(number) {
-                total += n * unit
-                number = ""
-                sawUnit = true
-            } else {
-                return nil
-            }
+        do {
+            return try DurationText.seconds(text, plainNumbers: false)
+        } catch {
+            return error.isTooLong ? .infinity : nil
         }
-        if !number.isEmpty { return nil }
-        return sawUnit ? total : nil
     }
 
     func path(_ text: String) -> String { JobSpec.absolutePath(text, relativeTo: baseFolder) }

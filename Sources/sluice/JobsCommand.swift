@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SluiceCore
 import SluiceQueue
 
 struct JobsCommand: AsyncParsableCommand {
@@ -7,9 +8,23 @@ struct JobsCommand: AsyncParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
+    @Flag(help: "Print a JSON array (one object per job) instead of a table.")
+    var json = false
+
     func run() async throws {
         let store = try global.openExistingStore()
         let jobs = try store.jobs()
+        if json {
+            print(JSON.array(jobs.map { job in
+                JSON.object([
+                    "id": .int(job.id), "name": job.name.map(JSON.string) ?? .null, "state": .string(job.state.rawValue),
+                    "priority": .int(job.priority), "requests": .int(job.requestCount), "bad_lines": .int(job.badLineCount),
+                    "created_at": .double(job.createdAt), "input_path": .string(job.inputPath),
+                    "input_sha256": .string(job.inputSHA256),
+                ])
+            }).serialized)
+            return
+        }
         if jobs.isEmpty {
             print("no jobs in \(global.databasePath)")
             return

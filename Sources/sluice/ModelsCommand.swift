@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SluiceCore
 import SluiceEngine
 
 struct ModelsCommand: ParsableCommand {
@@ -12,9 +13,33 @@ struct ModelsCommand: ParsableCommand {
     @Flag(help: "Also read each file's architecture, size and tensor types.")
     var details = false
 
+    @Flag(help: "Print a JSON object ({cache, models: [...]}) instead of text.")
+    var json = false
+
     func run() throws {
         let cache = ModelCache()
         let entries = cache.list()
+        if json {
+            let models = entries.map { entry -> JSON in
+                var model = JSON.object([
+                    "name": .string(entry.name), "path": .string(entry.path), "bytes": .int(entry.bytes),
+                    "default": .bool(entry.name == ModelCache.defaultModelFile),
+                ])
+                if details {
+                    do {
+                        let file = try GGUFFile(path: entry.path)
+                        model = model.setting("architecture", to: file.architecture.map(JSON.string) ?? .null)
+                            .setting("tensors", to: .int(file.tensors.count))
+                            .setting("tensor_types", to: .array(Set(file.tensors.map(\.type.name)).sorted().map(JSON.string)))
+                    } catch {
+                        model = model.setting("error", to: .string("\(error)"))
+                    }
+                }
+                return model
+            }
+            print(JSON.object(["cache": .string(cache.directory.path), "models": .array(models)]).serialized)
+            return
+        }
         print("model cache: \(cache.directory.path)")
         if entries.isEmpty {
             print("(empty: run scripts/fetch-model to install the default model, \(ModelCache.defaultModelFile))")

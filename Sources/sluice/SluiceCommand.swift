@@ -11,13 +11,16 @@ struct SluiceCommand: AsyncParsableCommand {
         Typical use: `sluice enqueue prompts.jsonl`, then `sluice work` (on as many processes or \
         machines sharing the database as you like), then `sluice export JOB -o results.jsonl`.
 
+        --db PATH may come before the command (sluice --db jobs.db status). Durations (--lease, \
+        --grace, --max-runtime, ...) take 90, 90s, 1m30s, 2h or 7d.
+
         Environment: SLUICE_DB (default database path), OPENAI_API_KEY (API key for --engine openai), \
         SLUICE_BASE_URL (default --base-url).
 
         Exit codes: 0 success, 1 error, 2 usage error; `sluice work` also uses 3 (nothing to do) and \
         4 (--max-runtime reached with work remaining), and 130 after a second SIGINT.
         """,
-        version: "sluice (CPU kernels: \(CPUKernels.summary))",
+        version: "sluice \(SluiceVersion.number) (CPU kernels: \(CPUKernels.summary))",
         subcommands: [
             EnqueueCommand.self, WorkCommand.self, StatusCommand.self, JobsCommand.self,
             ExportCommand.self, CancelCommand.self, RetryCommand.self, ModelsCommand.self, GenerateCommand.self,
@@ -27,7 +30,7 @@ struct SluiceCommand: AsyncParsableCommand {
 
     static func runAsMain() async {
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(LeadingOptions.reorder(Array(CommandLine.arguments.dropFirst())))
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {

@@ -20,8 +20,10 @@ struct StatusCommand: AsyncParsableCommand {
     @Flag(help: "Show it again every --interval seconds until the jobs are finished (or SIGINT/SIGTERM).")
     var watch = false
 
-    @Option(help: ArgumentHelp("Seconds between updates with --watch.", valueName: "seconds"))
-    var interval: Double = 2
+    @Option(name: .customLong("interval"), help: ArgumentHelp("Time between updates with --watch (default 2s).", valueName: "duration"),
+            transform: DurationOption.parse)
+    var intervalOption: DurationOption = 2
+    var interval: Double { intervalOption.seconds }
 
     func run() async throws {
         let store = try global.openExistingStore()

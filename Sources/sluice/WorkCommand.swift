@@ -42,20 +42,24 @@ struct WorkCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("openai: model name sent in every request instead of the file's; builtin: model file or name.", valueName: "name-or-path"))
     var model: String?
 
-    @Option(name: .customLong("api-key-env"), help: ArgumentHelp("Environment variable holding the API key for --engine openai.", valueName: "name"))
-    var apiKeyEnv: String = "OPENAI_API_KEY"
+    @Option(name: .customLong("api-key-env"), help: ArgumentHelp("Environment variable holding the API key for --engine openai (default: OPENAI_API_KEY).", valueName: "name"))
+    var apiKeyEnv: String?
 
-    @Option(name: .customLong("request-timeout"), help: ArgumentHelp("Seconds one HTTP request may take (openai).", valueName: "seconds"))
-    var requestTimeout: Double = 600
+    @Option(name: .customLong("request-timeout"), help: ArgumentHelp("How long one HTTP request may take (openai; default 10m).", valueName: "duration"),
+            transform: DurationOption.parse)
+    var requestTimeout: DurationOption?
 
-    @Option(help: ArgumentHelp("Lease length in seconds; a dead worker's requests are taken over after this long.", valueName: "seconds"))
-    var lease: Double = 60
+    @Option(help: ArgumentHelp("Lease length; a dead worker's requests are taken over after this long (default 60s).", valueName: "duration"),
+            transform: DurationOption.parse)
+    var lease: DurationOption = 60
 
-    @Option(help: ArgumentHelp("Seconds a drain (SIGTERM/SIGINT, --max-runtime) may take before the process exits.", valueName: "seconds"))
-    var grace: Double = 30
+    @Option(help: ArgumentHelp("How long a drain (SIGTERM/SIGINT, --max-runtime) may take before the process exits (default 30s).", valueName: "duration"),
+            transform: DurationOption.parse)
+    var grace: DurationOption = 30
 
-    @Option(name: .customLong("max-runtime"), help: ArgumentHelp("Drain and stop after this many seconds.", valueName: "seconds"))
-    var maxRuntime: Double?
+    @Option(name: .customLong("max-runtime"), help: ArgumentHelp("Drain and stop after this long (90s, 2h, 1h30m; plain numbers are seconds).", valueName: "duration"),
+            transform: DurationOption.parse)
+    var maxRuntime: DurationOption?
 
     @Option(name: .customLong("max-attempts"), help: "Attempts per request before a transient failure becomes final.")
     var maxAttempts: Int = 5
@@ -97,17 +101,18 @@ struct WorkCommand: AsyncParsableCommand {
 
     func validate() throws {
         var configuration = WorkerConfiguration()
-        configuration.leaseSeconds = lease
-        configuration.graceSeconds = grace
-        configuration.maxRuntimeSeconds = maxRuntime
+        configuration.leaseSeconds = lease.seconds
+        configuration.graceSeconds = grace.seconds
+        configuration.maxRuntimeSeconds = maxRuntime?.seconds
         configuration.maxAttempts = maxAttempts
         configuration.maxLostLeases = maxLostLeases
         configuration.databaseTimeoutSeconds = dbTimeout
         if let problem = configuration.validationError() { throw ValidationError(problem) }
         if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1 (got \(concurrency))") }
-        if !(requestTimeout > 0 && requestTimeout <= WorkerConfiguration.longestSeconds) {
+        if let requestTimeout, !(requestTimeout.seconds > 0 && requestTimeout.seconds <= WorkerConfiguration.longestSeconds) {
             throw ValidationError("--request-timeout must be positive and at most 100 years (got \(requestTimeout))")
         }
+        try refuseOtherEngineOptions()
         try watching.validate()
     }
 
@@ -116,7 +121,7 @@ struct WorkCommand: AsyncParsableCommand {
         // work is claimed, ends the process at once with nothing to hand back (exit 0, as a drain).
         let current = CurrentWorker()
         let signals = SignalCounter()
-        let grace = self.grace
+        let grace = self.grace.seconds
         let watcher = SignalWatcher(signals: [SIGTERM, SIGINT]) { number in
             let name = SignalWatcher.name(of: number)
             guard let worker = current.value.withLock({ $0 }) else {
@@ -159,9 +164,9 @@ struct WorkCommand: AsyncParsableCommand {
         }
         var configuration = WorkerConfiguration()
         if let job { configuration.job = try store.job(named: job) }
-        configuration.leaseSeconds = lease
+        configuration.leaseSeconds = lease.seconds
         configuration.graceSeconds = grace
-        configuration.maxRuntimeSeconds = maxRuntime
+        configuration.maxRuntimeSeconds = maxRuntime?.seconds
         configuration.maxAttempts = maxAttempts
         configuration.maxLostLeases = maxLostLeases
         configuration.databaseTimeoutSeconds = dbTimeout
@@ -172,8 +177,8 @@ struct WorkCommand: AsyncParsableCommand {
             baseURL: baseURL ?? environment["SLUICE_BASE_URL"],
             concurrency: concurrency,
             model: model,
-            apiKey: environment[apiKeyEnv],
-            requestTimeout: requestTimeout,
+            apiKey: environment[apiKeyEnv ?? "OPENAI_API_KEY"],
+            requestTimeout: requestTimeout?.seconds ?? 600,
             threads: threads,
             chatTemplate: chatTemplate,
             contextLength: contextLength,

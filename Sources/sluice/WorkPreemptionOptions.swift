@@ -7,8 +7,10 @@ import SluiceRunner
 /// `sluice work`'s options for surviving preemption: checkpoint cadence, the result cache, notices and deadlines.
 struct WorkPreemptionOptions: ParsableArguments {
     @Option(name: .customLong("checkpoint-interval"), help: ArgumentHelp(
-        "builtin: store partial output of requests in flight at least this often, in seconds (0 = off).", valueName: "seconds"))
-    var checkpointInterval: Double = 0.5
+        "builtin: store partial output of requests in flight at least this often (0 = off; default 0.5s).", valueName: "duration"),
+            transform: DurationOption.parse)
+    var checkpointIntervalOption: DurationOption = 0.5
+    var checkpointInterval: Double { checkpointIntervalOption.seconds }
 
     @Option(name: .customLong("checkpoint-tokens"), help: ArgumentHelp(
         "builtin: also store a request's partial output as soon as it is this many tokens past its last checkpoint.", valueName: "tokens"))
@@ -29,8 +31,10 @@ struct WorkPreemptionOptions: ParsableArguments {
         "aws (IMDSv2 spot/instance-action) or gcp (instance/preempted); default: from the URL's path.", valueName: "style"))
     var preemptionStyle: String?
 
-    @Option(name: .customLong("preemption-poll"), help: ArgumentHelp("Seconds between looks at the notice endpoint.", valueName: "seconds"))
-    var preemptionPoll: Double = 5
+    @Option(name: .customLong("preemption-poll"), help: ArgumentHelp("Time between looks at the notice endpoint (default 5s).", valueName: "duration"),
+            transform: DurationOption.parse)
+    var preemptionPollOption: DurationOption = 5
+    var preemptionPoll: Double { preemptionPollOption.seconds }
 
     @Option(name: .customLong("preemption-file"), help: ArgumentHelp("Drain when this file exists.", valueName: "path"))
     var preemptionFile: String?
@@ -75,6 +79,13 @@ struct WorkPreemptionOptions: ParsableArguments {
         }
         guard let url = URL(string: text), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https", url.host != nil else {
             throw ValidationError("--preemption-notice \(text) is not an http:// URL (or 'aws' / 'gcp')")
+        }
+        // A bare base URL would poll `/`, whose 404 reads as "no notice": the worker would never drain.
+        if url.path.isEmpty || url.path == "/" {
+            let base = text.hasSuffix("/") ? String(text.dropLast()) : text
+            let endpoints = (style.map { [$0] } ?? PreemptionStyle.allCases).map { "\(base)\($0.defaultURL.path) (\($0.rawValue))" }
+            throw ValidationError("--preemption-notice \(text) names a server, not its notice endpoint (polling / would never see a notice); "
+                                  + "give the endpoint's full URL: \(endpoints.joined(separator: " or "))")
         }
         guard let chosen = style ?? PreemptionStyle.implied(by: url) else {
             throw ValidationError("--preemption-notice \(text): cannot tell aws from gcp by the path; add --preemption-style aws|gcp")

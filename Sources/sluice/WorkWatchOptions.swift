@@ -9,28 +9,42 @@ struct WorkWatchOptions: ParsableArguments {
     var noProgress = false
 
     @Option(name: .customLong("progress-interval"), help: ArgumentHelp(
-        "Seconds between progress lines when standard error is not a terminal (on a terminal a progress bar is redrawn instead).",
-        valueName: "seconds"))
-    var progressInterval: Double = 10
+        "Time between progress lines when standard error is not a terminal (on a terminal a progress bar is redrawn instead; default 10s).",
+        valueName: "duration"), transform: DurationOption.parse)
+    var progressIntervalOption: DurationOption = 10
+    var progressInterval: Double { progressIntervalOption.seconds }
 
     @Option(name: .customLong("metrics-port"), help: ArgumentHelp(
-        "Serve Prometheus metrics at http://127.0.0.1:PORT/metrics while working (0: any free port; the port is logged).",
+        "Serve Prometheus metrics at http://HOST:PORT/metrics while working (0: any free port; the port is logged).",
         valueName: "port"))
     var metricsPort: Int?
+
+    @Option(name: .customLong("metrics-host"), help: ArgumentHelp(
+        "The IPv4 address --metrics-port listens on: loopback by default, 0.0.0.0 for every interface.", valueName: "address"))
+    var metricsHost: String?
 
     @Option(name: .customLong("metrics-file"), help: ArgumentHelp(
         "Rewrite this file with Prometheus metrics every --metrics-interval seconds (atomically), for node_exporter's textfile collector.",
         valueName: "path"))
     var metricsFile: String?
 
-    @Option(name: .customLong("metrics-interval"), help: ArgumentHelp("Seconds between rewrites of --metrics-file.", valueName: "seconds"))
-    var metricsInterval: Double = 5
+    @Option(name: .customLong("metrics-interval"), help: ArgumentHelp("Time between rewrites of --metrics-file (default 5s).", valueName: "duration"),
+            transform: DurationOption.parse)
+    var metricsIntervalOption: DurationOption = 5
+    var metricsInterval: Double { metricsIntervalOption.seconds }
 
     func validate() throws {
         if progressInterval > 86_400 { throw ValidationError("--progress-interval must be at most a day (got \(progressInterval))") }
         if metricsInterval > 86_400 { throw ValidationError("--metrics-interval must be at most a day (got \(metricsInterval))") }
         if !(progressInterval >= 0.1) { throw ValidationError("--progress-interval must be at least 0.1 seconds (got \(progressInterval))") }
         if !(metricsInterval >= 0.1) { throw ValidationError("--metrics-interval must be at least 0.1 seconds (got \(metricsInterval))") }
+        if let metricsHost {
+            guard metricsPort != nil else { throw ValidationError("--metrics-host needs --metrics-port") }
+            var address = in_addr()
+            guard inet_pton(AF_INET, metricsHost, &address) == 1 else {
+                throw ValidationError("--metrics-host must be an IPv4 address such as 127.0.0.1 or 0.0.0.0 (got \(metricsHost))")
+            }
+        }
         if let metricsPort, !(0...65535).contains(metricsPort) {
             throw ValidationError("--metrics-port must be 0-65535 (got \(metricsPort))")
         }
@@ -87,13 +101,13 @@ struct WorkWatchOptions: ParsableArguments {
         if let metricsPort {
             let server: MetricsHTTPServer
             do {
-                server = try MetricsHTTPServer(port: metricsPort, body: page)
+                server = try MetricsHTTPServer(host: metricsHost ?? "127.0.0.1", port: metricsPort, body: page)
             } catch {
                 throw CLIError(description: "\(error)")
             }
             server.start()
             running.server = server
-            let line = "metrics: serving http://127.0.0.1:\(server.port)/metrics"
+            let line = "metrics: serving http://\(server.host):\(server.port)/metrics"
             if quiet { printNote("sluice work: " + line) } else { running.log(line) }
         }
         if let metricsFile {

@@ -262,6 +262,19 @@ func chatRequest(_ id: Int64, extra: [(key: String, value: JSON)] = []) -> Engin
         #expect(ResponseClassifier.parseRetryAfter("-3", now: now) == nil)
     }
 
+    /// Found by scripts/fuzz response (Fuzz/crashes/response/retry-after-unicode-dateformatter-trap):
+    /// Foundation's DateFormatter trapped ("Incorrect range CFRange") on this Retry-After value, so a
+    /// server could crash the worker with one header.
+    @Test func retryAfterWithUnicodeIsIgnoredNotATrap() {
+        let now = Date(timeIntervalSince1970: 1_700_000_000)
+        for header in ["s\u{59A}\u{314}r{", "Tue, 14 Nov 2023 22:13:40 GMT\u{301}", "\u{FEFF}12", "Ｔue, 14 Nov 2023 22:13:40 GMT", ""] {
+            #expect(ResponseClassifier.parseRetryAfter(header, now: now) == nil, "\(header.debugDescription)")
+        }
+        let outcome = ResponseClassifier.outcome(statusCode: 503, body: [], retryAfterHeader: "s\u{59A}\u{314}r{", now: now)
+        guard case let .failure(_, _, retryable, retryAfter) = outcome else { Issue.record("\(outcome)"); return }
+        #expect(retryable && retryAfter == nil)
+    }
+
     @Test func statusCodesAreClassified() {
         let ok = ResponseClassifier.outcome(statusCode: 200, body: Array(#"{"usage":{"prompt_tokens":2,"completion_tokens":3}}"#.utf8), retryAfterHeader: nil)
         #expect(ok == .response(statusCode: 200, body: .object(["usage": .object(["prompt_tokens": .int(2), "completion_tokens": .int(3)])]),

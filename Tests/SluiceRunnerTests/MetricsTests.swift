@@ -151,3 +151,27 @@ import Testing
         func next() -> Int { value.withLock { $0 += 1; return $0 } }
     }
 }
+
+struct MetricsHostTests {
+    @Test func bindsTheAddressItIsGiven() throws {
+        let server = try MetricsHTTPServer(host: "127.0.0.1", port: 0) { "x 1\n" }
+        defer { server.stop() }
+        #expect(server.host == "127.0.0.1")
+        let fd = try #require(connectToLoopback(port: server.port))
+        close(fd)
+    }
+
+    @Test(arguments: ["localhost", "::1", "1.2.3", "300.1.1.1", ""])
+    func refusesWhatIsNotAnIPv4Address(_ host: String) {
+        #expect(throws: (any Error).self) { _ = try MetricsHTTPServer(host: host, port: 0) { "" } }
+    }
+}
+
+struct WorkerLogTimestampTests {
+    @Test func logLinesCarryTheDate() throws {
+        let stamp = WorkerLog.timestamp()
+        // 2026-12-06T16:20:01.123Z
+        let pattern = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
+        #expect(stamp.wholeMatch(of: pattern) != nil, "\(stamp)")
+    }
+}
