@@ -17,8 +17,10 @@ struct SluiceCommand: AsyncParsableCommand {
         Environment: SLUICE_DB (default database path), OPENAI_API_KEY (API key for --engine openai), \
         SLUICE_BASE_URL (default --base-url).
 
-        Exit codes: 0 success, 1 error, 2 usage error; `sluice work` also uses 3 (nothing to do) and \
-        4 (--max-runtime reached with work remaining), and 130 after a second SIGINT.
+        Exit codes: 0 success, 1 error, 2 usage error; `sluice work` also uses 3 (nothing to do), \
+        4 (--max-runtime reached with work remaining), 6 (the database stayed unreachable for \
+        --db-timeout), 7 (the database cannot be used: corrupt, read-only, replaced), and 130 after \
+        a second SIGINT.
         """,
         version: "sluice \(SluiceVersion.number) (CPU kernels: \(CPUKernels.summary))",
         subcommands: [

@@ -67,6 +67,8 @@ struct CompatibilityTests {
                     let text = choice["message"]?["content"]?.stringValue ?? choice["text"]?.stringValue ?? ""
                     texts.append((text, choice["finish_reason"]?.stringValue ?? "?"))
                 }
+            case .embeddings:
+                Issue.record("\(name): the compatibility file has no embeddings lines")
             }
             if parameters.echo, case let .text(prompt) = parameters.prompt {
                 #expect(texts.allSatisfy { $0.text.hasPrefix(prompt) }, "\(name): echo")
