@@ -27,7 +27,11 @@ extension FuzzTargets {
             if let delay = retryAfter, !(delay.isFinite && delay >= 0) {
                 throw FuzzFinding("retry delay \(delay) from header \(header ?? "nil")")
             }
-            guard retryable else { throw FuzzFinding("a classified failure \(code) that is not retryable") }
+            // A redirect is a final failure (never followed, so no credential leaves for another
+            // origin); every other failure the classifier makes is worth retrying.
+            let finalRedirect = code == "redirect_not_followed" && (300..<400).contains(statusCode)
+            guard retryable || finalRedirect else { throw FuzzFinding("a classified failure \(code) that is not retryable") }
+            guard !(retryable && code == "redirect_not_followed") else { throw FuzzFinding("a redirect classified as retryable") }
         }
     }
 }

@@ -31,6 +31,9 @@ struct GlobalOptions: ParsableArguments {
             return try SluiceQueue.openStore(location)
         } catch let error as PostgresError {
             throw CLIError(description: error.description)
+        } catch let error as QueueError where error.unhealableReason != nil {
+            throw CLIError(description: "cannot open database \(location): \(error.unhealableReason!): \(error)",
+                           exitCode: ExitStatus.databaseUnusable)
         } catch {
             throw CLIError(description: "cannot open database \(location): \(error)")
         }

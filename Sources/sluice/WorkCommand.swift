@@ -153,15 +153,7 @@ struct WorkCommand: AsyncParsableCommand {
             printNote("sluice work: no database at \(global.databasePath): nothing to do")
             throw ExitCode(ExitStatus.nothingToDo)
         }
-        let store: SQLiteStore
-        do {
-            store = try SQLiteStore(path: global.databasePath)
-        } catch let error as QueueError where error.unhealableReason != nil {
-            throw CLIError(description: "cannot open database \(global.databasePath): \(error.unhealableReason!): \(error)",
-                           exitCode: ExitStatus.databaseUnusable)
-        } catch {
-            throw CLIError(description: "cannot open database \(global.databasePath): \(error)")
-        }
+        let store = try global.openExistingStore()
         var configuration = WorkerConfiguration()
         if let job { configuration.job = try store.job(named: job) }
         configuration.leaseSeconds = lease.seconds
@@ -202,14 +194,11 @@ struct WorkCommand: AsyncParsableCommand {
         let outcome: WorkerExit
         do {
             outcome = try await worker.run()
-        } catch let error as WorkerError {
-            await engine.shutdown()
-            if case .storeUnavailable = error {
-                throw CLIError(description: "\(error)", exitCode: ExitStatus.databaseUnreachable)
-            }
-            throw CLIError(description: "\(error)")
         } catch {
             await engine.shutdown()
+            if case WorkerError.storeUnavailable = error {
+                throw CLIError(description: "\(error)", exitCode: ExitStatus.databaseUnreachable)
+            }
             if case WorkerError.databaseUnusable = error {
                 throw CLIError(description: "\(error)", exitCode: ExitStatus.databaseUnusable)
             }
