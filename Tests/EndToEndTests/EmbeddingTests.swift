@@ -80,8 +80,11 @@ import Testing
         let db = try await enqueue("killed", scratch: scratch, children: children)
         let binary = try sluiceBinary()
         for round in 0..<4 {
+            // The short requests wait behind the long list in the encoder, so every kill costs them a
+            // lease lost without progress; four kills would reach --max-lost-leases (worker_lost).
+            // This test is about exact resumption: lift the limit.
             let worker = try children.spawn(binary, ["work", "--db", db, "--quiet", "--lease", "2", "--threads", "\(round % 2 + 1)",
-                                                     "--checkpoint-interval", "0.1"],
+                                                     "--checkpoint-interval", "0.1", "--max-lost-leases", "1000"],
                                             stdout: scratch.path("k\(round).out"), stderr: scratch.path("k\(round).err"))
             // Kill once the worker has checkpointed more of the long list than the last one did (or it ended).
             let before = try checkpointedVectors(db: db)
