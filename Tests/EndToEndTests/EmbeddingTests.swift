@@ -97,7 +97,7 @@ import Testing
         }
         let kept = try checkpointedVectors(db: db)
         #expect(kept > 0 && kept < 600, "vectors checkpointed before the last worker: \(kept)")
-        let last = try await sluice(["work", "--db", db, "--quiet"], in: scratch, children: children, seconds: 600)
+        let last = try await sluice(["work", "--db", db, "--quiet", "--max-lost-leases", "1000"], in: scratch, children: children, seconds: 600)
         #expect(last.status == 0, "\(last.stderr)")
         let killed = try await export(db, "killed", scratch: scratch, children: children)
         #expect(killed == reference, "the export after SIGKILLs differs from the uninterrupted run's")
