@@ -138,6 +138,30 @@ public struct JobStatus: Sendable, Equatable {
 
     /// Nothing is queued or leased (and the job is not still loading).
     public var isFinished: Bool { job.state != .loading && counts.unfinished == 0 }
+
+    /// A job's status from what a store read: the working time, the rates and the ETA are derived
+    /// here, the same way for every store.
+    static func derived(job: JobInfo, counts: RequestCounts, promptTokens: Int, completionTokens: Int,
+                        startedAt: Double?, finishedAt: Double?, now: Double, workers: [WorkerStatus]) -> JobStatus {
+        let finished = counts.unfinished == 0 ? finishedAt : nil
+        let elapsed = startedAt.map { max(0, (finished ?? now) - $0) } ?? 0
+        // Bad input lines are failed from the start: they are not work done.
+        let processed = max(0, counts.finished - job.badLineCount)
+        let requestRate = elapsed > 0 ? Double(processed) / elapsed : 0
+        let tokenRate = elapsed > 0 ? Double(completionTokens) / elapsed : 0
+        let eta: Double?
+        if counts.unfinished == 0 {
+            eta = 0
+        } else if job.state == .cancelled {
+            eta = nil
+        } else {
+            eta = requestRate > 0 ? Double(counts.unfinished) / requestRate : nil
+        }
+        return JobStatus(job: job, counts: counts, promptTokens: promptTokens, completionTokens: completionTokens,
+                         startedAt: startedAt, finishedAt: finished, elapsedSeconds: elapsed,
+                         requestsPerSecond: requestRate, completionTokensPerSecond: tokenRate, etaSeconds: eta,
+                         workers: workers)
+    }
 }
 
 /// Why an input line was rejected.

@@ -102,25 +102,9 @@ extension SQLiteStore {
         let completionTokens = sumTokens.int(1)
         sumTokens.reset()
 
-        let finished = counts.unfinished == 0 ? finishedAt : nil
-        let elapsed = startedAt.map { max(0, (finished ?? now) - $0) } ?? 0
-        // Bad input lines are failed from the start: they are not work done.
-        let processed = max(0, counts.finished - job.badLineCount)
-        let requestRate = elapsed > 0 ? Double(processed) / elapsed : 0
-        let tokenRate = elapsed > 0 ? Double(completionTokens) / elapsed : 0
-        let eta: Double?
-        if counts.unfinished == 0 {
-            eta = 0
-        } else if job.state == .cancelled {
-            eta = nil
-        } else {
-            eta = requestRate > 0 ? Double(counts.unfinished) / requestRate : nil
-        }
         let workers = try workerStatuses(db, job: job.id, now: now)
-        return JobStatus(job: job, counts: counts, promptTokens: promptTokens, completionTokens: completionTokens,
-                         startedAt: startedAt, finishedAt: finished, elapsedSeconds: elapsed,
-                         requestsPerSecond: requestRate, completionTokensPerSecond: tokenRate, etaSeconds: eta,
-                         workers: workers)
+        return .derived(job: job, counts: counts, promptTokens: promptTokens, completionTokens: completionTokens,
+                        startedAt: startedAt, finishedAt: finishedAt, now: now, workers: workers)
     }
 
     /// Workers seen recently (running, heartbeat within the last hour) or holding leases;

@@ -80,24 +80,9 @@ extension PostgresStore {
             """, [String(job.id)], operation: "sum tokens")
         let promptTokens = sums.int(0, 0)
         let completionTokens = sums.int(0, 1)
-        let finished = counts.unfinished == 0 ? finishedAt : nil
-        let elapsed = startedAt.map { max(0, (finished ?? now) - $0) } ?? 0
-        let processed = max(0, counts.finished - job.badLineCount)
-        let requestRate = elapsed > 0 ? Double(processed) / elapsed : 0
-        let tokenRate = elapsed > 0 ? Double(completionTokens) / elapsed : 0
-        let eta: Double?
-        if counts.unfinished == 0 {
-            eta = 0
-        } else if job.state == .cancelled {
-            eta = nil
-        } else {
-            eta = requestRate > 0 ? Double(counts.unfinished) / requestRate : nil
-        }
         let workers = try workerStatuses(db, job: job.id, now: now)
-        return JobStatus(job: job, counts: counts, promptTokens: promptTokens, completionTokens: completionTokens,
-                         startedAt: startedAt, finishedAt: finished, elapsedSeconds: elapsed,
-                         requestsPerSecond: requestRate, completionTokensPerSecond: tokenRate, etaSeconds: eta,
-                         workers: workers)
+        return .derived(job: job, counts: counts, promptTokens: promptTokens, completionTokens: completionTokens,
+                        startedAt: startedAt, finishedAt: finishedAt, now: now, workers: workers)
     }
 
     private func workerStatuses(_ db: PGConnection, job: JobID?, now: Double) throws -> [WorkerStatus] {
