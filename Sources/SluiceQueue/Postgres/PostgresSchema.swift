@@ -303,6 +303,14 @@ enum PostgresSchema {
         END
         $$;
         """#,
+        // 2: no unique index on (job_id, custom_id). Nothing looks a request up by custom_id, and
+        // uniqueness within a job is settled where its lines are read (enqueue keeps the first
+        // line of a duplicate and fails the others as `duplicate_custom_id`; `db copy` copies a
+        // job that was checked so). Keeping the index up cost a third of the server's time in a
+        // `COPY` of requests: 3.8 s against 2.8 s for 300,000 lines.
+        #"""
+        DROP INDEX IF EXISTS requests_custom_id;
+        """#,
     ]
 
     static var currentVersion: Int { migrations.count }
