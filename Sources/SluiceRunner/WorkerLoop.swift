@@ -99,6 +99,8 @@ final class WorkerLoop {
     /// When claims started failing (nil while they succeed), and how many failed in a row.
     private var claimFailingSince: ContinuousClock.Instant?
     private var claimFailures = 0
+    /// When polls for unfinished work started failing (nil while they succeed).
+    private var unfinishedCheckFailingSince: ContinuousClock.Instant?
 
     private var cacheStore: (any ResultCacheStore)? {
         configuration.resultCache == nil ? nil : store as? any ResultCacheStore
@@ -611,7 +613,23 @@ final class WorkerLoop {
             return nil
         }
         nextUnfinishedCheck = now + .seconds(configuration.idlePollInterval)
-        if try !store.hasUnfinishedWork(job: configuration.job) { return .completed }
+        let unfinished: Bool
+        do {
+            unfinished = try store.hasUnfinishedWork(job: configuration.job)
+        } catch {
+            // The same rule as for a claim: a database away (a restart, a dropped connection) is
+            // waited for, up to --db-timeout; the fleet drill found this gap.
+            try WorkerError.stopIfUnhealable(error, during: "look for unfinished work")
+            let since = unfinishedCheckFailingSince ?? now
+            unfinishedCheckFailingSince = since
+            if now - since > .seconds(configuration.databaseTimeoutSeconds) {
+                throw WorkerError.storeUnavailable("the database was unreachable for \(format(configuration.databaseTimeoutSeconds)) (--db-timeout): cannot look for unfinished work: \(error)")
+            }
+            log("looking for unfinished work failed, will retry: \(error)")
+            return nil
+        }
+        unfinishedCheckFailingSince = nil
+        if !unfinished { return .completed }
         if !waitingLogged {
             waitingLogged = true
             log("no claimable request right now: waiting for other workers' leases or retry delays")

@@ -149,7 +149,17 @@ final class MemoryStore: QueueStore {
         }
     }
 
+    /// `hasUnfinishedWork` answers the first `skip` calls, then fails the next `fail` as a
+    /// database that went away would.
+    let unfinishedWorkFailures = Mutex((skip: 0, fail: 0))
+
     func hasUnfinishedWork(job: JobID?) throws -> Bool {
-        state.withLock { state in state.rows.contains { $0.state == .queued || $0.state == .leased } }
+        let fail = unfinishedWorkFailures.withLock { plan in
+            if plan.skip > 0 { plan.skip -= 1; return false }
+            defer { plan.fail = max(0, plan.fail - 1) }
+            return plan.fail > 0
+        }
+        if fail { throw QueueError.databaseBusy(path: "memory", operation: "look for unfinished work", waitedSeconds: 0) }
+        return state.withLock { state in state.rows.contains { $0.state == .queued || $0.state == .leased } }
     }
 }

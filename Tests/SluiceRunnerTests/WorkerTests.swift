@@ -302,6 +302,37 @@ final class LogLines: Sendable {
         #expect(store.rows.allSatisfy { $0.state == .done && $0.resultWrites == 1 })
     }
 
+    /// The fleet drill's find: a worker waiting for another's lease polls whether work remains, and
+    /// a database restart during that poll must be waited for like a failed claim, not end the worker.
+    @Test func aFailedPollForUnfinishedWorkIsRetriedUntilDbTimeout() async throws {
+        let store = MemoryStore(requests: 3)
+        let dead = try store.registerWorker(host: "h", pid: 1, description: "dead")
+        _ = try store.claim(worker: dead, job: nil, limit: 1, leaseSeconds: 0.3)
+        // The check at start succeeds; the polls while the dead worker's lease runs out fail three times.
+        store.unfinishedWorkFailures.withLock { $0 = (skip: 1, fail: 3) }
+        let engine = ScriptedEngine(capacity: 4) { request in .respond(after: 0.001, okOutcome(request.id)) }
+        let exit = try await Worker(store: store, engine: engine, configuration: fastConfiguration(), log: .silent).run()
+        #expect(exit == .completed)
+        #expect(store.rows.allSatisfy { $0.state == .done && $0.resultWrites == 1 })
+        #expect(store.unfinishedWorkFailures.withLock { $0.fail } == 0)
+
+        // A database that stays away past --db-timeout ends the worker with storeUnavailable.
+        let away = MemoryStore(requests: 2)
+        let other = try away.registerWorker(host: "h", pid: 1, description: "dead")
+        _ = try away.claim(worker: other, job: nil, limit: 1, leaseSeconds: 30)
+        away.unfinishedWorkFailures.withLock { $0 = (skip: 1, fail: .max) }
+        var configuration = fastConfiguration()
+        configuration.databaseTimeoutSeconds = 1
+        do {
+            let fresh = ScriptedEngine(capacity: 4) { request in .respond(after: 0.001, okOutcome(request.id)) }
+            _ = try await Worker(store: away, engine: fresh, configuration: configuration, log: .silent).run()
+            Issue.record("the worker did not give up")
+        } catch let error as WorkerError {
+            guard case let .storeUnavailable(message) = error else { Issue.record("\(error)"); return }
+            #expect(message.contains("--db-timeout") && message.contains("unfinished work"))
+        }
+    }
+
     @Test func rejectsNonsenseSettings() async throws {
         var configuration = fastConfiguration()
         configuration.maxAttempts = 0
