@@ -30,6 +30,10 @@ import Testing
             + line("schema-seeded", chat, ##"{"messages":[{"role":"user","content":"A city as JSON."}],"max_tokens":24,"temperature":0.9,"seed":8,"response_format":{"type":"json_schema","json_schema":{"name":"city","strict":true,"schema":{"type":"object","properties":{"name":{"type":"string","maxLength":12},"size":{"enum":["small","large"]}},"required":["name","size"],"additionalProperties":false}}}}"##)
             + line("choice-n2", completions, #"{"prompt":"Is the sea salty? Answer:","max_tokens":4,"temperature":1,"n":2,"guided_choice":[" yes"," no"],"frequency_penalty":0.5}"#)
             + line("responses-greedy", "/v1/responses", #"{"input":"Name a fruit.","instructions":"One word.","max_output_tokens":6,"temperature":0}"#)
+            // Prompt log-probabilities (echo with logprobs), and max_tokens 0 scoring a text: two prompts sharing the
+            // long system prompt, so one may find the other's blocks cached and must still score those positions.
+            + line("echo-logprobs", completions, #"{"prompt":"\#(systemPrompt)\nQuestion: Who wrote Emma?\nAnswer:","max_tokens":8,"temperature":0,"echo":true,"logprobs":2}"#)
+            + line("score-text", completions, #"{"prompt":"\#(systemPrompt)\nQuestion: Is it open on Sunday?\nAnswer: No.","max_tokens":0,"echo":true,"logprobs":1}"#)
     }
 
     static let systemPrompt = "You are the reference desk of a small public library. Answer every question in one short sentence. "
@@ -66,9 +70,13 @@ import Testing
         defer { children.killAll(); scratch.remove() }
         let reference = try await run(["--concurrency", "32", "--threads", "2"], scratch: scratch, children: children, name: "batch32-threads2-cache")
         let lines = try readJSONLines(scratch.path("batch32-threads2-cache.jsonl"))
-        #expect(lines.count == 15 && lines.allSatisfy { $0["response"]?["status_code"]?.intValue == 200 })
+        #expect(lines.count == 17 && lines.allSatisfy { $0["response"]?["status_code"]?.intValue == 200 })
         #expect(lines[13]["response"]?["body"]?["choices"]?.arrayValue?.count == 2)
         #expect(lines[14]["response"]?["body"]?["object"]?.stringValue == "response")
+        // Echo with logprobs: the prompt's tokens come first, the very first with null; max_tokens 0: the prompt alone.
+        #expect(lines[15]["response"]?["body"]?["choices"]?.arrayValue?.first?["logprobs"]?["token_logprobs"]?.arrayValue?.first == .null)
+        #expect(lines[16]["response"]?["body"]?["usage"]?["completion_tokens"]?.intValue == 0)
+        #expect((lines[16]["response"]?["body"]?["choices"]?.arrayValue?.first?["logprobs"]?["token_logprobs"]?.arrayValue?.count ?? 0) > 80)
         // The duplicate came from the cache within the job; status counts it.
         let status = try await sluice(["status", "1", "--db", reference.db, "--json"], in: scratch, children: children)
         let job = try JSON.parse(status.stdout).arrayValue?.first
@@ -114,7 +122,7 @@ import Testing
         let second = try readJSONLines(output)
         #expect(second.map { $0["response"]?["body"] } == lines.map { $0["response"]?["body"] })
         let secondStatus = try await sluice(["status", "2", "--db", reference.db, "--json"], in: scratch, children: children)
-        #expect(try JSON.parse(secondStatus.stdout).arrayValue?.first?["cache_hits"]?.intValue == 15, "\(secondStatus.stdout)")
-        #expect(work.stderr.contains("in 15 results from the cache"), "\(work.stderr)")
+        #expect(try JSON.parse(secondStatus.stdout).arrayValue?.first?["cache_hits"]?.intValue == 17, "\(secondStatus.stdout)")
+        #expect(work.stderr.contains("in 17 results from the cache"), "\(work.stderr)")
     }
 }

@@ -239,9 +239,11 @@ extension KVCache {
     /// budget sees both.
     func prepareStep(_ running: [Generation], sharePrefixes: Bool) {
         for generation in running {
+            // A prompt whose log-probabilities are still being computed shares only the positions whose
+            // logits it no longer needs (`shareableTotal`): the rest it computes itself.
             if sharePrefixes && generation.cachedCount < generation.promptTokens.count {
                 generation.cachedCount = attachCachedPrefix(slot: generation.slot, prompt: generation.promptTokens,
-                                                            cached: generation.cachedCount, total: generation.totalCount)
+                                                            cached: generation.cachedCount, total: generation.shareableTotal)
             }
             trimWindows(slot: generation.slot, nextPosition: generation.cachedCount)
         }

@@ -340,6 +340,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
                                    argmaxRows: ArgmaxRows(flags: argmaxFlags, usableVocabulary: tokenizer.vocabularySize),
                                    cache: cache, logits: logits)
         for (generation, count) in plan.contributions { generation.cachedCount += count }
+        // Prompt log-probabilities first: a generation's last prompt rows and its first token may share the step.
+        if !plan.promptRows.isEmpty { recordPromptLogprobs(plan.promptRows, logits: logits) }
         let picks = pickTokens(plan: plan, logits: logits, chosen: chosen)
 
         for (index, generation) in plan.samplers.enumerated() {
@@ -368,6 +370,31 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
                 // for the positions the sequence grows into next.
                 generation.cachedCount -= drafts.count - accepted
                 speculator?.record(slot: generation.slot, drafted: drafts.count, accepted: accepted)
+            }
+        }
+    }
+
+    /// Reduces each prompt row's logits to its prompt token's log-probability and the top
+    /// alternatives (over the model's own logits: nothing transforms a prompt), in parallel,
+    /// and records them; a request that generates nothing is complete with its last row.
+    private func recordPromptLogprobs(_ rows: [(generation: Generation, position: Int, row: Int)], logits: UnsafeMutablePointer<Float>) {
+        let vocabulary = model.shape.vocabularySize
+        let usable = tokenizer.vocabularySize
+        var entries = [Generation.TokenLogprobs](repeating: .init(token: 0, logprob: 0, top: []), count: rows.count)
+        entries.withUnsafeMutableBufferPointer { entries in
+            let entries = entries.baseAddress!
+            pool.parallelFor(rows.count) { i in
+                let (generation, position, row) = rows[i]
+                let token = generation.promptTokens[position + 1]
+                let result = Sampler.logProbabilities(logits + row * vocabulary, count: usable, token: token,
+                                                      top: generation.parameters.logprobs ?? 0)
+                entries[i] = .init(token: token, logprob: result.chosen, top: result.top)
+            }
+        }
+        for (i, item) in rows.enumerated() {
+            item.generation.recordPromptLogprobs(entries[i], position: item.position)
+            if item.generation.finishReason == nil && item.generation.maxTokens == 0 {
+                item.generation.finishReason = finishReason(item.generation)
             }
         }
     }
@@ -447,6 +474,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
 
     /// Why a generation is complete after its latest token, or nil to go on.
     private func finishReason(_ generation: Generation) -> String? {
+        if generation.promptLogprobsPending { return nil }
         if let last = generation.generated.last, tokenizer.isEndOfGeneration(last) { return "stop" }
         if generation.constraintIsComplete { return "stop" }
         if !generation.parameters.stop.isEmpty, StopStrings.firstMatch(in: text(of: generation), stops: generation.parameters.stop) != nil {

@@ -10,6 +10,14 @@ final class Generation {
     private(set) var generated: [Int32] = []
     /// Log-probabilities of the generated tokens, when the request asked for them.
     private(set) var logprobs: [TokenLogprobs] = []
+    /// Completions' `echo` with `logprobs`: whether the prompt's tokens get log-probabilities too.
+    let wantsPromptLogprobs: Bool
+    /// The log-probabilities of the prompt's tokens after the first: entry i is token i + 1's,
+    /// from the logits at position i. Filled in at prefill, position by position, each row
+    /// reduced to the token's log-probability and the top alternatives as soon as it is computed.
+    /// Not checkpointed: a resumed or preempted generation recomputes the missing ones in its
+    /// prefill, bit for bit the same (the kernels are batch- and prefill-invariant).
+    private(set) var promptLogprobs: [TokenLogprobs] = []
     /// Tokens of prompt + generated whose keys and values are in the cache.
     var cachedCount = 0
     let maxTokens: Int
@@ -46,6 +54,7 @@ final class Generation {
         self.group = group
         self.constraint = constraint
         promptTokenSet = parameters.logitProcessing.usesPromptTokens ? Set(promptTokens) : []
+        wantsPromptLogprobs = parameters.echo && parameters.logprobs != nil && request.endpoint == .completions
         // A seeded request's draws depend only on its body, so identical requests give identical
         // outputs (and a cached result is exactly what a fresh computation would give). Without
         // a seed, the custom id joins the key: different requests sample differently, and each
@@ -66,6 +75,24 @@ final class Generation {
     }
 
     var totalCount: Int { promptTokens.count + generated.count }
+
+    /// Whether prompt positions still need their logits for the prompt's log-probabilities.
+    var promptLogprobsPending: Bool { wantsPromptLogprobs && promptLogprobs.count < promptTokens.count - 1 }
+
+    /// Whether prompt position `position` needs a logit row in the step that computes it.
+    func needsPromptRow(at position: Int) -> Bool {
+        wantsPromptLogprobs && position >= promptLogprobs.count && position < promptTokens.count - 1
+    }
+
+    /// How many positions from the start may come from shared prefix blocks (`KVCache.attachCachedPrefix`'s
+    /// `total`, one past them): positions whose logits are still needed must be computed here.
+    var shareableTotal: Int { promptLogprobsPending ? promptLogprobs.count + 1 : totalCount }
+
+    /// Records the log-probability of prompt token `position + 1`; positions come in order.
+    func recordPromptLogprobs(_ entry: TokenLogprobs, position: Int) {
+        precondition(position == promptLogprobs.count, "prompt log-probabilities are computed in order")
+        promptLogprobs.append(entry)
+    }
 
     /// The token at `index` of prompt + generated.
     func token(at index: Int) -> Int32 {

@@ -84,20 +84,34 @@ struct ResponseBuilder {
         ])
     }
 
+    /// Completions' `logprobs`: the completion's tokens, after the prompt's when `echo` asks for
+    /// them (as OpenAI and vLLM answer: the first prompt token has nothing before it to predict
+    /// it, so its `token_logprobs` and `top_logprobs` entries are null). `text_offset` counts
+    /// UTF-8 bytes of the listed tokens' text from the first listed token.
     private func completionLogprobs(_ generation: Generation, content: String) -> JSON {
         guard generation.parameters.logprobs != nil else { return .null }
-        let chosen = Array(generation.logprobs.prefix(tokensInText(generation, content: content)))
+        var entries: [(token: Int32, entry: Generation.TokenLogprobs?)] = []
+        if generation.wantsPromptLogprobs {
+            for (i, token) in generation.promptTokens.enumerated() {
+                // Every prompt position has its entry once the request is complete; a request cut short
+                // before its prompt was scored (it could not fit the KV budget) shows null for the rest.
+                let entry = i >= 1 && i - 1 < generation.promptLogprobs.count ? generation.promptLogprobs[i - 1] : nil
+                entries.append((token, entry))
+            }
+        }
+        for entry in generation.logprobs.prefix(tokensInText(generation, content: content)) { entries.append((entry.token, entry)) }
         var offsets: [JSON] = []
         var offset = 0
-        for entry in chosen {
+        for item in entries {
             offsets.append(.int(offset))
-            offset += pieceText(entry.token).utf8.count
+            offset += pieceText(item.token).utf8.count
         }
         return .object([
-            "tokens": .array(chosen.map { .string(pieceText($0.token)) }),
-            "token_logprobs": .array(chosen.map { .double($0.logprob) }),
-            "top_logprobs": .array(chosen.map { entry in
-                .object(entry.top.map { (key: pieceText($0.token), value: JSON.double($0.logProbability)) })
+            "tokens": .array(entries.map { .string(pieceText($0.token)) }),
+            "token_logprobs": .array(entries.map { item -> JSON in item.entry.map { JSON.double($0.logprob) } ?? .null }),
+            "top_logprobs": .array(entries.map { item -> JSON in
+                guard let entry = item.entry else { return .null }
+                return .object(entry.top.map { (key: pieceText($0.token), value: JSON.double($0.logProbability)) })
             }),
             "text_offset": .array(offsets),
         ])

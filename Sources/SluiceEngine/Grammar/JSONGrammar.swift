@@ -5,11 +5,14 @@ import SluiceCore
 /// The schema subset is OpenAI strict mode's and a little more: `type` (one or a list),
 /// `properties` (generated in the schema's order), `required`, `additionalProperties`
 /// (only the listed properties are generated, which every setting accepts), `items`,
-/// `minItems`, `maxItems`, `enum`, `const`, `anyOf` (and `oneOf` as `anyOf`), `$ref` to
+/// `prefixItems` (tuples; `items` then covers the rest, `false` for none), `minItems`,
+/// `maxItems`, `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum` (exact, see
+/// `NumberRanges.swift`), `enum`, `const`, `anyOf` (and `oneOf` as `anyOf`), `$ref` to
 /// `#`, `#/$defs/...` or `#/definitions/...` (recursion included), `pattern`, `format`
 /// (date-time, date, time, email, uuid, ipv4, hostname, uri), `minLength`, `maxLength`,
-/// `nullable`, and annotations (`title`, `description`, `default`, `examples`...). Any other
-/// keyword is an error naming it and where it is: the output could otherwise break it.
+/// `nullable`, `uniqueItems: false`, and annotations (`title`, `description`, `default`,
+/// `examples`...). Any other keyword (`multipleOf`, `allOf`, `uniqueItems: true`, ...) is an
+/// error naming it and where it is: the output could otherwise break it.
 ///
 /// Whitespace between tokens is allowed (see `whitespace()`) and nothing follows the value:
 /// generation ends with it.
@@ -18,9 +21,17 @@ struct JSONGrammar {
 
     static let maximumIndent = 24
     static let supportedKeywords: Set<String> = [
-        "type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems", "enum", "const",
+        "type", "properties", "required", "additionalProperties", "items", "prefixItems", "minItems", "maxItems", "enum", "const",
         "anyOf", "oneOf", "$ref", "$defs", "definitions", "pattern", "format", "minLength", "maxLength", "nullable",
+        "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
         "title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated", "readOnly", "writeOnly",
+    ]
+    static let boundKeywords = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"]
+    /// Why keywords a grammar cannot (or does not yet) enforce are refused.
+    static let refusalReasons: [String: String] = [
+        "multipleOf": "a grammar does not enforce divisibility (bounds are supported: minimum, maximum, exclusiveMinimum, exclusiveMaximum)",
+        "allOf": "merge the schemas into one, or use anyOf",
+        "uniqueItems": "a grammar cannot rule out repeated items (uniqueItems: false is accepted)",
     ]
     static let annotations: Set<String> = ["title", "description", "default", "examples", "$schema", "$id", "$comment",
                                            "deprecated", "readOnly", "writeOnly", "$defs", "definitions"]
@@ -168,8 +179,10 @@ struct JSONGrammar {
         case .bool(true): return anyValue()
         case .bool(false): throw Failure(message: "the schema at \(path) is false: no value matches it")
         case let .object(fields):
-            for (key, _) in fields where !Self.supportedKeywords.contains(key) {
-                throw Failure(message: "unsupported JSON Schema keyword '\(key)' at \(path)")
+            for (key, value) in fields where !Self.supportedKeywords.contains(key) {
+                if key == "uniqueItems" && value == .bool(false) { continue }
+                let reason = Self.refusalReasons[key].map { ": " + $0 } ?? ""
+                throw Failure(message: "unsupported JSON Schema keyword '\(key)' at \(path)\(reason)")
             }
             if let reference = schema["$ref"] {
                 guard let text = reference.stringValue else { throw Failure(message: "'$ref' at \(path) must be a string") }
@@ -213,7 +226,10 @@ struct JSONGrammar {
             switch schema["type"] {
             case nil:
                 if schema["properties"] != nil { types = ["object"] }
-                else if schema["items"] != nil || schema["minItems"] != nil || schema["maxItems"] != nil { types = ["array"] }
+                else if schema["items"] != nil || schema["prefixItems"] != nil || schema["minItems"] != nil || schema["maxItems"] != nil {
+                    types = ["array"]
+                }
+                else if Self.boundKeywords.contains(where: { schema[$0] != nil }) { types = ["number"] }
                 else if schema["pattern"] != nil || schema["format"] != nil || schema["minLength"] != nil || schema["maxLength"] != nil { types = ["string"] }
                 else { return anyValue() }
             case let .string(type)?: types = [type]
@@ -237,8 +253,16 @@ struct JSONGrammar {
     private mutating func typed(_ type: String, _ schema: JSON, at path: String) throws(Failure) -> GrammarSymbol {
         switch type {
         case "string": return try string(schema, at: path)
-        case "integer": return integer()
-        case "number": return number()
+        case "integer":
+            guard Self.boundKeywords.contains(where: { schema[$0] != nil }) else { return integer() }
+            return try boundedInteger(schema, at: path)
+        case "number":
+            guard Self.boundKeywords.contains(where: { schema[$0] != nil }) else { return number() }
+            let (lower, upper) = try bounds(schema, at: path)
+            guard let symbol = builder.numberRange(lower: lower, upper: upper) else {
+                throw Failure(message: "no number lies within the bounds at \(path) (bounded numbers have at most \(GrammarBuilder.boundedNumberDigits) significant digits)")
+            }
+            return symbol
         case "boolean": return .rule(builder.shared("boolean") { _ in [[.text("true")], [.text("false")]] })
         case "null": return .text("null")
         case "object": return try object(schema, at: path)
@@ -321,16 +345,92 @@ struct JSONGrammar {
     }
 
     private mutating func array(_ schema: JSON, at path: String) throws(Failure) -> GrammarSymbol {
-        let item = try schema["items"].map { items throws(Failure) in try value(items, at: path + "/items") } ?? anyValue()
+        // `prefixItems`: the schemas of the first items, in order (a tuple).
+        var prefix: [GrammarSymbol] = []
+        if let list = schema["prefixItems"] {
+            guard let schemas = list.arrayValue else { throw Failure(message: "'prefixItems' at \(path) must be an array of schemas") }
+            for (i, item) in schemas.enumerated() { prefix.append(try value(item, at: "\(path)/prefixItems/\(i)")) }
+        }
         let minimum = try count(schema, "minItems", at: path) ?? 0
-        let maximum = try count(schema, "maxItems", at: path)
+        var maximum = try count(schema, "maxItems", at: path)
         if let maximum, maximum < minimum { throw Failure(message: "'maxItems' is below 'minItems' at \(path)") }
+        // `items`: the schema of every item after the prefix; false: none may follow it.
+        let item: GrammarSymbol?
+        if schema["items"] == .bool(false) {
+            item = nil
+            maximum = min(maximum ?? prefix.count, prefix.count)
+            guard minimum <= prefix.count else {
+                throw Failure(message: "'minItems' at \(path) asks for more items than 'prefixItems' gives, and 'items' is false")
+            }
+        } else {
+            item = try schema["items"].map { items throws(Failure) in try value(items, at: path + "/items") } ?? anyValue()
+        }
         let ws = whitespace()
         if maximum == 0 { return .rule(builder.rule([[.byte(91), ws, .byte(93)]])) }
-        let rest = builder.repeated([.byte(44), ws, item, ws], minimum: max(minimum - 1, 0), maximum: maximum.map { $0 - 1 })
-        var alternatives: [[GrammarSymbol]] = [[.byte(91), ws, item, ws] + rest + [.byte(93)]]
+        let prefixCount = prefix.count
+        // The items from index `prefixCount` on, each after a comma (at least one item is written by then).
+        var after: [GrammarSymbol] = []
+        if let item, maximum.map({ $0 > prefixCount }) ?? true {
+            after = builder.repeated([.byte(44), ws, item, ws], minimum: max(minimum - max(prefixCount, 1), 0),
+                                     maximum: maximum.map { $0 - max(prefixCount, 1) })
+        }
+        // Then each prefix item from the last to the second: it may end the array once `minItems` are written.
+        var index = prefixCount - 1
+        while index >= 1 {
+            var alternatives: [[GrammarSymbol]] = []
+            if maximum.map({ index < $0 }) ?? true { alternatives.append([.byte(44), ws, prefix[index], ws] + after) }
+            if index >= minimum { alternatives.append([]) }
+            after = [.rule(builder.rule(alternatives))]
+            index -= 1
+        }
+        let first = prefix.first ?? item!
+        var alternatives: [[GrammarSymbol]] = [[.byte(91), ws, first, ws] + after + [.byte(93)]]
         if minimum == 0 { alternatives.append([.byte(91), ws, .byte(93)]) }
         return .rule(builder.rule(alternatives))
+    }
+
+    /// The bounds a schema puts on a number: `minimum` and `exclusiveMinimum` (the tighter; a
+    /// boolean `exclusiveMinimum` makes `minimum` exclusive, as draft 4 wrote it), likewise above.
+    private func bounds(_ schema: JSON, at path: String) throws(Failure) -> (lower: NumberBound?, upper: NumberBound?) {
+        func decimal(_ key: String) throws(Failure) -> ExactDecimal? {
+            guard let value = schema[key], !value.isNull, value.boolValue == nil else { return nil }
+            guard case let .number(text) = value, let decimal = ExactDecimal(text) else {
+                throw Failure(message: "'\(key)' at \(path) must be a number")
+            }
+            return decimal
+        }
+        func side(_ inclusiveKey: String, _ exclusiveKey: String, below: Bool) throws(Failure) -> NumberBound? {
+            var bound = try decimal(inclusiveKey).map { NumberBound(value: $0, inclusive: true) }
+            if let flag = schema[exclusiveKey]?.boolValue {
+                guard bound != nil || !flag else { throw Failure(message: "'\(exclusiveKey)': true at \(path) needs '\(inclusiveKey)'") }
+                if flag { bound?.inclusive = false }
+            } else if let exclusive = try decimal(exclusiveKey) {
+                // The tighter of the two; at the same value the exclusive one.
+                let order = bound.map { ExactDecimal.compare(exclusive, $0.value) } ?? (below ? 1 : -1)
+                if order == 0 || (below ? order > 0 : order < 0) { bound = NumberBound(value: exclusive, inclusive: false) }
+            }
+            return bound
+        }
+        return (try side("minimum", "exclusiveMinimum", below: true), try side("maximum", "exclusiveMaximum", below: false))
+    }
+
+    /// Integers within the schema's bounds (at most 16 digits, as every integer here).
+    private mutating func boundedInteger(_ schema: JSON, at path: String) throws(Failure) -> GrammarSymbol {
+        let (lower, upper) = try bounds(schema, at: path)
+        let largest = GrammarBuilder.powerOfTen(16) - 1
+        var low = -largest, high = largest
+        if let lower {
+            let floor = lower.value.floor
+            low = max(low, lower.inclusive && lower.value.fraction.isEmpty ? floor : floor + 1)
+        }
+        if let upper {
+            let floor = upper.value.floor
+            high = min(high, !upper.inclusive && upper.value.fraction.isEmpty ? floor - 1 : floor)
+        }
+        guard let symbol = builder.integerRange(low, high) else {
+            throw Failure(message: "no integer lies within the bounds at \(path) (integers have at most 16 digits)")
+        }
+        return symbol
     }
 
     private mutating func reference(_ text: String, at path: String) throws(Failure) -> GrammarSymbol {

@@ -30,7 +30,8 @@ public struct GenerationRequest: Sendable, Equatable {
     /// The prompts: one, or (completions) a list, each giving `choicesPerPrompt` choices in order.
     public var prompts: [PromptInput]
     public var model: String?
-    /// nil: as many as the context allows.
+    /// nil: as many as the context allows. 0 only with completions' `echo` (the prompt alone,
+    /// scored when `logprobs` asks: OpenAI's classic way to score a text).
     public var maxTokens: Int?
     public var sampling = SamplingParameters()
     /// Whether the body named a seed (otherwise one is derived from the request).
@@ -101,7 +102,7 @@ public struct GenerationRequest: Sendable, Equatable {
         let maxKey = endpoint == .responses ? "max_output_tokens"
             : body["max_completion_tokens"].map { !$0.isNull } == true ? "max_completion_tokens" : "max_tokens"
         if let value = body[maxKey], !value.isNull {
-            guard let n = value.intValue, n >= 1 else { throw RequestError("'\(maxKey)' must be an integer of at least 1", parameter: maxKey) }
+            guard let n = value.intValue, n >= 0 else { throw RequestError("'\(maxKey)' must be an integer of at least 1", parameter: maxKey) }
             maxTokens = n
         } else if endpoint == .completions {
             maxTokens = 16  // OpenAI's default for completions
@@ -140,8 +141,8 @@ public struct GenerationRequest: Sendable, Equatable {
         constraint = try OutputConstraint.parse(body, endpoint: endpoint)
         stop = try Self.parseStop(body["stop"])
         logprobs = try Self.parseLogprobs(body, endpoint: endpoint)
-        if echo && logprobs != nil {
-            throw RequestError("'echo' with 'logprobs' (prompt log-probabilities) is not supported yet", parameter: "echo")
+        if maxTokens == 0 && !(endpoint == .completions && echo) {
+            throw RequestError("'\(maxKey)' must be an integer of at least 1 (0 only with 'echo': true, to score the prompt)", parameter: maxKey)
         }
         if endpoint == .responses {
             for key in ["instructions", "metadata", "temperature", "top_p", "max_output_tokens"] {

@@ -13,6 +13,9 @@ struct StepPlan {
     var firstLogit: [Int] = []
     /// How many tokens each scheduled generation contributes, by index into the running list.
     var contributions: [(generation: Generation, count: Int)] = []
+    /// Prompt positions whose logits give the prompt's log-probabilities (completions' `echo`
+    /// with `logprobs`): each has a logit row too, at `row` of `logitRows`.
+    var promptRows: [(generation: Generation, position: Int, row: Int)] = []
 }
 
 /// Continuous batching under a per-step token budget.
@@ -24,6 +27,10 @@ struct StepPlan {
 /// its prompt produces logits, and that sequence decodes from the next step.
 struct BatchScheduler {
     var tokenBudget: Int
+    /// The most prompt positions per step that produce logits for prompt log-probabilities: each
+    /// is a full row of the vocabulary (1 MiB for 262,144 tokens), so a long prompt is scored
+    /// in chunks of this many positions rather than with one row per prompt token at once.
+    var promptRowBudget = 32
 
     /// - Parameter drafts: speculative tokens to verify after a sampler's last token, by slot.
     ///   They come on top of the token budget and count in its `contributions`.
@@ -37,7 +44,17 @@ struct BatchScheduler {
             budget -= 1
         }
         for generation in prefilling where budget > 0 {
-            let count = min(generation.totalCount - generation.cachedCount, budget)
+            var count = min(generation.totalCount - generation.cachedCount, budget)
+            if generation.promptLogprobsPending {
+                // Positions needing rows are those from `first` to the prompt's second last.
+                let first = max(generation.cachedCount, generation.promptLogprobs.count)
+                let wanted = max(0, min(generation.cachedCount + count, generation.promptTokens.count - 1) - first)
+                let room = promptRowBudget - plan.promptRows.count
+                if wanted > room {
+                    guard room > 0 else { continue }
+                    count = first + room - generation.cachedCount
+                }
+            }
             add(generation, count: count, drafts: drafts[generation.slot] ?? [], to: &plan)
             budget -= count
         }
@@ -48,8 +65,13 @@ struct BatchScheduler {
         for index in generation.cachedCount..<(generation.cachedCount + count) {
             plan.tokens.append(generation.token(at: index))
             plan.placements.append(TokenPlacement(slot: generation.slot, position: index))
+            if generation.needsPromptRow(at: index) {
+                plan.promptRows.append((generation, index, plan.logitRows.count))
+                plan.logitRows.append(plan.tokens.count - 1)
+            }
         }
-        guard generation.cachedCount + count == generation.totalCount else {
+        // A request that generates nothing (`max_tokens` 0, scoring its prompt) samples no token.
+        guard generation.cachedCount + count == generation.totalCount, generation.maxTokens > 0 else {
             plan.contributions.append((generation, count))
             return
         }

@@ -37,7 +37,8 @@ struct CompatibilityTests {
 
     @Test func realWorldShapedLinesAreAnsweredAndEachAnswerChecks() async throws {
         let requests = try Self.fixtureLines()
-        let events = await run(try engine(), requests)
+        let engine = try engine()
+        let events = await run(engine, requests)
         var validations: [JSON] = []
         var cutShort: [String] = []
         for request in requests {
@@ -70,13 +71,24 @@ struct CompatibilityTests {
             case .embeddings:
                 Issue.record("\(name): the compatibility file has no embeddings lines")
             }
-            if parameters.echo, case let .text(prompt) = parameters.prompt {
-                #expect(texts.allSatisfy { $0.text.hasPrefix(prompt) }, "\(name): echo")
+            if parameters.echo {
+                for (index, item) in texts.enumerated() {
+                    guard case let .text(prompt) = parameters.prompts[index / parameters.choicesPerPrompt] else { continue }
+                    #expect(item.text.hasPrefix(prompt), "\(name): echo")
+                    if parameters.maxTokens == 0 { #expect(item.text == prompt && item.finish == "length", "\(name): scoring") }
+                }
             }
             if let logprobs = parameters.logprobs, request.endpoint == .completions {
-                for choice in body["choices"]!.arrayValue! {
+                for (index, choice) in body["choices"]!.arrayValue!.enumerated() {
                     let tops = choice["logprobs"]?["top_logprobs"]?.arrayValue ?? []
                     #expect(!tops.isEmpty && tops.allSatisfy { $0.objectValue?.count ?? 0 <= logprobs }, "\(name): logprobs")
+                    if parameters.echo {
+                        // The prompt's tokens first, the very first with a null log-probability (nothing predicts it).
+                        let promptTokens = try engine.tokenize(parameters.prompts[index / parameters.choicesPerPrompt]).count
+                        let values = choice["logprobs"]?["token_logprobs"]?.arrayValue ?? []
+                        #expect(values.count >= promptTokens && values.first == .null, "\(name): prompt logprobs")
+                        #expect(values.dropFirst().allSatisfy { ($0.doubleValue ?? 1) <= 0 }, "\(name): prompt logprobs")
+                    }
                 }
             }
             for stop in parameters.stop { #expect(texts.allSatisfy { !$0.text.contains(stop) }, "\(name): stop \(stop.debugDescription)") }

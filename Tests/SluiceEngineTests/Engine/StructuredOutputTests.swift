@@ -147,13 +147,18 @@ struct StructuredOutputTests {
         #expect(BuiltinResultIdentity.material(for: a) != BuiltinResultIdentity.material(for: b))
         #expect(BuiltinResultIdentity.material(for: sampledA) != BuiltinResultIdentity.material(for: sampledB))
         // A schema the engine refuses is not cached at all.
-        let bad = Self.schemaRequest(1, schema: .object(["type": .string("integer"), "minimum": .int(2)]), prompt: "x", maxTokens: 5, sampled: false)
+        let bad = Self.schemaRequest(1, schema: .object(["type": .string("integer"), "multipleOf": .int(2)]), prompt: "x", maxTokens: 5, sampled: false)
         #expect(BuiltinResultIdentity.material(for: bad) == nil)
+        // Bounds are part of the schema and so of the identity.
+        let low = Self.schemaRequest(1, schema: .object(["type": .string("integer"), "minimum": .int(2)]), prompt: "x", maxTokens: 5, sampled: false)
+        let high = Self.schemaRequest(1, schema: .object(["type": .string("integer"), "minimum": .int(3)]), prompt: "x", maxTokens: 5, sampled: false)
+        #expect(BuiltinResultIdentity.material(for: low) != nil && BuiltinResultIdentity.material(for: low) != BuiltinResultIdentity.material(for: high))
     }
 }
 
-/// Random JSON Schemas in the strict-mode subset (objects, arrays, strings with enums, lengths,
-/// patterns and formats, numbers, integers, booleans, nulls, const, anyOf, type lists, $defs/$ref).
+/// Random JSON Schemas in the strict-mode subset (objects, arrays, tuples (`prefixItems`), strings
+/// with enums, lengths, patterns and formats, numbers and integers with and without bounds,
+/// booleans, nulls, const, anyOf, type lists, $defs/$ref).
 struct RandomSchemaGenerator {
     var random: SplitMix64
     static let names = ["name", "id", "title", "count", "tags", "city", "score", "valid", "items", "kind", "note", "year",
@@ -196,8 +201,9 @@ struct RandomSchemaGenerator {
     }
 
     mutating func value(depth: Int) -> JSON {
-        let leafKinds = ["string", "enum", "pattern", "format", "integer", "number", "boolean", "null", "const", "nullable"]
-        let kind = depth >= 3 ? pick(leafKinds) : pick(leafKinds + ["array", "array", "object", "anyOf"])
+        let leafKinds = ["string", "enum", "pattern", "format", "integer", "number", "boolean", "null", "const", "nullable",
+                         "bounded-integer", "bounded-number"]
+        let kind = depth >= 3 ? pick(leafKinds) : pick(leafKinds + ["array", "array", "object", "anyOf", "tuple"])
         switch kind {
         case "string": return .object(["type": .string("string"), "maxLength": .int(number(1...16))])
         case "enum":
@@ -214,6 +220,28 @@ struct RandomSchemaGenerator {
         case "array":
             let minimum = number(0...2)
             return .object(["type": .string("array"), "items": value(depth: depth + 1), "minItems": .int(minimum), "maxItems": .int(minimum + number(0...2))])
+        case "bounded-integer", "bounded-number":
+            // One or both bounds, inclusive or exclusive, negative or not; never an empty range.
+            let integer = kind == "bounded-integer"
+            let low = number(-300...300)
+            let high = low + number(2...400)
+            let fraction = integer ? "" : pick(["", ".5", ".25"])
+            var fields: [(key: String, value: JSON)] = [(key: "type", value: .string(integer ? "integer" : "number"))]
+            let sides = number(0...2)  // 0: both, 1: lower only, 2: upper only
+            if sides != 2 { fields.append((key: chance(0.5) ? "minimum" : "exclusiveMinimum", value: .number(String(low) + fraction))) }
+            if sides != 1 { fields.append((key: chance(0.5) ? "maximum" : "exclusiveMaximum", value: .number(String(high) + fraction))) }
+            return .object(fields)
+        case "tuple":
+            // prefixItems, then nothing more, more of one schema, or (absent `items`) anything.
+            let prefix = (0..<number(1...3)).map { _ in value(depth: depth + 1) }
+            var fields: [(key: String, value: JSON)] = [(key: "type", value: .string("array")), (key: "prefixItems", value: .array(prefix))]
+            switch number(0...2) {
+            case 0: fields.append((key: "items", value: .bool(false)))
+            case 1: fields += [(key: "items", value: value(depth: depth + 1)), (key: "maxItems", value: .int(prefix.count + number(0...1)))]
+            default: fields.append((key: "maxItems", value: .int(prefix.count)))
+            }
+            if chance(0.7) { fields.append((key: "minItems", value: .int(number(0...prefix.count)))) }
+            return .object(fields)
         case "object": return object(depth: depth)
         default: return .object(["anyOf": .array([value(depth: depth + 1), value(depth: depth + 1)])])
         }

@@ -104,8 +104,14 @@ struct GrammarTests {
     }
 
     @Test(arguments: [
-        (#"{"type":"integer","minimum":1}"#, "'minimum' at #"),
+        (#"{"type":"integer","minimum":1,"multipleOf":2}"#, "'multipleOf' at #: a grammar does not enforce divisibility"),
         (#"{"type":"object","properties":{"a":{"allOf":[]}}}"#, "'allOf' at #/properties/a"),
+        (#"{"type":"array","uniqueItems":true}"#, "'uniqueItems' at #: a grammar cannot rule out repeated items"),
+        (#"{"type":"integer","minimum":"1"}"#, "'minimum' at # must be a number"),
+        (#"{"type":"integer","exclusiveMaximum":true}"#, "needs 'maximum'"),
+        (#"{"type":"integer","minimum":10,"maximum":2}"#, "no integer lies within the bounds at #"),
+        (#"{"type":"array","prefixItems":[{"type":"integer"}],"items":false,"minItems":2}"#, "more items than 'prefixItems'"),
+        (#"{"type":"array","prefixItems":{"type":"integer"}}"#, "'prefixItems' at # must be an array"),
         (#"{"type":"object","patternProperties":{}}"#, "'patternProperties'"),
         (#"{"type":"string","format":"ipv6"}"#, "format \"ipv6\""),
         (#"{"type":"string","pattern":"\\bword"}"#, "word boundaries"),
@@ -121,6 +127,26 @@ struct GrammarTests {
         } catch let error as JSONGrammar.Failure {
             #expect(error.message.contains(fragment), "\(error.message)")
         }
+    }
+
+    @Test func tuplesWithPrefixItems() throws {
+        // A closed pair: exactly [string, integer >= 0], each position its own schema.
+        let pair = try machine(#"{"type":"array","prefixItems":[{"type":"string","maxLength":3},{"type":"integer","minimum":0}],"items":false,"minItems":2}"#)
+        #expect(accepts(pair, #"["ab",7]"#) && accepts(pair, #"[ "abc" , 0 ]"#))
+        for invalid in [#"[7,"ab"]"#, #"["ab"]"#, #"["ab",7,8]"#, #"["abcd",1]"#, #"["a",-1]"#, "[]"] { #expect(!accepts(pair, invalid), "\(invalid)") }
+        // Without minItems a tuple may stop early (JSON Schema: prefixItems constrain only the items present).
+        let open = try machine(#"{"type":"array","prefixItems":[{"type":"boolean"},{"type":"null"}],"items":{"type":"integer"},"maxItems":4}"#)
+        for valid in ["[]", "[true]", "[false,null]", "[true,null,1]", "[true,null,1,2]"] { #expect(accepts(open, valid), "\(valid)") }
+        for invalid in ["[null]", "[true,1]", "[true,null,1,2,3]", #"[true,null,"x"]"#] { #expect(!accepts(open, invalid), "\(invalid)") }
+        // items absent: the rest are any values; maxItems below the prefix cuts the tuple.
+        let rest = try machine(#"{"prefixItems":[{"const":1}],"minItems":1}"#)
+        #expect(accepts(rest, #"[1,"x",{"a":[]}]"#) && !accepts(rest, "[2]") && !accepts(rest, "[]"))
+        let cut = try machine(#"{"type":"array","prefixItems":[{"type":"integer"},{"type":"integer"},{"type":"integer"}],"maxItems":2}"#)
+        #expect(accepts(cut, "[1,2]") && !accepts(cut, "[1,2,3]"))
+        let none = try machine(#"{"type":"array","items":false}"#)
+        #expect(accepts(none, "[]") && !accepts(none, "[1]"))
+        // uniqueItems: false asks for nothing and is accepted.
+        #expect(accepts(try machine(#"{"type":"array","items":{"type":"integer"},"uniqueItems":false}"#), "[1,1]"))
     }
 
     /// Right recursion (repetition) keeps the set of states finite: a long string revisits one state.

@@ -66,6 +66,9 @@ struct GenerationRequestTests {
         let list = try parse(.completions, #"{"prompt":["a","b"],"n":2,"echo":true,"best_of":2,"guided_choice":["yes","no"]}"#)
         #expect(list.prompts == [.text("a"), .text("b")] && list.choiceCount == 4 && list.echo)
         #expect(list.constraint == .choice(["yes", "no"]))
+        // Echo with logprobs scores the prompt; with max_tokens 0 only the prompt (OpenAI's way to score a text).
+        let scoring = try parse(.completions, #"{"prompt":"a b c","echo":true,"logprobs":5,"max_tokens":0}"#)
+        #expect(scoring.echo && scoring.logprobs == 5 && scoring.maxTokens == 0)
         #expect(try parse(.completions, #"{"prompt":[[1,2],[3]]}"#).prompts == [.tokens([1, 2]), .tokens([3])])
         #expect(try parse(.completions, #"{"prompt":"x","json_schema":{"type":"integer"}}"#).constraint == .jsonSchema(.object(["type": .string("integer")])))
         #expect(try parse(.completions, #"{"prompt":"x","guided_json":"{\"type\":\"boolean\"}"}"#).constraint == .jsonSchema(.object(["type": .string("boolean")])))
@@ -100,7 +103,8 @@ struct GenerationRequestTests {
         (.completions, #"{"prompt":"x","repetition_penalty":0}"#, "'repetition_penalty'"),
         (.completions, #"{"prompt":"x","logit_bias":{"abc":1}}"#, "token ids"),
         (.completions, #"{"prompt":"x","logit_bias":{"5":101}}"#, "from -100 to 100"),
-        (.completions, #"{"prompt":"x","echo":true,"logprobs":1}"#, "'echo' with 'logprobs'"),
+        (.completions, #"{"prompt":"x","echo":false,"max_tokens":0,"logprobs":1}"#, "0 only with 'echo'"),
+        (.chatCompletions, #"{"messages":[{"role":"user","content":"x"}],"max_tokens":0}"#, "'max_tokens' must be an integer of at least 1"),
         (.completions, #"{"prompt":"x","suffix":"y"}"#, "'suffix'"),
         (.completions, #"{"prompt":"x","grammar":"root ::= \"a\""}"#, "GBNF"),
         (.completions, #"{"prompt":"x","guided_regex":"(?=a)"}"#, "lookaround"),
@@ -110,7 +114,8 @@ struct GenerationRequestTests {
         (.chatCompletions, #"{"messages":[{"role":"user","content":"x"}],"tool_choice":"auto"}"#, "tool calling"),
         (.chatCompletions, #"{"messages":[{"role":"user","content":[{"type":"input_audio","input_audio":{}}]}]}"#, "'input_audio' parts are not supported"),
         (.chatCompletions, #"{"messages":[{"role":"user","content":"x"}],"modalities":["text","audio"]}"#, "modalities"),
-        (.chatCompletions, #"{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"a","schema":{"type":"integer","minimum":3}}}}"#, "unsupported JSON Schema keyword 'minimum' at #"),
+        (.chatCompletions, #"{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"a","schema":{"type":"integer","multipleOf":3}}}}"#, "unsupported JSON Schema keyword 'multipleOf' at #"),
+        (.chatCompletions, #"{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"a","schema":{"type":"integer","minimum":3,"exclusiveMaximum":3}}}}"#, "no integer lies within the bounds at #"),
         (.chatCompletions, #"{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"a","schema":{"type":"object","properties":{"a":{"type":"array","uniqueItems":true}}}}}}"#, "'uniqueItems' at #/properties/a"),
         (.chatCompletions, ##"{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"a","schema":{"$ref":"#/$defs/missing"}}}}"##, "names no definition"),
         (.chatCompletions, #"{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"yaml"}}"#, "type 'yaml' is not supported"),
