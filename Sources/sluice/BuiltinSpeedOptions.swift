@@ -24,3 +24,4 @@ struct BuiltinSpeedOptions: ParsableArguments {
 }
 
 extension MatmulPrecision: ExpressibleByArgument {}
+extension EmbeddingPooling: ExpressibleByArgument {}

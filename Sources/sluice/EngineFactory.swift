@@ -49,8 +49,15 @@ struct EngineOptions: Sendable {
     var draftTokens: Int? = nil
     /// --precision (builtin): how matrix products treat activations (nil: the engine's default).
     var precision: MatmulPrecision? = nil
-    /// --embedding-model (builtin): the folder or cached name of the model for /v1/embeddings lines (nil: the default).
+    /// --embedding-model (builtin): the folder, GGUF file or cached name of the model for /v1/embeddings lines (nil: the default).
     var embeddingModel: String? = nil
+    /// --pooling (builtin): how the embedding model pools token states (nil: the model's own).
+    var embeddingPooling: EmbeddingPooling? = nil
+
+    /// How the embedding model loads: --pooling, and --precision for a GGUF decoder (as for generation).
+    var embeddingSettings: EmbeddingModelSettings {
+        EmbeddingModelSettings(pooling: embeddingPooling, precision: precision ?? .engineDefault)
+    }
 }
 
 /// `--speculate`: where the built-in engine's speculative decoding drafts come from.
@@ -96,9 +103,9 @@ func makeEngine(_ options: EngineOptions) throws -> any InferenceEngine {
         let embeddingModel = options.embeddingModel
         var embeddingOptions = EmbeddingEngineOptions()
         if let threads = options.threads { embeddingOptions.threads = threads }
-        let settings = embeddingOptions
+        let (engineOptions, settings) = (embeddingOptions, options.embeddingSettings)
         return EndpointRouter(generation: generation) {
-            try EmbeddingEngine(directory: try ModelCache().resolveEmbeddingModel(embeddingModel), options: settings)
+            try EmbeddingEngine(path: try ModelCache().resolveEmbeddingModel(embeddingModel), settings: settings, options: engineOptions)
         }
     case .openai:
         guard let text = options.baseURL, !text.isEmpty else {
@@ -121,15 +128,16 @@ func builtinGenerationEngine(_ engine: any InferenceEngine) -> BuiltinEngine? {
     (engine as? EndpointRouter)?.generation as? BuiltinEngine ?? engine as? BuiltinEngine
 }
 
-/// What the vectors of `--embedding-model` depend on, for the result cache: the folder's
-/// weights file (resolved path, size, modification time), or a marker when it is missing.
-func embeddingModelIdentity(_ name: String?) -> String {
-    guard let directory = try? ModelCache().resolveEmbeddingModel(name) else { return "embedding-model=unavailable" }
-    let weights = URL(fileURLWithPath: directory + "/model.safetensors").resolvingSymlinksInPath().path
-    let attributes = (try? FileManager.default.attributesOfItem(atPath: weights)) ?? [:]
-    let size = (attributes[.size] as? NSNumber)?.int64Value ?? -1
-    let modified = (attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
-    return "embedding-model=\(weights) size=\(size) mtime=\(modified)"
+/// What the vectors of `--embedding-model` depend on, for the result cache: the identity the
+/// embedding engine records in its checkpoints (the weights' content fingerprint, the pooling and,
+/// for a GGUF decoder, the precision), read from the model's headers without loading it; a marker
+/// when it cannot be read (then the embeddings lines fail and nothing is cached).
+func embeddingModelIdentity(_ options: EngineOptions) -> String {
+    guard let path = try? ModelCache().resolveEmbeddingModel(options.embeddingModel),
+          let identity = try? EmbeddingModel.outputIdentity(path: path, settings: options.embeddingSettings) else {
+        return "embedding-model=unavailable"
+    }
+    return identity
 }
 
 /// Loads the model `--model` names (default: the cached default model) into the built-in engine.

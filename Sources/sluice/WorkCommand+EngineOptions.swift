@@ -17,7 +17,7 @@ extension WorkCommand {
                      ("--context-length", contextLength != nil), ("--kv-memory", kvMemory != nil),
                      ("--precision", speed.precision != nil), ("--speculate", speed.speculate != nil),
                      ("--draft-model", speed.draftModel != nil), ("--draft-tokens", speed.draftTokens != nil),
-                     ("--no-prefix-sharing", noPrefixSharing)]
+                     ("--no-prefix-sharing", noPrefixSharing), ("--pooling", pooling != nil)]
         }
         let refused = given.filter(\.isSet).map(\.option)
         guard refused.isEmpty else {

@@ -86,8 +86,11 @@ struct WorkCommand: AsyncParsableCommand {
 
     @OptionGroup var speed: BuiltinSpeedOptions
 
-    @Option(name: .customLong("embedding-model"), help: ArgumentHelp("builtin: the model for /v1/embeddings lines, a folder or a name in the model cache (default: all-minilm-l6-v2, from scripts/fetch-model --embedding); loaded at the first such line.", valueName: "name-or-path"))
+    @Option(name: .customLong("embedding-model"), help: ArgumentHelp("builtin: the model for /v1/embeddings lines: a sentence-transformers folder or a GGUF decoder model, as a path or a name in the model cache (default: all-minilm-l6-v2, from scripts/fetch-model --embedding); loaded at the first such line.", valueName: "name-or-path"))
     var embeddingModel: String?
+
+    @Option(help: ArgumentHelp("builtin: how --embedding-model pools its tokens' final states into one vector: last (the last token's; a GGUF decoder's default), mean, or cls (BERT only). Default: the model's own (a folder's 1_Pooling config). Vectors are unit length either way.", valueName: "last|mean|cls"))
+    var pooling: EmbeddingPooling?
 
     @Flag(name: .customLong("no-prefix-sharing"), help: "builtin: compute every prompt in full instead of sharing the KV blocks of common prompt prefixes (outputs are identical either way).")
     var noPrefixSharing = false
@@ -179,6 +182,7 @@ struct WorkCommand: AsyncParsableCommand {
         speed.apply(to: &options)
         options.prefixSharing = !noPrefixSharing
         options.embeddingModel = embeddingModel
+        options.embeddingPooling = pooling
         let engine = try makeEngine(options)
         configuration.resultCache = try preemption.resultCachePolicy(engine: engine, options: options)
         let watch = try watching.start(databasePath: global.databasePath, job: configuration.job, quiet: quiet,

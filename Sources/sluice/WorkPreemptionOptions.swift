@@ -126,7 +126,7 @@ struct WorkPreemptionOptions: ParsableArguments {
                     ? [] : ["precision=\(builtin.precision.rawValue)", "arithmetic=\(MatmulPrecision.integerArithmeticRevision)"])
             let namespace = identity.joined(separator: "\n")
             return ResultCachePolicy(namespace: namespace,
-                                     keying: BuiltinResultCacheKeying(embeddingIdentity: embeddingModelIdentity(options.embeddingModel)))
+                                     keying: BuiltinResultCacheKeying(embeddingIdentity: embeddingModelIdentity(options)))
         }
         let namespace = ["openai", "base-url=\(options.baseURL ?? "")", "model=\(options.model ?? "")"].joined(separator: "\n")
         return ResultCachePolicy(namespace: namespace, keying: RemoteResultCacheKeying())

@@ -104,6 +104,38 @@ import Testing
     }
 }
 
+extension EmbeddingTests {
+    /// A GGUF decoder model (the default generation model, by its cache name) as the embedding model:
+    /// unit vectors of its width, and a result cache (in the store) that keys them by the pooling, so a
+    /// worker pooling by the mean is never answered with last-token vectors cached by another.
+    @Test func aDecoderModelEmbedsAndTheResultCacheKeepsPoolingsApart() async throws {
+        let scratch = try Scratch(), children = Children()
+        defer { children.killAll(); scratch.remove() }
+        let input = scratch.path("decoder.jsonl"), db = scratch.path("decoder.db")
+        try (#"{"custom_id":"d","method":"POST","url":"/v1/embeddings","body":{"input":["The quick brown fox jumps over the lazy dog.","Bonjour le monde"]}}"#
+            + "\n").write(toFile: input, atomically: true, encoding: .utf8)
+        var bodies: [JSON] = []
+        for (index, pooling) in ["last", "mean", "last"].enumerated() {
+            let enqueue = try await sluice(["enqueue", input, "--db", db, "--allow-duplicate"], in: scratch, children: children)
+            #expect(enqueue.status == 0, "\(enqueue.stderr)")
+            let work = try await sluice(["work", "--db", db, "--quiet", "--threads", "2", "--embedding-model", "gemma-3-270m-q4_k_m",
+                                         "--pooling", pooling], in: scratch, children: children, seconds: 600)
+            #expect(work.status == 0, "\(pooling): \(work.stderr)")
+            let output = scratch.path("decoder-\(index).jsonl")
+            let export = try await sluice(["export", "\(index + 1)", "--db", db, "-o", output], in: scratch, children: children)
+            #expect(export.status == 0, "\(export.stderr)")
+            let lines = try readJSONLines(output)
+            bodies.append(try #require(lines.first?["response"]?["body"], "job \(index + 1) exported nothing"))
+        }
+        let vectors = (bodies[0]["data"]?.arrayValue ?? []).map { ($0["embedding"]?.arrayValue ?? []).compactMap(\.doubleValue) }
+        #expect(vectors.count == 2 && vectors.allSatisfy { $0.count == 640 })
+        #expect(vectors.allSatisfy { abs($0.reduce(0) { $0 + $1 * $1 } - 1) < 1e-5 })
+        #expect(bodies[0]["model"]?.stringValue == "gemma-3-270m-q4_k_m")
+        #expect(bodies[1]["data"] != bodies[0]["data"], "mean pooling was answered with last-token vectors")
+        #expect(bodies[2] == bodies[0])
+    }
+}
+
 /// The most vectors any request of `db` has checkpointed (Python's sqlite3 module reads the queue).
 func checkpointedVectors(db: String) throws -> Int {
     let process = Process()

@@ -16,14 +16,15 @@ public struct EmbeddingEngineOptions: Sendable {
     public init() {}
 }
 
-/// Sluice's encoder engine: `/v1/embeddings` requests on a BERT sentence-embedding model.
+/// Sluice's encoder engine: `/v1/embeddings` requests on a sentence-embedding model (a BERT
+/// sentence-transformers folder, or a GGUF decoder model pooled as `--pooling` says).
 ///
-/// No KV cache and no decode loop: each step takes the next inputs of the requests in flight
-/// (oldest request first) up to a token budget, lays their tokens end to end and runs one
-/// packed forward pass (`BertModel.embed`). A vector does not depend on what shared its pass,
-/// so a request's answer is the same whichever requests it ran beside, however many threads
-/// ran it and however often it was stopped: its finished vectors are its checkpoint, and a
-/// resumed request computes only the inputs after them.
+/// No decode loop: each step takes the next inputs of the requests in flight (oldest request
+/// first) up to a token budget and hands them to the encoder as one packed batch
+/// (`SentenceEncoder.embed`). A vector does not depend on what shared its batch, so a request's
+/// answer is the same whichever requests it ran beside, however many threads ran it and however
+/// often it was stopped: its finished vectors are its checkpoint, and a resumed request computes
+/// only the inputs after them.
 public final class EmbeddingEngine: InferenceEngine, @unchecked Sendable {
     public let description: String
     public let capacity: Int
@@ -60,12 +61,15 @@ public final class EmbeddingEngine: InferenceEngine, @unchecked Sendable {
         }
     }
 
+    /// Runs `model`; on `options.threads` threads unless the encoder is bound to a pool of its own
+    /// (a GGUF decoder), which it then runs on.
     public init(model: EmbeddingModel, options: EmbeddingEngineOptions = EmbeddingEngineOptions()) {
         self.model = model
         self.options = options
-        pool = ComputePool(threads: options.threads)
+        pool = model.encoder.computePool ?? ComputePool(threads: options.threads)
         capacity = options.capacity
-        description = "embedding engine: \(model.name) (bert, \(model.dimensions) dimensions, \(options.threads) threads)"
+        let kind = model.encoder.architecture == "bert" ? "bert" : model.encoder.architecture + " decoder"
+        description = "embedding engine: \(model.name) (\(kind), \(model.dimensions) dimensions, \(model.encoder.pooling.rawValue) pooling, \(pool.threadCount) threads)"
         (events, continuation) = AsyncStream.makeStream(of: EngineEvent.self)
         let thread = Thread { [self] in
             run()
@@ -78,6 +82,13 @@ public final class EmbeddingEngine: InferenceEngine, @unchecked Sendable {
 
     public convenience init(directory: String, options: EmbeddingEngineOptions = EmbeddingEngineOptions()) throws {
         self.init(model: try EmbeddingModel(directory: directory), options: options)
+    }
+
+    /// Loads the model at `path` (a sentence-transformers folder or a GGUF decoder file; see
+    /// `EmbeddingModel`), a GGUF one onto `options.threads` threads.
+    public convenience init(path: String, settings: EmbeddingModelSettings = EmbeddingModelSettings(),
+                            options: EmbeddingEngineOptions = EmbeddingEngineOptions()) throws {
+        self.init(model: try EmbeddingModel(path: path, settings: settings, threads: options.threads), options: options)
     }
 
     public func submit(_ request: EngineRequest) {

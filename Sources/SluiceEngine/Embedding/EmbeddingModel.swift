@@ -1,46 +1,86 @@
 import Foundation
 import SluiceCore
 
-/// A sentence-embedding model with its tokenizer: a Hugging Face folder as sentence-transformers
-/// saves it (`config.json`, `model.safetensors`, `tokenizer.json`, `1_Pooling/config.json`,
-/// `sentence_bert_config.json`).
+/// How `EmbeddingModel` loads a model: what `sluice work --pooling` and `--precision` say.
+public struct EmbeddingModelSettings: Sendable, Equatable {
+    /// nil: the model's own (a BERT folder: its `1_Pooling/config.json`; a GGUF decoder: its
+    /// `pooling_type` where it names mean or last, else last).
+    public var pooling: EmbeddingPooling?
+    /// How a GGUF decoder's matrix products treat activations (BERT always runs in float32).
+    public var precision: MatmulPrecision
+
+    public init(pooling: EmbeddingPooling? = nil, precision: MatmulPrecision = .engineDefault) {
+        self.pooling = pooling
+        self.precision = precision
+    }
+}
+
+/// A sentence-embedding model as the embedding engine runs it: either a Hugging Face folder as
+/// sentence-transformers saves it (`config.json`, `model.safetensors`, `tokenizer.json`,
+/// `1_Pooling/config.json`, `sentence_bert_config.json`), run by `BertSentenceEncoder`, or a GGUF
+/// decoder model file, run by `DecoderEncoder`.
 ///
-/// Read directly rather than converted to GGUF: the folder is what the package ships, the
+/// The folder is read directly rather than converted to GGUF: it is what the package ships, the
 /// safetensors layout is a JSON header plus raw tensors (mapped and checked like GGUF), and the
 /// tokenizer and pooling settings are read from the very files the reference reads.
 public final class EmbeddingModel: @unchecked Sendable {
-    public let name: String
-    public let encoder: BertModel
-    public let tokenizer: WordPieceTokenizer
-    /// Tokens per input at most, `[CLS]` and `[SEP]` included; longer texts are truncated.
-    public var maxSequenceLength: Int { tokenizer.maxLength }
-    /// The vector length.
-    public var dimensions: Int { encoder.shape.hidden }
-    /// Lengths the vectors may be cut to (Matryoshka models); empty when only the full length is meaningful.
-    public let truncatableDimensions: Bool
-    /// What the vectors depend on: the weights' content, the pooling and the truncation length.
-    /// Recorded in checkpoints, so vectors of another model are never mixed into a response.
-    public let outputIdentity: String
+    // Sendable: immutable after init.
 
-    public init(directory: String) throws {
-        encoder = try BertModel(directory: directory)
-        let maxLength = try Self.maxSequenceLength(directory: directory, positions: encoder.shape.maxPositions)
-        tokenizer = try WordPieceTokenizer(tokenizerJSON: directory + "/tokenizer.json", maxLength: maxLength)
-        guard tokenizer.vocabularySize <= encoder.shape.vocabularySize else {
-            throw ModelLoadError("\(directory): the tokenizer has \(tokenizer.vocabularySize) tokens but the model only \(encoder.shape.vocabularySize)")
-        }
-        let config = try BertModel.readJSON(directory + "/config.json")
-        truncatableDimensions = config["is_matryoshka"]?.boolValue == true || config["matryoshka_dimensions"]?.arrayValue != nil
-        name = URL(fileURLWithPath: directory).standardizedFileURL.lastPathComponent
-        outputIdentity = "embedding-model=\(String(encoder.contentFingerprint, radix: 16)) pooling=\(encoder.pooling.rawValue) max-length=\(maxLength) revision=1"
+    /// The name written into responses when the request names no model: the folder's or file's name.
+    public let name: String
+    public let encoder: any SentenceEncoder
+    /// Tokens per input at most, special tokens included; longer texts are truncated.
+    public var maxSequenceLength: Int { encoder.maxSequenceLength }
+    /// The vector length.
+    public var dimensions: Int { encoder.dimensions }
+    /// Token ids an input may hold: `0..<vocabularySize`.
+    public var vocabularySize: Int { encoder.vocabularySize }
+    /// Whether vectors may be cut to fewer `dimensions` (Matryoshka models).
+    public var truncatableDimensions: Bool { encoder.truncatableDimensions }
+    /// What the vectors depend on (see `SentenceEncoder.outputIdentity`).
+    public var outputIdentity: String { encoder.outputIdentity }
+
+    public init(encoder: any SentenceEncoder, name: String) {
+        self.encoder = encoder
+        self.name = name
     }
 
-    /// sentence-transformers' `max_seq_length` (sentence_bert_config.json), else the model's positions.
-    static func maxSequenceLength(directory: String, positions: Int) throws -> Int {
-        let path = directory + "/sentence_bert_config.json"
-        guard FileManager.default.fileExists(atPath: path) else { return positions }
-        guard let n = try BertModel.readJSON(path)["max_seq_length"]?.intValue else { return positions }
-        guard (2...positions).contains(n) else { throw ModelLoadError("\(path): max_seq_length \(n) is outside 2...\(positions)") }
-        return n
+    /// A sentence-transformers folder, pooling as the folder says.
+    public convenience init(directory: String) throws {
+        try self.init(path: directory)
+    }
+
+    /// The model at `path`: a folder is a BERT sentence-transformers model, a file a GGUF decoder
+    /// model, which is loaded onto a compute pool of `threads` threads of its own.
+    public convenience init(path: String, settings: EmbeddingModelSettings = EmbeddingModelSettings(),
+                            threads: Int = ComputePool.availableCores) throws {
+        let encoder: any SentenceEncoder
+        if Self.isFolder(path) {
+            encoder = try BertSentenceEncoder(directory: path, pooling: settings.pooling)
+        } else {
+            encoder = try DecoderEncoder(path: path, pooling: settings.pooling, precision: settings.precision,
+                                         pool: ComputePool(threads: threads))
+        }
+        self.init(encoder: encoder, name: Self.name(path))
+    }
+
+    /// The `outputIdentity` the model at `path` would load with, from its headers and configs alone:
+    /// what the result cache keys embeddings by, without loading a model a job may never use.
+    public static func outputIdentity(path: String, settings: EmbeddingModelSettings = EmbeddingModelSettings()) throws -> String {
+        if isFolder(path) { return try BertSentenceEncoder.outputIdentity(directory: path, pooling: settings.pooling) }
+        return try DecoderEncoder.outputIdentity(path: path, pooling: settings.pooling, precision: settings.precision)
+    }
+
+    /// The token ids of `text` (see `SentenceEncoder.tokenize`).
+    public func tokenize(_ text: String) -> [Int32] { encoder.tokenize(text) }
+
+    static func isFolder(_ path: String) -> Bool {
+        var isDirectory: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
+    }
+
+    static func name(_ path: String) -> String {
+        let url = URL(fileURLWithPath: path).standardizedFileURL
+        return isFolder(path) ? url.lastPathComponent : url.deletingPathExtension().lastPathComponent
     }
 }

@@ -57,7 +57,10 @@ public struct EmbeddingRequest: Sendable {
     static func parseInput(_ input: JSON, model: EmbeddingModel) throws(RequestError) -> [[Int32]] {
         func text(_ s: String) throws(RequestError) -> [Int32] {
             guard !s.isEmpty else { throw RequestError("'input' cannot contain an empty string", parameter: "input") }
-            return model.tokenizer.encode(s)
+            let ids = model.tokenize(s)
+            // A decoder without BOS could find no token in a text of ignored characters: nothing to embed.
+            guard !ids.isEmpty else { throw RequestError("an input of 'input' tokenizes to no tokens", parameter: "input") }
+            return ids
         }
         func tokens(_ items: [JSON]) throws(RequestError) -> [Int32] {
             guard !items.isEmpty else { throw RequestError("'input' cannot contain an empty list of tokens", parameter: "input") }
@@ -67,8 +70,8 @@ public struct EmbeddingRequest: Sendable {
             var ids: [Int32] = []
             ids.reserveCapacity(items.count)
             for item in items {
-                guard let id = item.intValue, id >= 0, id < model.tokenizer.vocabularySize else {
-                    throw RequestError("token \(item.serialized) is not an id of the model's vocabulary (0 to \(model.tokenizer.vocabularySize - 1))", parameter: "input")
+                guard let id = item.intValue, id >= 0, id < model.vocabularySize else {
+                    throw RequestError("token \(item.serialized) is not an id of the model's vocabulary (0 to \(model.vocabularySize - 1))", parameter: "input")
                 }
                 ids.append(Int32(id))
             }

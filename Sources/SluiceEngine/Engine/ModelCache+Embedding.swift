@@ -6,7 +6,8 @@ extension ModelCache {
     public static let defaultEmbeddingModel = "all-minilm-l6-v2"
 
     /// Resolves an embedding model: an existing folder (with `config.json`, `model.safetensors`
-    /// and `tokenizer.json`), else a folder in the cache by name; nil: the default one.
+    /// and `tokenizer.json`) or GGUF file, else a folder in the cache by name, else a cached GGUF
+    /// model as `--model` names one (see `resolve`); nil: the default one.
     public func resolveEmbeddingModel(_ model: String?) throws -> String {
         let wanted = model ?? Self.defaultEmbeddingModel
         var isDirectory: ObjCBool = false
@@ -17,6 +18,8 @@ extension ModelCache {
         if model == nil {
             throw ModelLoadError("the default embedding model is not installed in \(directory.path): run scripts/fetch-model --embedding")
         }
-        throw ModelLoadError("no embedding model folder '\(wanted)' (a path, or a folder in \(directory.path))")
+        // A GGUF decoder model: a path, or a name in the cache as --model takes it.
+        if let file = try? resolve(wanted) { return file }
+        throw ModelLoadError("no embedding model '\(wanted)': not a sentence-transformers folder nor a GGUF file (a path, or a name in \(directory.path))")
     }
 }

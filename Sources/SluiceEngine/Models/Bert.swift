@@ -2,11 +2,14 @@ import Foundation
 import SluiceCore
 
 /// How a sentence-embedding model turns its token states into one vector.
-public enum EmbeddingPooling: String, Sendable {
+public enum EmbeddingPooling: String, Sendable, CaseIterable {
     /// The average of every token's final state.
     case mean
     /// The final state of the first token (`[CLS]`).
     case cls
+    /// The final state of the last token: under causal attention (a decoder model) the only
+    /// one that has seen the whole input.
+    case last
 }
 
 /// The shape of a BERT encoder, from its `config.json`.
@@ -63,8 +66,9 @@ public final class BertModel: @unchecked Sendable {
         var outputNorm: (weight: [Float], bias: [Float])
     }
 
-    /// Loads the model in the folder `directory`.
-    public init(directory: String) throws {
+    /// Loads the model in the folder `directory`, pooling as its `1_Pooling/config.json` says
+    /// unless `pooling` overrides it.
+    public init(directory: String, pooling: EmbeddingPooling? = nil) throws {
         let config = try Self.readJSON(directory + "/config.json")
         func int(_ key: String, default value: Int? = nil, _ range: ClosedRange<Int>) throws -> Int {
             guard let n = config[key]?.intValue ?? value else { throw ModelLoadError("\(directory)/config.json has no integer '\(key)'") }
@@ -92,7 +96,7 @@ public final class BertModel: @unchecked Sendable {
             throw ModelLoadError("\(directory): hidden_size \(shape.hidden) is not a multiple of num_attention_heads \(shape.heads)")
         }
         self.shape = shape
-        pooling = try Self.readPooling(directory)
+        self.pooling = try pooling ?? Self.readPooling(directory)
 
         let file: SafeTensorsFile
         do { file = try SafeTensorsFile(path: directory + "/model.safetensors") } catch { throw ModelLoadError(error.description) }
@@ -153,14 +157,15 @@ public final class BertModel: @unchecked Sendable {
         let path = directory + "/1_Pooling/config.json"
         guard FileManager.default.fileExists(atPath: path) else { return .mean }
         let config = try readJSON(path)
-        let cls = config["pooling_mode_cls_token"]?.boolValue ?? false
-        let mean = config["pooling_mode_mean_tokens"]?.boolValue ?? false
-        for unsupported in ["pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens",
-                            "pooling_mode_lasttoken"] where config[unsupported]?.boolValue == true {
-            throw ModelLoadError("\(path): \(unsupported) is not supported (mean and CLS pooling are)")
+        let modes: [(key: String, pooling: EmbeddingPooling)] = [
+            ("pooling_mode_mean_tokens", .mean), ("pooling_mode_cls_token", .cls), ("pooling_mode_lasttoken", .last)]
+        for unsupported in ["pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens"]
+            where config[unsupported]?.boolValue == true {
+            throw ModelLoadError("\(path): \(unsupported) is not supported (mean, CLS and last-token pooling are)")
         }
-        guard cls != mean else { throw ModelLoadError("\(path): exactly one of mean and CLS pooling must be on") }
-        return cls ? .cls : .mean
+        let on = modes.filter { config[$0.key]?.boolValue == true }
+        guard on.count == 1 else { throw ModelLoadError("\(path): exactly one of mean, CLS and last-token pooling must be on") }
+        return on[0].pooling
     }
 
     static func convert(_ tensor: SafeTensor, path: String) throws -> [Float] {
@@ -240,6 +245,9 @@ public final class BertModel: @unchecked Sendable {
             switch pooling {
             case .cls:
                 for i in 0..<h { pooled[i] = Double(first[i]) }
+            case .last:
+                let last = first + (sequences[s].count - 1) * h
+                for i in 0..<h { pooled[i] = Double(last[i]) }
             case .mean:
                 for t in 0..<sequences[s].count {
                     let row = first + t * h
@@ -248,8 +256,7 @@ public final class BertModel: @unchecked Sendable {
                 let n = Double(sequences[s].count)
                 for i in 0..<h { pooled[i] /= n }
             }
-            let norm = max(pooled.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-12)
-            return pooled.map { Float($0 / norm) }
+            return unitLength(pooled)
         }
     }
 

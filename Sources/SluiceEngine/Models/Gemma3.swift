@@ -108,6 +108,19 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
 
     public func forward(tokens: [Int32], placements: [TokenPlacement], logitRows: [Int], argmaxRows: ArgmaxRows?,
                         cache: KVCache, logits: UnsafeMutablePointer<Float>) -> [Int32?] {
+        let x = residualStream(tokens: tokens, placements: placements, cache: cache)
+        return head.project(x.pointer, width: shape.embeddingWidth, logitRows: logitRows, argmaxRows: argmaxRows, into: logits, pool: pool)
+    }
+
+    public func hiddenStates(tokens: [Int32], placements: [TokenPlacement], rows: [Int], cache: KVCache,
+                             into states: UnsafeMutablePointer<Float>) {
+        let x = residualStream(tokens: tokens, placements: placements, cache: cache)
+        head.normalize(x.pointer, width: shape.embeddingWidth, rows: rows, into: states, pool: pool)
+    }
+
+    /// Every block over the batch (keys and values into `cache`): the residual stream after the
+    /// last block, before the output norm.
+    func residualStream(tokens: [Int32], placements: [TokenPlacement], cache: KVCache) -> Activations {
         let n = tokens.count
         let width = shape.embeddingWidth
         let queryWidth = heads * headSize
@@ -176,6 +189,6 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
             }
         }
 
-        return head.project(x.pointer, width: width, logitRows: logitRows, argmaxRows: argmaxRows, into: logits, pool: pool)
+        return x
     }
 }

@@ -33,6 +33,17 @@ public protocol LanguageModel: AnyObject, Sendable {
     /// are left undefined); it holds nil for the others.
     func forward(tokens: [Int32], placements: [TokenPlacement], logitRows: [Int], argmaxRows: ArgmaxRows?,
                  cache: KVCache, logits: UnsafeMutablePointer<Float>) -> [Int32?]
+
+    /// Runs a step as `forward` does (every token's keys and values go into `cache`) and writes
+    /// the final hidden states of the tokens at `rows` (indices into the batch) into `states`,
+    /// `embeddingWidth` floats each, in that order.
+    ///
+    /// A final hidden state is the residual stream after the output norm: what the output
+    /// projection reads, and what llama.cpp pools for embeddings (its `t_embd`, `result_norm`).
+    /// It is computed by the same operations as in `forward`, so its logits would be the ones
+    /// `forward` gives.
+    func hiddenStates(tokens: [Int32], placements: [TokenPlacement], rows: [Int], cache: KVCache,
+                      into states: UnsafeMutablePointer<Float>)
 }
 
 /// Which logit rows of a step need only their most likely token (greedy sampling without
@@ -129,10 +140,7 @@ struct OutputHead: @unchecked Sendable {
         // Full rows first, then greedy ones, so each group is one contiguous batch.
         let order = logitRows.indices.filter { !flags[$0] } + logitRows.indices.filter { flags[$0] }
         let selected = Activations(count * width)
-        for (i, index) in order.enumerated() {
-            (selected.pointer + i * width).update(from: x + logitRows[index] * width, count: width)
-        }
-        rmsNorm(selected.pointer, rows: count, width: width, weight: norm, epsilon: epsilon, into: selected.pointer, pool: pool)
+        normalize(x, width: width, rows: order.map { logitRows[$0] }, into: selected.pointer, pool: pool)
         let fullCount = flags.lazy.filter { !$0 }.count
         if let argmaxHead, let argmaxRows, fullCount < count {
             matmul(selected.pointer, tokens: fullCount, matrix, into: logits, pool: pool)
@@ -150,6 +158,16 @@ struct OutputHead: @unchecked Sendable {
             (logits + order[i] * vocabulary).update(from: logits + i * vocabulary, count: vocabulary)
         }
         return chosen
+    }
+
+    /// The batch rows at `rows` of the residual stream `x`, after the final norm, into `states`
+    /// (`width` floats each, in that order): the hidden states the projection reads.
+    func normalize(_ x: UnsafePointer<Float>, width: Int, rows: [Int], into states: UnsafeMutablePointer<Float>, pool: ComputePool) {
+        guard !rows.isEmpty else { return }
+        for (i, row) in rows.enumerated() {
+            (states + i * width).update(from: x + row * width, count: width)
+        }
+        rmsNorm(states, rows: rows.count, width: width, weight: norm, epsilon: epsilon, into: states, pool: pool)
     }
 }
 

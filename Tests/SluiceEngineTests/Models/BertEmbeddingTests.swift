@@ -16,7 +16,7 @@ final class DefaultEmbeddingModel: @unchecked Sendable {
         directory = try ModelCache().resolveEmbeddingModel(nil)
         model = try BertModel(directory: directory)
         tokenizer = try WordPieceTokenizer(tokenizerJSON: directory + "/tokenizer.json",
-                                           maxLength: try EmbeddingModel.maxSequenceLength(directory: directory, positions: model.shape.maxPositions))
+                                           maxLength: try BertSentenceEncoder.maxSequenceLength(directory: directory, positions: model.shape.maxPositions))
     }
 
     static func require() throws -> DefaultEmbeddingModel {
@@ -117,6 +117,24 @@ struct BertEmbeddingTests {
             let alone = model.model.embed([sequence], pool: i % 2 == 0 ? one : three)[0]
             #expect(alone.map(\.bitPattern) == together[i].map(\.bitPattern), "sequence \(i) alone vs batched")
             #expect(reversed[i].map(\.bitPattern) == together[i].map(\.bitPattern), "sequence \(i) in another batch order")
+        }
+    }
+
+    @Test func poolingOverridesTheFoldersOwnAndIsInTheIdentity() throws {
+        let directory = try DefaultEmbeddingModel.require().directory
+        let own = try BertSentenceEncoder(directory: directory)
+        // Unchanged from before decoders could embed, so earlier checkpoints and cached results still match.
+        #expect(own.outputIdentity.hasPrefix("embedding-model=") && own.outputIdentity.hasSuffix(" pooling=mean max-length=256 revision=1"))
+        #expect(try EmbeddingModel.outputIdentity(path: directory) == own.outputIdentity)
+        let ids = Array(try EmbeddingReference.tokenIDs().prefix(3))
+        let pool = ComputePool(threads: 2)
+        let reference = own.embed(ids, pool: pool)
+        for pooling in [EmbeddingPooling.cls, .last] {
+            let other = try BertSentenceEncoder(directory: directory, pooling: pooling)
+            #expect(other.pooling == pooling && other.outputIdentity.contains("pooling=\(pooling.rawValue)"))
+            #expect(try EmbeddingModel.outputIdentity(path: directory, settings: EmbeddingModelSettings(pooling: pooling)) == other.outputIdentity)
+            let vectors = other.embed(ids, pool: pool)
+            for (a, b) in zip(vectors, reference) { #expect(cosine(a, b) < 0.9999, "\(pooling) pooling gave the mean-pooled vector") }
         }
     }
 
