@@ -1,4 +1,4 @@
-// Vector math shared by the AVX-512 elementwise kernels: the operations of VectorMath.swift,
+// Vector math shared by the AVX-512 elementwise and attention kernels: the operations of VectorMath.swift,
 // lane for lane, so that the C and Swift versions agree to the bit.
 #ifndef SLUICE_VECTOR_MATH_H
 #define SLUICE_VECTOR_MATH_H

@@ -9,7 +9,7 @@ enum sluice_cpu_variant {
     SLUICE_CPU_PORTABLE = 0,
     /// AVX2 and FMA (what the x86-64 build's Swift code needs anyway).
     SLUICE_CPU_AVX2 = 1,
-    /// AVX-512 (F, BW, DQ, VL): the AVX-512 elementwise kernels.
+    /// AVX-512 (F, BW, DQ, VL): the AVX-512 elementwise and attention kernels.
     SLUICE_CPU_AVX512 = 2,
     /// AVX-512 with VNNI: the int8 matrix kernels (`--precision int8/int16`) too.
     SLUICE_CPU_AVX512_VNNI = 3,

@@ -62,7 +62,8 @@ float sluice_int8_row_product(const uint8_t *weights, int kind, const void *scal
 int sluice_collect_near_maximum(const float *values, int count, float margin, float *maximum, int32_t first_row,
                                 int32_t *rows, float *kept);
 
-/// Whether this build holds the AVX-512 elementwise kernels and this CPU can run them.
+/// Whether this build holds the AVX-512 elementwise and attention kernels and this CPU can run them
+/// (with the variant `SLUICE_CPU` allows).
 int sluice_avx512_available(void);
 
 /// gate[i] = gelu_tanh(gate[i]) · up[i] for i < count, bit for bit as Swift's
@@ -72,6 +73,38 @@ void sluice_gelu_tanh_gate(float *gate, const float *up, long count);
 /// Softmax of `count` scores in place, bit for bit as Swift's `portableSoftmax` computes it.
 /// Requires `sluice_avx512_available()`.
 void sluice_softmax(float *scores, long count);
+
+/// Where the attention kernels find one layer's keys (or values) of one sequence, as `LayerView`
+/// does: position p's row starts `offset` bytes into block `blocks[p >> shift]`, plus
+/// (p mod 2^shift) · `row_bytes`. `half`: the cache holds IEEE half floats (else floats).
+struct sluice_kv_rows {
+    void *const *blocks;
+    long offset;
+    long row_bytes;
+    int shift;
+    int half;
+};
+
+/// `scores[p - first] = dot(q, key p) · scale` for p in first ... last, each dot product `d` long
+/// and bit for bit Swift's `dotProduct` (16 running lanes, `laneSum`, the rest one by one).
+/// Requires `sluice_avx512_available()`.
+void sluice_attention_scores(const float *q, struct sluice_kv_rows keys, long d, float scale, long first, long last,
+                             float *scores);
+
+/// `sluice_attention_scores` for four queries at `q + i·d`, their scores at `scores + i·stride`.
+/// Requires `sluice_avx512_available()`.
+void sluice_group_scores4(const float *q, struct sluice_kv_rows keys, long d, float scale, long first, long last,
+                          float *scores, long stride);
+
+/// `out[c] = Σ weights[p - first] · value p [c]` for c < d, over p = first ... last in increasing
+/// order, one fused multiply-add each from zero. Requires `sluice_avx512_available()`.
+void sluice_weighted_values(const float *weights, struct sluice_kv_rows values, long d, long first, long last,
+                            float *out);
+
+/// `sluice_weighted_values` for four heads: head i's weights at `weights + i·stride`, its output
+/// at `out + i·d`. Requires `sluice_avx512_available()`.
+void sluice_group_weighted_values4(const float *weights, long stride, struct sluice_kv_rows values, long d, long first,
+                                   long last, float *out);
 
 /// Sixteen floats (imported into Swift as SIMD16<Float>).
 typedef float sluice_float_x16 __attribute__((ext_vector_type(16)));

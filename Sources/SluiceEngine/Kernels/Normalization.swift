@@ -57,7 +57,7 @@ public func geluTanhGate(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointe
     }
 }
 
-/// Whether this CPU (and build) runs the AVX-512 elementwise kernels.
+/// Whether this CPU (and build) runs the AVX-512 elementwise and attention kernels (`SLUICE_CPU` permitting).
 let avx512Available = sluice_avx512_available() != 0
 
 /// `geluTanhGate` in Swift: sixteen lanes at a time (a partial last group included), with

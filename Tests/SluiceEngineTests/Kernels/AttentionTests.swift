@@ -1,3 +1,4 @@
+import CSluiceKernels
 import SluiceTestSupport
 import Testing
 
@@ -173,6 +174,100 @@ struct AttentionTests {
                 }
             }
         }
+    }
+
+    /// The C kernels (AVX-512) and the portable Swift ones they stand in for, bit for bit, one kernel
+    /// at a time: head sizes with and without 64-, 16- and 1-column tails, every count of positions
+    /// up to 40 (each partial block of 16, 4 and 1 keys) and longer runs, first positions inside a
+    /// cache block (as windows give), the second KV head of a row, both storages, and queries,
+    /// keys, values and weights from 2⁻¹⁴⁰ (below the normal floats) to 2⁵⁰ with ±0 among them
+    /// (no sum can overflow). Outputs start as NaN, a word past each is checked too.
+    @Test(.enabled(if: avx512Available, "the CPU has no AVX-512"),
+          arguments: [1, 8, 16, 24, 40, 64, 72, 80, 128, 144, 200, 256])
+    func theCKernelsEqualThePortableOnesBitForBit(headSize d: Int) {
+        var generator = SplitMix64(seed: UInt64(d) * 7 + 1)
+        func sample() -> Float {
+            switch Int.random(in: 0..<20, using: &generator) {
+            case 0: return 0
+            case 1: return -0.0
+            case 2...5:
+                let magnitude = Float(sign: .plus, exponent: Int.random(in: -140...50, using: &generator),
+                                      significand: Float.random(in: 1..<2, using: &generator))
+                return Bool.random(using: &generator) ? magnitude : -magnitude
+            default: return Float.random(in: -1...1, using: &generator)
+            }
+        }
+        let kvHeads = 2, width = kvHeads * d, positions = 300
+        var ranges = (1...40).flatMap { [(0, $0), (5, $0), (16, $0)] }
+        ranges += [(17, 100), (0, 161), (3, 297), (0, 300)]
+        let queries = (0..<(4 * d)).map { _ in sample() }
+        let weights = (0..<(4 * (positions + 3))).map { _ in sample() }
+        for storage in KVStorage.allCases {
+            let cache = KVCache(layerCount: 1, width: width, slidingWindows: [nil], blockPositions: 16, storage: storage)
+            #expect(cache.reserve(slot: 0, positions: positions))
+            for p in 0..<positions {
+                let keys = (0..<width).map { _ in sample() }, values = (0..<width).map { _ in sample() }
+                storeKeysAndValues(keys, values, width: width, placements: [TokenPlacement(slot: 0, position: p)], layer: 0,
+                                   cache: cache)
+            }
+            let view = cache.view(slot: 0).layer(0)
+            for (first, count) in ranges {
+                for kvOffset in [0, d] {
+                    for scale in [1 / Float(d).squareRoot(), 0.37] {
+                        let range = first...(first + count - 1)
+                        let failures = switch storage {
+                        case .float32:
+                            Self.kernelDifferences(Float.self, view: view, queries: queries, weights: weights, headSize: d,
+                                                   kvOffset: kvOffset, scale: scale, positions: range)
+                        case .float16:
+                            Self.kernelDifferences(Float16.self, view: view, queries: queries, weights: weights, headSize: d,
+                                                   kvOffset: kvOffset, scale: scale, positions: range)
+                        }
+                        #expect(failures.isEmpty, "\(storage), positions \(range), KV offset \(kvOffset), scale \(scale): \(failures)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Each C attention kernel against its portable version over `positions`: what differs.
+    static func kernelDifferences<E: CacheElement>(_: E.Type, view: LayerView, queries: [Float], weights: [Float],
+                                                   headSize d: Int, kvOffset: Int, scale: Float,
+                                                   positions range: ClosedRange<Int>) -> [String] {
+        let count = range.count, stride = count + 3
+        var failures: [String] = []
+        func compare(_ name: String, size: Int, _ portable: (UnsafeMutablePointer<Float>) -> Void,
+                     _ accelerated: (UnsafeMutablePointer<Float>) -> Void) {
+            var expected = [Float](repeating: .nan, count: size), got = expected
+            expected.withUnsafeMutableBufferPointer { portable($0.baseAddress!) }
+            got.withUnsafeMutableBufferPointer { accelerated($0.baseAddress!) }
+            let wrong = mismatches(got, expected)
+            if let i = wrong.first { failures.append("\(name): \(wrong.count) of \(size) differ, first at \(i): \(got[i]) for \(expected[i])") }
+        }
+        let keys = view.rows(keys: true, from: kvOffset, as: E.self)
+        let values = view.rows(keys: false, from: kvOffset, as: E.self)
+        queries.withUnsafeBufferPointer { queries in
+            weights.withUnsafeBufferPointer { weights in
+                let q = queries.baseAddress!, w = weights.baseAddress!
+                compare("scores", size: count + 1, {
+                    portableAttentionScores(E.self, q, view: view, kvOffset: kvOffset, headSize: d, scale: scale,
+                                            positions: range, into: $0)
+                }, { sluice_attention_scores(q, keys, d, scale, range.lowerBound, range.upperBound, $0) })
+                compare("group scores", size: 4 * stride, {
+                    portableGroupScores4(E.self, q, view: view, kvOffset: kvOffset, headSize: d, scale: scale,
+                                         positions: range, into: $0, stride: stride)
+                }, { sluice_group_scores4(q, keys, d, scale, range.lowerBound, range.upperBound, $0, stride) })
+                compare("weighted values", size: d + 1, {
+                    portableWeightedValues(E.self, w, view: view, kvOffset: kvOffset, headSize: d, positions: range,
+                                           into: $0)
+                }, { sluice_weighted_values(w, values, d, range.lowerBound, range.upperBound, $0) })
+                compare("group weighted values", size: 4 * d + 1, {
+                    portableGroupWeightedValues4(E.self, w, stride: stride, view: view, kvOffset: kvOffset, headSize: d,
+                                                 positions: range, into: $0)
+                }, { sluice_group_weighted_values4(w, stride, values, d, range.lowerBound, range.upperBound, $0) })
+            }
+        }
+        return failures
     }
 
     @Test func aSingleSequenceKeepsOneItemPerHeadAndABatchSharesLoads() {
