@@ -174,6 +174,22 @@ import Testing
         return (input, try await expectedAnswers(for: input, scratch: scratch, children: children))
     }
 
+    /// `sluice work` with the fake server's engine, reaching the database through `proxy`.
+    func startWorker(_ url: String, through proxy: CutProxy, server: FakeServer, _ options: [String], log: String,
+                     scratch: Scratch, children: Children) throws -> Process {
+        try children.spawn(try sluiceBinary(), ["work", "--db", proxy.route(url), "--engine", "openai", "--base-url", server.baseURL,
+                                                "--no-progress"] + options,
+                           stdout: scratch.path("worker.out"), stderr: log)
+    }
+
+    /// Exports job 1 and checks it holds exactly one answer per request, the fake server's, in input order.
+    func expectExactExport(_ url: String, count: Int, answers: [String: JSON], scratch: Scratch, children: Children) async throws {
+        let export = scratch.path("export.jsonl")
+        let exported = try await sluice(["export", "1", "--db", url, "--output", export], in: scratch, children: children)
+        #expect(exported.status == 0, "\(exported.stderr)")
+        try expectExportMatches(export, customIDs: (1...count).map { "req-\($0)" }, answers: answers)
+    }
+
     func doneCount(_ url: String, scratch: Scratch, children: Children) async throws -> Int {
         Int(try await Self.psql(url, "SELECT count(*) FROM requests WHERE state = 'done'", scratch: scratch, children: children)) ?? -1
     }
@@ -189,9 +205,8 @@ import Testing
             let proxy = try await CutProxy(to: url, scratch: scratch, children: children)
             let log = scratch.path("worker.err")
             // Eight in flight, so the worker holds requests to answer while the database is away.
-            let worker = try children.spawn(try sluiceBinary(), [
-                "work", "--db", proxy.route(url), "--engine", "openai", "--base-url", server.baseURL, "--concurrency", "8",
-                "--lease", "30", "--db-timeout", "120", "--no-progress"], stdout: scratch.path("worker.out"), stderr: log)
+            let worker = try startWorker(url, through: proxy, server: server, ["--concurrency", "8", "--lease", "30", "--db-timeout", "120"],
+                                         log: log, scratch: scratch, children: children)
 
             try await waitUntilAsync("some answers are committed") { try await doneCount(url, scratch: scratch, children: children) >= 2 }
             try await proxy.cut()
@@ -216,10 +231,7 @@ import Testing
             // Nothing was asked twice: the answers held through the outage were committed, not recomputed.
             let asked = server.loggedRequests().count
             #expect(asked == count, "the fake server answered \(asked) requests for \(count)")
-            let export = scratch.path("export.jsonl")
-            let exported = try await sluice(["export", "1", "--db", url, "--output", export], in: scratch, children: children)
-            #expect(exported.status == 0, "\(exported.stderr)")
-            try expectExportMatches(export, customIDs: (1...count).map { "req-\($0)" }, answers: answers)
+            try await expectExactExport(url, count: count, answers: answers, scratch: scratch, children: children)
         }
     }
 
@@ -232,9 +244,8 @@ import Testing
             let server = try await FakeServer(["--delay", "0.25"], scratch: scratch, children: children)
             let proxy = try await CutProxy(to: url, scratch: scratch, children: children)
             let log = scratch.path("worker.err")
-            let worker = try children.spawn(try sluiceBinary(), [
-                "work", "--db", proxy.route(url), "--engine", "openai", "--base-url", server.baseURL, "--concurrency", "2",
-                "--lease", "2", "--db-timeout", "3", "--no-progress"], stdout: scratch.path("worker.out"), stderr: log)
+            let worker = try startWorker(url, through: proxy, server: server, ["--concurrency", "2", "--lease", "2", "--db-timeout", "3"],
+                                         log: log, scratch: scratch, children: children)
             try await waitUntilAsync("some answers are committed") { try await doneCount(url, scratch: scratch, children: children) >= 2 }
             try await proxy.cut()
             let cutAt = ContinuousClock.now
@@ -250,10 +261,7 @@ import Testing
                 stdout: scratch.path("finisher.out"), stderr: scratch.path("finisher.err"))
             let finished = try await waitForExit(finisher, seconds: 120)
             #expect(finished == 0, "finisher: \(String(describing: finished)) \(text(scratch.path("finisher.err")))")
-            let export = scratch.path("export.jsonl")
-            let exported = try await sluice(["export", "1", "--db", url, "--output", export], in: scratch, children: children)
-            #expect(exported.status == 0, "\(exported.stderr)")
-            try expectExportMatches(export, customIDs: (1...count).map { "req-\($0)" }, answers: answers)
+            try await expectExactExport(url, count: count, answers: answers, scratch: scratch, children: children)
         }
     }
 }
