@@ -40,8 +40,32 @@ public enum MatmulPrecision: String, Sendable, CaseIterable, Codable {
 /// line, so one VNNI instruction multiplies 16 rows by four activations broadcast to
 /// every lane. A lone sequence's decode step reads every weight once, so the bytes per
 /// weight (1.06 for Q8_0/Q4_0/Q5_0) bound its speed.
+///
+/// Where the CPU runs the compact kernels (sluice_int4.h), weights whose `u` fits in four
+/// bits (Q4_0, Q4_K) are stored two per byte and Q6_K's at six bits each instead (`bits`),
+/// the K-quants' scales and offsets as the file's small integer multipliers of half floats
+/// per 256 columns: 0.58 bytes per Q4_K weight instead of 1.25, 0.82 per Q6_K weight
+/// instead of 1.25, for bit for bit the same products.
 final class Int8Weights: @unchecked Sendable {
     // Sendable: written once in init, read-only afterwards.
+
+    /// Whether matrices loaded in this task may use the compact layouts where they apply (tests
+    /// compare both layouts through whole models; their outputs are the same bits).
+    @TaskLocal static var compactAllowed = true
+
+    /// The bits per weight of `type`'s compact layout, if it has one.
+    static func compactBits(_ type: TensorType) -> Int? {
+        switch type {
+        case .q4_0, .q4_K: 4
+        case .q6_K: 6
+        default: nil
+        }
+    }
+
+    /// Whether `type`'s weights get their compact layout on this CPU.
+    static func prefersCompact(_ type: TensorType) -> Bool {
+        compactBits(type) != nil && compactAllowed && sluice_int4_available() != 0
+    }
 
     let rows: Int
     let columns: Int
@@ -50,22 +74,43 @@ final class Int8Weights: @unchecked Sendable {
     let block: Int
     /// What the offsets are a multiple of the scales by, for kinds without stored offsets.
     let bias: Float
+    /// Bits per stored weight: 8 (a byte each), 4 (two per byte) or 6 (see sluice_int4.h).
+    let bits: Int
+    /// Two weights per byte.
+    var nibbles: Bool { bits == 4 }
     let weights: UnsafeMutableRawPointer
-    /// Half floats for `SLUICE_WEIGHTS_HALF_SCALED32`, floats otherwise.
+    /// Half floats for `SLUICE_WEIGHTS_HALF_SCALED32`, floats otherwise; at 4 bits and
+    /// `SLUICE_WEIGHTS_AFFINE32`, 16 scale then 16 offset multipliers (bytes) per panel and
+    /// block; at 6 bits, 16 signed scale multipliers per panel and block.
     let scales: UnsafeMutableRawPointer
-    /// Stored offsets (`SLUICE_WEIGHTS_AFFINE32` only).
+    /// Stored offsets (`SLUICE_WEIGHTS_AFFINE32` in bytes only).
     let offsets: UnsafeMutablePointer<Float>?
+    /// The half floats the multipliers scale, per panel and 256 columns: at 4 bits and
+    /// `SLUICE_WEIGHTS_AFFINE32` the 16 rows' `d`, then their `dmin`; at 6 bits their `d`.
+    let superScales: UnsafeMutablePointer<UInt16>?
 
     var panels: Int { (rows + 15) / 16 }
     var blocksPerRow: Int { columns / block }
     private var scaleBytes: Int { kind == SLUICE_WEIGHTS_HALF_SCALED32 ? 2 : 4 }
+    /// Weight bytes per panel.
+    private var panelBytes: Int { bits * 2 * columns }
+    /// Scale bytes per panel (offsets and super-block scales apart).
+    private var panelScaleBytes: Int { bits == 4 ? 32 * blocksPerRow : bits == 6 ? 16 * blocksPerRow : 16 * blocksPerRow * scaleBytes }
+    /// Super-block half floats per panel.
+    private var panelSuperScales: Int { (bits == 6 ? 16 : 32) * (columns / 256) }
 
     static func supports(_ type: TensorType, columns: Int) -> Bool {
         PackedWeights.supports(type) && columns % 32 == 0 && columns % type.blockSize == 0
     }
 
-    init(type: TensorType, rows: Int, columns: Int, data: UnsafeRawPointer, rowBytes: Int, releasingSource: Bool) {
+    /// - Parameter compact: the type's compact layout (Q4_0, Q4_K, Q6_K); by default where `prefersCompact`.
+    init(type: TensorType, rows: Int, columns: Int, data: UnsafeRawPointer, rowBytes: Int, releasingSource: Bool,
+         compact: Bool? = nil) {
         precondition(Self.supports(type, columns: columns))
+        let compact = compact ?? Self.prefersCompact(type)
+        precondition(!compact || Self.compactBits(type) != nil, "\(type) has no compact layout")
+        bits = compact ? Self.compactBits(type)! : 8
+        let nibbles = bits == 4
         self.rows = rows
         self.columns = columns
         let bias: Int32
@@ -79,14 +124,22 @@ final class Int8Weights: @unchecked Sendable {
         self.bias = Float(bias)
         block = kind == SLUICE_WEIGHTS_SCALED16 ? 16 : 32
         let panels = (rows + 15) / 16, blocks = columns / block
-        weights = .allocate(byteCount: max(1, panels * 16 * columns), alignment: 64)
-        weights.initializeMemory(as: UInt8.self, repeating: 0, count: max(1, panels * 16 * columns))
+        let weightBytes = max(1, panels * 2 * bits * columns)
+        weights = .allocate(byteCount: weightBytes, alignment: 64)
+        weights.initializeMemory(as: UInt8.self, repeating: 0, count: weightBytes)
         let scaleCount = max(1, panels * 16 * blocks)
         let halfScales = kind == SLUICE_WEIGHTS_HALF_SCALED32
-        scales = .allocate(byteCount: scaleCount * (halfScales ? 2 : 4), alignment: 64)
-        scales.initializeMemory(as: UInt8.self, repeating: 0, count: scaleCount * (halfScales ? 2 : 4))
-        offsets = kind == SLUICE_WEIGHTS_AFFINE32 ? .allocate(capacity: scaleCount) : nil
+        // Bytes: 32 per panel and block in every 4-bit layout (16 halves, or 16 + 16 multipliers),
+        // 16 at 6 bits (16 multipliers).
+        let scaleBytes = scaleCount * (bits == 6 ? 1 : halfScales || nibbles ? 2 : 4)
+        scales = .allocate(byteCount: scaleBytes, alignment: 64)
+        scales.initializeMemory(as: UInt8.self, repeating: 0, count: scaleBytes)
+        let affine = kind == SLUICE_WEIGHTS_AFFINE32
+        offsets = affine && !nibbles ? .allocate(capacity: scaleCount) : nil
         offsets?.initialize(repeating: 0, count: scaleCount)
+        let superCount = max(1, panels * (bits == 6 ? 16 : 32) * (columns / 256))
+        superScales = (affine && nibbles) || bits == 6 ? .allocate(capacity: superCount) : nil
+        superScales?.initialize(repeating: 0, count: superCount)
 
         let rowQuants = UnsafeMutablePointer<Int8>.allocate(capacity: columns)
         let rowScales = UnsafeMutablePointer<Float>.allocate(capacity: blocks)
@@ -100,6 +153,14 @@ final class Int8Weights: @unchecked Sendable {
                 PackedWeights.releaseMappedPages(data + (row - rowsPerRelease) * rowBytes, byteCount: rowsPerRelease * rowBytes)
             }
             PackedWeights.unpackRow(type, data + row * rowBytes, columns: columns, rowQuants, rowScales, rowMins)
+            if nibbles {
+                storeNibbles(row: row, type: type, source: data + row * rowBytes, rowQuants, rowScales)
+                continue
+            }
+            if bits == 6 {
+                storeSixBits(row: row, source: data + row * rowBytes, rowQuants)
+                continue
+            }
             let panel = row >> 4, lane = row & 15
             let line = bytes + panel * 16 * columns + 4 * lane
             for k in 0..<columns {
@@ -119,42 +180,130 @@ final class Int8Weights: @unchecked Sendable {
         if releasingSource { PackedWeights.releaseMappedPages(data, byteCount: rows * rowBytes) }
     }
 
+    /// Row `row` (its quants `q`, scales `s` as `unpackRow` gives them) in the 4-bit layout.
+    private func storeNibbles(row: Int, type: TensorType, source: UnsafeRawPointer, _ q: UnsafeMutablePointer<Int8>,
+                              _ s: UnsafeMutablePointer<Float>) {
+        let panel = row >> 4, lane = row & 15
+        let line = weights.assumingMemoryBound(to: UInt8.self) + panel * panelBytes + 4 * lane
+        for k in 0..<columns {
+            let u = UInt8(Int32(q[k]) + Int32(bias))
+            line[64 * (k >> 3) + (k & 3)] |= (k >> 2) & 1 == 0 ? u : u << 4
+        }
+        let rowScales = scales.assumingMemoryBound(to: UInt8.self) + panel * panelScaleBytes
+        if type == .q4_0 {
+            for b in 0..<blocksPerRow {
+                // The file's own half float, so the round trip is exact.
+                scales.storeBytes(of: Float16(s[b]).bitPattern, toByteOffset: panel * panelScaleBytes + 32 * b + 2 * lane,
+                                  as: UInt16.self)
+            }
+            return
+        }
+        // Q4_K: the file's d and dmin, and its 6-bit multipliers (scalesAndMins with d = dmin = 1
+        // gives them exactly), whose products are the scales and offsets `unpackRow` computes.
+        let superScales = superScales! + panel * panelSuperScales + lane
+        for sb in 0..<(columns / 256) {
+            let block = source + 144 * sb
+            superScales[32 * sb] = UInt16(littleEndian: block.loadUnaligned(fromByteOffset: 0, as: UInt16.self))
+            superScales[32 * sb + 16] = UInt16(littleEndian: block.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
+            let (multipliers, offsetMultipliers) = Dequantize.scalesAndMins(block, d: 1, dmin: 1)
+            for j in 0..<8 {
+                rowScales[32 * (8 * sb + j) + lane] = UInt8(multipliers[j])
+                rowScales[32 * (8 * sb + j) + 16 + lane] = UInt8(offsetMultipliers[j])
+            }
+        }
+    }
+
+    /// Row `row` of Q6_K (its quants `q` as `unpackRow` gives them) in the 6-bit layout.
+    private func storeSixBits(row: Int, source: UnsafeRawPointer, _ q: UnsafeMutablePointer<Int8>) {
+        let panel = row >> 4, lane = row & 15
+        let line = weights.assumingMemoryBound(to: UInt8.self) + panel * panelBytes + 4 * lane
+        for k in 0..<columns {
+            let u = UInt8(Int32(q[k]) + Int32(bias))
+            let b = k >> 4, g = (k & 15) >> 2, i = k & 3
+            line[192 * b + 64 * (g >> 1) + i] |= (u & 15) << UInt8(4 * (g & 1))
+            line[192 * b + 128 + i] |= (u >> 4) << UInt8(2 * g)
+        }
+        // The file's d and its signed 8-bit multipliers, whose products are the scales `unpackRow` computes.
+        let rowScales = (scales + panel * panelScaleBytes).assumingMemoryBound(to: Int8.self) + lane
+        let superScales = superScales! + panel * panelSuperScales + lane
+        for sb in 0..<(columns / 256) {
+            let block = source + 210 * sb
+            superScales[16 * sb] = UInt16(littleEndian: block.loadUnaligned(fromByteOffset: 208, as: UInt16.self))
+            for j in 0..<16 {
+                rowScales[16 * (16 * sb + j)] = block.load(fromByteOffset: 192 + j, as: Int8.self)
+            }
+        }
+    }
+
     deinit {
         weights.deallocate()
         scales.deallocate()
         offsets?.deallocate()
+        superScales?.deallocate()
     }
 
-    var allocatedBytes: Int { panels * 16 * (columns + blocksPerRow * (scaleBytes + (offsets == nil ? 0 : 4))) }
+    var allocatedBytes: Int {
+        bits != 8 ? panels * (panelBytes + panelScaleBytes + (superScales == nil ? 0 : 2 * panelSuperScales))
+            : panels * 16 * (columns + blocksPerRow * (scaleBytes + (offsets == nil ? 0 : 4)))
+    }
 
     /// Block `b`'s scale and offset for row `row`.
     @inline(__always)
     private func scaleAndOffset(row: Int, block b: Int) -> (Float, Float) {
-        let index = (row >> 4) * 16 * blocksPerRow + (row & 15) + 16 * b
+        let panel = row >> 4, lane = row & 15
+        if bits == 6 {
+            let d = Dequantize.halfToFloatPortable(superScales![panel * panelSuperScales + 16 * (b >> 4) + lane])
+            let s = d * Float(scales.load(fromByteOffset: panel * panelScaleBytes + 16 * b + lane, as: Int8.self))
+            return (s, s * bias)
+        }
+        if nibbles {
+            let at = panel * panelScaleBytes + 32 * b
+            if let superScales {
+                let halves = superScales + panel * panelSuperScales + 32 * (b >> 3) + lane
+                let d = Dequantize.halfToFloatPortable(halves[0]), dmin = Dequantize.halfToFloatPortable(halves[16])
+                let multiplier = scales.load(fromByteOffset: at + lane, as: UInt8.self)
+                let offsetMultiplier = scales.load(fromByteOffset: at + 16 + lane, as: UInt8.self)
+                return (d * Float(multiplier), dmin * Float(offsetMultiplier))
+            }
+            let s = Float(Float16(bitPattern: scales.load(fromByteOffset: at + 2 * lane, as: UInt16.self)))
+            return (s, s * bias)
+        }
+        let index = panel * 16 * blocksPerRow + lane + 16 * b
         let s = kind == SLUICE_WEIGHTS_HALF_SCALED32
             ? Float(Float16(bitPattern: scales.load(fromByteOffset: 2 * index, as: UInt16.self)))
             : scales.load(fromByteOffset: 4 * index, as: Float.self)
         return (s, offsets?[index] ?? s * bias)
     }
 
+    /// The unsigned quant `u` of row `row`, column `k`.
+    @inline(__always)
+    private func quant(row: Int, column k: Int) -> Int {
+        let bytes = weights.assumingMemoryBound(to: UInt8.self) + (row >> 4) * panelBytes + 4 * (row & 15)
+        if nibbles {
+            return Int(bytes[64 * (k >> 3) + (k & 3)] >> UInt8(4 * ((k >> 2) & 1))) & 15
+        }
+        if bits == 6 {
+            let line = bytes + 192 * (k >> 4), g = (k & 15) >> 2, i = k & 3
+            let low = Int(line[64 * (g >> 1) + i] >> UInt8(4 * (g & 1))) & 15
+            return low | (Int(line[128 + i] >> UInt8(2 * g)) & 3) << 4
+        }
+        return Int(bytes[64 * (k >> 2) + (k & 3)])
+    }
+
     /// Row `row`'s Euclidean norm, as an upper bound, and the largest `255 |s| + |m|` of its
     /// blocks, which bounds every partial sum the kernel forms per unit of activation magnitude.
     func normAndLargestTerm(row: Int) -> (norm: Double, largestTerm: Double) {
-        let bytes = weights.assumingMemoryBound(to: UInt8.self)
-        let line = bytes + (row >> 4) * 16 * columns + 4 * (row & 15)
         var squares = 0.0, largest = 0.0
         for b in 0..<blocksPerRow {
             let (s, m) = scaleAndOffset(row: row, block: b)
             var sum = 0, sumOfSquares = 0
-            for k in stride(from: b * block, to: (b + 1) * block, by: 4) {
-                for j in 0..<4 {
-                    let u = Int(line[64 * (k >> 2) + j])
-                    sum += u
-                    sumOfSquares += u * u
-                }
+            for k in (b * block)..<((b + 1) * block) {
+                let u = quant(row: row, column: k)
+                sum += u
+                sumOfSquares += u * u
             }
             let (scale, offset) = (Double(s), Double(m))
-            if offsets == nil {
+            if kind != SLUICE_WEIGHTS_AFFINE32 {
                 // Σ (s (u − bias))² from an exact integer sum of squares.
                 let bias = Int(self.bias)
                 squares += scale * scale * Double(sumOfSquares - 2 * bias * sum + block * bias * bias)
@@ -175,6 +324,25 @@ final class Int8Weights: @unchecked Sendable {
     func multiply(panels: Range<Int>, _ a: RoundedActivations, tokens: Range<Int>, into y: UnsafeMutablePointer<Float>,
                   yStride: Int) {
         let first = panels.lowerBound, token = tokens.lowerBound
+        if nibbles {
+            sluice_int4_matmul((weights + first * panelBytes).assumingMemoryBound(to: UInt8.self), Int32(kind.rawValue),
+                               (scales + first * panelScaleBytes).assumingMemoryBound(to: UInt8.self),
+                               superScales.map { $0 + first * panelSuperScales }, Int32(bias), Int32(columns),
+                               Int32(min(rows - 16 * first, 16 * panels.count)), 0, Int32(panels.count),
+                               a.quantized + token * columns, a.low.map { $0 + token * columns },
+                               a.scales + token * a.blocks, a.scaledSums + token * a.blocks, a.sums + token * a.blocks,
+                               Int32(tokens.count), y, Int32(yStride))
+            return
+        }
+        if bits == 6 {
+            sluice_int6_matmul((weights + first * panelBytes).assumingMemoryBound(to: UInt8.self),
+                               (scales + first * panelScaleBytes).assumingMemoryBound(to: Int8.self),
+                               superScales! + first * panelSuperScales, Int32(columns),
+                               Int32(min(rows - 16 * first, 16 * panels.count)), 0, Int32(panels.count),
+                               a.quantized + token * columns, a.low.map { $0 + token * columns },
+                               a.scales + token * a.blocks, a.sums + token * a.blocks, Int32(tokens.count), y, Int32(yStride))
+            return
+        }
         let scaleIndex = first * 16 * blocksPerRow
         sluice_int8_matmul((weights + first * 16 * columns).assumingMemoryBound(to: UInt8.self), Int32(kind.rawValue),
                            scales + scaleIndex * scaleBytes, offsets.map { $0 + scaleIndex }, Int32(bias),
@@ -186,7 +354,19 @@ final class Int8Weights: @unchecked Sendable {
 
     /// Row `row` of `multiply`'s product for token `token` of `a`, computed alone: the same bits.
     func rowProduct(row: Int, _ a: RoundedActivations, token: Int) -> Float {
-        sluice_int8_row_product(weights.assumingMemoryBound(to: UInt8.self), Int32(kind.rawValue), scales, offsets,
+        if nibbles {
+            return sluice_int4_row_product(weights.assumingMemoryBound(to: UInt8.self), Int32(kind.rawValue),
+                                           scales.assumingMemoryBound(to: UInt8.self), superScales, Int32(bias),
+                                           Int32(columns), Int32(row), a.quantized + token * columns,
+                                           a.low.map { $0 + token * columns }, a.scales + token * a.blocks,
+                                           a.scaledSums + token * a.blocks, a.sums + token * a.blocks)
+        }
+        if bits == 6 {
+            return sluice_int6_row_product(weights.assumingMemoryBound(to: UInt8.self), scales.assumingMemoryBound(to: Int8.self),
+                                           superScales, Int32(columns), Int32(row), a.quantized + token * columns,
+                                           a.low.map { $0 + token * columns }, a.scales + token * a.blocks, a.sums + token * a.blocks)
+        }
+        return sluice_int8_row_product(weights.assumingMemoryBound(to: UInt8.self), Int32(kind.rawValue), scales, offsets,
                                 Int32(bias), Int32(columns), Int32(row), a.quantized + token * columns,
                                 a.low.map { $0 + token * columns }, a.scales + token * a.blocks,
                                 a.scaledSums + token * a.blocks, a.sums + token * a.blocks)
@@ -194,12 +374,10 @@ final class Int8Weights: @unchecked Sendable {
 
     /// Writes row `row` as floats: the values `dequantizeRow` writes (a zero may differ in sign).
     func decode(row: Int, into destination: UnsafeMutablePointer<Float>) {
-        let bytes = weights.assumingMemoryBound(to: UInt8.self)
-        let line = bytes + (row >> 4) * 16 * columns + 4 * (row & 15)
         for b in 0..<blocksPerRow {
             let (s, m) = scaleAndOffset(row: row, block: b)
             for k in (b * block)..<((b + 1) * block) {
-                destination[k] = s * Float(line[64 * (k >> 2) + (k & 3)]) - m
+                destination[k] = s * Float(quant(row: row, column: k)) - m
             }
         }
     }
