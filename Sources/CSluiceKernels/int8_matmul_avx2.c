@@ -106,7 +106,7 @@ void sluice_quantize_rows_avx2(const float *x, int tokens, int columns, int bloc
 }
 
 /// One panel's integer sums over one block for TOKENS tokens, one row per lane (rows 0-7 in
-/// `sums[t][0]`, 8-15 in `sums[t][1]`): `w` at the block's first line, `x[t]` the block's
+/// `sums[t][0]`, 8-15 in `sums[t][1]`), starting from `start[t]`: `w` at the block's first line, `x[t]` the block's
 /// activations as int16 pairs, columns 0 and 2 of each group of four in one 32-bit word, 1 and 3
 /// in the next.
 ///
@@ -115,9 +115,9 @@ void sluice_quantize_rows_avx2(const float *x, int tokens, int columns, int bloc
 /// in the row's own lane with no horizontal step. Both halves of a line share each broadcast.
 static inline __attribute__((always_inline))
 void panel_sums(const int TOKENS, const int BLOCK, const uint8_t *w, int32_t x[SLUICE_AVX2_MAX_TOKENS][16],
-                __m256i sums[SLUICE_AVX2_MAX_TOKENS][2]) {
+                const __m256i start[SLUICE_AVX2_MAX_TOKENS], __m256i sums[SLUICE_AVX2_MAX_TOKENS][2]) {
     const __m256i low_bytes = _mm256_set1_epi16(0x00FF);
-    for (int t = 0; t < TOKENS; t++) sums[t][0] = sums[t][1] = _mm256_setzero_si256();
+    for (int t = 0; t < TOKENS; t++) sums[t][0] = sums[t][1] = start[t];
     for (int g = 0; g < BLOCK / 4; g++) {
         const __m256i line0 = _mm256_loadu_si256((const __m256i *)(w + 64 * g));
         const __m256i line1 = _mm256_loadu_si256((const __m256i *)(w + 64 * g + 32));
@@ -173,16 +173,19 @@ void tile(const int PANELS, const int TOKENS, const int KIND, const int LOW,
                 _mm256_store_si256((__m256i *)&x[t][8 * i], v);
             }
         }
+        // Signed types: Σ (u − bias) x = Σ u x − bias Σ x, the VNNI kernel's integer; starting
+        // the sums at −bias Σ x gives it (int32 arithmetic wraps the same in any order).
+        __m256i start[SLUICE_AVX2_MAX_TOKENS];
+        for (int t = 0; t < TOKENS; t++)
+            start[t] = KIND == SLUICE_WEIGHTS_AFFINE32
+                ? _mm256_setzero_si256()
+                : _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_set1_epi32(bias * xsum[(size_t)t * blocks + b]));
         for (int p = 0; p < PANELS; p++) {
             __m256i sums[SLUICE_AVX2_MAX_TOKENS][2];
-            panel_sums(TOKENS, BLOCK, w + p * panel_bytes + (size_t)b * BLOCK * 16, x, sums);
+            panel_sums(TOKENS, BLOCK, w + p * panel_bytes + (size_t)b * BLOCK * 16, x, start, sums);
             for (int h = 0; h < 2; h++) {
                 __m256i dot[SLUICE_AVX2_MAX_TOKENS];
                 for (int t = 0; t < TOKENS; t++) dot[t] = sums[t][h];
-                if (KIND != SLUICE_WEIGHTS_AFFINE32) {
-                    for (int t = 0; t < TOKENS; t++)
-                        dot[t] = _mm256_sub_epi32(dot[t], _mm256_set1_epi32(bias * xsum[(size_t)t * blocks + b]));
-                }
                 const size_t at = p * panel_scales + 16 * (size_t)b + 8 * h;
                 const __m256 sv = KIND == SLUICE_WEIGHTS_HALF_SCALED32
                     ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)s + at)))
