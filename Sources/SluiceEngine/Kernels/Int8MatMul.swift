@@ -10,7 +10,8 @@ public enum MatmulPrecision: String, Sendable, CaseIterable, Codable {
     /// AVX-512 VNNI's, or AVX2's (the same bits) on CPUs without it.
     case int16
     /// Activations are rounded to 8 bits per block, as llama.cpp does: half the integer
-    /// work of `int16`, with about llama.cpp's rounding error.
+    /// work of `int16` with VNNI (the same work with AVX2, which multiplies 16-bit values
+    /// either way), with about llama.cpp's rounding error.
     case int8
 
     /// Whether this build and the kernel variant in use run the integer kernels (`int16` and
@@ -40,8 +41,9 @@ public enum MatmulPrecision: String, Sendable, CaseIterable, Codable {
 /// Scales that came from the file as half floats stay half floats. Rows are grouped
 /// in panels of 16: for each four columns, the 16 rows' four bytes form one 64-byte
 /// line, so one VNNI instruction multiplies 16 rows by four activations broadcast to
-/// every lane (the AVX2 kernels read each 32-byte half as 8 rows' 32-bit lanes). A lone sequence's decode step reads every weight once, so the bytes per
-/// weight (1.06 for Q8_0/Q4_0/Q5_0) bound its speed.
+/// every lane (the AVX2 kernels read each 32-byte half as 8 rows' 32-bit lanes). A lone
+/// sequence's decode step reads every weight once, so the bytes per weight (1.06 for
+/// Q8_0/Q4_0/Q5_0) bound its speed.
 final class Int8Weights: @unchecked Sendable {
     // Sendable: written once in init, read-only afterwards.
 
