@@ -4,7 +4,7 @@ import Testing
 /// Issue 19: one x86-64 binary for a mixed fleet. The binary runs under qemu-user emulating older
 /// CPUs (qemu's cpuid reports the model's instruction sets): below the build's x86-64-v3 baseline it
 /// refuses with one line before any AVX2 instruction runs, and on an AVX2-only CPU it picks the
-/// `avx2` kernels by itself. (qemu would also execute AVX-512 it does not advertise, so this proves
+/// `avx2` kernels, and with them `int16`, by itself. (qemu would also execute AVX-512 it does not advertise, so this proves
 /// the choice, not the absence of wider instructions; the kernels' agreement is AttentionTests',
 /// IntegerMatMulTests' and scripts/test-cpu-variants' business.)
 @Suite(.serialized) struct CPUBaselineTests {
@@ -56,7 +56,8 @@ import Testing
         defer { children.killAll(); scratch.remove() }
         guard let chosen = try await run(cpu: "Haswell", ["--version"], in: scratch, children: children) else { return }
         #expect(chosen.status == 0, "\(chosen.stderr)")
-        #expect(chosen.stdout.contains("(CPU kernels: avx2)"), "\(chosen.stdout)")
+        // The AVX2 integer kernels make int16 the default there too (the same bits as VNNI's).
+        #expect(chosen.stdout.contains("(CPU kernels: avx2; default precision int16)"), "\(chosen.stdout)")
         guard let pinned = try await run(cpu: "Haswell", ["--version"], environment: ["SLUICE_CPU": "avx512-vnni"],
                                          in: scratch, children: children) else { return }
         #expect(pinned.stdout.contains("SLUICE_CPU=avx512-vnni: this CPU runs at most the avx2 kernels"), "\(pinned.stdout)")
