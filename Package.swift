@@ -12,9 +12,13 @@ let pinnedCPU = ProcessInfo.processInfo.environment["SLUICE_TARGET_CPU"]
 #if arch(x86_64)
 let fastMath: [SwiftSetting] = [.unsafeFlags(["-target-cpu", pinnedCPU ?? "haswell"])]
 let kernelCPUFlags = ["-march=\(pinnedCPU ?? "x86-64-v3")"]
+// The executables refuse a CPU below the v3 baseline with one line instead of SIGILL; the check
+// itself is compiled for plain x86-64. A pinned target is the builder's own choice: no check.
+let startCheckFlags = ["-march=x86-64"] + (pinnedCPU == nil ? ["-DSLUICE_REQUIRE_X86_64_V3"] : [])
 #else
 let fastMath: [SwiftSetting] = pinnedCPU.map { [.unsafeFlags(["-target-cpu", $0])] } ?? []
 let kernelCPUFlags = pinnedCPU.map { ["-mcpu=\($0)"] } ?? []
+let startCheckFlags: [String] = []
 #endif
 
 let package = Package(
@@ -49,6 +53,8 @@ let package = Package(
         // The int8 (AVX-512 VNNI) matrix kernels: Swift SIMD cannot emit `vpdpbusd`.
         .target(name: "CSluiceKernels", cSettings: [.unsafeFlags(kernelCPUFlags + ["-O3"])]),
         .target(name: "SluiceEngine", dependencies: ["SluiceCore", "CSluiceKernels"], swiftSettings: fastMath),
+        // Linked into the executables only: a constructor that refuses a CPU below the baseline.
+        .target(name: "CSluiceStartCheck", cSettings: [.unsafeFlags(startCheckFlags)]),
         .target(name: "SluiceRemote", dependencies: ["SluiceCore"]),
         .target(name: "SluiceSchedule", dependencies: ["SluiceCore", "SluiceQueue"]),
         .target(
@@ -66,6 +72,7 @@ let package = Package(
         .executableTarget(
             name: "sluice",
             dependencies: [
+                "CSluiceStartCheck",
                 "SluiceRunner",
                 "SluiceSchedule",
                 "SluiceServer",
@@ -75,6 +82,7 @@ let package = Package(
         .executableTarget(
             name: "sluice-bench",
             dependencies: [
+                "CSluiceStartCheck",
                 "SluiceRunner",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

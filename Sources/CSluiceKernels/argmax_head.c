@@ -17,7 +17,7 @@
 #ifdef SLUICE_HAVE_VNNI
 #pragma clang attribute push(SLUICE_AVX512_VNNI_TARGET, apply_to = function)
 
-float sluice_int8_row_product(const uint8_t *weights, int kind, const void *scales, const float *offsets, int bias,
+float sluice_int8_row_product_avx512_vnni(const uint8_t *weights, int kind, const void *scales, const float *offsets, int bias,
                               int columns, int row, const int8_t *xq, const int8_t *xq_low, const float *xscale,
                               const float *xscaled_sum, const int32_t *xsum) {
     const int block = kind == SLUICE_WEIGHTS_SCALED16 ? 16 : 32;
@@ -50,7 +50,7 @@ float sluice_int8_row_product(const uint8_t *weights, int kind, const void *scal
     return acc;
 }
 
-int sluice_collect_near_maximum(const float *values, int count, float margin, float *maximum, int32_t first_row,
+int sluice_collect_near_maximum_avx512(const float *values, int count, float margin, float *maximum, int32_t first_row,
                                 int32_t *rows, float *kept) {
     float best = *maximum;
     int found = 0;
@@ -76,7 +76,7 @@ int sluice_collect_near_maximum(const float *values, int count, float margin, fl
 
 #else
 
-float sluice_int8_row_product(const uint8_t *weights, int kind, const void *scales, const float *offsets, int bias,
+float sluice_int8_row_product_avx512_vnni(const uint8_t *weights, int kind, const void *scales, const float *offsets, int bias,
                               int columns, int row, const int8_t *xq, const int8_t *xq_low, const float *xscale,
                               const float *xscaled_sum, const int32_t *xsum) {
     (void)weights; (void)kind; (void)scales; (void)offsets; (void)bias; (void)columns; (void)row; (void)xq;
@@ -84,7 +84,7 @@ float sluice_int8_row_product(const uint8_t *weights, int kind, const void *scal
     return 0;
 }
 
-int sluice_collect_near_maximum(const float *values, int count, float margin, float *maximum, int32_t first_row,
+int sluice_collect_near_maximum_avx512(const float *values, int count, float margin, float *maximum, int32_t first_row,
                                 int32_t *rows, float *kept) {
     (void)values; (void)count; (void)margin; (void)maximum; (void)first_row; (void)rows; (void)kept;
     return 0;

@@ -13,14 +13,6 @@
 #include <immintrin.h>
 #endif
 
-int sluice_int8_available(void) {
-#ifdef SLUICE_HAVE_VNNI
-    return sluice_cpu_variant() >= SLUICE_CPU_AVX512_VNNI;
-#else
-    return 0;
-#endif
-}
-
 #ifdef SLUICE_HAVE_VNNI
 #pragma clang attribute push(SLUICE_AVX512_VNNI_TARGET, apply_to = function)
 
@@ -64,7 +56,7 @@ int quantize_block(const float *x, const int block, int8_t *q, int8_t *low, floa
     return total;
 }
 
-void sluice_quantize_rows(const float *x, int tokens, int columns, int block,
+void sluice_quantize_rows_avx512_vnni(const float *x, int tokens, int columns, int block,
                           int8_t *xq, int8_t *xq_low, float *scale, float *scaled_sum, int32_t *sum) {
     const int blocks = columns / block;
     for (int t = 0; t < tokens; t++) {
@@ -205,7 +197,7 @@ static __mmask16 row_mask(int rows, int panel) {
     return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
 }
 
-void sluice_int8_matmul(const uint8_t *weights, int kind, const void *scales, const float *offsets, int bias,
+void sluice_int8_matmul_avx512_vnni(const uint8_t *weights, int kind, const void *scales, const float *offsets, int bias,
                         int columns, int rows, int panel_begin, int panel_end,
                         const int8_t *xq, const int8_t *xq_low, const float *xscale, const float *xscaled_sum,
                         const int32_t *xsum, int tokens, float *y, int y_stride) {
@@ -236,12 +228,12 @@ void sluice_int8_matmul(const uint8_t *weights, int kind, const void *scales, co
 
 #else
 
-void sluice_quantize_rows(const float *x, int tokens, int columns, int block,
+void sluice_quantize_rows_avx512_vnni(const float *x, int tokens, int columns, int block,
                           int8_t *xq, int8_t *xq_low, float *scale, float *scaled_sum, int32_t *sum) {
     (void)x; (void)tokens; (void)columns; (void)block; (void)xq; (void)xq_low; (void)scale; (void)scaled_sum; (void)sum;
 }
 
-void sluice_int8_matmul(const uint8_t *weights, int kind, const void *scales, const float *offsets, int bias,
+void sluice_int8_matmul_avx512_vnni(const uint8_t *weights, int kind, const void *scales, const float *offsets, int bias,
                         int columns, int rows, int panel_begin, int panel_end,
                         const int8_t *xq, const int8_t *xq_low, const float *xscale, const float *xscaled_sum,
                         const int32_t *xsum, int tokens, float *y, int y_stride) {

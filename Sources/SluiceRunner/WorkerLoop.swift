@@ -64,7 +64,7 @@ final class WorkerLoop {
     private var emptyClaims = 0
     private var nextUnfinishedCheck: ContinuousClock.Instant
     private var waitingLogged = false
-    private var commitFailingSince: ContinuousClock.Instant?
+    private var commitOutage = StoreOutage()
     private var nextCommitAttempt: ContinuousClock.Instant
     private var drain: Drain?
     private var nextProgressLog: ContinuousClock.Instant
@@ -96,11 +96,10 @@ final class WorkerLoop {
     private var parkedCount: Int { parked.values.reduce(0) { $0 + $1.count } }
     private var occupiedSlots: Int { flights.count + deferred.count + parkedCount }
     private var checkpointsEnabled: Bool { engine.checkpointsPartialOutput && configuration.checkpointInterval > 0 }
-    /// When claims started failing (nil while they succeed), and how many failed in a row.
-    private var claimFailingSince: ContinuousClock.Instant?
+    private var claimOutage = StoreOutage()
+    /// Claims that failed in a row (for the back-off).
     private var claimFailures = 0
-    /// When polls for unfinished work started failing (nil while they succeed).
-    private var unfinishedCheckFailingSince: ContinuousClock.Instant?
+    private var unfinishedCheckOutage = StoreOutage()
 
     private var cacheStore: (any ResultCacheStore)? {
         configuration.resultCache == nil ? nil : store as? any ResultCacheStore
@@ -387,19 +386,15 @@ final class WorkerLoop {
             pendingCache = CacheWrites()
         } catch {
             pending = batch
-            try WorkerError.stopIfUnhealable(error, during: "commit")
-            let since = commitFailingSince ?? now
-            commitFailingSince = since
-            nextCommitAttempt = now + .milliseconds(500)
-            log("commit of \(batch.results.count) results failed, will retry: \(error)")
             // Leases may expire meanwhile: the lease generation then drops our late writes, and
             // another worker's results stand. Only a database gone for --db-timeout ends the worker.
-            if now - since > .seconds(configuration.databaseTimeoutSeconds) {
-                throw WorkerError.storeUnavailable("the database was unreachable for \(format(configuration.databaseTimeoutSeconds)) (--db-timeout): cannot commit results: \(error)")
-            }
+            try commitOutage.failed(error, during: "commit", consequence: "commit results", now: now,
+                                    timeout: configuration.databaseTimeoutSeconds)
+            nextCommitAttempt = now + .milliseconds(500)
+            log("commit of \(batch.results.count) results failed, will retry: \(error)")
             return
         }
-        commitFailingSince = nil
+        commitOutage.succeeded()
         if let drainCheckpoints { logDrainCheckpoints(drainCheckpoints, now: now) }
         pending = CommitBatch()
         pendingSince = nil
@@ -477,19 +472,15 @@ final class WorkerLoop {
             claimed = try store.claim(worker: worker, job: configuration.job, limit: limit, leaseSeconds: configuration.leaseSeconds,
                                       maxLostLeases: configuration.maxLostLeases)
         } catch {
-            try WorkerError.stopIfUnhealable(error, during: "claim")
-            let since = claimFailingSince ?? now
-            claimFailingSince = since
-            if now - since > .seconds(configuration.databaseTimeoutSeconds) {
-                throw WorkerError.storeUnavailable("the database was unreachable for \(format(configuration.databaseTimeoutSeconds)) (--db-timeout): cannot claim requests: \(error)")
-            }
+            try claimOutage.failed(error, during: "claim", consequence: "claim requests", now: now,
+                                   timeout: configuration.databaseTimeoutSeconds)
             log("claim failed, will retry: \(error)")
             // Back off while the database is away: 0.5 s doubling to 8 s.
             claimFailures += 1
             nextClaimAt = now + .milliseconds(500 << min(claimFailures - 1, 4))
             return
         }
-        claimFailingSince = nil
+        claimOutage.succeeded()
         claimFailures = 0
         statistics.claims += 1
         statistics.claimed += claimed.count
@@ -617,18 +608,13 @@ final class WorkerLoop {
         do {
             unfinished = try store.hasUnfinishedWork(job: configuration.job)
         } catch {
-            // The same rule as for a claim: a database away (a restart, a dropped connection) is
-            // waited for, up to --db-timeout; the fleet drill found this gap.
-            try WorkerError.stopIfUnhealable(error, during: "look for unfinished work")
-            let since = unfinishedCheckFailingSince ?? now
-            unfinishedCheckFailingSince = since
-            if now - since > .seconds(configuration.databaseTimeoutSeconds) {
-                throw WorkerError.storeUnavailable("the database was unreachable for \(format(configuration.databaseTimeoutSeconds)) (--db-timeout): cannot look for unfinished work: \(error)")
-            }
+            // The same rule as for a claim (the fleet drill found this poll outside it).
+            try unfinishedCheckOutage.failed(error, during: "look for unfinished work", consequence: "look for unfinished work",
+                                             now: now, timeout: configuration.databaseTimeoutSeconds)
             log("looking for unfinished work failed, will retry: \(error)")
             return nil
         }
-        unfinishedCheckFailingSince = nil
+        unfinishedCheckOutage.succeeded()
         if !unfinished { return .completed }
         if !waitingLogged {
             waitingLogged = true

@@ -3,7 +3,7 @@ import SluiceEngine
 
 /// The built-in engine's speed settings, shared by `sluice work` and `sluice generate`.
 struct BuiltinSpeedOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("builtin: how matrix products treat activations: f32 (float32, within ~1e-5 nats of a float64 pass), int16 (16-bit integers per block, within ~1e-3 nats; the default where the CPU has AVX-512 VNNI) or int8 (8 bits per block as llama.cpp does: fastest, with about llama.cpp's error).", valueName: "f32|int16|int8"))
+    @Option(help: ArgumentHelp("builtin: how matrix products treat activations: f32 (float32, within ~1e-5 nats of a float64 pass), int16 (16-bit integers per block, within ~1e-3 nats; the default where the CPU has AVX2) or int8 (8 bits per block as llama.cpp does: fastest, with about llama.cpp's error).", valueName: "f32|int16|int8"))
     var precision: MatmulPrecision?
 
     @Option(help: ArgumentHelp("builtin: speculative decoding by prompt lookup (ngram) or none (off); output is identical either way.", valueName: "ngram|off"))

@@ -3,15 +3,16 @@
 
 /// The kernel variants one build carries, chosen once at start from the CPU (cpuid) and the
 /// `SLUICE_CPU` environment variable. Every variant computes the same floats at a given
-/// precision: they differ in speed and in which integer precisions they offer.
+/// precision: they differ in speed and in whether they offer the integer precisions.
 enum sluice_cpu_variant {
     /// C and Swift code for the build's baseline (x86-64-v3 on x86-64; NEON on aarch64).
     SLUICE_CPU_PORTABLE = 0,
-    /// AVX2 and FMA (what the x86-64 build's Swift code needs anyway).
+    /// AVX2, FMA and F16C (what the x86-64 build's Swift code needs anyway): the int8 matrix
+    /// kernels (`--precision int8/int16`) too, the same bits as the VNNI ones.
     SLUICE_CPU_AVX2 = 1,
     /// AVX-512 (F, BW, DQ, VL): the AVX-512 elementwise and attention kernels.
     SLUICE_CPU_AVX512 = 2,
-    /// AVX-512 with VNNI: the int8 matrix kernels (`--precision int8/int16`) too.
+    /// AVX-512 with VNNI: the VNNI int8 matrix kernels.
     SLUICE_CPU_AVX512_VNNI = 3,
 };
 

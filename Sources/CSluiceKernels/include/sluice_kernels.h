@@ -3,8 +3,9 @@
 
 #include <stdint.h>
 
-/// Whether this build holds the int8 kernels and this CPU can run them
-/// (AVX-512 with VNNI). Everything below requires it.
+/// Whether this build holds the int8 kernels and the variant in use runs them: AVX2 and
+/// above (`sluice_cpu_variant() >= SLUICE_CPU_AVX2`; the AVX-512 VNNI kernels there, AVX2
+/// ones below, with the same results bit for bit). Everything below requires it.
 int sluice_int8_available(void);
 
 /// Quantizes `tokens` rows of `columns` floats to signed 8-bit integers, one
@@ -32,7 +33,9 @@ enum sluice_weight_kind {
 /// y[t * y_stride + r] = Σ_b (s[r,b] · sx[t,b]) · (Σ_{k in b} u[r,k] · x[t,k] − bias · xsum[t,b])
 ///                        − m[r,b] · sxsum[t,b],
 /// x being xq, or 256 xq + xq_low where `xq_low` is not NULL, for the rows of
-/// panels [panel_begin, panel_end) below `rows`, and t in [0, tokens).
+/// panels [panel_begin, panel_end) below `rows`, and t in [0, tokens). With `xq_low`,
+/// |xq| <= 127 as `sluice_quantize_rows` writes it (the AVX2 kernel holds 256 xq + xq_low
+/// in 16 bits).
 ///
 /// Weights are unsigned bytes `u` with a scale `s` and offset `m` per block
 /// (each weight is s · u − m), in panels of 16 rows: panel p holds, for every
@@ -61,6 +64,33 @@ float sluice_int8_row_product(const uint8_t *weights, int kind, const void *scal
 /// and possibly others below it. Returns how many it wrote (at most `count`).
 int sluice_collect_near_maximum(const float *values, int count, float margin, float *maximum, int32_t first_row,
                                 int32_t *rows, float *kept);
+
+/// Each variant's integer kernels under its own name, for tests and benchmarks that compare the
+/// variants in one process; everything else calls the functions above, which pick the variant
+/// in use. The `_avx2` ones need a CPU with AVX2, FMA and F16C, the `_avx512_vnni` ones (and
+/// `_avx512`) one with AVX-512 VNNI (`sluice_cpu_best_variant()`, whatever `SLUICE_CPU` says).
+void sluice_quantize_rows_avx2(const float *x, int tokens, int columns, int block,
+                               int8_t *xq, int8_t *xq_low, float *scale, float *scaled_sum, int32_t *sum);
+void sluice_quantize_rows_avx512_vnni(const float *x, int tokens, int columns, int block,
+                                      int8_t *xq, int8_t *xq_low, float *scale, float *scaled_sum, int32_t *sum);
+void sluice_int8_matmul_avx2(const uint8_t *weights, int kind, const void *scales, const float *offsets, int bias,
+                             int columns, int rows, int panel_begin, int panel_end,
+                             const int8_t *xq, const int8_t *xq_low, const float *xscale, const float *xscaled_sum,
+                             const int32_t *xsum, int tokens, float *y, int y_stride);
+void sluice_int8_matmul_avx512_vnni(const uint8_t *weights, int kind, const void *scales, const float *offsets,
+                                    int bias, int columns, int rows, int panel_begin, int panel_end,
+                                    const int8_t *xq, const int8_t *xq_low, const float *xscale,
+                                    const float *xscaled_sum, const int32_t *xsum, int tokens, float *y, int y_stride);
+float sluice_int8_row_product_avx2(const uint8_t *weights, int kind, const void *scales, const float *offsets,
+                                   int bias, int columns, int row, const int8_t *xq, const int8_t *xq_low,
+                                   const float *xscale, const float *xscaled_sum, const int32_t *xsum);
+float sluice_int8_row_product_avx512_vnni(const uint8_t *weights, int kind, const void *scales, const float *offsets,
+                                          int bias, int columns, int row, const int8_t *xq, const int8_t *xq_low,
+                                          const float *xscale, const float *xscaled_sum, const int32_t *xsum);
+int sluice_collect_near_maximum_avx2(const float *values, int count, float margin, float *maximum, int32_t first_row,
+                                     int32_t *rows, float *kept);
+int sluice_collect_near_maximum_avx512(const float *values, int count, float margin, float *maximum,
+                                       int32_t first_row, int32_t *rows, float *kept);
 
 /// Whether this build holds the AVX-512 elementwise and attention kernels and this CPU can run them
 /// (with the variant `SLUICE_CPU` allows).

@@ -58,7 +58,7 @@ public final class DecoderEncoder: SentenceEncoder, @unchecked Sendable {
         self.pooling = try Self.choosePooling(pooling, file: file)
         try CPUKernels.requireUsable()
         if precision.isInteger && !MatmulPrecision.int8Available {
-            throw ModelLoadError("--precision \(precision.rawValue) needs the avx512-vnni kernels; this process runs the \(CPUKernels.variant ?? "none") ones: use --precision f32")
+            throw ModelLoadError("--precision \(precision.rawValue) needs the avx2 kernels or better; this process runs the \(CPUKernels.variant ?? "none") ones: use --precision f32")
         }
         self.precision = precision
         self.pool = pool

@@ -99,7 +99,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         pool = ComputePool(threads: options.threads)
         try CPUKernels.requireUsable()
         if options.precision.isInteger && !MatmulPrecision.int8Available {
-            throw ModelLoadError("--precision \(options.precision.rawValue) needs the avx512-vnni kernels; this process runs the \(CPUKernels.variant ?? "none") ones: use --precision f32")
+            throw ModelLoadError("--precision \(options.precision.rawValue) needs the avx2 kernels or better; this process runs the \(CPUKernels.variant ?? "none") ones: use --precision f32")
         }
         model = try loadLanguageModel(file, pool: pool, precision: options.precision)
         tokenizer = try Tokenizer(gguf: file)

@@ -6,7 +6,7 @@ import CSluiceKernels
 /// One build carries every variant. At a given `--precision` they compute the same floats
 /// (the AVX-512 kernels are lane for lane the operations of the portable code), so a request's
 /// tokens do not depend on the machine and checkpoints move between machines; the variants
-/// differ in speed and in which precisions they offer (the integer ones need AVX-512 VNNI).
+/// differ in speed and in which precisions they offer (the integer ones need `avx2` or above).
 public enum CPUKernels {
     /// The variant's name, or nil when `SLUICE_CPU` asks for one this CPU lacks (see `refusal`).
     public static var variant: String? {

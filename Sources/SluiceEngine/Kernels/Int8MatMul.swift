@@ -6,18 +6,21 @@ public enum MatmulPrecision: String, Sendable, CaseIterable, Codable {
     /// and results stay within about 1e-5 nats of a float64 pass.
     case float32 = "f32"
     /// Activations are rounded to 16-bit integers (one scale per 32 elements, or per 16
-    /// where the weights have a scale per 16), and multiplied as two bytes with AVX-512
-    /// VNNI integer dot products.
+    /// where the weights have a scale per 16), and multiplied with exact integer dot products:
+    /// AVX-512 VNNI's, or AVX2's (the same bits) on CPUs without it.
     case int16
     /// Activations are rounded to 8 bits per block, as llama.cpp does: half the integer
-    /// work of `int16`, with about llama.cpp's rounding error.
+    /// work of `int16` with VNNI (the same work with AVX2, which multiplies 16-bit values
+    /// either way), with about llama.cpp's rounding error.
     case int8
 
-    /// Whether this build and CPU can run the integer kernels (`int16` and `int8`).
+    /// Whether this build and the kernel variant in use run the integer kernels (`int16` and
+    /// `int8`): `avx2` and above, each variant with the same results bit for bit.
     public static var int8Available: Bool { sluice_int8_available() != 0 }
 
     /// The engine's default: `int16` where the CPU runs it (as accurate as every check on
-    /// the default model requires, and faster), else `float32`.
+    /// the default model requires, and faster), else `float32`. Every x86 variant from `avx2`
+    /// up has the same default and the same results, so a fleet's machines agree.
     public static var engineDefault: MatmulPrecision { int8Available ? .int16 : .float32 }
 
     /// Bumped whenever the integer precisions' results change in any bit (a different rounding
@@ -38,14 +41,15 @@ public enum MatmulPrecision: String, Sendable, CaseIterable, Codable {
 /// Scales that came from the file as half floats stay half floats. Rows are grouped
 /// in panels of 16: for each four columns, the 16 rows' four bytes form one 64-byte
 /// line, so one VNNI instruction multiplies 16 rows by four activations broadcast to
-/// every lane. A lone sequence's decode step reads every weight once, so the bytes per
-/// weight (1.06 for Q8_0/Q4_0/Q5_0) bound its speed.
+/// every lane (the AVX2 kernels read each 32-byte half as 8 rows' 32-bit lanes). A lone
+/// sequence's decode step reads every weight once, so the bytes per weight (1.06 for
+/// Q8_0/Q4_0/Q5_0) bound its speed.
 ///
-/// Where the CPU runs the compact kernels (sluice_int4.h), weights whose `u` fits in four
-/// bits (Q4_0, Q4_K) are stored two per byte and Q6_K's at six bits each instead (`bits`),
-/// the K-quants' scales and offsets as the file's small integer multipliers of half floats
-/// per 256 columns: 0.58 bytes per Q4_K weight instead of 1.25, 0.82 per Q6_K weight
-/// instead of 1.25, for bit for bit the same products.
+/// Where the avx512-vnni variant runs (sluice_int4.h; other variants keep the byte layout),
+/// weights whose `u` fits in four bits (Q4_0, Q4_K) are stored two per byte and Q6_K's at
+/// six bits each instead (`bits`), the K-quants' scales and offsets as the file's small
+/// integer multipliers of half floats per 256 columns: 0.58 bytes per Q4_K weight instead
+/// of 1.25, 0.82 per Q6_K weight instead of 1.25, for bit for bit the same products.
 final class Int8Weights: @unchecked Sendable {
     // Sendable: written once in init, read-only afterwards.
 

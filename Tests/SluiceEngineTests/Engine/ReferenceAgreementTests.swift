@@ -49,7 +49,7 @@ struct ReferenceAgreementTests {
         }
     }
 
-    /// The precisions held to every check here: float32, and 16-bit activations where the CPU has VNNI.
+    /// The precisions held to every check here: float32, and 16-bit activations where the integer kernels run (avx2 and above).
     /// (int8 is held to llama.cpp's log-probability error only: like llama.cpp's own
     /// variants, it can flip a near-tie inside the stable prefix.)
     static var exactPrecisions: [MatmulPrecision] { MatmulPrecision.int8Available ? [.float32, .int16] : [.float32] }
@@ -93,7 +93,7 @@ struct ReferenceAgreementTests {
 
     /// int8 activations, rounded per block of 32 with float scales, must still land at least
     /// as close to the float64 pass as llama.cpp's 8-bit activations do.
-    @Test(.enabled(if: MatmulPrecision.int8Available, "the CPU has no AVX-512 VNNI"))
+    @Test(.enabled(if: MatmulPrecision.int8Available, "the integer kernels need the avx2 variant or better"))
     func int8FirstTokenLogprobsAreAsCloseToFloat64AsLlamaCpp() throws {
         let (ours, llama) = try firstTokenLogprobError(try DefaultModel.require(.int8))
         print("int8: first-token top-5 mean |Δ| vs float64: Sluice \(ours) nats, llama.cpp \(llama) nats")

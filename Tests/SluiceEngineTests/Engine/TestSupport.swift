@@ -19,7 +19,7 @@ enum Fixtures {
 /// The default model, loaded once for all tests (it is 250 MB and takes a moment).
 final class DefaultModel: @unchecked Sendable {
     static let shared: DefaultModel? = try? DefaultModel(precision: .float32)
-    /// The same model on the integer kernels; nil where the CPU has no VNNI.
+    /// The same model on the integer kernels; nil below the avx2 kernel variant.
     static let sharedInt16: DefaultModel? = MatmulPrecision.int8Available ? try? DefaultModel(precision: .int16) : nil
     static let sharedInt8: DefaultModel? = MatmulPrecision.int8Available ? try? DefaultModel(precision: .int8) : nil
 

@@ -15,7 +15,7 @@ func product(_ x: [Float], tokens: Int, _ w: WeightMatrix, pool: ComputePool) ->
     return y
 }
 
-@Suite(.ownThread, .enabled(if: MatmulPrecision.int8Available, "the CPU has no AVX-512 VNNI"))
+@Suite(.ownThread, .enabled(if: MatmulPrecision.int8Available, "the integer kernels need the avx2 variant or better"))
 struct IntegerMatMulTests {
     @Test(arguments: quantizedTypes)
     func integerRowsDecodeToTheDequantizersFloats(type: TensorType) {
