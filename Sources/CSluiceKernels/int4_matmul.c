@@ -16,6 +16,9 @@
 
 #include "cpu_targets.h"
 
+// Fused multiply-adds only where written: contracting a product and a sum would change bits.
+#pragma clang fp contract(off)
+
 #if defined(SLUICE_X86_64)
 #define SLUICE_HAVE_INT4 1
 #include <immintrin.h>
