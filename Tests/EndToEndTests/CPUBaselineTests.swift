@@ -23,7 +23,9 @@ import Testing
         return nil
     }
 
-    func run(cpu: String, _ arguments: [String], environment: [String: String] = [:], in scratch: Scratch,
+    /// Runs sluice under `qemu -cpu cpu`; without `SLUICE_CPU` unless `environment` sets it (the suite may
+    /// itself run with the kernels pinned, as scripts/test-cpu-variants does).
+    func run(cpu: String, _ arguments: [String], environment: [String: String] = ["SLUICE_CPU": ""], in scratch: Scratch,
              children: Children) async throws -> CommandResult? {
         guard let qemu = Self.qemu() else { return nil }
         let out = scratch.path("\(cpu).out"), err = scratch.path("\(cpu).err")
