@@ -16,38 +16,12 @@
 
 #ifdef SLUICE_HAVE_VNNI
 #pragma clang attribute push(SLUICE_AVX512_VNNI_TARGET, apply_to = function)
+#include "int8_row_product.h"
 
 float sluice_int8_row_product_avx512_vnni(const uint8_t *weights, int kind, const void *scales, const float *offsets, int bias,
                               int columns, int row, const int8_t *xq, const int8_t *xq_low, const float *xscale,
                               const float *xscaled_sum, const int32_t *xsum) {
-    const int block = kind == SLUICE_WEIGHTS_SCALED16 ? 16 : 32;
-    const int blocks = columns / block;
-    const int lane = row & 15;
-    const uint8_t *line = weights + (size_t)(row >> 4) * 16 * columns + 4 * lane;
-    const size_t scale_base = (size_t)(row >> 4) * 16 * blocks + lane;
-    float acc = 0;
-    for (int b = 0; b < blocks; b++) {
-        // The same integer the tile forms (exact in int32 either way), then the tile's float
-        // operations in the tile's order, each rounded once: the same bits as its lane.
-        int32_t dot = 0;
-        for (int k = b * block; k < (b + 1) * block; k++) {
-            const int32_t u = line[64 * (k >> 2) + (k & 3)];
-            const int32_t x = xq_low ? 256 * (int32_t)xq[k] + (int32_t)xq_low[k] : (int32_t)xq[k];
-            dot += u * x;
-        }
-        const size_t at = scale_base + 16 * (size_t)b;
-        const float s = kind == SLUICE_WEIGHTS_HALF_SCALED32
-            ? _cvtsh_ss(((const uint16_t *)scales)[at])
-            : ((const float *)scales)[at];
-        const float scale = s * xscale[b];
-        if (kind == SLUICE_WEIGHTS_AFFINE32) {
-            acc = fmaf((float)dot, scale, acc);
-            acc = fmaf(-offsets[at], xscaled_sum[b], acc);
-        } else {
-            acc = fmaf((float)(dot - bias * xsum[b]), scale, acc);
-        }
-    }
-    return acc;
+    return int8_row_product(weights, kind, scales, offsets, bias, columns, row, xq, xq_low, xscale, xscaled_sum, xsum);
 }
 
 int sluice_collect_near_maximum_avx512(const float *values, int count, float margin, float *maximum, int32_t first_row,
