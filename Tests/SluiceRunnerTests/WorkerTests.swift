@@ -162,14 +162,13 @@ final class LogLines: Sendable {
     @Test func aResultForALostLeaseIsDroppedNotWritten() async throws {
         let store = MemoryStore(requests: 3)
         let engine = ScriptedEngine(capacity: 4) { request in
-            // Long enough that the steal below always lands before the result, even on a starved machine.
-            .respond(after: request.id == 2 ? 2.0 : 0.001, okOutcome(request.id))
+            // Another worker takes request 2 over as this one starts working on it, so the steal lands
+            // before the result however starved the machine (a timed steal once came after it).
+            if request.id == 2 { store.steal(2) }
+            return .respond(after: 0.001, okOutcome(request.id))
         }
         let worker = Worker(store: store, engine: engine, configuration: fastConfiguration(), log: .silent)
         let run = Task { try await worker.run() }
-        // Another worker takes request 2 over while this one is still working on it.
-        try await waitUntil { store.rows[1].state == .leased && store.rows[1].owner != nil && store.rows[0].state == .done }
-        store.steal(2)
         // The thief never finishes, so the job is not done: stop the worker once it found out.
         try await waitUntil { worker.statistics.lostLeases > 0 }
         worker.requestDrain(.requested)
