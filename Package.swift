@@ -88,8 +88,8 @@ let package = Package(
             ],
             swiftSettings: fastMath
         ),
-        // Helpers several test targets share (a seeded generator, a loopback connection).
-        .target(name: "SluiceTestSupport", path: "Tests/SluiceTestSupport"),
+        // Helpers several test targets share (a seeded generator, a loopback connection, helper commands).
+        .target(name: "SluiceTestSupport", dependencies: ["SluiceCore"], path: "Tests/SluiceTestSupport"),
         .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore"]),
         .testTarget(name: "SluiceQueueTests", dependencies: ["SluiceQueue"]),
         .testTarget(

@@ -1,4 +1,5 @@
 import Foundation
+import SluiceCore
 
 /// `serve --workers N`: keeps up to N `sluice work` child processes running while the queue has
 /// work. A worker exits when no work is left (as `sluice work` does); one that dies (killed, out of
@@ -9,9 +10,10 @@ public final class WorkerSupervisor: @unchecked Sendable {
     let count: Int
     let hasWork: @Sendable () throws -> Bool
     let log: @Sendable (String) -> Void
-    // Guarded by `lock` (Process is not Sendable, hence @unchecked).
+    // Guarded by `lock`. ChildProcess rather than Foundation's Process: workers start with default
+    // signal actions (not this server's ignored SIGHUP) and inherit none of its sockets.
     private let lock = NSLock()
-    private var children: [Process] = []
+    private var children: [ChildProcess] = []
     private var stopping = false
 
     /// - Parameters:
@@ -40,11 +42,9 @@ public final class WorkerSupervisor: @unchecked Sendable {
         lock.withLock {
             guard !stopping else { return }
             while children.count < count {
-                let process = Process()
-                process.executableURL = URL(fileURLWithPath: executable)
-                process.arguments = arguments
+                let process: ChildProcess
                 do {
-                    try process.run()
+                    process = try ChildProcess(executable: executable, arguments: arguments, standardInput: .null)
                 } catch {
                     log("cannot start a worker (\(executable)): \(error)")
                     return
@@ -72,11 +72,11 @@ public final class WorkerSupervisor: @unchecked Sendable {
             stopping = true
             return children
         }
-        for process in list where process.isRunning { kill(process.processIdentifier, SIGTERM) }
+        for process in list { process.send(SIGTERM) }
         let deadline = Date().addingTimeInterval(grace)
         for process in list {
             while process.isRunning && Date() < deadline { usleep(20_000) }
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.send(SIGKILL)
         }
     }
 }

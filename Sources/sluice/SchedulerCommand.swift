@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SluiceCore
 import SluiceRunner
 import SluiceSchedule
 import Synchronization
@@ -55,6 +56,7 @@ struct SchedulerCommand: AsyncParsableCommand {
                 children.start(binary, ["run", spec.path, "--db", database], name: spec.name)
                 next[index] = spec.schedule!.nextDate(after: now, in: .current)
             }
+            children.reap()
             // Wake at the next fire time, or every second to notice signals and clock changes.
             let wait = next.compactMap { $0?.timeIntervalSince(Date()) }.min() ?? 1
             try? await Task.sleep(for: .seconds(min(1, max(0.01, wait))))
@@ -71,40 +73,45 @@ struct SchedulerCommand: AsyncParsableCommand {
     }
 }
 
-/// The `sluice run` processes a scheduler started.
+/// The `sluice run` processes a scheduler started. (ChildProcess rather than Foundation's Process:
+/// the children start with default signal actions, not this process's ignored SIGTERM and SIGINT,
+/// and inherit none of its other descriptors.)
 final class ChildRuns: Sendable {
-    /// Running children by pid, and pids that exited before they were recorded (a very short run).
-    private let running = Mutex<(byPID: [Int32: String], exitedEarly: Set<Int32>)>(([:], []))
+    private let running = Mutex<[(process: ChildProcess, name: String)]>([])
 
     func start(_ binary: String, _ arguments: [String], name: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        process.standardInput = FileHandle.nullDevice
-        process.terminationHandler = { [self] finished in
-            let pid = finished.processIdentifier
-            running.withLock { state in
-                if state.byPID.removeValue(forKey: pid) == nil { state.exitedEarly.insert(pid) }
-            }
-            printNote("sluice scheduler: sluice run for \(name) (pid \(pid)) exited with status \(finished.terminationStatus)")
-        }
         do {
-            try process.run()
-            let pid = process.processIdentifier
-            running.withLock { state in
-                if state.exitedEarly.remove(pid) == nil { state.byPID[pid] = name }
-            }
+            let process = try ChildProcess(executable: binary, arguments: arguments, standardInput: .null)
+            running.withLock { $0.append((process, name)) }
         } catch {
-            printError("cannot start \(binary): \(error)")
+            printError("\(error)")
+        }
+    }
+
+    /// Notes the runs that have exited, and forgets them.
+    func reap() {
+        let ended = running.withLock { list in
+            let ended = list.compactMap { entry in entry.process.exit.map { (entry, $0) } }
+            list.removeAll { entry in ended.contains { $0.0.process === entry.process } }
+            return ended
+        }
+        for ((process, name), termination) in ended {
+            let how = switch termination {
+            case .exited(let status): "exited with status \(status)"
+            case .signalled(let signal): "was killed by signal \(signal)"
+            }
+            printNote("sluice scheduler: sluice run for \(name) (pid \(process.processIdentifier)) \(how)")
         }
     }
 
     func signalAll(_ number: Int32) {
-        for pid in running.withLock({ Array($0.byPID.keys) }) { kill(pid, number) }
+        for entry in running.withLock({ $0 }) { entry.process.send(number) }
     }
 
     func waitForAll() async {
-        while !running.withLock({ $0.byPID.isEmpty }) {
+        while true {
+            reap()
+            if running.withLock({ $0.isEmpty }) { return }
             try? await Task.sleep(for: .milliseconds(50))
         }
     }

@@ -46,7 +46,7 @@ import Testing
         try Self.job().write(toFile: input, atomically: true, encoding: .utf8)
         let enqueue = try await sluice(["enqueue", input, "--db", db], in: scratch, children: children)
         #expect(enqueue.status == 0, "\(enqueue.stderr)")
-        var processes: [Process] = []
+        var processes: [ChildProcess] = []
         for index in 0..<workers {
             processes.append(try children.spawn(try sluiceBinary(), ["work", "--db", db, "--lease", "60"] + arguments,
                                                 stdout: scratch.path("\(name)-\(index).out"), stderr: scratch.path("\(name)-\(index).err")))

@@ -1,5 +1,6 @@
 import Foundation
 import SluiceCore
+import SluiceTestSupport
 import Testing
 
 /// `/v1/embeddings` lines through the built binary and the built-in engine: accepted at enqueue,
@@ -138,15 +139,7 @@ extension EmbeddingTests {
 
 /// The most vectors any request of `db` has checkpointed (Python's sqlite3 module reads the queue).
 func checkpointedVectors(db: String) throws -> Int {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["python3", "-c", "import sqlite3,sys; c=sqlite3.connect('file:'+sys.argv[1]+'?mode=ro',uri=True,timeout=5); "
-        + "print(c.execute('select coalesce(max(checkpoint_tokens),0) from requests').fetchone()[0])", db]
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return Int(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+    let result = try runHelper(["python3", "-c", "import sqlite3,sys; c=sqlite3.connect('file:'+sys.argv[1]+'?mode=ro',uri=True,timeout=5); "
+        + "print(c.execute('select coalesce(max(checkpoint_tokens),0) from requests').fetchone()[0])", db])
+    return Int(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
 }

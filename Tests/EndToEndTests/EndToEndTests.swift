@@ -72,7 +72,7 @@ import Testing
         #expect(enqueue.status == 0, "\(enqueue.stderr)")
 
         let binary = try sluiceBinary()
-        var workers: [Process] = []
+        var workers: [ChildProcess] = []
         for index in 0..<4 {
             workers.append(try children.spawn(binary, ["work", "--db", db, "--engine", "openai", "--base-url", server.baseURL,
                                                        "--concurrency", "8", "--lease", "30"],
@@ -131,10 +131,15 @@ import Testing
             let target = Int.random(in: 0...120, using: &random)
             let worker = try children.spawn(binary, workArguments + ["--db", db],
                                             stdout: scratch.path("k\(round).out"), stderr: scratch.path("k\(round).err"))
-            try await waitUntil("round \(round): \(target) requests sent", seconds: 30) {
-                try (server.stats()["received"]?.intValue ?? 0) >= before + target || !worker.isRunning
+            let pid = worker.processIdentifier
+            do {
+                try await act(when: "round \(round): \(target) requests sent", seconds: 30, {
+                    try (server.stats()["received"]?.intValue ?? 0) >= before + target || !worker.isRunning
+                }, then: { kill(pid, SIGKILL) })
+            } catch {
+                Issue.record("round \(round): \(error)")
+                throw error
             }
-            kill(worker.processIdentifier, SIGKILL)
             worker.waitUntilExit()
         }
         // The kills landed mid-job: some results were committed, some work was left.

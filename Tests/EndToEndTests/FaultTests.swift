@@ -1,5 +1,6 @@
 import Foundation
 import SluiceCore
+import SluiceTestSupport
 import Testing
 
 /// Issue 13, "under faults, nothing lost": the built binary with the fake server engine, against a
@@ -28,7 +29,7 @@ import Testing
                    answers: try await expectedAnswers(for: input, scratch: scratch, children: children))
     }
 
-    func work(_ job: Job, server: FakeServer, _ extra: [String] = [], log: String, children: Children) throws -> Process {
+    func work(_ job: Job, server: FakeServer, _ extra: [String] = [], log: String, children: Children) throws -> ChildProcess {
         try children.spawn(try sluiceBinary(), ["work", "--db", job.db, "--engine", "openai", "--base-url", server.baseURL,
                                                 "--lease", "2", "--no-progress"] + extra,
                            stdout: log + ".out", stderr: log)
@@ -70,11 +71,7 @@ import Testing
         func unmount() {
             guard mounted else { return }
             mounted = false
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/bin/umount")
-            process.arguments = ["-l", path]
-            try? process.run()
-            process.waitUntilExit()
+            _ = try? runHelper(["umount", "-l", path])
         }
     }
 
@@ -170,19 +167,16 @@ import Testing
         let before = try await done(job, scratch, children)
 
         // sqlite3 takes the write lock and keeps it until its input says COMMIT.
-        let holder = Process()
-        holder.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
-        holder.arguments = [job.db]
-        let input = Pipe()
-        holder.standardInput = input
-        holder.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        try holder.run()
-        defer { if holder.isRunning { kill(holder.processIdentifier, SIGKILL) }; holder.waitUntilExit() }
-        input.fileHandleForWriting.write(Data("BEGIN EXCLUSIVE;\nSELECT 'locked';\n".utf8))
+        let input = try closeOnExecPipe()
+        let holder = try ChildProcess(executable: "/usr/bin/sqlite3", arguments: [job.db], standardInput: .descriptor(input.read.fileDescriptor),
+                                      standardOutput: .null, standardError: .file(scratch.path("sqlite3.err")))
+        try input.read.close()
+        defer { holder.send(SIGKILL); holder.waitUntilExit() }
+        input.write.write(Data("BEGIN EXCLUSIVE;\nSELECT 'locked';\n".utf8))
         try await waitUntil("the worker reports the lock", seconds: 120) { text(log).contains("is locked by another process") }
         #expect(worker.isRunning)
-        input.fileHandleForWriting.write(Data("COMMIT;\n.quit\n".utf8))
-        try? input.fileHandleForWriting.close()
+        input.write.write(Data("COMMIT;\n.quit\n".utf8))
+        try? input.write.close()
         let status = try await waitForExit(worker, seconds: 120)
         #expect(status == 0, "\(text(log))")
         #expect(try await done(job, scratch, children) >= before)

@@ -87,14 +87,7 @@ import Testing
 
     /// Whether python3 can import prometheus_client (scripts/test installs it; without it the test is skipped).
     static let prometheusClientAvailable: Bool = {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", "import prometheus_client"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return false }
-        process.waitUntilExit()
-        return process.terminationStatus == 0
+        (try? runHelper(["python3", "-c", "import prometheus_client"]))?.status == 0
     }()
 
     @Test(.enabled(if: prometheusClientAvailable,

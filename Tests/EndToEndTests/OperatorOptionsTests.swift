@@ -1,5 +1,6 @@
 import Foundation
 import SluiceCore
+import SluiceTestSupport
 import Testing
 
 /// The command line's conveniences for operators, through the built binary: --version, --json
@@ -11,20 +12,14 @@ import Testing
     static func sluiceWithInput(_ arguments: [String], stdin input: Data, in scratch: Scratch, children: Children) async throws -> CommandResult {
         let id = UUID().uuidString
         let out = scratch.path("stdin-\(id).out"), err = scratch.path("stdin-\(id).err")
-        let pipe = Pipe()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try sluiceBinary())
-        process.arguments = arguments
-        _ = FileManager.default.createFile(atPath: out, contents: nil)
-        _ = FileManager.default.createFile(atPath: err, contents: nil)
-        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
-        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: err))
-        process.standardInput = pipe
-        try process.run()
-        try pipe.fileHandleForWriting.write(contentsOf: input)
-        try pipe.fileHandleForWriting.close()
+        let pipe = try closeOnExecPipe()
+        let process = try ChildProcess(executable: try sluiceBinary(), arguments: arguments, standardInput: .descriptor(pipe.read.fileDescriptor),
+                                       standardOutput: .file(out), standardError: .file(err))
+        try pipe.read.close()
+        try pipe.write.write(contentsOf: input)
+        try pipe.write.close()
         guard let status = try await waitForExit(process, seconds: 120) else {
-            kill(process.processIdentifier, SIGKILL)
+            process.send(SIGKILL)
             process.waitUntilExit()
             throw EndToEndError.timeout("sluice \(arguments.first ?? "") with standard input")
         }

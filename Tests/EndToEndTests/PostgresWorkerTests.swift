@@ -68,7 +68,7 @@ import Testing
 
     /// The proxy between the worker and the server, and its controls.
     final class CutProxy: @unchecked Sendable {
-        let process: Process
+        let process: ChildProcess
         let port: Int
         let stateFile: String
 
@@ -176,7 +176,7 @@ import Testing
 
     /// `sluice work` with the fake server's engine, reaching the database through `proxy`.
     func startWorker(_ url: String, through proxy: CutProxy, server: FakeServer, _ options: [String], log: String,
-                     scratch: Scratch, children: Children) throws -> Process {
+                     scratch: Scratch, children: Children) throws -> ChildProcess {
         try children.spawn(try sluiceBinary(), ["work", "--db", proxy.route(url), "--engine", "openai", "--base-url", server.baseURL,
                                                 "--no-progress"] + options,
                            stdout: scratch.path("worker.out"), stderr: log)

@@ -1,5 +1,6 @@
 import Foundation
 import SluiceCore
+import SluiceTestSupport
 import Testing
 
 /// Preemption through the built binary: notices (AWS and GCP metadata styles), a notice file,
@@ -203,19 +204,11 @@ func defaultModelInstalled() -> Bool {
 
 /// One value from the queue database, read with Python's sqlite3 (independent of the code under test).
 func sqlite(_ db: String, _ query: String) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["python3", "-c", """
+    let result = try runHelper(["python3", "-c", """
         import sqlite3, sys
         c = sqlite3.connect(sys.argv[1], timeout=30)
         row = c.execute(sys.argv[2]).fetchone()
         print("" if row is None else row[0])
-        """, db, query]
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        """, db, query])
+    return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
 }

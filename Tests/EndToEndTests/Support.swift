@@ -35,44 +35,31 @@ final class Scratch: @unchecked Sendable {
 }
 
 /// Child processes of one test: every one is killed and reaped when the test ends, pass or fail.
+/// (ChildProcess, not Foundation's Process: see ChildProcess for the descriptor leaks that made a
+/// child's exit invisible until an unrelated child of a test beside it ended.)
 final class Children: @unchecked Sendable {
     private let lock = NSLock()
-    private var processes: [Process] = []
+    private var processes: [ChildProcess] = []
 
     func spawn(_ executable: String, _ arguments: [String], stdout: String, stderr: String,
-               environment: [String: String]? = nil) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        _ = FileManager.default.createFile(atPath: stdout, contents: nil)
-        _ = FileManager.default.createFile(atPath: stderr, contents: nil)
-        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: stdout))
-        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: stderr))
-        process.standardInput = FileHandle.nullDevice
-        if let environment {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        }
-        try process.run()
+               environment: [String: String]? = nil) throws -> ChildProcess {
+        let process = try ChildProcess(executable: executable, arguments: arguments,
+                                       environment: environment.map { ProcessInfo.processInfo.environment.merging($0) { $1 } },
+                                       standardOutput: .file(stdout), standardError: .file(stderr))
         lock.withLock { processes.append(process) }
         return process
     }
 
     func killAll() {
         let all = lock.withLock { processes }
-        for process in all where process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        for process in all { process.send(SIGKILL) }
         for process in all { process.waitUntilExit() }
     }
 }
 
 /// Waits for a process to exit, up to `seconds`; returns its status, or nil on timeout.
-func waitForExit(_ process: Process, seconds: Double) async throws -> Int32? {
-    let deadline = ContinuousClock.now + .seconds(seconds)
-    while process.isRunning {
-        if ContinuousClock.now > deadline { return nil }
-        try await Task.sleep(for: .milliseconds(10))
-    }
-    process.waitUntilExit()
-    return process.terminationStatus
+func waitForExit(_ process: ChildProcess, seconds: Double) async throws -> Int32? {
+    await process.exit(within: .seconds(seconds))?.status
 }
 
 /// Polls `condition` until it holds, failing the test after `seconds`.
@@ -87,8 +74,32 @@ func waitUntil(_ what: String, seconds: Double = 60, _ condition: () throws -> B
     }
 }
 
+/// Polls `condition` on a thread of its own and runs `action` there the moment it holds, failing the
+/// test after `seconds`. For actions whose moment a test relies on (a kill after so many requests): a
+/// task's poll shares the cooperative pool with the computing suites beside it, and on two cores can
+/// stay unscheduled for seconds while what it watches runs on.
+func act(when what: String, seconds: Double = 60, _ condition: @escaping @Sendable () throws -> Bool,
+         then action: @escaping @Sendable () -> Void) async throws {
+    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
+        let thread = Thread {
+            let deadline = ContinuousClock.now + .seconds(seconds)
+            do {
+                while try !condition() {
+                    if ContinuousClock.now > deadline { throw EndToEndError.timeout(what) }
+                    usleep(5000)
+                }
+                action()
+                continuation.resume()
+            } catch {
+                continuation.resume(throwing: error)
+            }
+        }
+        thread.start()
+    }
+}
+
 /// The port a server child writes to `portFile` once it listens, waiting up to 20 s.
-func waitForPort(in portFile: String, of process: Process) async throws -> Int {
+func waitForPort(in portFile: String, of process: ChildProcess) async throws -> Int {
     let deadline = ContinuousClock.now + .seconds(20)
     while true {
         if let text = try? String(contentsOfFile: portFile, encoding: .utf8), let value = Int(text) { return value }
@@ -122,7 +133,7 @@ func sluice(_ arguments: [String], in scratch: Scratch, children: Children, seco
 
 /// scripts/fake-openai-server.py, run for one test.
 final class FakeServer: @unchecked Sendable {
-    let process: Process
+    let process: ChildProcess
     let port: Int
     let logPath: String
     var baseURL: String { "http://127.0.0.1:\(port)" }

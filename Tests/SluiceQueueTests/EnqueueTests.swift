@@ -213,9 +213,7 @@ import Testing
 
     /// The pid of a child that has exited and been reaped.
     static func pidOfExitedProcess() throws -> Int32 {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/true")
-        try process.run()
+        let process = try ChildProcess(executable: "/bin/true", arguments: [])
         process.waitUntilExit()
         return process.processIdentifier
     }

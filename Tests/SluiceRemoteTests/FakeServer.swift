@@ -4,7 +4,7 @@ import SluiceTestSupport
 
 /// Runs scripts/fake-openai-server.py for one test and kills it afterwards.
 final class FakeServer: @unchecked Sendable {
-    let process = Process()
+    let process: ChildProcess
     let directory: URL
     let port: Int
     var baseURL: URL { URL(string: "http://127.0.0.1:\(port)")! }
@@ -19,16 +19,18 @@ final class FakeServer: @unchecked Sendable {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-remote-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let portFile = directory.appendingPathComponent("port").path
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", FakeServer.scriptPath, "--port-file", portFile,
-                             "--log", directory.appendingPathComponent("requests.jsonl").path] + arguments
-        try process.run()
+        process = try ChildProcess(executable: "/usr/bin/env",
+                                   arguments: ["python3", FakeServer.scriptPath, "--port-file", portFile,
+                                               "--log", directory.appendingPathComponent("requests.jsonl").path] + arguments,
+                                   standardOutput: .file(directory.appendingPathComponent("server.out").path),
+                                   standardError: .file(directory.appendingPathComponent("server.err").path))
         let deadline = Date().addingTimeInterval(15)
         var found: Int?
         while found == nil {
             if let text = try? String(contentsOfFile: portFile, encoding: .utf8), let value = Int(text) { found = value; break }
             if !process.isRunning || Date() > deadline {
-                if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+                process.send(SIGKILL)
+                process.waitUntilExit()
                 throw FakeServerError.didNotStart
             }
             usleep(10_000)
@@ -36,9 +38,9 @@ final class FakeServer: @unchecked Sendable {
         port = found!
     }
 
-    /// SIGKILL, because a child inherits the test process's blocked signals and may never see SIGTERM.
+    /// SIGKILL: nothing of the server's is worth a graceful exit.
     func stop() {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.send(SIGKILL)
         process.waitUntilExit()
         try? FileManager.default.removeItem(at: directory)
     }

@@ -1,4 +1,5 @@
 import Foundation
+import SluiceCore
 import Testing
 
 /// The repository root, found from this file's path.
@@ -17,22 +18,17 @@ func run(_ command: [String], seconds: Double) async throws -> (status: Int32, o
     let log = NSTemporaryDirectory() + "sluice-sdk-\(UUID().uuidString).log"
     _ = FileManager.default.createFile(atPath: log, contents: nil)
     defer { unlink(log) }
-    let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = command
-    process.standardOutput = handle
-    process.standardError = handle
-    try process.run()
-    let deadline = Date().addingTimeInterval(seconds)
-    while process.isRunning && Date() < deadline { try await Task.sleep(for: .milliseconds(100)) }
-    if process.isRunning {
-        process.terminate()
-        process.waitUntilExit()
+    // Both streams append to one file, so that their lines interleave as written.
+    let process = try ChildProcess(executable: "/usr/bin/env", arguments: command,
+                                   standardOutput: .appending(log), standardError: .appending(log))
+    var ended = await process.exit(within: .seconds(seconds))
+    if ended == nil {
+        process.send(SIGTERM)
+        ended = await process.exit(within: .seconds(10))
+        if ended == nil { process.send(SIGKILL) }
         Issue.record("\(command.joined(separator: " ")) did not finish within \(seconds) s")
     }
-    try handle.close()
-    return (process.terminationStatus, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
+    return (process.waitUntilExit().status, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
 }
 
 @Suite struct OpenAISDKTests {

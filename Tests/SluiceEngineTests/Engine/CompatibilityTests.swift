@@ -1,5 +1,6 @@
 import Foundation
 import SluiceCore
+import SluiceTestSupport
 import Testing
 
 @testable import SluiceEngine
@@ -128,19 +129,9 @@ struct CompatibilityTests {
         let input = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-validate-\(UUID().uuidString).jsonl")
         defer { try? FileManager.default.removeItem(at: input) }
         try Data(items.map { $0.serialized + "\n" }.joined().utf8).write(to: input)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", repositoryRoot.appendingPathComponent("scripts/validate-json-outputs").path, input.path]
-        let output = Pipe()
-        process.standardOutput = output
-        let errors = Pipe()
-        process.standardError = errors
-        try process.run()
-        let report = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let summary = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus != 2, "python3 cannot import jsonschema (scripts/test installs it): \(summary)")
-        #expect(process.terminationStatus == 0, "invalid outputs:\n\(report)\(summary)")
+        let result = try runHelper(["python3", repositoryRoot.appendingPathComponent("scripts/validate-json-outputs").path, input.path])
+        #expect(result.status != 2, "python3 cannot import jsonschema (scripts/test installs it): \(result.stderr)")
+        #expect(result.status == 0, "invalid outputs:\n\(result.stdout)\(result.stderr)")
     }
 
     // MARK: Penalties and biases against a reference computed from the model's own logits
