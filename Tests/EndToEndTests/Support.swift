@@ -35,8 +35,8 @@ final class Scratch: @unchecked Sendable {
 }
 
 /// Child processes of one test: every one is killed and reaped when the test ends, pass or fail.
-/// (ChildProcess, not Foundation's Process: see ChildProcess for the descriptor leaks that made a
-/// child's exit invisible until an unrelated child of a test beside it ended.)
+/// (ChildProcess, not Foundation's Process: see ChildProcess for the descriptor leaks that can hide a
+/// child's exit until an unrelated child of a test beside it ends.)
 final class Children: @unchecked Sendable {
     private let lock = NSLock()
     private var processes: [ChildProcess] = []
