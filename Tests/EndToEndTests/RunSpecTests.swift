@@ -150,8 +150,8 @@ import Testing
         let spec = try writeSpec(scratch, server: server, extra: "grace = \"5s\"")
         try writeBatchFile(scratch.path("inbox/a.jsonl"), count: 80, prefix: "a")
         let run = try children.spawn(try sluiceBinary(), ["run", spec], stdout: scratch.path("run.out"), stderr: scratch.path("run.err"))
-        try await waitUntil("the run sends requests") { server.loggedRequests().count >= 4 }
-        kill(run.processIdentifier, SIGTERM)
+        // From a thread of its own: a starved task could see the four requests only after the run ended.
+        try await act(when: "the run sends requests", { server.loggedRequests().count >= 4 }, then: { run.send(SIGTERM) })
         #expect(try await waitForExit(run, seconds: 10) == 4)
         #expect(outputs(scratch).isEmpty)
         let next = try await sluice(["run", spec], in: scratch, children: children)
