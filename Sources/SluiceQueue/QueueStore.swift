@@ -109,8 +109,12 @@ extension QueueStore {
 public protocol QueueStore: Sendable {
     /// Registers a worker (host and pid are for `status`).
     func registerWorker(host: String, pid: Int32, description: String) throws -> WorkerID
-    /// Records a heartbeat and extends every lease the worker holds to `now + leaseSeconds`.
-    func heartbeat(worker: WorkerID, leaseSeconds: Double) throws
+    /// Records a heartbeat and extends the worker's `leases` (those still its own, at their
+    /// generation) to `now + leaseSeconds`. Only the listed ones: a claim the store committed
+    /// but whose answer the worker never received (the connection broke) leaves requests leased
+    /// to a worker that does not know it holds them, and they must expire and be claimed again
+    /// rather than be renewed for as long as that worker lives.
+    func heartbeat(worker: WorkerID, leases: [LeaseRef], leaseSeconds: Double) throws
     /// Leases up to `limit` requests that are queued (and past their `notBefore`) or
     /// whose lease expired, highest job priority first, then in job and line order.
     /// `job` restricts the claim to one job.

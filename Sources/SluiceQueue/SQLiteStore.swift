@@ -61,7 +61,7 @@ public final class SQLiteStore: QueueStore {
         return id
     }
 
-    public func heartbeat(worker: WorkerID, leaseSeconds: Double) throws {
+    public func heartbeat(worker: WorkerID, leases: [LeaseRef], leaseSeconds: Double) throws {
         let now = clock()
         try withConnection { db in
             try db.writeTransaction("heartbeat") {
@@ -69,12 +69,17 @@ public final class SQLiteStore: QueueStore {
                 touch.bind(1, now)
                 touch.bind(2, worker)
                 try touch.run()
-                let renew = try db.cached(
-                    "UPDATE requests SET lease_expires_at = ?1 WHERE state = 'leased' AND lease_owner = ?2",
-                    operation: "renew leases")
-                renew.bind(1, now + leaseSeconds)
-                renew.bind(2, worker)
-                try renew.run()
+                let renew = try db.cached("""
+                    UPDATE requests SET lease_expires_at = ?1
+                    WHERE id = ?3 AND state = 'leased' AND lease_owner = ?2 AND lease_generation = ?4
+                    """, operation: "renew leases")
+                for lease in leases {
+                    renew.bind(1, now + leaseSeconds)
+                    renew.bind(2, worker)
+                    renew.bind(3, lease.requestID)
+                    renew.bind(4, Int64(lease.leaseGeneration))
+                    try renew.run()
+                }
             }
         }
     }

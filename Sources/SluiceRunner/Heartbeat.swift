@@ -2,6 +2,22 @@ import Dispatch
 import SluiceQueue
 import Synchronization
 
+/// The leases a worker holds: claimed, and not yet committed, handed back or lost. The worker
+/// loop keeps it; the heartbeat renews exactly these.
+final class HeldLeases: Sendable {
+    private let leases = Mutex<Set<LeaseRef>>([])
+
+    func insert(_ claimed: [LeaseRef]) {
+        if !claimed.isEmpty { leases.withLock { $0.formUnion(claimed) } }
+    }
+
+    func remove(_ gone: [LeaseRef]) {
+        if !gone.isEmpty { leases.withLock { $0.subtract(gone) } }
+    }
+
+    var all: [LeaseRef] { leases.withLock { Array($0) } }
+}
+
 /// Renews a worker's leases on its own thread, so a busy or blocked worker loop
 /// never lets its leases run out.
 final class Heartbeat {
@@ -9,7 +25,7 @@ final class Heartbeat {
     private let queue = DispatchQueue(label: "sluice.heartbeat")
 
     /// `unusable` is called (once) when a heartbeat fails in a way that cannot heal.
-    init(store: any QueueStore, worker: WorkerID, leaseSeconds: Double, log: WorkerLog,
+    init(store: any QueueStore, worker: WorkerID, held: HeldLeases, leaseSeconds: Double, log: WorkerLog,
          unusable: @escaping @Sendable (String) -> Void = { _ in }) {
         let interval = leaseSeconds / 3
         timer = DispatchSource.makeTimerSource(queue: queue)
@@ -18,7 +34,7 @@ final class Heartbeat {
         let reported = Mutex(false)
         timer.setEventHandler {
             do {
-                try store.heartbeat(worker: worker, leaseSeconds: leaseSeconds)
+                try store.heartbeat(worker: worker, leases: held.all, leaseSeconds: leaseSeconds)
                 failures.withLock { $0 = 0 }
             } catch {
                 do {

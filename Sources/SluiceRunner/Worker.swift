@@ -72,7 +72,8 @@ public final class Worker: Sendable {
         }
 
         let continuation = inputContinuation
-        let heartbeat = Heartbeat(store: store, worker: workerID, leaseSeconds: configuration.leaseSeconds, log: log) {
+        let held = HeldLeases()
+        let heartbeat = Heartbeat(store: store, worker: workerID, held: held, leaseSeconds: configuration.leaseSeconds, log: log) {
             continuation.yield(.databaseUnusable($0))
         }
         heartbeat.start()
@@ -100,7 +101,7 @@ public final class Worker: Sendable {
             heartbeat.stop()
         }
 
-        let loop = WorkerLoop(worker: workerID, store: store, engine: engine, configuration: configuration, log: log)
+        let loop = WorkerLoop(worker: workerID, store: store, engine: engine, configuration: configuration, log: log, held: held)
         var exit: WorkerExit?
         do {
             try loop.step(now: .now)

@@ -76,8 +76,13 @@ final class WorkerLoop {
     /// When a checkpoint pull last saw generation progress (nil while the engine is idle).
     private var lastProgressSeen: ContinuousClock.Instant?
 
-    init(worker: WorkerID, store: any QueueStore, engine: any InferenceEngine, configuration: WorkerConfiguration, log: WorkerLog) {
+    /// The leases this worker holds, which its heartbeat renews.
+    let held: HeldLeases
+
+    init(worker: WorkerID, store: any QueueStore, engine: any InferenceEngine, configuration: WorkerConfiguration, log: WorkerLog,
+         held: HeldLeases) {
         self.worker = worker
+        self.held = held
         self.store = store
         self.engine = engine
         self.configuration = configuration
@@ -414,6 +419,8 @@ final class WorkerLoop {
             claimedAt[lease] = nil
         }
         for item in batch.releases { claimedAt[item.lease] = nil }
+        // Committed or handed back (or lost): no longer this worker's to renew.
+        held.remove(batch.results.map(\.lease) + batch.releases.map(\.lease) + report.lostLeases)
         statistics.released += batch.releases.filter { !$0.countsAsFailure && !lost.contains($0.lease) }.count
         if !lost.isEmpty { abandon(lost, droppedResults: droppedResults) }
     }
@@ -482,6 +489,7 @@ final class WorkerLoop {
         }
         claimOutage.succeeded()
         claimFailures = 0
+        held.insert(claimed.map { LeaseRef(requestID: $0.id, leaseGeneration: $0.leaseGeneration) })
         statistics.claims += 1
         statistics.claimed += claimed.count
         lastClaimCameBackShort = claimed.count < limit

@@ -223,7 +223,8 @@ struct QueueBench: AsyncParsableCommand {
                     completed += batch.results.count - (try store.commit(batch, worker: worker)).lostLeases.count
                 }
                 if Date().timeIntervalSince(lastHeartbeat) > 5 {
-                    try store.heartbeat(worker: worker, leaseSeconds: 60)
+                    // Everything claimed is committed by now: the heartbeat only marks the worker alive.
+                    try store.heartbeat(worker: worker, leases: [], leaseSeconds: 60)
                     lastHeartbeat = Date()
                 }
             }

@@ -86,7 +86,7 @@ import Testing
         let held = try store.claim(worker: a, job: nil, limit: 2, leaseSeconds: 10)
         for _ in 0..<5 {
             clock.advance(8)
-            try store.heartbeat(worker: a, leaseSeconds: 10)
+            try store.heartbeat(worker: a, leases: held.map(\.lease), leaseSeconds: 10)
             #expect(try store.claim(worker: b, job: nil, limit: 2, leaseSeconds: 10).isEmpty)
         }
         let workers = try store.workers()
@@ -97,6 +97,35 @@ import Testing
         // Heartbeats stop: B takes over after the lease runs out.
         clock.advance(10)
         #expect(try store.claim(worker: b, job: nil, limit: 2, leaseSeconds: 10).map(\.id) == held.map(\.id))
+    }
+
+    /// A claim the store committed but whose answer never reached the worker (the connection broke)
+    /// leaves a request leased to a worker that does not know it: its heartbeat, which lists what
+    /// it holds, does not renew that lease, so the request expires and is claimed again, by anyone.
+    @Test(arguments: StoreKind.all) func heartbeatRenewsOnlyTheLeasesItLists(_ kind: StoreKind) throws {
+        let dir = try TempDir()
+        let clock = TestClock()
+        let store = try openTestStore(kind, dir, clock: clock)
+        _ = try store.enqueue(file: try inputFile(dir, count: 3))
+        let a = try store.registerWorker(host: "h", pid: 1, description: "a")
+        let b = try store.registerWorker(host: "h", pid: 2, description: "b")
+        let known = try store.claim(worker: a, job: nil, limit: 1, leaseSeconds: 10)
+        let lost = try store.claim(worker: a, job: nil, limit: 1, leaseSeconds: 10)  // its answer "lost"
+        // A lease at an older generation is not renewed either: the request was claimed again since.
+        let stale = LeaseRef(requestID: known[0].id, leaseGeneration: known[0].leaseGeneration - 1)
+        for _ in 0..<2 {
+            clock.advance(8)
+            try store.heartbeat(worker: a, leases: known.map(\.lease) + [stale], leaseSeconds: 10)
+        }
+        // The unlisted lease ran out at 10 s; the listed one was renewed to 26 s.
+        let taken = try store.claim(worker: b, job: nil, limit: 3, leaseSeconds: 10)
+        let ids = taken.map(\.id)
+        #expect(ids.count == 2 && ids.contains(lost[0].id) && !ids.contains(known[0].id), "\(ids)")
+        // Another worker's heartbeat renews nothing of A's (B lists A's lease beside its own).
+        clock.advance(9)
+        try store.heartbeat(worker: b, leases: known.map(\.lease) + taken.map(\.lease), leaseSeconds: 10)
+        clock.advance(2)
+        #expect(try store.claim(worker: b, job: nil, limit: 3, leaseSeconds: 10).map(\.id) == known.map(\.id))
     }
 
     @Test(arguments: StoreKind.all) func resultIsWrittenExactlyOnce(_ kind: StoreKind) throws {

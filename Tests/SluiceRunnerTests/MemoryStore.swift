@@ -66,17 +66,33 @@ final class MemoryStore: QueueStore {
         }
     }
 
-    func heartbeat(worker: WorkerID, leaseSeconds: Double) throws {
+    func heartbeat(worker: WorkerID, leases: [LeaseRef], leaseSeconds: Double) throws {
         let deadline = now() + leaseSeconds
+        let held = Set(leases)
         state.withLock { state in
             state.recorded.heartbeats += 1
-            for index in state.rows.indices where state.rows[index].owner == worker && state.rows[index].state == .leased {
+            for index in state.rows.indices where state.rows[index].owner == worker && state.rows[index].state == .leased
+                && held.contains(LeaseRef(requestID: state.rows[index].id, leaseGeneration: state.rows[index].generation)) {
                 state.rows[index].leaseExpiresAt = deadline
             }
         }
     }
 
+    /// Claims that lease their requests and then fail as a connection that broke before the answer
+    /// arrived would: the requests are leased to the worker, which never hears of them.
+    let lostClaimAnswers = Mutex(0)
+
     func claim(worker: WorkerID, job: JobID?, limit: Int, leaseSeconds: Double, maxLostLeases: Int) throws -> [ClaimedRequest] {
+        let claimed = leaseFree(worker: worker, limit: limit, leaseSeconds: leaseSeconds)
+        let lose = lostClaimAnswers.withLock { count in
+            defer { count = max(0, count - 1) }
+            return count > 0 && !claimed.isEmpty
+        }
+        if lose { throw QueueError.databaseBusy(path: "memory", operation: "claim requests (answer lost)", waitedSeconds: 0) }
+        return claimed
+    }
+
+    private func leaseFree(worker: WorkerID, limit: Int, leaseSeconds: Double) -> [ClaimedRequest] {
         let time = now()
         return state.withLock { state in
             state.recorded.claims += 1

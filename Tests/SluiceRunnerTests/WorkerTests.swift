@@ -301,6 +301,27 @@ final class LogLines: Sendable {
         #expect(store.rows.allSatisfy { $0.state == .done && $0.resultWrites == 1 })
     }
 
+    /// A claim the store committed but whose answer never arrived (PostgreSQL's connection broke
+    /// after the commit) leaves requests leased to this worker without its knowing. Its heartbeat
+    /// renews only the leases it knows, so those expire and are claimed again; before, it renewed
+    /// them for as long as it lived and waited on them forever.
+    @Test func requestsLeasedByAClaimWhoseAnswerWasLostExpireAndAreDone() async throws {
+        let store = MemoryStore(requests: 6)
+        store.lostClaimAnswers.withLock { $0 = 1 }
+        var configuration = fastConfiguration()
+        configuration.leaseSeconds = 1
+        configuration.maxRuntimeSeconds = 30  // a worker still waiting then drains: the test fails, not hangs
+        // Requests 5 and 6, claimed next, take 2.5 leases each: the heartbeat must keep those alive.
+        let engine = ScriptedEngine(capacity: 4) { request in .respond(after: request.id >= 5 ? 2.5 : 0.001, okOutcome(request.id)) }
+        let lines = LogLines()
+        let exit = try await Worker(store: store, engine: engine, configuration: configuration, log: lines.log).run()
+        #expect(exit == .completed, "\(lines.all.joined(separator: "\n"))")
+        #expect(store.rows.allSatisfy { $0.state == .done && $0.resultWrites == 1 })
+        #expect(store.recorded.heartbeats > 0)
+        #expect(lines.all.contains { $0.contains("claim failed, will retry") })
+        #expect(engine.snapshot.submissions.values.allSatisfy { $0 == 1 }, "\(engine.snapshot.submissions)")
+    }
+
     /// The fleet drill's find: a worker waiting for another's lease polls whether work remains, and
     /// a database restart during that poll must be waited for like a failed claim, not end the worker.
     @Test func aFailedPollForUnfinishedWorkIsRetriedUntilDbTimeout() async throws {

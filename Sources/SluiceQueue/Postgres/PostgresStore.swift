@@ -107,13 +107,16 @@ public final class PostgresStore: JobStore {
         return id
     }
 
-    public func heartbeat(worker: WorkerID, leaseSeconds: Double) throws {
+    public func heartbeat(worker: WorkerID, leases: [LeaseRef], leaseSeconds: Double) throws {
+        let ids = "{" + leases.map { String($0.requestID) }.joined(separator: ",") + "}"
+        let generations = "{" + leases.map { String($0.leaseGeneration) }.joined(separator: ",") + "}"
         try withConnection { db in
             try db.execute("""
                 WITH touch AS (UPDATE workers SET heartbeat_at = sluice_now() WHERE id = $1)
-                UPDATE requests SET lease_expires_at = sluice_now() + $2
-                WHERE state = 'leased' AND lease_owner = $1
-                """, [worker, PG.number(leaseSeconds)], operation: "heartbeat")
+                UPDATE requests AS r SET lease_expires_at = sluice_now() + $2
+                FROM unnest($3::bigint[], $4::integer[]) AS held(id, generation)
+                WHERE r.id = held.id AND r.lease_generation = held.generation AND r.state = 'leased' AND r.lease_owner = $1
+                """, [worker, PG.number(leaseSeconds), ids, generations], operation: "heartbeat")
         }
     }
 
