@@ -28,7 +28,10 @@ int quantize_block(const float *x, const int block, int8_t *q, int8_t *low, floa
     __m512 b = block == 32 ? _mm512_loadu_ps(x + 16) : _mm512_setzero_ps();
     __m512 magnitude = _mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b));
     float amax = _mm512_reduce_max_ps(magnitude);
-    if (!(amax > 0)) {  // all zeros (or not finite: nothing meaningful to keep)
+    // A NaN anywhere: nothing meaningful to keep. (Tested before the maximum is trusted: which
+    // operand a max of NaN returns depends on the order of the reduction, which differs by variant.)
+    const __mmask16 unordered = _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q);
+    if (unordered || !(amax > 0)) {  // all zeros, or a NaN
         memset(q, 0, (size_t)block);
         if (low) memset(low, 0, (size_t)block);
         *step = 0;

@@ -61,13 +61,14 @@ static inline __attribute__((always_inline))
 int quantize_block(const float *x, const int block, int8_t *q, int8_t *low, float *step) {
     __m256 v[4];
     const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 magnitude = _mm256_setzero_ps();
+    __m256 magnitude = _mm256_setzero_ps(), unordered = _mm256_setzero_ps();
     for (int i = 0; i < block / 8; i++) {
         v[i] = _mm256_loadu_ps(x + 8 * i);
         magnitude = _mm256_max_ps(magnitude, _mm256_andnot_ps(sign, v[i]));
+        unordered = _mm256_or_ps(unordered, _mm256_cmp_ps(v[i], v[i], _CMP_UNORD_Q));
     }
     const float amax = maximum_of(magnitude);
-    if (!(amax > 0)) {  // all zeros (or not finite: nothing meaningful to keep)
+    if (_mm256_movemask_ps(unordered) || !(amax > 0)) {  // all zeros, or a NaN (as the VNNI quantizer)
         memset(q, 0, (size_t)block);
         if (low) memset(low, 0, (size_t)block);
         *step = 0;

@@ -68,6 +68,37 @@ struct IntegerKernelVariantTests {
         }
     }
 
+    /// Blocks holding a NaN (at each position of a vector, beside infinities, numbers and other
+    /// NaNs) round to nothing on both variants: which operand a max of NaN returns depends on
+    /// the order of the reduction, which the two variants do not share. Infinities round alike.
+    @Test(arguments: [16, 32], [false, true])
+    func nonFiniteBlocksRoundTheSameWay(block: Int, twoBytes: Bool) {
+        let columns = 256, tokens = 3
+        var generator = SplitMix64(seed: UInt64(block) &* 31 &+ (twoBytes ? 1 : 0))
+        var x = (0..<(tokens * columns)).map { _ in Float.random(in: -3...3, using: &generator) }
+        let blocks = tokens * columns / block
+        for b in 0..<blocks {
+            let start = b * block, position = b % block
+            switch b % 4 {
+            case 0: x[start + position] = .nan
+            case 1: x[start + position] = .nan; x[start + (position + 7) % block] = -.infinity
+            case 2: x[start + position] = .infinity
+            default: x[start + (block - 1 - position)] = -.nan
+            }
+        }
+        let vnni = QuantizedRows(tokens: tokens, columns: columns, block: block, twoBytes: twoBytes)
+        let avx2 = QuantizedRows(tokens: tokens, columns: columns, block: block, twoBytes: twoBytes)
+        vnni.quantize(x, with: sluice_quantize_rows_avx512_vnni)
+        avx2.quantize(x, with: sluice_quantize_rows_avx2)
+        #expect(avx2.bytes == vnni.bytes && avx2.lowBytes == vnni.lowBytes && avx2.sums == vnni.sums)
+        #expect(avx2.scales.map(\.bitPattern) == vnni.scales.map(\.bitPattern))
+        #expect(avx2.scaledSums.map(\.bitPattern) == vnni.scaledSums.map(\.bitPattern))
+        for b in 0..<blocks where b % 4 != 2 {
+            #expect(vnni.scales[b] == 0 && vnni.bytes[(b * block)..<((b + 1) * block)].allSatisfy { $0 == 0 },
+                    "block \(b) holds a NaN and was not rounded to nothing")
+        }
+    }
+
     @Test(arguments: [SLUICE_WEIGHTS_HALF_SCALED32, SLUICE_WEIGHTS_SCALED16, SLUICE_WEIGHTS_AFFINE32], [false, true])
     func productsAreTheSameBits(kind: sluice_weight_kind, twoBytes: Bool) {
         let block = kind == SLUICE_WEIGHTS_SCALED16 ? 16 : 32
