@@ -25,12 +25,8 @@ import Testing
     }
 
     @Test(arguments: StoreKind.all) func expiredLeaseIsTakenOverAndOldOwnersWritesAreDropped(_ kind: StoreKind) throws {
-        let dir = try TempDir()
-        let clock = TestClock()
-        let store = try openTestStore(kind, dir, clock: clock)
-        _ = try store.enqueue(file: try inputFile(dir, count: 3))
-        let a = try store.registerWorker(host: "h", pid: 1, description: "a")
-        let b = try store.registerWorker(host: "h", pid: 2, description: "b")
+        let (dir, clock, store, a, b) = try twoWorkers(kind, requests: 3)
+        defer { withExtendedLifetime(dir) {} }
 
         let claimedByA = try store.claim(worker: a, job: nil, limit: 3, leaseSeconds: 30)
         #expect(claimedByA.count == 3)
@@ -77,12 +73,8 @@ import Testing
     }
 
     @Test(arguments: StoreKind.all) func heartbeatKeepsLeasesAlive(_ kind: StoreKind) throws {
-        let dir = try TempDir()
-        let clock = TestClock()
-        let store = try openTestStore(kind, dir, clock: clock)
-        _ = try store.enqueue(file: try inputFile(dir, count: 2))
-        let a = try store.registerWorker(host: "h", pid: 1, description: "a")
-        let b = try store.registerWorker(host: "h", pid: 2, description: "b")
+        let (dir, clock, store, a, b) = try twoWorkers(kind, requests: 2)
+        defer { withExtendedLifetime(dir) {} }
         let held = try store.claim(worker: a, job: nil, limit: 2, leaseSeconds: 10)
         for _ in 0..<5 {
             clock.advance(8)
@@ -103,12 +95,8 @@ import Testing
     /// leaves a request leased to a worker that does not know it: its heartbeat, which lists what
     /// it holds, does not renew that lease, so the request expires and is claimed again, by anyone.
     @Test(arguments: StoreKind.all) func heartbeatRenewsOnlyTheLeasesItLists(_ kind: StoreKind) throws {
-        let dir = try TempDir()
-        let clock = TestClock()
-        let store = try openTestStore(kind, dir, clock: clock)
-        _ = try store.enqueue(file: try inputFile(dir, count: 3))
-        let a = try store.registerWorker(host: "h", pid: 1, description: "a")
-        let b = try store.registerWorker(host: "h", pid: 2, description: "b")
+        let (dir, clock, store, a, b) = try twoWorkers(kind, requests: 3)
+        defer { withExtendedLifetime(dir) {} }
         let known = try store.claim(worker: a, job: nil, limit: 1, leaseSeconds: 10)
         let lost = try store.claim(worker: a, job: nil, limit: 1, leaseSeconds: 10)  // its answer "lost"
         // A lease at an older generation is not renewed either: the request was claimed again since.
@@ -312,4 +300,17 @@ import Testing
         #expect(wait > 3 && wait <= 5.5)
         #expect(try honest.claim(worker: a, job: nil, limit: 10, leaseSeconds: 60).isEmpty)
     }
+}
+
+/// A store of `kind` on a test clock, `requests` queued requests, and two registered workers (a, b).
+/// Keep `dir` alive for as long as the store is used.
+private func twoWorkers(_ kind: StoreKind, requests: Int) throws
+    -> (dir: TempDir, clock: TestClock, store: any JobStore, a: WorkerID, b: WorkerID) {
+    let dir = try TempDir()
+    let clock = TestClock()
+    let store = try openTestStore(kind, dir, clock: clock)
+    _ = try store.enqueue(file: try inputFile(dir, count: requests))
+    let a = try store.registerWorker(host: "h", pid: 1, description: "a")
+    let b = try store.registerWorker(host: "h", pid: 2, description: "b")
+    return (dir, clock, store, a, b)
 }
