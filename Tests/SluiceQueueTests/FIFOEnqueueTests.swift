@@ -33,8 +33,10 @@ private func waitUntil(_ what: String, seconds: Double = 60, _ condition: () thr
         }
     }
     enqueuer.start()
-    let writer = open(fifo, O_WRONLY | O_CLOEXEC) // waits for the enqueue to open the FIFO
+    var writer = open(fifo, O_WRONLY | O_CLOEXEC) // waits for the enqueue to open the FIFO
     #expect(writer >= 0)
+    // Closed once: a second close could close a descriptor another test's thread has opened since
+    // under the same number (it once closed a concurrent test's SQLite file: "disk I/O error").
     defer { if writer >= 0 { close(writer) } }
     func send(_ text: String) {
         let bytes = Array(text.utf8)
@@ -60,6 +62,7 @@ private func waitUntil(_ what: String, seconds: Double = 60, _ condition: () thr
     // The writer finishes: every line is in the job.
     send(requestLine("r4") + "\n")
     close(writer)
+    writer = -1
     try waitUntil("the enqueue finished") { outcome.withLock { $0 } != nil }
     #expect(outcome.withLock { $0 } == "accepted 4, bad 1")
     let job = try #require(try store.jobs().first { $0.name == "from-fifo" })
