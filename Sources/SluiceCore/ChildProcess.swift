@@ -161,6 +161,15 @@ public final class ChildProcess: Sendable {
         }
     }
 
+    /// Blocks the calling thread until the child ends or `deadline` passes; nil at the deadline.
+    public func waitUntilExit(before deadline: ContinuousClock.Instant) -> Termination? {
+        while true {
+            if let exit { return exit }
+            if ContinuousClock.now >= deadline { return nil }
+            usleep(2000)
+        }
+    }
+
     /// Waits, without holding a thread, until the child ends or `timeout` passes; nil on timeout.
     public func exit(within timeout: Duration) async -> Termination? {
         let clock = ContinuousClock()

@@ -73,10 +73,7 @@ public final class WorkerSupervisor: @unchecked Sendable {
             return children
         }
         for process in list { process.send(SIGTERM) }
-        let deadline = Date().addingTimeInterval(grace)
-        for process in list {
-            while process.isRunning && Date() < deadline { usleep(20_000) }
-            process.send(SIGKILL)
-        }
+        let deadline = ContinuousClock.now + .seconds(grace)
+        for process in list where process.waitUntilExit(before: deadline) == nil { process.send(SIGKILL) }
     }
 }

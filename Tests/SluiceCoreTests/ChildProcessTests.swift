@@ -19,6 +19,7 @@ struct ChildProcessTests {
 
         let sleeper = try ChildProcess(executable: "/bin/sleep", arguments: ["30"])
         #expect(await sleeper.exit(within: .milliseconds(50)) == nil, "a running child is reported as ended")
+        #expect(sleeper.waitUntilExit(before: .now + .milliseconds(50)) == nil)
         #expect(sleeper.isRunning)
         sleeper.send(SIGKILL)
         #expect(sleeper.waitUntilExit() == .signalled(SIGKILL))

@@ -85,8 +85,9 @@ final class MemoryStore: QueueStore {
     func claim(worker: WorkerID, job: JobID?, limit: Int, leaseSeconds: Double, maxLostLeases: Int) throws -> [ClaimedRequest] {
         let claimed = leaseFree(worker: worker, limit: limit, leaseSeconds: leaseSeconds)
         let lose = lostClaimAnswers.withLock { count in
-            defer { count = max(0, count - 1) }
-            return count > 0 && !claimed.isEmpty
+            guard count > 0, !claimed.isEmpty else { return false }  // an empty claim has no answer to lose
+            count -= 1
+            return true
         }
         if lose { throw QueueError.databaseBusy(path: "memory", operation: "claim requests (answer lost)", waitedSeconds: 0) }
         return claimed

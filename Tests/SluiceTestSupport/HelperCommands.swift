@@ -25,16 +25,12 @@ public func runHelper(_ arguments: [String], seconds: Double = 120) throws -> He
     defer { unlink(base + ".out"); unlink(base + ".err") }
     let process = try ChildProcess(executable: "/usr/bin/env", arguments: arguments,
                                    standardOutput: .file(base + ".out"), standardError: .file(base + ".err"))
-    let deadline = ContinuousClock.now + .seconds(seconds)
-    while process.isRunning {
-        if ContinuousClock.now > deadline {
-            process.send(SIGKILL)
-            process.waitUntilExit()
-            throw HelperError.timedOut(arguments, seconds: seconds)
-        }
-        usleep(2000)
+    guard let ended = process.waitUntilExit(before: ContinuousClock.now + .seconds(seconds)) else {
+        process.send(SIGKILL)
+        process.waitUntilExit()
+        throw HelperError.timedOut(arguments, seconds: seconds)
     }
-    return HelperResult(status: process.waitUntilExit().status,
+    return HelperResult(status: ended.status,
                         stdout: (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? "",
                         stderr: (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? "")
 }
