@@ -2,19 +2,22 @@
 import Foundation
 import PackageDescription
 
-// One build runs on every machine of a fleet: the baseline is x86-64-v3 (AVX2, FMA, F16C;
-// every x86 server since 2013) and the C kernels' AVX-512 variants are chosen at start
-// (CPUKernels). Swift SIMD below v3 lowers every fused multiply-add to a libm `fmaf` call,
-// many times slower, so v3 is the floor. `SLUICE_TARGET_CPU` builds for one kind of machine
-// instead (`native`, `x86-64-v4`, `neoverse-n1`, ...).
-// (Swift's -target-cpu knows no "x86-64-v3": "haswell" has the same instruction sets.)
+// One build runs on every machine of a fleet: the baseline is x86-64-v2 (SSE4.2, POPCNT; every
+// x86 server since 2009) and the kernels for AVX2, AVX-512 and AVX-512 VNNI are chosen at start
+// (CPUKernels, `SLUICE_CPU`). Below x86-64-v3 Swift lowers each fused multiply-add of its SIMD code
+// to a call into libm, so every kernel built on them also has a C version compiled for AVX2 + FMA
+// (vector16.h), the same operations lane for lane, which runs from the `avx2` variant up.
+// `SLUICE_TARGET_CPU` builds for one kind of machine instead (`native`, `x86-64-v3`,
+// `neoverse-n1`, ...). (Swift's -target-cpu knows no "x86-64-v2": "nehalem" has the same
+// instruction sets, and "haswell" those of x86-64-v3.)
 let pinnedCPU = ProcessInfo.processInfo.environment["SLUICE_TARGET_CPU"]
 #if arch(x86_64)
-let fastMath: [SwiftSetting] = [.unsafeFlags(["-target-cpu", pinnedCPU ?? "haswell"])]
-let kernelCPUFlags = ["-march=\(pinnedCPU ?? "x86-64-v3")"]
-// The executables refuse a CPU below the v3 baseline with one line instead of SIGILL; the check
+let swiftCPUNames = ["x86-64-v2": "nehalem", "x86-64-v3": "haswell", "x86-64-v4": "skylake-avx512"]
+let fastMath: [SwiftSetting] = [.unsafeFlags(["-target-cpu", pinnedCPU.map { swiftCPUNames[$0] ?? $0 } ?? "nehalem"])]
+let kernelCPUFlags = ["-march=\(pinnedCPU ?? "x86-64-v2")"]
+// The executables refuse a CPU below the v2 baseline with one line instead of SIGILL; the check
 // itself is compiled for plain x86-64. A pinned target is the builder's own choice: no check.
-let startCheckFlags = ["-march=x86-64"] + (pinnedCPU == nil ? ["-DSLUICE_REQUIRE_X86_64_V3"] : [])
+let startCheckFlags = ["-march=x86-64"] + (pinnedCPU == nil ? ["-DSLUICE_REQUIRE_X86_64_V2"] : [])
 #else
 let fastMath: [SwiftSetting] = pinnedCPU.map { [.unsafeFlags(["-target-cpu", $0])] } ?? []
 let kernelCPUFlags = pinnedCPU.map { ["-mcpu=\($0)"] } ?? []
@@ -50,7 +53,8 @@ let package = Package(
         ),
         .target(name: "SluiceCore"),
         .target(name: "SluiceQueue", dependencies: ["CSQLite", "CLibPQ", "SluiceCore"]),
-        // The int8 (AVX-512 VNNI) matrix kernels: Swift SIMD cannot emit `vpdpbusd`.
+        // The integer matrix kernels (Swift SIMD cannot emit `vpdpbusd`), and the float kernels
+        // compiled for the instruction sets above the baseline.
         .target(name: "CSluiceKernels", cSettings: [.unsafeFlags(kernelCPUFlags + ["-O3"])]),
         .target(name: "SluiceEngine", dependencies: ["SluiceCore", "CSluiceKernels"], swiftSettings: fastMath),
         // Linked into the executables only: a constructor that refuses a CPU below the baseline.

@@ -1,8 +1,7 @@
 // The instruction sets a kernel variant's functions are compiled for. The build's baseline
-// (Package.swift) is x86-64-v3; the AVX-512 functions carry these target attributes and run
-// only where sluice_cpu_variant() says the CPU has them. The AVX2 kernels carry theirs too, so
-// that they stay AVX2 kernels should the baseline be lowered (x86-64-v2); a build pinned to one
-// machine (a raised baseline) may compile them with more, which that machine has.
+// (Package.swift) is x86-64-v2; the AVX2 and AVX-512 functions carry these target attributes and
+// run only where sluice_cpu_variant() says the CPU has them. A build pinned to one machine (a
+// raised baseline) may compile them with more, which that machine has.
 #ifndef SLUICE_CPU_TARGETS_H
 #define SLUICE_CPU_TARGETS_H
 

@@ -5,10 +5,11 @@
 /// `SLUICE_CPU` environment variable. Every variant computes the same floats at a given
 /// precision: they differ in speed and in whether they offer the integer precisions.
 enum sluice_cpu_variant {
-    /// C and Swift code for the build's baseline (x86-64-v3 on x86-64; NEON on aarch64).
+    /// C and Swift code for the build's baseline (x86-64-v2 on x86-64; NEON on aarch64).
     SLUICE_CPU_PORTABLE = 0,
-    /// AVX2, FMA and F16C (what the x86-64 build's Swift code needs anyway): the int8 matrix
-    /// kernels (`--precision int8/int16`) too, the same bits as the VNNI ones.
+    /// AVX2, FMA and F16C: the float kernels (attention, gates, norms, `float32` products,
+    /// sampling) in AVX2, and the int8 matrix kernels (`--precision int8/int16`), the same bits
+    /// as the VNNI ones.
     SLUICE_CPU_AVX2 = 1,
     /// AVX-512 (F, BW, DQ, VL): the AVX-512 elementwise and attention kernels.
     SLUICE_CPU_AVX512 = 2,

@@ -136,6 +136,56 @@ void sluice_weighted_values(const float *weights, struct sluice_kv_rows values, 
 void sluice_group_weighted_values4(const float *weights, long stride, struct sluice_kv_rows values, long d, long first,
                                    long last, float *out);
 
+/// Whether the variant in use is `avx2` or above: the build's baseline is x86-64-v2, so the float
+/// kernels whose Swift versions are fused multiply-adds (calls into libm there) have AVX2 + FMA
+/// versions below, each bit for bit its Swift counterpart. Everything named `_avx2` requires it.
+int sluice_avx2_available(void);
+
+/// `sluice_attention_scores` (Swift's `portableAttentionScores`) in AVX2.
+void sluice_attention_scores_avx2(const float *q, struct sluice_kv_rows keys, long d, float scale, long first, long last,
+                                  float *scores);
+/// `sluice_group_scores4` (Swift's `portableGroupScores4`) in AVX2.
+void sluice_group_scores4_avx2(const float *q, struct sluice_kv_rows keys, long d, float scale, long first, long last,
+                               float *scores, long stride);
+/// `sluice_weighted_values` (Swift's `portableWeightedValues`) in AVX2.
+void sluice_weighted_values_avx2(const float *weights, struct sluice_kv_rows values, long d, long first, long last,
+                                 float *out);
+/// `sluice_group_weighted_values4` (Swift's `portableGroupWeightedValues4`) in AVX2.
+void sluice_group_weighted_values4_avx2(const float *weights, long stride, struct sluice_kv_rows values, long d, long first,
+                                        long last, float *out);
+
+/// Swift's `portableGeluTanhGate` in AVX2.
+void sluice_gelu_tanh_gate_avx2(float *gate, const float *up, long count);
+/// Swift's `portableSiluGate` in AVX2.
+void sluice_silu_gate_avx2(float *gate, const float *up, long count);
+/// Swift's `portableSoftmax` in AVX2.
+void sluice_softmax_avx2(float *scores, long count);
+/// Swift's `portableGeluErf` (BERT) in AVX2.
+void sluice_gelu_erf_avx2(float *x, long count);
+/// x[i] = exp16(x[i] - shift), sixteen at a time as Swift's `exp16` computes them.
+void sluice_exp_shifted_avx2(float *x, long count, float shift);
+/// accumulator[k] = fma(weight, values[k], accumulator[k]) for k < count.
+void sluice_multiply_add_avx2(float *accumulator, float weight, const float *values, long count);
+/// The eight running lanes of `rmsNorm`'s sum of squares: lane j = Σ fma(x, x) over the elements
+/// 8i + j below the last multiple of 8, in Double, from zero in increasing i.
+void sluice_square_lanes_avx2(const float *x, long count, double lanes[8]);
+/// Swift's `Float16.store` (KVStorage.swift): `count` floats rounded to half floats, to nearest even,
+/// saturating at ±65504 (a NaN becomes -65504), with F16C's conversions.
+void sluice_store_halves_saturated_avx2(void *destination, const float *source, long count);
+
+/// Swift's `dot` (16 running lanes of fused multiply-adds, `laneSum`, the rest one by one) in AVX2.
+float sluice_dot_avx2(const float *a, const float *b, long count);
+/// Swift's `fusedRows` over a `PackedWeights` layout: rows first_row ..< last_row (first_row a
+/// multiple of 4) times tokens first_token ..< last_token of `x` (`columns` apart), into
+/// y[t * out_stride + r]. `mins` is NULL for types without offsets.
+void sluice_f32_packed_rows_avx2(const int8_t *quants, const float *scales, const float *mins, long columns,
+                                 long scales_per_row, int scale_shift, long first_row, long last_row, const float *x,
+                                 long first_token, long last_token, float *y, long out_stride);
+/// `rows` (4: Swift's `tile4x4` then `tile4x1`; otherwise `dot` per row) decoded weight rows at
+/// `w` times `tokens` activation rows, into y[t * out_stride + r].
+void sluice_f32_row_tiles_avx2(const float *w, long rows, const float *x, long tokens, long columns, float *y,
+                               long out_stride);
+
 /// Sixteen floats (imported into Swift as SIMD16<Float>).
 typedef float sluice_float_x16 __attribute__((ext_vector_type(16)));
 typedef _Float16 sluice_half_x16 __attribute__((ext_vector_type(16)));

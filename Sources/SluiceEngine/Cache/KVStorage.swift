@@ -55,9 +55,20 @@ extension Float16: CacheElement {
     static func float(_ element: Float16) -> Float { Float(element) }
 
     /// Rounds to nearest even; magnitudes beyond the largest half float saturate rather than
-    /// becoming infinities, which would turn a whole softmax into NaN.
+    /// becoming infinities, which would turn a whole softmax into NaN. In C from the `avx2`
+    /// variant up (F16C's conversion; below it, the x86-64-v2 build converts in software).
     @inline(__always)
     static func store(_ source: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float16>, count: Int) {
+        if avx2Available {
+            sluice_store_halves_saturated_avx2(destination, source, count)
+        } else {
+            portableStore(source, into: destination, count: count)
+        }
+    }
+
+    /// `store` in Swift.
+    @inline(__always)
+    static func portableStore(_ source: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float16>, count: Int) {
         let largest = Float(Float16.greatestFiniteMagnitude)
         var k = 0
         while k + 16 <= count {

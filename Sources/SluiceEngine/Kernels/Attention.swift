@@ -160,12 +160,14 @@ extension LayerView {
     }
 }
 
-// The kernels below run in C where AVX-512 runs (`avx512Available`, which follows SLUICE_CPU):
-// the same operations, lane for lane and in the same order, as the portable Swift versions,
-// which the portable build lowers to AVX2 halves (the grouped kernels' 16 sixteen-lane
-// accumulators then spill; attention took 15% of a 32-sequence decode step instead of 7.8%).
+// The kernels below run in C from the `avx2` variant up (`avx512Available` and `avx2Available`
+// follow SLUICE_CPU): the same operations, lane for lane and in the same order, as the portable
+// Swift versions. The build's Swift code targets x86-64-v2, where each fused multiply-add is a
+// call into libm; the AVX2 ones are those Swift kernels compiled for AVX2, and the AVX-512 ones
+// keep the grouped kernels' 16 sixteen-lane accumulators in registers (in AVX2 halves they spill:
+// attention took 15% of a 32-sequence decode step instead of 7.8%).
 
-/// `portableGroupScores4`, in C where AVX-512 runs.
+/// `portableGroupScores4`, in C from the `avx2` variant up.
 @inline(__always)
 private func groupScores4<E: CacheElement>(_: E.Type, _ q: UnsafePointer<Float>, view: LayerView, kvOffset: Int,
                                            headSize d: Int, scale: Float, positions: ClosedRange<Int>,
@@ -173,13 +175,16 @@ private func groupScores4<E: CacheElement>(_: E.Type, _ q: UnsafePointer<Float>,
     if avx512Available {
         sluice_group_scores4(q, view.rows(keys: true, from: kvOffset, as: E.self), d, scale, positions.lowerBound,
                              positions.upperBound, scores, stride)
+    } else if avx2Available {
+        sluice_group_scores4_avx2(q, view.rows(keys: true, from: kvOffset, as: E.self), d, scale, positions.lowerBound,
+                                  positions.upperBound, scores, stride)
     } else {
         portableGroupScores4(E.self, q, view: view, kvOffset: kvOffset, headSize: d, scale: scale, positions: positions,
                              into: scores, stride: stride)
     }
 }
 
-/// `portableGroupWeightedValues4`, in C where AVX-512 runs.
+/// `portableGroupWeightedValues4`, in C from the `avx2` variant up.
 @inline(__always)
 private func groupWeightedValues4<E: CacheElement>(_: E.Type, _ weights: UnsafePointer<Float>, stride: Int, view: LayerView,
                                                    kvOffset: Int, headSize d: Int, positions: ClosedRange<Int>,
@@ -187,13 +192,16 @@ private func groupWeightedValues4<E: CacheElement>(_: E.Type, _ weights: UnsafeP
     if avx512Available {
         sluice_group_weighted_values4(weights, stride, view.rows(keys: false, from: kvOffset, as: E.self), d,
                                       positions.lowerBound, positions.upperBound, out)
+    } else if avx2Available {
+        sluice_group_weighted_values4_avx2(weights, stride, view.rows(keys: false, from: kvOffset, as: E.self), d,
+                                           positions.lowerBound, positions.upperBound, out)
     } else {
         portableGroupWeightedValues4(E.self, weights, stride: stride, view: view, kvOffset: kvOffset, headSize: d,
                                      positions: positions, into: out)
     }
 }
 
-/// `portableAttentionScores`, in C where AVX-512 runs.
+/// `portableAttentionScores`, in C from the `avx2` variant up.
 @inline(__always)
 private func attentionScores<E: CacheElement>(_: E.Type, _ q: UnsafePointer<Float>, view: LayerView, kvOffset: Int,
                                               headSize d: Int, scale: Float, positions: ClosedRange<Int>,
@@ -201,13 +209,16 @@ private func attentionScores<E: CacheElement>(_: E.Type, _ q: UnsafePointer<Floa
     if avx512Available {
         sluice_attention_scores(q, view.rows(keys: true, from: kvOffset, as: E.self), d, scale, positions.lowerBound,
                                 positions.upperBound, scores)
+    } else if avx2Available {
+        sluice_attention_scores_avx2(q, view.rows(keys: true, from: kvOffset, as: E.self), d, scale, positions.lowerBound,
+                                     positions.upperBound, scores)
     } else {
         portableAttentionScores(E.self, q, view: view, kvOffset: kvOffset, headSize: d, scale: scale, positions: positions,
                                 into: scores)
     }
 }
 
-/// `portableWeightedValues`, in C where AVX-512 runs.
+/// `portableWeightedValues`, in C from the `avx2` variant up.
 @inline(__always)
 private func weightedValues<E: CacheElement>(_: E.Type, _ weights: UnsafePointer<Float>, view: LayerView, kvOffset: Int,
                                              headSize d: Int, positions: ClosedRange<Int>,
@@ -215,6 +226,9 @@ private func weightedValues<E: CacheElement>(_: E.Type, _ weights: UnsafePointer
     if avx512Available {
         sluice_weighted_values(weights, view.rows(keys: false, from: kvOffset, as: E.self), d, positions.lowerBound,
                                positions.upperBound, out)
+    } else if avx2Available {
+        sluice_weighted_values_avx2(weights, view.rows(keys: false, from: kvOffset, as: E.self), d, positions.lowerBound,
+                                    positions.upperBound, out)
     } else {
         portableWeightedValues(E.self, weights, view: view, kvOffset: kvOffset, headSize: d, positions: positions,
                                into: out)
@@ -351,11 +365,13 @@ func portableAttentionScores<E: CacheElement>(_: E.Type, _ q: UnsafePointer<Floa
     }
 }
 
-/// Softmax over `count` scores: `sluice_softmax` where AVX-512 runs, else `portableSoftmax`.
+/// Softmax over `count` scores: `portableSoftmax`, in C from the `avx2` variant up.
 @inline(__always)
 private func softmaxInPlace(_ scores: UnsafeMutablePointer<Float>, count: Int) {
     if avx512Available {
         sluice_softmax(scores, count)
+    } else if avx2Available {
+        sluice_softmax_avx2(scores, count)
     } else {
         portableSoftmax(scores, count: count)
     }

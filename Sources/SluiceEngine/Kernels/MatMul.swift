@@ -1,3 +1,5 @@
+import CSluiceKernels
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -154,6 +156,12 @@ private func packedMatmul<Mode: ScaleMode>(_ x: UnsafePointer<Float>, tokens: In
 @inline(__always)
 private func fusedRows<Mode: ScaleMode>(_ w: PackedWeights, _ rowRange: Range<Int>, _ x: UnsafePointer<Float>, tokens tokenRange: Range<Int>,
                                         columns: Int, _ y: UnsafeMutablePointer<Float>, outStride: Int, _: Mode.Type) {
+    if avx2Available {
+        sluice_f32_packed_rows_avx2(w.quants.assumingMemoryBound(to: Int8.self), w.scales, w.mins.map { UnsafePointer($0) },
+                                    columns, w.scalesPerRow, Int32(w.scaleShift), rowRange.lowerBound, rowRange.upperBound,
+                                    x, tokenRange.lowerBound, tokenRange.upperBound, y, outStride)
+        return
+    }
     var r = rowRange.lowerBound
     while r + 4 <= rowRange.upperBound {
         let quad = w.cursor(row: r)  // r is a multiple of 4: lane 0 of its quad
@@ -194,6 +202,12 @@ private func decodedRows(_ w: WeightMatrix, _ rowRange: Range<Int>, _ x: UnsafeP
         var r = rowRange.lowerBound
         while r + 4 <= rowRange.upperBound {
             for i in 0..<4 { w.dequantize(row: r + i, into: rows + i * columns) }
+            if avx2Available {
+                sluice_f32_row_tiles_avx2(rows, 4, x + tokenRange.lowerBound * columns, tokenRange.count, columns,
+                                          y + tokenRange.lowerBound * w.rows + r, w.rows)
+                r += 4
+                continue
+            }
             var t = tokenRange.lowerBound
             while t + 4 <= tokenRange.upperBound {
                 tile4x4(rows, x + t * columns, columns: columns, y + t * w.rows + r, outStride: w.rows)
@@ -234,6 +248,11 @@ public func dequantizingMatmul(_ x: UnsafePointer<Float>, tokens: Int, _ w: Weig
             var r = firstRow
             while r + 4 <= lastRow {
                 for i in 0..<4 { dequantizeRow(w.type, w.data + (r + i) * w.rowBytes, count: columns, into: rows + i * columns) }
+                if avx2Available {
+                    sluice_f32_row_tiles_avx2(rows, 4, x, tokens, columns, y + r, w.rows)
+                    r += 4
+                    continue
+                }
                 var t = 0
                 while t + 4 <= tokens {
                     tile4x4(rows, x + t * columns, columns: columns, y + t * w.rows + r, outStride: w.rows)
@@ -279,10 +298,11 @@ func finish<B: CacheElement>(_ acc: SIMD16<Float>, _ a: UnsafePointer<Float>, _ 
     return sum
 }
 
-/// The dot product of two float vectors, in the kernels' fixed reduction order.
+/// The dot product of two float vectors, in the kernels' fixed reduction order (in C from the
+/// `avx2` variant up, the same operations).
 @inline(__always)
 public func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
-    dotProduct(a, b, count: count)
+    avx2Available ? sluice_dot_avx2(a, b, count) : dotProduct(a, b, count: count)
 }
 
 /// `dot` with `b` held in any cache element type, read as floats.

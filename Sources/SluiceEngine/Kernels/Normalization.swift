@@ -11,11 +11,16 @@ public func rmsNorm(_ x: UnsafePointer<Float>, rows: Int, width: Int, weight: Un
         let row = x + r * width
         let out = y + r * width
         var acc = SIMD8<Double>()
-        var k = 0
-        while k + 8 <= width {
-            let v = SIMD8<Double>(UnsafeRawPointer(row + k).loadUnaligned(as: SIMD8<Float>.self))
-            acc.addProduct(v, v)
-            k += 8
+        var k = width / 8 * 8
+        if avx2Available {
+            withUnsafeMutableBytes(of: &acc) { sluice_square_lanes_avx2(row, width, $0.baseAddress!.assumingMemoryBound(to: Double.self)) }
+        } else {
+            k = 0
+            while k + 8 <= width {
+                let v = SIMD8<Double>(UnsafeRawPointer(row + k).loadUnaligned(as: SIMD8<Float>.self))
+                acc.addProduct(v, v)
+                k += 8
+            }
         }
         var sumSquares = acc.sum()
         while k < width { sumSquares += Double(row[k]) * Double(row[k]); k += 1 }
@@ -48,10 +53,13 @@ public func scaleInPlace(_ y: UnsafeMutablePointer<Float>, by s: Float, count: I
 ///
 /// Where the CPU runs AVX-512, `sluice_gelu_tanh_gate`: the same operations as
 /// `portableGeluTanhGate`, bit for bit, which Swift lowers to split vectors and scalar code
-/// (3.2 ns per element; GELU was 4.5% of a 32-sequence decode step).
+/// (3.2 ns per element; GELU was 4.5% of a 32-sequence decode step); on `avx2`, the same
+/// compiled for AVX2 (`sluice_gelu_tanh_gate_avx2`).
 public func geluTanhGate(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int) {
     if avx512Available {
         sluice_gelu_tanh_gate(gate, up, count)
+    } else if avx2Available {
+        sluice_gelu_tanh_gate_avx2(gate, up, count)
     } else {
         portableGeluTanhGate(gate, up, count: count)
     }
@@ -59,6 +67,12 @@ public func geluTanhGate(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointe
 
 /// Whether this CPU (and build) runs the AVX-512 elementwise and attention kernels (`SLUICE_CPU` permitting).
 let avx512Available = sluice_avx512_available() != 0
+
+/// Whether the variant in use is `avx2` or above (`SLUICE_CPU` permitting). The build's Swift code
+/// targets x86-64-v2, where every fused multiply-add of its SIMD code is a call into libm: the
+/// kernels built on them run in C compiled for AVX2 + FMA then, the same operations lane for lane
+/// (vector16.h), so every variant computes the same bits.
+let avx2Available = sluice_avx2_available() != 0
 
 /// `geluTanhGate` in Swift: sixteen lanes at a time (a partial last group included), with
 /// `tanh16` (the scalar `tanhf` took a tenth of a batched decode step).
@@ -74,8 +88,18 @@ func portableGeluTanhGate(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePoint
     }
 }
 
-/// `gate = silu(gate) * up`, the SwiGLU of Llama and Qwen, sixteen lanes at a time.
+/// `gate = silu(gate) * up`, the SwiGLU of Llama and Qwen: `portableSiluGate`, in C from the
+/// `avx2` variant up.
 public func siluGate(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int) {
+    if avx2Available {
+        sluice_silu_gate_avx2(gate, up, count)
+    } else {
+        portableSiluGate(gate, up, count: count)
+    }
+}
+
+/// `siluGate` in Swift, sixteen lanes at a time.
+func portableSiluGate(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int) {
     var i = 0
     while i < count {
         let n = min(16, count - i)

@@ -1,3 +1,4 @@
+import CSluiceKernels
 import Foundation
 import SluiceCore
 
@@ -338,20 +339,29 @@ public final class BertModel: @unchecked Sendable {
                         largest = max(largest, score)
                     }
                     var total: Float = 0
-                    var j = 0
-                    while j < n {
-                        let count = min(16, n - j)
-                        let e = exp16(loadPartial16(scores + j, count: count) - SIMD16(repeating: largest))
-                        storePartial16(e, scores + j, count: count)
-                        for k in 0..<count { total += e[k] }
-                        j += 16
+                    if avx2Available {
+                        sluice_exp_shifted_avx2(scores, n, largest)
+                        for j in 0..<n { total += scores[j] }
+                    } else {
+                        var j = 0
+                        while j < n {
+                            let count = min(16, n - j)
+                            let e = exp16(loadPartial16(scores + j, count: count) - SIMD16(repeating: largest))
+                            storePartial16(e, scores + j, count: count)
+                            for k in 0..<count { total += e[k] }
+                            j += 16
+                        }
                     }
                     let inverse = 1 / total
                     for k in 0..<d { accumulator[k] = 0 }
                     for j in 0..<n {
                         let value = base + j * stride + 2 * h + head * d
                         let weight = scores[j]
-                        for k in 0..<d { accumulator[k] = accumulator[k].addingProduct(weight, value[k]) }
+                        if avx2Available {
+                            sluice_multiply_add_avx2(accumulator, weight, value, d)
+                        } else {
+                            for k in 0..<d { accumulator[k] = accumulator[k].addingProduct(weight, value[k]) }
+                        }
                     }
                     let out = context + (starts[s] + i) * h + head * d
                     for k in 0..<d { out[k] = accumulator[k] * inverse }
@@ -364,8 +374,18 @@ public final class BertModel: @unchecked Sendable {
 /// `x = x·Φ(x)`, GELU in its exact (erf) form as BERT defines it, sixteen lanes at a time.
 ///
 /// erf by Abramowitz & Stegun 7.1.26 (absolute error below 1.5·10⁻⁷), with `exp16`; the same
-/// operations on every lane, so a result does not depend on where its element falls.
+/// operations on every lane, so a result does not depend on where its element falls. In C from the
+/// `avx2` variant up (`sluice_gelu_erf_avx2`, the same operations).
 func geluErf(_ x: UnsafeMutablePointer<Float>, count: Int) {
+    if avx2Available {
+        sluice_gelu_erf_avx2(x, count)
+    } else {
+        portableGeluErf(x, count: count)
+    }
+}
+
+/// `geluErf` in Swift.
+func portableGeluErf(_ x: UnsafeMutablePointer<Float>, count: Int) {
     var i = 0
     while i < count {
         let n = min(16, count - i)

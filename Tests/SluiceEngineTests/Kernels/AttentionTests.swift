@@ -176,13 +176,13 @@ struct AttentionTests {
         }
     }
 
-    /// The C kernels (AVX-512) and the portable Swift ones they stand in for, bit for bit, one kernel
+    /// The C kernels (AVX-512 and AVX2) and the portable Swift ones they stand in for, bit for bit, one kernel
     /// at a time: head sizes with and without 64-, 16- and 1-column tails, every count of positions
     /// up to 40 (each partial block of 16, 4 and 1 keys) and longer runs, first positions inside a
     /// cache block (as windows give), the second KV head of a row, both storages, and queries,
     /// keys, values and weights from 2⁻¹⁴⁰ (below the normal floats) to 2⁵⁰ with ±0 among them
     /// (no sum can overflow). Outputs start as NaN, a word past each is checked too.
-    @Test(.enabled(if: avx512Available, "the CPU has no AVX-512"),
+    @Test(.enabled(if: avx2Available, "the CPU has no AVX2"),
           arguments: [1, 8, 16, 24, 40, 64, 72, 80, 128, 144, 200, 256])
     func theCKernelsEqualThePortableOnesBitForBit(headSize d: Int) {
         var generator = SplitMix64(seed: UInt64(d) * 7 + 1)
@@ -215,23 +215,29 @@ struct AttentionTests {
                 for kvOffset in [0, d] {
                     for scale in [1 / Float(d).squareRoot(), 0.37] {
                         let range = first...(first + count - 1)
-                        let failures = switch storage {
-                        case .float32:
-                            Self.kernelDifferences(Float.self, view: view, queries: queries, weights: weights, headSize: d,
-                                                   kvOffset: kvOffset, scale: scale, positions: range)
-                        case .float16:
-                            Self.kernelDifferences(Float16.self, view: view, queries: queries, weights: weights, headSize: d,
-                                                   kvOffset: kvOffset, scale: scale, positions: range)
+                        for family in [KernelFamily.avx2] + (avx512Available ? [.avx512] : []) {
+                            let failures = switch storage {
+                            case .float32:
+                                Self.kernelDifferences(Float.self, family, view: view, queries: queries, weights: weights,
+                                                       headSize: d, kvOffset: kvOffset, scale: scale, positions: range)
+                            case .float16:
+                                Self.kernelDifferences(Float16.self, family, view: view, queries: queries, weights: weights,
+                                                       headSize: d, kvOffset: kvOffset, scale: scale, positions: range)
+                            }
+                            #expect(failures.isEmpty,
+                                    "\(family) \(storage), positions \(range), KV offset \(kvOffset), scale \(scale): \(failures)")
                         }
-                        #expect(failures.isEmpty, "\(storage), positions \(range), KV offset \(kvOffset), scale \(scale): \(failures)")
                     }
                 }
             }
         }
     }
 
-    /// Each C attention kernel against its portable version over `positions`: what differs.
-    static func kernelDifferences<E: CacheElement>(_: E.Type, view: LayerView, queries: [Float], weights: [Float],
+    /// The C attention kernels of one instruction set.
+    enum KernelFamily { case avx2, avx512 }
+
+    /// Each C attention kernel of `family` against its portable version over `positions`: what differs.
+    static func kernelDifferences<E: CacheElement>(_: E.Type, _ family: KernelFamily, view: LayerView, queries: [Float], weights: [Float],
                                                    headSize d: Int, kvOffset: Int, scale: Float,
                                                    positions range: ClosedRange<Int>) -> [String] {
         let count = range.count, stride = count + 3
@@ -252,19 +258,31 @@ struct AttentionTests {
                 compare("scores", size: count + 1, {
                     portableAttentionScores(E.self, q, view: view, kvOffset: kvOffset, headSize: d, scale: scale,
                                             positions: range, into: $0)
-                }, { sluice_attention_scores(q, keys, d, scale, range.lowerBound, range.upperBound, $0) })
+                }, {
+                    family == .avx2 ? sluice_attention_scores_avx2(q, keys, d, scale, range.lowerBound, range.upperBound, $0)
+                        : sluice_attention_scores(q, keys, d, scale, range.lowerBound, range.upperBound, $0)
+                })
                 compare("group scores", size: 4 * stride, {
                     portableGroupScores4(E.self, q, view: view, kvOffset: kvOffset, headSize: d, scale: scale,
                                          positions: range, into: $0, stride: stride)
-                }, { sluice_group_scores4(q, keys, d, scale, range.lowerBound, range.upperBound, $0, stride) })
+                }, {
+                    family == .avx2 ? sluice_group_scores4_avx2(q, keys, d, scale, range.lowerBound, range.upperBound, $0, stride)
+                        : sluice_group_scores4(q, keys, d, scale, range.lowerBound, range.upperBound, $0, stride)
+                })
                 compare("weighted values", size: d + 1, {
                     portableWeightedValues(E.self, w, view: view, kvOffset: kvOffset, headSize: d, positions: range,
                                            into: $0)
-                }, { sluice_weighted_values(w, values, d, range.lowerBound, range.upperBound, $0) })
+                }, {
+                    family == .avx2 ? sluice_weighted_values_avx2(w, values, d, range.lowerBound, range.upperBound, $0)
+                        : sluice_weighted_values(w, values, d, range.lowerBound, range.upperBound, $0)
+                })
                 compare("group weighted values", size: 4 * d + 1, {
                     portableGroupWeightedValues4(E.self, w, stride: stride, view: view, kvOffset: kvOffset, headSize: d,
                                                  positions: range, into: $0)
-                }, { sluice_group_weighted_values4(w, stride, values, d, range.lowerBound, range.upperBound, $0) })
+                }, {
+                    family == .avx2 ? sluice_group_weighted_values4_avx2(w, stride, values, d, range.lowerBound, range.upperBound, $0)
+                        : sluice_group_weighted_values4(w, stride, values, d, range.lowerBound, range.upperBound, $0)
+                })
             }
         }
         return failures

@@ -121,11 +121,11 @@ import Testing
         }
     }
 
-    /// The AVX-512 GELU gate is the portable one's operations in other registers: equal bit for
-    /// bit, over ordinary values, every `tanh16` and `exp16` boundary, and special values, at
-    /// every length of a partial last group.
-    @Test(.enabled(if: avx512Available, "the CPU has no AVX-512"))
-    func acceleratedGeluGateEqualsThePortableOneBitForBit() {
+    /// The C gates (GELU in AVX-512 and AVX2, SiLU and BERT's erf GELU in AVX2) are the portable
+    /// ones' operations in other registers: equal bit for bit, over ordinary values, every `tanh16`
+    /// and `exp16` boundary, and special values, at every length of a partial last group.
+    @Test(.enabled(if: avx2Available, "the CPU has no AVX2"))
+    func acceleratedGatesEqualThePortableOnesBitForBit() {
         var generator = SplitMix64(seed: 11)
         var gate = (0..<4000).map { _ in Float.random(in: -12...12, using: &generator) }
         gate += (0..<1000).map { _ in Float.random(in: -0.2...0.2, using: &generator) }
@@ -137,29 +137,97 @@ import Testing
         gate += [0, -0.0, .infinity, -.infinity, .nan, Float(bitPattern: 0xFFC0_0001), .leastNonzeroMagnitude,
                  -.leastNonzeroMagnitude, .greatestFiniteMagnitude, -.greatestFiniteMagnitude, 1e-30, 3e4, -3e4]
         let up = gate.indices.map { _ in Float.random(in: -3...3, using: &generator) }
-        for count in [gate.count, 1, 15, 16, 17, 33] {
-            var portable = Array(gate.prefix(count)), accelerated = portable
-            portable.withUnsafeMutableBufferPointer { portableGeluTanhGate($0.baseAddress!, up, count: count) }
-            accelerated.withUnsafeMutableBufferPointer { sluice_gelu_tanh_gate($0.baseAddress!, up, count) }
-            let differing = (0..<count).filter { portable[$0].bitPattern != accelerated[$0].bitPattern }
-            #expect(differing.isEmpty, "count \(count): \(differing.count) differ, first at \(differing.first ?? -1)")
+        typealias Gate = (UnsafeMutablePointer<Float>, Int) -> Void
+        var pairs: [(name: String, portable: Gate, accelerated: Gate)] = [
+            ("GELU avx2", { portableGeluTanhGate($0, up, count: $1) }, { sluice_gelu_tanh_gate_avx2($0, up, $1) }),
+            ("SiLU avx2", { portableSiluGate($0, up, count: $1) }, { sluice_silu_gate_avx2($0, up, $1) }),
+            ("erf GELU avx2", { portableGeluErf($0, count: $1) }, { sluice_gelu_erf_avx2($0, $1) }),
+            ("exp avx2", { pointer, count in
+                var i = 0
+                while i < count {
+                    let n = min(16, count - i)
+                    storePartial16(exp16(loadPartial16(pointer + i, count: n) - SIMD16(repeating: 0.75)), pointer + i, count: n)
+                    i += 16
+                }
+            }, { sluice_exp_shifted_avx2($0, $1, 0.75) }),
+        ]
+        if avx512Available {
+            pairs.append(("GELU avx512", { portableGeluTanhGate($0, up, count: $1) }, { sluice_gelu_tanh_gate($0, up, $1) }))
+        }
+        for (name, portableGate, acceleratedGate) in pairs {
+            for count in [gate.count, 1, 15, 16, 17, 33] {
+                var portable = Array(gate.prefix(count)), accelerated = portable
+                portable.withUnsafeMutableBufferPointer { portableGate($0.baseAddress!, count) }
+                accelerated.withUnsafeMutableBufferPointer { acceleratedGate($0.baseAddress!, count) }
+                let differing = (0..<count).filter { portable[$0].bitPattern != accelerated[$0].bitPattern }
+                #expect(differing.isEmpty, "\(name), count \(count): \(differing.count) differ, first at \(differing.first ?? -1)")
+            }
         }
     }
 
-    /// The AVX-512 softmax is the portable one's operations: equal bit for bit, at every length
-    /// of a partial last group, with scores spanning exp16's clamps, ties and infinities.
-    @Test(.enabled(if: avx512Available, "the CPU has no AVX-512"))
+    /// The KV cache's rounding to half floats in C (F16C) is Swift's: to nearest even, saturating at
+    /// ±65504, NaN to -65504, at every length of a partial last group.
+    @Test(.enabled(if: avx2Available, "the CPU has no AVX2"))
+    func acceleratedHalfFloatStoreEqualsThePortableOne() {
+        var generator = SplitMix64(seed: 22)
+        var values = (0..<500).map { _ in Float.random(in: -70_000...70_000, using: &generator) }
+        values += (0..<500).map { _ in Float.random(in: -1...1, using: &generator) * 1e-5 }
+        values += [65504, 65519.99, 65520, -65520, 1e30, -1e30, .infinity, -.infinity, .nan, 0, -0.0, 6e-8, 3e-8,
+                   Float(bitPattern: 0x3F80_1000), Float(bitPattern: 0x3F80_3000)]
+        for count in [values.count, 1, 15, 16, 17, 40] {
+            var accelerated = [Float16](repeating: 7, count: count + 1), portable = accelerated
+            accelerated.withUnsafeMutableBufferPointer { sluice_store_halves_saturated_avx2($0.baseAddress!, values, count) }
+            portable.withUnsafeMutableBufferPointer { Float16.portableStore(values, into: $0.baseAddress!, count: count) }
+            #expect(accelerated.map(\.bitPattern) == portable.map(\.bitPattern), "count \(count)")
+        }
+    }
+
+    /// The AVX2 fused multiply-add loops (the norms' sums of squares, BERT's weighted values, `dot`)
+    /// are the portable ones' operations, bit for bit, at lengths around every multiple of 8 and 16.
+    @Test(.enabled(if: avx2Available, "the CPU has no AVX2"))
+    func acceleratedMultiplyAddsEqualThePortableOnesBitForBit() {
+        var generator = SplitMix64(seed: 21)
+        let a = (0..<300).map { _ in Float.random(in: -3...3, using: &generator) * (Bool.random(using: &generator) ? 1 : 1e-20) }
+        let b = (0..<300).map { _ in Float.random(in: -3...3, using: &generator) }
+        for count in [0, 1, 7, 8, 9, 15, 16, 17, 31, 64, 100, 257, 300] {
+            var lanes = SIMD8<Double>(), expected = SIMD8<Double>()
+            withUnsafeMutableBytes(of: &lanes) { sluice_square_lanes_avx2(a, count, $0.baseAddress!.assumingMemoryBound(to: Double.self)) }
+            var k = 0
+            while k + 8 <= count {
+                let v = SIMD8<Double>(SIMD8<Float>(a[k..<(k + 8)]))
+                expected.addProduct(v, v)
+                k += 8
+            }
+            #expect(lanes == expected, "sums of squares, count \(count)")
+            var accumulator = Array(b.prefix(count)), reference = accumulator
+            accumulator.withUnsafeMutableBufferPointer { sluice_multiply_add_avx2($0.baseAddress!, 0.3, a, count) }
+            for i in 0..<count { reference[i] = reference[i].addingProduct(0.3, a[i]) }
+            #expect(accumulator.map(\.bitPattern) == reference.map(\.bitPattern), "multiply-add, count \(count)")
+            #expect(sluice_dot_avx2(a, b, count).bitPattern == dotProduct(a, b, count: count).bitPattern, "dot, count \(count)")
+        }
+    }
+
+    /// The C softmaxes (AVX-512, AVX2) are the portable one's operations: equal bit for bit, at every
+    /// length of a partial last group, with scores spanning exp16's clamps, ties and infinities.
+    @Test(.enabled(if: avx2Available, "the CPU has no AVX2"))
     func acceleratedSoftmaxEqualsThePortableOneBitForBit() {
         var generator = SplitMix64(seed: 12)
         for count in [1, 2, 15, 16, 17, 31, 100, 257, 1000] {
             for spread: Float in [0.5, 8, 200] {
                 var scores = (0..<count).map { _ in Float.random(in: -spread...spread, using: &generator) }
                 if count > 20 { scores[3] = -.infinity; scores[7] = 0; scores[9] = -0.0; scores[11] = scores[12] }
-                var portable = scores, accelerated = scores
+                var portable = scores, avx2 = scores, avx512 = scores
                 portable.withUnsafeMutableBufferPointer { portableSoftmax($0.baseAddress!, count: count) }
-                accelerated.withUnsafeMutableBufferPointer { sluice_softmax($0.baseAddress!, count) }
-                let differing = (0..<count).filter { portable[$0].bitPattern != accelerated[$0].bitPattern }
-                #expect(differing.isEmpty, "count \(count), spread \(spread): \(differing.count) differ")
+                avx2.withUnsafeMutableBufferPointer { sluice_softmax_avx2($0.baseAddress!, count) }
+                if avx512Available {
+                    avx512.withUnsafeMutableBufferPointer { sluice_softmax($0.baseAddress!, count) }
+                } else {
+                    avx512 = portable
+                }
+                for (name, accelerated) in [("avx2", avx2), ("avx512", avx512)] {
+                    let differing = (0..<count).filter { portable[$0].bitPattern != accelerated[$0].bitPattern }
+                    #expect(differing.isEmpty, "\(name), count \(count), spread \(spread): \(differing.count) differ")
+                }
             }
         }
     }
