@@ -16,13 +16,8 @@
 
 #define BODY static inline __attribute__((always_inline))
 
-// exp(a) for a in [-745, 0]: a = k ln2 + r with |r| <= ln2 / 2, exp(r) by its Taylor series to
-// r^13 / 13! (truncation under 2e-17 relative), then scaled by 2^k. Relative error about 1e-16;
-// the sampler allows 2e-13. Branch-free so that the loops below vectorize.
-BODY double polynomial_exp(double a) {
-    const double shifter = 0x1.8p52;
-    const double k = (a * 0x1.71547652b82fep0 + shifter) - shifter;
-    const double r = __builtin_elementwise_fma(-k, 0x1.62e42fefa3800p-1, a) - k * 0x1.ef35793c76730p-45;
+/// e^r for |r| <= ln 2 / 2, by its Taylor series to r^13 / 13! (truncation under 2e-17 relative).
+BODY double taylor_exp(double r) {
     double p = 1.0 / 6227020800.0;
     p = __builtin_elementwise_fma(p, r, 1.0 / 479001600.0);
     p = __builtin_elementwise_fma(p, r, 1.0 / 39916800.0);
@@ -36,7 +31,17 @@ BODY double polynomial_exp(double a) {
     p = __builtin_elementwise_fma(p, r, 1.0 / 6.0);
     p = __builtin_elementwise_fma(p, r, 0.5);
     p = __builtin_elementwise_fma(p, r, 1.0);
-    p = __builtin_elementwise_fma(p, r, 1.0);
+    return __builtin_elementwise_fma(p, r, 1.0);
+}
+
+// exp(a) for a in [-745, 0]: a = k ln2 + r with |r| <= ln2 / 2, exp(r) by its Taylor series, then
+// scaled by 2^k. Relative error about 1e-16; the sampler allows 2e-13. Branch-free so that the
+// loops below vectorize.
+BODY double polynomial_exp(double a) {
+    const double shifter = 0x1.8p52;
+    const double k = (a * 0x1.71547652b82fep0 + shifter) - shifter;
+    const double r = __builtin_elementwise_fma(-k, 0x1.62e42fefa3800p-1, a) - k * 0x1.ef35793c76730p-45;
+    const double p = taylor_exp(r);
     // k >= -1075: 2^k as (k + 1023) << 52 is normal for k >= -1022; below that the product
     // underflows towards 0, which the bound allows for weights far under exp(-40).
     int64_t ki = (int64_t)k;
@@ -47,6 +52,102 @@ BODY double polynomial_exp(double a) {
     return p * scale;
 }
 
+
+// The sampler's exp and log (exact weights, log-probabilities). libm's differ in the last bit
+// between CPUs with and without FMA (glibc picks its code by cpuid: about one exp in 1,400 and one
+// log in 50,000 differ between this machine and the same binary under qemu's Nehalem), which would
+// make a request's log-probabilities depend on the machine. These are the same operations
+// everywhere: fused multiply-adds only where written, which are exact on every path.
+
+/// 2^k for -1074 <= k <= 1023, exactly.
+BODY double power_of_two(int64_t k) {
+    const int64_t low = k < -1022 ? 600 : 0;  // below the normal range: 2^(k + 600) · 2^-600, both exact
+    const uint64_t bits = (uint64_t)(k + low + 1023) << 52;
+    double scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return low ? scale * 0x1p-600 : scale;
+}
+
+/// e^a for every double: the polynomial above (relative error about 1e-16), scaled in two steps
+/// where 2^k alone would overflow or leave the normal range.
+BODY double exact_exp(double a) {
+    if (a != a) return a;
+    if (a > 709.782712893384) return INFINITY;
+    if (a < -745.2) return 0.0;
+    const double shifter = 0x1.8p52;
+    const double k = (a * 0x1.71547652b82fep0 + shifter) - shifter;
+    const double r = __builtin_elementwise_fma(-k, 0x1.62e42fefa3800p-1, a) - k * 0x1.ef35793c76730p-45;
+    const double p = taylor_exp(r);
+    const int64_t ki = (int64_t)k;
+    if (ki > 1023) return p * 2.0 * power_of_two(ki - 1);
+    if (ki < -1022) return p * 0x1p-52 * power_of_two(ki + 52);
+    return p * power_of_two(ki);
+}
+
+/// ln x for every double: x = 2^k · m with m in [√2/2, √2), f = m − 1, s = f / (2 + f), and
+/// ln(1 + f) = f − f²/2 + s·(f²/2 + R) with R = 2s²/3 + 2s⁴/5 + ... (the atanh series to s²², whose
+/// truncation is below 1e-19 for |s| <= 0.172); k·ln 2 in two parts. Within 1 ulp.
+BODY double exact_log(double x) {
+    if (x != x || x == INFINITY) return x;
+    if (x < 0) return NAN;
+    if (x == 0) return -INFINITY;
+    int64_t k = 0;
+    if (x < 0x1p-1022) {
+        x *= 0x1p54;
+        k = -54;
+    }
+    uint64_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    k += (int64_t)(bits >> 52) - 1023;
+    bits = (bits & 0x000FFFFFFFFFFFFFull) | 0x3FF0000000000000ull;  // m in [1, 2)
+    double m;
+    memcpy(&m, &bits, sizeof m);
+    if (m >= 0x1.6a09e667f3bcdp0) {  // √2
+        m *= 0.5;
+        k += 1;
+    }
+    const double f = m - 1.0;
+    const double s = f / (2.0 + f);
+    const double z = s * s;
+    double series = 2.0 / 23;
+    series = __builtin_elementwise_fma(series, z, 2.0 / 21);
+    series = __builtin_elementwise_fma(series, z, 2.0 / 19);
+    series = __builtin_elementwise_fma(series, z, 2.0 / 17);
+    series = __builtin_elementwise_fma(series, z, 2.0 / 15);
+    series = __builtin_elementwise_fma(series, z, 2.0 / 13);
+    series = __builtin_elementwise_fma(series, z, 2.0 / 11);
+    series = __builtin_elementwise_fma(series, z, 2.0 / 9);
+    series = __builtin_elementwise_fma(series, z, 2.0 / 7);
+    series = __builtin_elementwise_fma(series, z, 2.0 / 5);
+    series = __builtin_elementwise_fma(series, z, 2.0 / 3);
+    const double R = z * series;
+    const double half_square = 0.5 * f * f;
+    const double kd = (double)k;
+    return kd * 6.93147180369123816490e-01 - ((half_square - (s * (half_square + R) + kd * 1.90821492927058770002e-10)) - f);
+}
+
+/// Σ e^(logits[i] − maximum) in index order, each difference taken in float; a term under half a
+/// unit in the last place of the sum so far cannot change it, so e^x is skipped for x far enough
+/// below the maximum (most of a flat tail) without changing a bit.
+BODY double exp_sum(const float *logits, int count, float maximum) {
+    double sum = 0, skip_below = -INFINITY, next_binade = 1;
+    for (int i = 0; i < count; i++) {
+        const double x = (double)(logits[i] - maximum);
+        if (x < skip_below) continue;
+        sum += exact_exp(x);
+        if (sum >= next_binade && sum < INFINITY) {
+            uint64_t bits;
+            memcpy(&bits, &sum, sizeof bits);
+            bits &= 0x7FF0000000000000ull;
+            double binade;
+            memcpy(&binade, &bits, sizeof binade);
+            // e^x < ulp/2 whenever x < ln(ulp/2) by a margin far above exp's and log's errors.
+            skip_below = exact_log(binade * 0x1p-53) - 1e-6;
+            next_binade = binade * 2;
+        }
+    }
+    return sum;
+}
 
 BODY float maximum_of(const float *values, int count) {
     if (isnan(values[0])) return values[0];
@@ -157,6 +258,11 @@ BODY int collect(const float *logits, int count, float maximum, double cutoff, d
 // One copy of each kernel per instruction set: NAME##_avx2 with AVX2 + FMA, NAME##_baseline without.
 #define SAMPLING_KERNELS(SUFFIX)                                                                                          \
     static double exp_##SUFFIX(double a) { return polynomial_exp(a); }                                                   \
+    static double exact_exp_##SUFFIX(double a) { return exact_exp(a); }                                                  \
+    static double exact_log_##SUFFIX(double x) { return exact_log(x); }                                                  \
+    static double exp_sum_##SUFFIX(const float *logits, int count, float maximum) {                                      \
+        return exp_sum(logits, count, maximum);                                                                          \
+    }                                                                                                                     \
     static float maximum_##SUFFIX(const float *values, int count) { return maximum_of(values, count); }                 \
     static int first_equal_##SUFFIX(const float *values, int count, float value) {                                       \
         return first_equal(values, count, value);                                                                        \
@@ -181,6 +287,9 @@ SAMPLING_KERNELS(avx2)
 #else
 #define USE_AVX2 0
 #define exp_avx2 exp_baseline
+#define exact_exp_avx2 exact_exp_baseline
+#define exact_log_avx2 exact_log_baseline
+#define exp_sum_avx2 exp_sum_baseline
 #define maximum_avx2 maximum_baseline
 #define first_equal_avx2 first_equal_baseline
 #define scan_avx2 scan_baseline
@@ -188,6 +297,14 @@ SAMPLING_KERNELS(avx2)
 #endif
 
 double sluice_sampling_exp(double a) { return USE_AVX2 ? exp_avx2(a) : exp_baseline(a); }
+
+double sluice_exp(double a) { return USE_AVX2 ? exact_exp_avx2(a) : exact_exp_baseline(a); }
+
+double sluice_log(double x) { return USE_AVX2 ? exact_log_avx2(x) : exact_log_baseline(x); }
+
+double sluice_logit_exp_sum(const float *logits, int count, float maximum) {
+    return USE_AVX2 ? exp_sum_avx2(logits, count, maximum) : exp_sum_baseline(logits, count, maximum);
+}
 
 float sluice_sampling_maximum(const float *values, int count) {
     return USE_AVX2 ? maximum_avx2(values, count) : maximum_baseline(values, count);

@@ -30,4 +30,15 @@ int sluice_sampling_collect(const float *logits, int count, float maximum, doubl
 /// exp(a) for -745 < a <= 0 by the polynomial the scan uses (for tests of its accuracy).
 double sluice_sampling_exp(double a);
 
+/// e^a, within about 1e-16 relatively, the same bits on every CPU and kernel variant (libm's exp
+/// differs in the last bit between CPUs with and without FMA).
+double sluice_exp(double a);
+
+/// ln x, within 1 ulp, the same bits on every CPU and kernel variant.
+double sluice_log(double x);
+
+/// Σ sluice_exp(logits[i] − maximum) for i < count in index order, the differences taken in float:
+/// a log-softmax's normalizer less the maximum. Terms that cannot change the sum are skipped.
+double sluice_logit_exp_sum(const float *logits, int count, float maximum);
+
 #endif

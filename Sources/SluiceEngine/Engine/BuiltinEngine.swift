@@ -56,7 +56,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
     /// How many tokens the KV cache budget can hold for one sequence.
     public let maxCachedTokens: Int
     /// What the tokens this engine generates depend on besides the request: the model's
-    /// content, the precision (with the revision of its arithmetic) and the chat template.
+    /// content, the precision (with the revision of its arithmetic), the chat template and the
+    /// revision of the sampler's arithmetic.
     /// Recorded in checkpoints: one left by an engine with another identity is not
     /// continued (its tokens may not be the ones this engine would pick), so the request
     /// starts over and its response is exactly an uninterrupted run's.
@@ -115,7 +116,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         outputIdentity = ["model=" + String(fingerprint, radix: 16),
                           "precision=" + options.precision.rawValue
                               + (options.precision.isInteger ? "." + String(MatmulPrecision.integerArithmeticRevision) : ""),
-                          "template=" + (chatFormat?.identity ?? "none")].joined(separator: " ")
+                          "template=" + (chatFormat?.identity ?? "none"),
+                          "sampling=" + String(Sampler.arithmeticRevision)].joined(separator: " ")
         contextLength = min(options.contextLength ?? model.shape.contextLength, model.shape.contextLength)
         let probe = model.makeCache(budgetBytes: options.kvMemoryBytes, blockPositions: options.kvBlockPositions)
         maxCachedTokens = probe.maxPositionsPerSequence

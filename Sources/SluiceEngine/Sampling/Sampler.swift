@@ -58,6 +58,11 @@ public struct TokenLogProbability: Sendable, Equatable {
 
 /// Picks tokens from logits.
 public enum Sampler {
+    /// The revision of the sampler's arithmetic, part of the engine identity: 2 since its exp and
+    /// log are `sluice_exp` and `sluice_log` (the same bits on every CPU) instead of libm's, which
+    /// changed log-probabilities in their last bits (and could, in principle, a draw).
+    public static let arithmeticRevision = 2
+
     /// The most likely token; the lowest id among exact ties.
     public static func argmax(_ logits: UnsafePointer<Float>, count: Int) -> Int32 {
         if count > 1 && count < Int(Int32.max) {
@@ -135,14 +140,14 @@ public enum Sampler {
                                                     workspace.tokens, workspace.scaled))
             workspace.candidates.removeAll(keepingCapacity: true)
             for i in 0..<found {
-                workspace.candidates.append((workspace.tokens[i], exp(workspace.scaled[i])))
+                workspace.candidates.append((workspace.tokens[i], sluice_exp(workspace.scaled[i])))
             }
             workspace.candidates.sort(by: candidateOrder)
             if complete {
                 return drawFromSorted(&workspace.candidates, parameters: parameters, uniform: uniform, from: .topK)
             }
             // Every candidate left out has a weight at most this (its bucket is past `lastBucket`).
-            let outsideBound = exp(-Double(lastBucket + 1) / bucketScale) * (1 + 1e-9)
+            let outsideBound = sluice_exp(-Double(lastBucket + 1) / bucketScale) * (1 + 1e-9)
             if let token = drawFromPrefix(&workspace.candidates, candidateCount: candidateCount, outsideBound: outsideBound,
                                           lower: lower, upper: upper, parameters: parameters, uniform: uniform) {
                 return token
@@ -167,7 +172,7 @@ public enum Sampler {
         let cutoff = Double(maximum) - 40 * parameters.temperature
         workspace.candidates.removeAll(keepingCapacity: true)
         for i in 0..<count where Double(logits[i]) >= cutoff {
-            workspace.candidates.append((Int32(i), exp((Double(logits[i]) - Double(maximum)) * inverseTemperature)))
+            workspace.candidates.append((Int32(i), sluice_exp((Double(logits[i]) - Double(maximum)) * inverseTemperature)))
         }
         // Nothing within reach (a NaN maximum): the first token, where the definition has none.
         if workspace.candidates.isEmpty { return 0 }
@@ -264,7 +269,7 @@ public enum Sampler {
         func bucketWhereMassReaches(_ needed: Double) -> Int {
             var mass = 0.0
             for b in 0..<(buckets - 1) {
-                mass += Double(histogram[b]) * exp(-Double(b + 1) / bucketScale)
+                mass += Double(histogram[b]) * sluice_exp(-Double(b + 1) / bucketScale)
                 if mass >= needed { return b + 1 }
             }
             return buckets - 1
@@ -280,7 +285,7 @@ public enum Sampler {
         if parameters.topP < 1 { return bucketWhereMassReaches(parameters.topP * upper * (1 + 1e-9)) }
         if parameters.minP > 0 {
             // The first bucket wholly below minP × 1 (the largest weight is exp(0)).
-            let b = Int((-log(parameters.minP) * bucketScale).rounded(.up)) + 1
+            let b = Int((-sluice_log(parameters.minP) * bucketScale).rounded(.up)) + 1
             return min(b, buckets - 1)
         }
         return bucketWhereMassReaches(uniform * upper * (1 + 1e-9))
@@ -294,22 +299,9 @@ public enum Sampler {
             for i in 1..<count { maximum = max(maximum, logits[i]) }
             return maximum
         }()
-        // The sum in index order, as always; but a term under half a unit in the last place of
-        // the sum so far cannot change it, so exp is skipped for logits far enough below the
-        // maximum (most of a flat tail) without changing a bit.
-        var sum = 0.0
-        var skipBelow = -Double.infinity, nextBinade = 0.0
-        for i in 0..<count {
-            let x = Double(logits[i] - maximum)
-            if x < skipBelow { continue }
-            sum += exp(x)
-            if sum >= nextBinade && sum.isFinite {
-                // exp(x) < ulp/2 whenever x < log(ulp/2) by a margin far above exp's and log's errors.
-                skipBelow = log(sum.ulp / 2) - 1e-6
-                nextBinade = sum.binade * 2
-            }
-        }
-        let logNormalizer = Double(maximum) + log(sum)
+        // sluice_exp and sluice_log, not libm's, whose last bits differ between CPUs with and without
+        // FMA: a request's log-probabilities are the same on every machine of a fleet.
+        let logNormalizer = Double(maximum) + sluice_log(sluice_logit_exp_sum(logits, Int32(clamping: count), maximum))
         var best: [TokenLogProbability] = []
         if top > 0 {
             // A running list of the best `top`, kept sorted; logits rarely enter it.

@@ -1,4 +1,6 @@
+import CSluiceKernels
 import Foundation
+import SluiceTestSupport
 import Testing
 
 @testable import SluiceEngine
@@ -63,6 +65,52 @@ struct SamplerTests {
         #expect(abs(result.chosen - (2 - normalizer)) < 1e-9)
         #expect(result.top.map(\.token) == [1, 3, 2])
         #expect(abs(result.top[0].logProbability - (3 - normalizer)) < 1e-9)
+    }
+
+    /// The sampler's own exp and log (the same bits on every CPU, unlike libm's) are as accurate as
+    /// libm's to within an ulp or two, over the whole range, subnormal results and special values included.
+    @Test func deterministicExpAndLogAreWithinTwoUlpsOfLibm() {
+        var generator = SplitMix64(seed: 31)
+        func ulps(_ a: Double, _ b: Double) -> Double {
+            if a == b { return 0 }
+            return abs(a - b) / max(b.ulp, Double.leastNonzeroMagnitude)
+        }
+        var worstExp = 0.0, worstLog = 0.0
+        for _ in 0..<200_000 {
+            let a = Double.random(in: -745...709.7, using: &generator)
+            worstExp = max(worstExp, ulps(sluice_exp(a), Foundation.exp(a)))
+            let small = -Double.random(in: 0...40, using: &generator)
+            worstExp = max(worstExp, ulps(sluice_exp(small), Foundation.exp(small)))
+            let x = Double(sign: .plus, exponent: Int.random(in: -1074...1023, using: &generator),
+                           significand: Double.random(in: 1..<2, using: &generator))
+            worstLog = max(worstLog, ulps(sluice_log(x), Foundation.log(x)))
+            let near1 = 1 + Double.random(in: -0.3...0.4, using: &generator)
+            worstLog = max(worstLog, ulps(sluice_log(near1), Foundation.log(near1)))
+        }
+        #expect(worstExp <= 2, "exp: \(worstExp) ulps")
+        #expect(worstLog <= 2, "log: \(worstLog) ulps")
+        #expect(sluice_exp(0) == 1 && sluice_exp(-.infinity) == 0 && sluice_exp(800) == .infinity && sluice_exp(-746) == 0)
+        #expect(sluice_exp(.nan).isNaN && sluice_log(.nan).isNaN && sluice_log(-1).isNaN)
+        #expect(sluice_log(1) == 0 && sluice_log(0) == -.infinity && sluice_log(.infinity) == .infinity)
+        #expect(sluice_exp(-744) > 0 && sluice_exp(-744) < 1e-322)
+        #expect(ulps(sluice_log(.leastNonzeroMagnitude), Foundation.log(.leastNonzeroMagnitude)) <= 1)
+    }
+
+    /// The log-softmax normalizer skips terms that cannot change its sum: the same bits as adding
+    /// every term in index order, on a flat 262,144-logit row, one with -infinity (masked tokens),
+    /// and one whose maximum comes last.
+    @Test func theNormalizerSkipsTermsWithoutChangingABit() {
+        var generator = SplitMix64(seed: 32)
+        var rows: [[Float]] = [(0..<262_144).map { _ in Float.random(in: -30...10, using: &generator) }]
+        rows.append(rows[0].enumerated().map { $0.offset % 3 == 0 ? -.infinity : $0.element })
+        rows.append((0..<5000).map { Float($0) * 0.01 - 60 })
+        for row in rows {
+            let maximum = row.max()!
+            var sequential = 0.0
+            for logit in row { sequential += sluice_exp(Double(logit - maximum)) }
+            let skipping = sluice_logit_exp_sum(row, Int32(row.count), maximum)
+            #expect(skipping.bitPattern == sequential.bitPattern, "\(skipping) vs \(sequential)")
+        }
     }
 
     @Test func stopStringsMatchTheEarliestOccurrence() {
