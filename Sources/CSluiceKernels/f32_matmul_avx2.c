@@ -96,6 +96,14 @@ void sluice_f32_packed_rows_avx2(const int8_t *quants, const float *scales, cons
     else packed_rows(quants, scales, NULL, columns, scales_per_row, scale_shift, first_row, last_row, x, first_token, last_token, y, out_stride);
 }
 
+void sluice_f32_decode_packed_row_avx2(const int8_t *quants, const float *scales, const float *mins, long columns,
+                                       long scales_per_row, int scale_shift, long row, float *out) {
+    const int8_t *q = quants + (row >> 2) * 4 * columns + 16 * (row & 3);
+    const long scale_base = (row >> 2) * 4 * scales_per_row + (row & 3);
+    const float *s = scales + scale_base, *m = mins ? mins + scale_base : NULL;
+    for (long c = 0; c < columns / 16; c++) store16f(out + 16 * c, chunk(q, s, m, 64 * c, 4 * (c >> scale_shift)));
+}
+
 /// Four weight rows times four activation rows (`tile4x4`, through `dotProducts4x4`).
 V16_INLINE void tile4x4(const float *w, const float *x, long columns, float *y, long out_stride) {
     v16f acc[4][4];
@@ -147,6 +155,10 @@ void sluice_f32_packed_rows_avx2(const int8_t *quants, const float *scales, cons
                                  long first_token, long last_token, float *y, long out_stride) {
     (void)quants; (void)scales; (void)mins; (void)columns; (void)scales_per_row; (void)scale_shift; (void)first_row;
     (void)last_row; (void)x; (void)first_token; (void)last_token; (void)y; (void)out_stride;
+}
+void sluice_f32_decode_packed_row_avx2(const int8_t *quants, const float *scales, const float *mins, long columns,
+                                       long scales_per_row, int scale_shift, long row, float *out) {
+    (void)quants; (void)scales; (void)mins; (void)columns; (void)scales_per_row; (void)scale_shift; (void)row; (void)out;
 }
 void sluice_f32_row_tiles_avx2(const float *w, long rows, const float *x, long tokens, long columns, float *y,
                                long out_stride) {

@@ -181,6 +181,9 @@ float sluice_dot_avx2(const float *a, const float *b, long count);
 void sluice_f32_packed_rows_avx2(const int8_t *quants, const float *scales, const float *mins, long columns,
                                  long scales_per_row, int scale_shift, long first_row, long last_row, const float *x,
                                  long first_token, long last_token, float *y, long out_stride);
+/// Row `row` of a `PackedWeights` layout decoded to `columns` floats at `out` (Swift's `PackedWeights.decode`).
+void sluice_f32_decode_packed_row_avx2(const int8_t *quants, const float *scales, const float *mins, long columns,
+                                       long scales_per_row, int scale_shift, long row, float *out);
 /// `rows` (4: Swift's `tile4x4` then `tile4x1`; otherwise `dot` per row) decoded weight rows at
 /// `w` times `tokens` activation rows, into y[t * out_stride + r].
 void sluice_f32_row_tiles_avx2(const float *w, long rows, const float *x, long tokens, long columns, float *y,

@@ -1,3 +1,5 @@
+import CSluiceKernels
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -212,7 +214,10 @@ final class PackedWeights: @unchecked Sendable {
 
     /// Writes row `row` as floats (`columns` of them), bit for bit what `dequantizeRow` writes.
     func decode(row: Int, columns: Int, into destination: UnsafeMutablePointer<Float>) {
-        if mins != nil {
+        if avx2Available {
+            sluice_f32_decode_packed_row_avx2(quants.assumingMemoryBound(to: Int8.self), scales, mins.map { UnsafePointer($0) },
+                                              columns, scalesPerRow, Int32(scaleShift), row, destination)
+        } else if mins != nil {
             decode(row: row, columns: columns, into: destination, Affine.self)
         } else {
             decode(row: row, columns: columns, into: destination, Scaled.self)
