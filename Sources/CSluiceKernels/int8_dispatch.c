@@ -1,5 +1,6 @@
 // Picks the integer kernels of the variant in use (sluice_cpu_variant): AVX-512 VNNI where the
-// process runs that variant, else the AVX2 ones, which give the same bits.
+// process runs that variant, the AVX-512 (no VNNI) matrix products on `avx512`, else the AVX2
+// ones; all give the same bits.
 #include "sluice_kernels.h"
 
 #include "cpu_targets.h"
@@ -27,6 +28,9 @@ void sluice_int8_matmul(const uint8_t *weights, int kind, const void *scales, co
     if (use_vnni())
         sluice_int8_matmul_avx512_vnni(weights, kind, scales, offsets, bias, columns, rows, panel_begin, panel_end, xq,
                                        xq_low, xscale, xscaled_sum, xsum, tokens, y, y_stride);
+    else if (sluice_cpu_variant() == SLUICE_CPU_AVX512)
+        sluice_int8_matmul_avx512(weights, kind, scales, offsets, bias, columns, rows, panel_begin, panel_end, xq,
+                                  xq_low, xscale, xscaled_sum, xsum, tokens, y, y_stride);
     else
         sluice_int8_matmul_avx2(weights, kind, scales, offsets, bias, columns, rows, panel_begin, panel_end, xq,
                                 xq_low, xscale, xscaled_sum, xsum, tokens, y, y_stride);

@@ -67,8 +67,9 @@ int sluice_collect_near_maximum(const float *values, int count, float margin, fl
 
 /// Each variant's integer kernels under its own name, for tests and benchmarks that compare the
 /// variants in one process; everything else calls the functions above, which pick the variant
-/// in use. The `_avx2` ones need a CPU with AVX2, FMA and F16C, the `_avx512_vnni` ones (and
-/// `_avx512`) one with AVX-512 VNNI (`sluice_cpu_best_variant()`, whatever `SLUICE_CPU` says).
+/// in use. The `_avx2` ones need a CPU with AVX2, FMA and F16C, `sluice_int8_matmul_avx512` one
+/// with AVX-512 (F, BW, DQ, VL), the `_avx512_vnni` ones and `sluice_collect_near_maximum_avx512`
+/// one with AVX-512 VNNI (`sluice_cpu_best_variant()`, whatever `SLUICE_CPU` says).
 void sluice_quantize_rows_avx2(const float *x, int tokens, int columns, int block,
                                int8_t *xq, int8_t *xq_low, float *scale, float *scaled_sum, int32_t *sum);
 void sluice_quantize_rows_avx512_vnni(const float *x, int tokens, int columns, int block,
@@ -81,6 +82,10 @@ void sluice_int8_matmul_avx512_vnni(const uint8_t *weights, int kind, const void
                                     int bias, int columns, int rows, int panel_begin, int panel_end,
                                     const int8_t *xq, const int8_t *xq_low, const float *xscale,
                                     const float *xscaled_sum, const int32_t *xsum, int tokens, float *y, int y_stride);
+void sluice_int8_matmul_avx512(const uint8_t *weights, int kind, const void *scales, const float *offsets, int bias,
+                               int columns, int rows, int panel_begin, int panel_end,
+                               const int8_t *xq, const int8_t *xq_low, const float *xscale, const float *xscaled_sum,
+                               const int32_t *xsum, int tokens, float *y, int y_stride);
 float sluice_int8_row_product_avx2(const uint8_t *weights, int kind, const void *scales, const float *offsets,
                                    int bias, int columns, int row, const int8_t *xq, const int8_t *xq_low,
                                    const float *xscale, const float *xscaled_sum, const int32_t *xsum);

@@ -10,19 +10,19 @@ public func rmsNorm(_ x: UnsafePointer<Float>, rows: Int, width: Int, weight: Un
     for r in 0..<rows {
         let row = x + r * width
         let out = y + r * width
+        // Eight running lanes over the elements below the last multiple of 8, then the rest.
         var acc = SIMD8<Double>()
-        var k = width / 8 * 8
+        let whole = width / 8 * 8
         if avx2Available {
             withUnsafeMutableBytes(of: &acc) { sluice_square_lanes_avx2(row, width, $0.baseAddress!.assumingMemoryBound(to: Double.self)) }
         } else {
-            k = 0
-            while k + 8 <= width {
+            for k in stride(from: 0, to: whole, by: 8) {
                 let v = SIMD8<Double>(UnsafeRawPointer(row + k).loadUnaligned(as: SIMD8<Float>.self))
                 acc.addProduct(v, v)
-                k += 8
             }
         }
         var sumSquares = acc.sum()
+        var k = whole
         while k < width { sumSquares += Double(row[k]) * Double(row[k]); k += 1 }
         let scale = Float(1 / (sumSquares / Double(width) + Double(epsilon)).squareRoot())
         for i in 0..<width { out[i] = row[i] * scale * weight[i] }

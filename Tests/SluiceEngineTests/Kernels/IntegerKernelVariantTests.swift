@@ -7,7 +7,8 @@ import Testing
 private let bothVariantsRun = sluice_cpu_best_variant() >= SLUICE_CPU_AVX512_VNNI.rawValue
 private let underCI = ProcessInfo.processInfo.environment["CI"] == "true"
 
-/// The AVX2 integer kernels against the AVX-512 VNNI ones, side by side in one process through
+/// The AVX2 integer kernels (and the AVX-512 matrix products without VNNI) against the AVX-512 VNNI
+/// ones, side by side in one process through
 /// their per-variant entry points (whatever `SLUICE_CPU` says): every byte and float they write
 /// must be the same bits, so that a fleet's AVX2 machines compute the tokens its AVX-512 machines
 /// do and continue their checkpoints. Inputs include the extremes: weights of 255 (which would
@@ -112,16 +113,21 @@ struct IntegerKernelVariantTests {
                 if index == 1 { a.makeExtreme(seed: UInt64(tokens)) }
                 let vnni = weights.multiply(a, panels: 0..<weights.panels, with: sluice_int8_matmul_avx512_vnni)
                 let avx2 = weights.multiply(a, panels: 0..<weights.panels, with: sluice_int8_matmul_avx2)
+                let avx512 = weights.multiply(a, panels: 0..<weights.panels, with: sluice_int8_matmul_avx512)
                 let differing = zip(vnni, avx2).filter { $0.bitPattern != $1.bitPattern }.count
                 #expect(differing == 0, "kind \(kind.rawValue), \(rows) rows, \(tokens) tokens: \(differing) outputs differ")
+                let differingAVX512 = zip(vnni, avx512).filter { $0.bitPattern != $1.bitPattern }.count
+                #expect(differingAVX512 == 0, "AVX-512 without VNNI, kind \(kind.rawValue), \(rows) rows, \(tokens) tokens: \(differingAVX512) outputs differ")
                 // Untouched outside the rows (the sentinel stays), written inside.
                 #expect(avx2.enumerated().allSatisfy { ($0.offset % weights.yStride < rows) != ($0.element.bitPattern == PackedTestWeights.sentinel.bitPattern) })
                 // A panel range on its own gives the same bits as within the whole.
                 if weights.panels > 1 {
-                    let tail = weights.multiply(a, panels: 1..<weights.panels, with: sluice_int8_matmul_avx2)
-                    for t in 0..<tokens {
-                        for r in 16..<rows where tail[t * weights.yStride + r].bitPattern != vnni[t * weights.yStride + r].bitPattern {
-                            Issue.record("kind \(kind.rawValue), \(tokens) tokens: row \(r) of token \(t) differs from panel 1 on")
+                    for kernel in [sluice_int8_matmul_avx2, sluice_int8_matmul_avx512] as [PackedTestWeights.Kernel] {
+                        let tail = weights.multiply(a, panels: 1..<weights.panels, with: kernel)
+                        for t in 0..<tokens {
+                            for r in 16..<rows where tail[t * weights.yStride + r].bitPattern != vnni[t * weights.yStride + r].bitPattern {
+                                Issue.record("kind \(kind.rawValue), \(tokens) tokens: row \(r) of token \(t) differs from panel 1 on")
+                            }
                         }
                     }
                 }
