@@ -11,7 +11,8 @@ enum sluice_cpu_variant {
     /// sampling) in AVX2, and the int8 matrix kernels (`--precision int8/int16`), the same bits
     /// as the VNNI ones.
     SLUICE_CPU_AVX2 = 1,
-    /// AVX-512 (F, BW, DQ, VL): the AVX-512 elementwise and attention kernels.
+    /// AVX-512 (F, BW, DQ, VL): the AVX-512 elementwise and attention kernels, and integer matrix
+    /// products from `vpmaddwd` (the VNNI kernels' tile and bits, without `vpdpbusd`).
     SLUICE_CPU_AVX512 = 2,
     /// AVX-512 with VNNI: the VNNI int8 matrix kernels.
     SLUICE_CPU_AVX512_VNNI = 3,
