@@ -146,53 +146,39 @@ BODY v8d exact_exp8(v8d a) {
     return p * (v8d)bits;
 }
 
-/// Σ e^(logits[i] − maximum) in index order, each difference taken in float; a term under half a
-/// unit in the last place of the sum so far cannot change it, so e^x is skipped for x far enough
-/// below the maximum (most of a flat tail) without changing a bit. Eight terms' exps at a time
-/// (the same bits as one at a time), added one by one.
+/// Terms of the log-softmax normalizer below e^-50 of the largest (which is 1) are left out: even
+/// 2^31 of them add less than 2e-13 relatively, and most of a flat tail costs no exp.
+#define SLUICE_NORMALIZER_FLOOR (-50.0)
+
+/// Σ e^(logits[i] − maximum) over the terms at or above the floor, each difference taken in float:
+/// eight running sums (element i in sum i mod 8, in index order), then added as a balanced tree.
+/// The order is fixed, so the bits do not depend on the CPU or on which copy of this runs; eight
+/// exps are computed at a time (the same bits as one at a time).
 BODY double exp_sum(const float *logits, int count, float maximum) {
-    double sum = 0, skip_below = -INFINITY, next_binade = 1;
+    double lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    v8d sums = 0.0;
     int i = 0;
-    while (i < count) {
-        double terms[8];
-        int lanes = 1;
-        if (i + 8 <= count) {
-            v8f values;
-            memcpy(&values, logits + i, sizeof values);
-            const v8d x = __builtin_convertvector(values - maximum, v8d);
-            // NaN lanes pass neither test: they are computed one at a time, and added.
-            if (!__builtin_reduce_or(x >= skip_below)) {
-                i += 8;
-                continue;
-            }
-            if (__builtin_reduce_and(x >= -700.0)) {
-                const v8d e = exact_exp8(x);
-                memcpy(terms, &e, sizeof terms);
-            } else {
-                for (int j = 0; j < 8; j++) terms[j] = x[j] < skip_below ? 0 : exact_exp(x[j]);
-            }
-            lanes = 8;
+    for (; i + 8 <= count; i += 8) {
+        v8f values;
+        memcpy(&values, logits + i, sizeof values);
+        const v8d x = __builtin_convertvector(values - maximum, v8d);
+        const v8l kept = x >= SLUICE_NORMALIZER_FLOOR;
+        // NaN lanes are not below the floor: they take the one-at-a-time path, which sums them.
+        if (!__builtin_reduce_or(kept | (x != x))) continue;
+        if (__builtin_reduce_and(x >= -700.0)) {
+            sums += (v8d)((v8l)exact_exp8(x) & kept);
         } else {
-            terms[0] = exact_exp((double)(logits[i] - maximum));
-        }
-        // skip_below only grows, so a term computed above may still be skipped here.
-        for (int j = 0; j < lanes; j++) {
-            if ((double)(logits[i + j] - maximum) < skip_below) continue;
-            sum += terms[j];
-            if (sum >= next_binade && sum < INFINITY) {
-                uint64_t bits;
-                memcpy(&bits, &sum, sizeof bits);
-                bits &= 0x7FF0000000000000ull;
-                double binade;
-                memcpy(&binade, &bits, sizeof binade);
-                // e^x < ulp/2 whenever x < ln(ulp/2) by a margin far above exp's and log's errors.
-                skip_below = exact_log(binade * 0x1p-53) - 1e-6;
-                next_binade = binade * 2;
+            for (int j = 0; j < 8; j++) {
+                if (!(x[j] < SLUICE_NORMALIZER_FLOOR)) sums[j] += exact_exp(x[j]);
             }
         }
-        i += lanes;
     }
-    return sum;
+    memcpy(lanes, &sums, sizeof lanes);
+    for (; i < count; i++) {
+        const double x = (double)(logits[i] - maximum);
+        if (!(x < SLUICE_NORMALIZER_FLOOR)) lanes[i % 8] += exact_exp(x);
+    }
+    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
 }
 
 BODY float maximum_of(const float *values, int count) {

@@ -37,8 +37,9 @@ double sluice_exp(double a);
 /// ln x, within 1 ulp, the same bits on every CPU and kernel variant.
 double sluice_log(double x);
 
-/// Σ sluice_exp(logits[i] − maximum) for i < count in index order, the differences taken in float:
-/// a log-softmax's normalizer less the maximum. Terms that cannot change the sum are skipped.
+/// Σ sluice_exp(logits[i] − maximum) for i < count, the differences taken in float, over the terms
+/// at or above e^-50: a log-softmax's normalizer less the maximum. Element i goes to running sum
+/// i mod 8 (in index order), and the eight are added as ((0+1)+(2+3))+((4+5)+(6+7)).
 double sluice_logit_exp_sum(const float *logits, int count, float maximum);
 
 #endif

@@ -92,25 +92,41 @@ struct SamplerTests {
         #expect(sluice_exp(0) == 1 && sluice_exp(-.infinity) == 0 && sluice_exp(800) == .infinity && sluice_exp(-746) == 0)
         #expect(sluice_exp(.nan).isNaN && sluice_log(.nan).isNaN && sluice_log(-1).isNaN)
         #expect(sluice_log(1) == 0 && sluice_log(0) == -.infinity && sluice_log(.infinity) == .infinity)
-        #expect(sluice_exp(-744) > 0 && sluice_exp(-744) < 1e-322)
+        #expect(sluice_exp(-744) > 0 && sluice_exp(-744) < Double.leastNormalMagnitude)
         #expect(ulps(sluice_log(.leastNonzeroMagnitude), Foundation.log(.leastNonzeroMagnitude)) <= 1)
     }
 
-    /// The log-softmax normalizer skips terms that cannot change its sum: the same bits as adding
-    /// every term in index order, on a flat 262,144-logit row, one with -infinity (masked tokens),
-    /// and one whose maximum comes last.
-    @Test func theNormalizerSkipsTermsWithoutChangingABit() {
+    /// The log-softmax normalizer: eight running sums in index order, added as a balanced tree, of
+    /// the terms at or above e^-50 (the same bits as that written out one term at a time), and within
+    /// 1e-12 of the compensated float64 sum of every term; on a flat 262,144-logit row, one with -infinity
+    /// (masked tokens) and a NaN, one whose maximum comes last, and lengths around multiples of 8.
+    @Test func theNormalizerIsEightRunningSumsOfTheTermsAboveTheFloor() {
         var generator = SplitMix64(seed: 32)
-        var rows: [[Float]] = [(0..<262_144).map { _ in Float.random(in: -30...10, using: &generator) }]
+        var rows: [[Float]] = [(0..<262_144).map { _ in Float.random(in: -60...10, using: &generator) }]
         rows.append(rows[0].enumerated().map { $0.offset % 3 == 0 ? -.infinity : $0.element })
-        rows.append((0..<5000).map { Float($0) * 0.01 - 60 })
+        rows.append((0..<5000).map { Float($0) * 0.02 - 90 })
+        rows += [1, 7, 8, 9, 17].map { n in (0..<n).map { _ in Float.random(in: -55...0, using: &generator) } }
         for row in rows {
             let maximum = row.max()!
-            var sequential = 0.0
-            for logit in row { sequential += sluice_exp(Double(logit - maximum)) }
-            let skipping = sluice_logit_exp_sum(row, Int32(row.count), maximum)
-            #expect(skipping.bitPattern == sequential.bitPattern, "\(skipping) vs \(sequential)")
+            var lanes = [Double](repeating: 0, count: 8)
+            // Neumaier's compensated sum of every term, as the reference.
+            var exact = 0.0, compensation = 0.0
+            for (i, logit) in row.enumerated() {
+                let x = Double(logit - maximum)
+                let term = Foundation.exp(x), total = exact + term
+                compensation += abs(exact) >= abs(term) ? (exact - total) + term : (term - total) + exact
+                exact = total
+                if x >= -50 { lanes[i % 8] += sluice_exp(x) }
+            }
+            exact += compensation
+            let expected = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+            let got = sluice_logit_exp_sum(row, Int32(row.count), maximum)
+            #expect(got.bitPattern == expected.bitPattern, "\(row.count) logits: \(got) vs \(expected)")
+            #expect(abs(got - exact) <= 1e-12 * exact, "\(row.count) logits: \(got) vs float64 \(exact)")
         }
+        var withNaN = rows[0]
+        withNaN[12345] = .nan
+        #expect(sluice_logit_exp_sum(withNaN, Int32(withNaN.count), 10).isNaN)
     }
 
     @Test func stopStringsMatchTheEarliestOccurrence() {
