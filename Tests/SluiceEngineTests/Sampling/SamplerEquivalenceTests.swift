@@ -51,9 +51,15 @@ private enum ReferenceSampler {
         -> (chosen: Double, top: [TokenLogProbability]) {
         var maximum = logits[0]
         for i in 1..<count { maximum = max(maximum, logits[i]) }
-        var sum = 0.0
-        for i in 0..<count { sum += exp(Double(logits[i] - maximum)) }
-        let logNormalizer = Double(maximum) + log(sum)
+        // The normalizer's definition: terms at or above e^-50 of the largest, element i in running
+        // sum i mod 8, the eight added as a balanced tree; the sampler's own exp and log.
+        var lanes = [Double](repeating: 0, count: 8)
+        for i in 0..<count {
+            let x = Double(logits[i] - maximum)
+            if !(x < -50) { lanes[i % 8] += sluice_exp(x) }
+        }
+        let sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+        let logNormalizer = Double(maximum) + sluice_log(sum)
         var best: [TokenLogProbability] = []
         if top > 0 {
             for i in 0..<count {
