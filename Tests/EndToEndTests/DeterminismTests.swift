@@ -70,7 +70,8 @@ import Testing
         defer { children.killAll(); scratch.remove() }
         let reference = try await run(["--concurrency", "32", "--threads", "2"], scratch: scratch, children: children, name: "batch32-threads2-cache")
         let lines = try readJSONLines(scratch.path("batch32-threads2-cache.jsonl"))
-        #expect(lines.count == 17 && lines.allSatisfy { $0["response"]?["status_code"]?.intValue == 200 })
+        // Required: the lines below are indexed, and a short export must fail the test, not trap.
+        try #require(lines.count == 17 && lines.allSatisfy { $0["response"]?["status_code"]?.intValue == 200 })
         #expect(lines[13]["response"]?["body"]?["choices"]?.arrayValue?.count == 2)
         #expect(lines[14]["response"]?["body"]?["object"]?.stringValue == "response")
         // Echo with logprobs: the prompt's tokens come first, the very first with null; max_tokens 0: the prompt alone.
