@@ -1,9 +1,10 @@
 // Sixteen-lane float vectors in clang's vector extension, and the operations of VectorMath.swift
-// on them, lane for lane: what Swift's SIMD16<Float> code lowers to, written in C so that it can
-// be compiled for an instruction set the build's baseline lacks (a file includes this inside a
-// `#pragma clang attribute push(SLUICE_AVX2_TARGET, ...)` region). Below x86-64-v3, Swift lowers
-// every fused multiply-add of its SIMD code to a call into libm; these run the same operations,
-// with the same roundings, in AVX2 registers.
+// on them, lane for lane: what Swift's SIMD16<Float> code lowers to, written in C so that every
+// variant's kernels are one source compiled per instruction set. A file that includes this inside
+// a `#pragma clang attribute push(SLUICE_AVX2_TARGET, ...)` region defines
+// SLUICE_HAS_FMA_INSTRUCTION to 1 first (a target attribute does not define __FMA__). Below
+// x86-64-v3 there is no fused multiply-add instruction, and Swift lowers each one of its SIMD code
+// to a call into libm; `fma16` here is then a vector software one with the same roundings.
 #ifndef SLUICE_VECTOR16_H
 #define SLUICE_VECTOR16_H
 
@@ -25,8 +26,50 @@ typedef float v2f __attribute__((ext_vector_type(2)));
 
 #define V16_INLINE static inline __attribute__((always_inline))
 
+#if !defined(SLUICE_HAS_FMA_INSTRUCTION)
+#if defined(__x86_64__) && !defined(__FMA__)
+#define SLUICE_HAS_FMA_INSTRUCTION 0
+#else
+#define SLUICE_HAS_FMA_INSTRUCTION 1
+#endif
+#endif
+
+#if SLUICE_HAS_FMA_INSTRUCTION
 /// `a · b + c` per lane, rounded once (Swift's `c.addingProduct(a, b)`).
 V16_INLINE v16f fma16(v16f a, v16f b, v16f c) { return __builtin_elementwise_fma(a, b, c); }
+#else
+typedef double v16d __attribute__((ext_vector_type(16)));
+typedef int64_t v16l __attribute__((ext_vector_type(16)));
+
+/// `a · b + c` per lane, rounded once, without a fused multiply-add instruction. In double the
+/// product of two floats is exact (48 significant bits) and the sum is rounded once; rounding that
+/// to float rounds the exact result correctly unless the double sum fell on a midpoint between two
+/// floats (then the exact result may lie on either side of it), or below float's normal range
+/// (where the midpoints sit higher). Such lanes are rare; for them the sum's error is recovered
+/// exactly (Knuth's two-sum) and, where it is not zero and the sum's last bit is even, the sum
+/// steps one unit toward it, to its odd neighbour: the exact result rounded to odd, which float
+/// rounding then takes to the exact result rounded once, because double carries more than two bits
+/// beyond float's 24 (Boldo and Melquiond, "When double rounding is odd"). A NaN or infinite sum
+/// has a NaN error, which compares neither below nor above zero.
+V16_INLINE v16f fma16(v16f a, v16f b, v16f c) {
+    const v16d product = __builtin_convertvector(a, v16d) * __builtin_convertvector(b, v16d);
+    const v16d addend = __builtin_convertvector(c, v16d);
+    const v16d sum = product + addend;
+    const v16l bits = (v16l)sum;
+    // The 29 bits float drops are exactly one half: a midpoint.
+    const v16l midpoint = (bits & 0x1FFFFFFF) == 0x10000000;
+    // 0 < |sum| < 2^-126, as an unsigned comparison of the magnitude's bits less one.
+    const v16l below_normal = (((bits & INT64_MAX) - 1) ^ INT64_MIN) < ((0x3810000000000000LL - 1) ^ INT64_MIN);
+    if (__builtin_expect(__builtin_reduce_or(midpoint | below_normal) == 0, 1)) return __builtin_convertvector(sum, v16f);
+    const v16d product_part = sum - addend, addend_part = sum - product_part;
+    const v16d error = (product - product_part) + (addend - addend_part);
+    const v16l inexact = (error < 0) | (error > 0);
+    const v16l even = (bits & 1) == 0;
+    const v16l outward = (bits ^ (v16l)error) >= 0;  // the error has the sum's sign: away from zero
+    const v16l step = (outward & 2) - 1;
+    return __builtin_convertvector((v16d)(bits + (inexact & even & step)), v16f);
+}
+#endif
 
 V16_INLINE v16f splat16(float x) { return (v16f)x; }
 

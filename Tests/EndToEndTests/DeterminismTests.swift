@@ -52,7 +52,7 @@ import Testing
                                                 stdout: scratch.path("\(name)-\(index).out"), stderr: scratch.path("\(name)-\(index).err")))
         }
         for (index, process) in processes.enumerated() {
-            let status = try await waitForExit(process, seconds: 300)
+            let status = try await waitForExit(process, seconds: 300 * kernelTimeScale)
             let log = (try? String(contentsOfFile: scratch.path("\(name)-\(index).err"), encoding: .utf8)) ?? ""
             #expect(status == 0 || status == 3, "\(name) worker \(index): exit \(String(describing: status)): \(log)")
         }

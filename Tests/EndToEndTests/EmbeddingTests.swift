@@ -48,7 +48,8 @@ import Testing
 
     func run(_ arguments: [String], name: String, scratch: Scratch, children: Children) async throws -> Data {
         let db = try await enqueue(name, scratch: scratch, children: children)
-        let work = try await sluice(["work", "--db", db, "--quiet"] + arguments, in: scratch, children: children, seconds: 600)
+        let work = try await sluice(["work", "--db", db, "--quiet"] + arguments, in: scratch, children: children,
+                                  seconds: 600 * kernelTimeScale)
         #expect(work.status == 0, "\(name): \(work.stderr)")
         return try await export(db, name, scratch: scratch, children: children)
     }
@@ -89,7 +90,7 @@ import Testing
                                             stdout: scratch.path("k\(round).out"), stderr: scratch.path("k\(round).err"))
             // Kill once the worker has checkpointed more of the long list than the last one did (or it ended).
             let before = try checkpointedVectors(db: db)
-            try await waitUntil("round \(round): more vectors checkpointed than \(before)", seconds: 300) {
+            try await waitUntil("round \(round): more vectors checkpointed than \(before)", seconds: 300 * kernelTimeScale) {
                 if !worker.isRunning { return true }
                 return try checkpointedVectors(db: db) > before
             }
@@ -98,7 +99,8 @@ import Testing
         }
         let kept = try checkpointedVectors(db: db)
         #expect(kept > 0 && kept < 600, "vectors checkpointed before the last worker: \(kept)")
-        let last = try await sluice(["work", "--db", db, "--quiet", "--max-lost-leases", "1000"], in: scratch, children: children, seconds: 600)
+        let last = try await sluice(["work", "--db", db, "--quiet", "--max-lost-leases", "1000"], in: scratch, children: children,
+                                  seconds: 600 * kernelTimeScale)
         #expect(last.status == 0, "\(last.stderr)")
         let killed = try await export(db, "killed", scratch: scratch, children: children)
         #expect(killed == reference, "the export after SIGKILLs differs from the uninterrupted run's")

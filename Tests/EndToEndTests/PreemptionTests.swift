@@ -151,12 +151,13 @@ import Testing
         }
         try lines.write(toFile: input, atomically: true, encoding: .utf8)
         _ = try await sluice(["enqueue", input, "--db", db], in: scratch, children: children)
-        let grace = 15.0
+        // The drain ends the engine's current step: seconds for 32 sequences on the portable kernels.
+        let grace = 15 * kernelTimeScale
         let worker = try children.spawn(try sluiceBinary(), ["work", "--db", db, "--concurrency", "32", "--lease", "60",
                                                              "--grace", "\(grace)", "--checkpoint-interval", "1"],
                                         stdout: scratch.path("w.out"), stderr: scratch.path("w.err"))
         // All 32 sequences generating, each with a periodic checkpoint already stored.
-        try await waitUntil("32 requests with stored checkpoints", seconds: 180) {
+        try await waitUntil("32 requests with stored checkpoints", seconds: 180 * kernelTimeScale) {
             try sqlite(db, "SELECT count(*) FROM requests WHERE state = 'leased' AND checkpoint_tokens > 0") == "32"
         }
         let before = Int(try sqlite(db, "SELECT coalesce(sum(checkpoint_tokens), 0) FROM requests")) ?? 0

@@ -21,6 +21,23 @@ func sluiceBinary() throws -> String {
     throw EndToEndError.missingBinary
 }
 
+/// Whether the `sluice` binary runs the `portable` kernels (`SLUICE_CPU=portable`, or a CPU without
+/// AVX2): `float32` with software fused multiply-adds on x86-64-v2, several times slower than the
+/// other variants (a 32-sequence decode step of the default model takes seconds).
+let builtinKernelsArePortable: Bool = {
+    guard let binary = try? sluiceBinary() else { return false }
+    let output = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-version-\(UUID().uuidString)").path
+    defer { try? FileManager.default.removeItem(atPath: output) }
+    guard let process = try? ChildProcess(executable: binary, arguments: ["--version"], standardOutput: .file(output),
+                                          standardError: .file("/dev/null")) else { return false }
+    _ = process.waitUntilExit()
+    return ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").contains("CPU kernels: portable")
+}()
+
+/// The factor for limits that bound how long the built-in engine's work may take (not those a
+/// feature promises): 4 on the `portable` kernels, 1 on the others.
+var kernelTimeScale: Double { builtinKernelsArePortable ? 4 : 1 }
+
 enum EndToEndError: Error { case missingBinary, serverDidNotStart, timeout(String), io(String) }
 
 /// A temporary directory removed at the end of the test.

@@ -146,53 +146,57 @@ void sluice_group_weighted_values4(const float *weights, long stride, struct slu
 /// versions below, each bit for bit its Swift counterpart. Everything named `_avx2` requires it.
 int sluice_avx2_available(void);
 
-/// `sluice_attention_scores` (Swift's `portableAttentionScores`) in AVX2.
-void sluice_attention_scores_avx2(const float *q, struct sluice_kv_rows keys, long d, float scale, long first, long last,
-                                  float *scores);
-/// `sluice_group_scores4` (Swift's `portableGroupScores4`) in AVX2.
-void sluice_group_scores4_avx2(const float *q, struct sluice_kv_rows keys, long d, float scale, long first, long last,
-                               float *scores, long stride);
-/// `sluice_weighted_values` (Swift's `portableWeightedValues`) in AVX2.
-void sluice_weighted_values_avx2(const float *weights, struct sluice_kv_rows values, long d, long first, long last,
-                                 float *out);
-/// `sluice_group_weighted_values4` (Swift's `portableGroupWeightedValues4`) in AVX2.
-void sluice_group_weighted_values4_avx2(const float *weights, long stride, struct sluice_kv_rows values, long d, long first,
-                                        long last, float *out);
+/// The float kernels, one source per family compiled once per variant (vector16.h): `_avx2` for
+/// the `avx2` variant and above, `_baseline` for `portable` (on x86-64-v2 with software fused
+/// multiply-adds, rounded as the instruction rounds them). Each is bit for bit its Swift counterpart:
+/// - `sluice_attention_scores`, `sluice_group_scores4`, `sluice_weighted_values`,
+///   `sluice_group_weighted_values4`: Swift's `portableAttentionScores`, `portableGroupScores4`,
+///   `portableWeightedValues`, `portableGroupWeightedValues4` (the AVX-512 versions above).
+/// - `sluice_gelu_tanh_gate`, `sluice_silu_gate`, `sluice_softmax`, `sluice_gelu_erf`: Swift's
+///   `portableGeluTanhGate`, `portableSiluGate`, `portableSoftmax`, `portableGeluErf` (BERT).
+/// - `sluice_exp_shifted`: x[i] = exp16(x[i] - shift), sixteen at a time as Swift's `exp16`.
+/// - `sluice_multiply_add`: accumulator[k] = fma(weight, values[k], accumulator[k]) for k < count.
+/// - `sluice_dot`: Swift's `dot` (16 running lanes of fused multiply-adds, `laneSum`, the rest one
+///   by one).
+/// - `sluice_f32_packed_rows`: Swift's `fusedRows` over a `PackedWeights` layout: rows
+///   first_row ..< last_row (first_row a multiple of 4) times tokens first_token ..< last_token of
+///   `x` (`columns` apart), into y[t * out_stride + r]; `mins` is NULL for types without offsets.
+/// - `sluice_f32_decode_packed_row`: row `row` of a `PackedWeights` layout decoded to `columns`
+///   floats at `out` (Swift's `PackedWeights.decode`).
+/// - `sluice_f32_row_tiles`: `rows` (4: Swift's `tile4x4` then `tile4x1`; otherwise `dot` per row)
+///   decoded weight rows at `w` times `tokens` activation rows, into y[t * out_stride + r].
+#define SLUICE_FLOAT_KERNELS(V)                                                                                           \
+    void sluice_attention_scores_##V(const float *q, struct sluice_kv_rows keys, long d, float scale, long first,        \
+                                     long last, float *scores);                                                          \
+    void sluice_group_scores4_##V(const float *q, struct sluice_kv_rows keys, long d, float scale, long first, long last, \
+                                  float *scores, long stride);                                                           \
+    void sluice_weighted_values_##V(const float *weights, struct sluice_kv_rows values, long d, long first, long last,    \
+                                    float *out);                                                                         \
+    void sluice_group_weighted_values4_##V(const float *weights, long stride, struct sluice_kv_rows values, long d,      \
+                                           long first, long last, float *out);                                           \
+    void sluice_gelu_tanh_gate_##V(float *gate, const float *up, long count);                                            \
+    void sluice_silu_gate_##V(float *gate, const float *up, long count);                                                 \
+    void sluice_softmax_##V(float *scores, long count);                                                                  \
+    void sluice_gelu_erf_##V(float *x, long count);                                                                      \
+    void sluice_exp_shifted_##V(float *x, long count, float shift);                                                      \
+    void sluice_multiply_add_##V(float *accumulator, float weight, const float *values, long count);                     \
+    float sluice_dot_##V(const float *a, const float *b, long count);                                                    \
+    void sluice_f32_packed_rows_##V(const int8_t *quants, const float *scales, const float *mins, long columns,           \
+                                    long scales_per_row, int scale_shift, long first_row, long last_row, const float *x, \
+                                    long first_token, long last_token, float *y, long out_stride);                       \
+    void sluice_f32_decode_packed_row_##V(const int8_t *quants, const float *scales, const float *mins, long columns,     \
+                                          long scales_per_row, int scale_shift, long row, float *out);                   \
+    void sluice_f32_row_tiles_##V(const float *w, long rows, const float *x, long tokens, long columns, float *y,        \
+                                  long out_stride);
+SLUICE_FLOAT_KERNELS(avx2)
+SLUICE_FLOAT_KERNELS(baseline)
 
-/// Swift's `portableGeluTanhGate` in AVX2.
-void sluice_gelu_tanh_gate_avx2(float *gate, const float *up, long count);
-/// Swift's `portableSiluGate` in AVX2.
-void sluice_silu_gate_avx2(float *gate, const float *up, long count);
-/// Swift's `portableSoftmax` in AVX2.
-void sluice_softmax_avx2(float *scores, long count);
-/// Swift's `portableGeluErf` (BERT) in AVX2.
-void sluice_gelu_erf_avx2(float *x, long count);
-/// x[i] = exp16(x[i] - shift), sixteen at a time as Swift's `exp16` computes them.
-void sluice_exp_shifted_avx2(float *x, long count, float shift);
-/// accumulator[k] = fma(weight, values[k], accumulator[k]) for k < count.
-void sluice_multiply_add_avx2(float *accumulator, float weight, const float *values, long count);
 /// The eight running lanes of `rmsNorm`'s sum of squares: lane j = Σ fma(x, x) over the elements
 /// 8i + j below the last multiple of 8, in Double, from zero in increasing i.
 void sluice_square_lanes_avx2(const float *x, long count, double lanes[8]);
 /// Swift's `Float16.store` (KVStorage.swift): `count` floats rounded to half floats, to nearest even,
 /// saturating at ±65504 (a NaN becomes -65504), with F16C's conversions.
 void sluice_store_halves_saturated_avx2(void *destination, const float *source, long count);
-
-/// Swift's `dot` (16 running lanes of fused multiply-adds, `laneSum`, the rest one by one) in AVX2.
-float sluice_dot_avx2(const float *a, const float *b, long count);
-/// Swift's `fusedRows` over a `PackedWeights` layout: rows first_row ..< last_row (first_row a
-/// multiple of 4) times tokens first_token ..< last_token of `x` (`columns` apart), into
-/// y[t * out_stride + r]. `mins` is NULL for types without offsets.
-void sluice_f32_packed_rows_avx2(const int8_t *quants, const float *scales, const float *mins, long columns,
-                                 long scales_per_row, int scale_shift, long first_row, long last_row, const float *x,
-                                 long first_token, long last_token, float *y, long out_stride);
-/// Row `row` of a `PackedWeights` layout decoded to `columns` floats at `out` (Swift's `PackedWeights.decode`).
-void sluice_f32_decode_packed_row_avx2(const int8_t *quants, const float *scales, const float *mins, long columns,
-                                       long scales_per_row, int scale_shift, long row, float *out);
-/// `rows` (4: Swift's `tile4x4` then `tile4x1`; otherwise `dot` per row) decoded weight rows at
-/// `w` times `tokens` activation rows, into y[t * out_stride + r].
-void sluice_f32_row_tiles_avx2(const float *w, long rows, const float *x, long tokens, long columns, float *y,
-                               long out_stride);
 
 /// Sixteen floats (imported into Swift as SIMD16<Float>).
 typedef float sluice_float_x16 __attribute__((ext_vector_type(16)));

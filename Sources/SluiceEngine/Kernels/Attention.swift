@@ -160,14 +160,15 @@ extension LayerView {
     }
 }
 
-// The kernels below run in C from the `avx2` variant up (`avx512Available` and `avx2Available`
-// follow SLUICE_CPU): the same operations, lane for lane and in the same order, as the portable
-// Swift versions. The build's Swift code targets x86-64-v2, where each fused multiply-add is a
-// call into libm; the AVX2 ones are those Swift kernels compiled for AVX2, and the AVX-512 ones
-// keep the grouped kernels' 16 sixteen-lane accumulators in registers (in AVX2 halves they spill:
-// attention took 15% of a 32-sequence decode step instead of 7.8%).
+// The kernels below run in C (`avx512Available` and `avx2Available` follow SLUICE_CPU): the same
+// operations, lane for lane and in the same order, as the portable Swift versions, which are their
+// reference. The build's Swift code targets x86-64-v2, where each fused multiply-add is a call into
+// libm; attention_kernels.h is those Swift kernels in C, compiled for AVX2 and for the baseline
+// (software fused multiply-adds on x86-64-v2, vector16.h), and the AVX-512 ones keep the grouped
+// kernels' 16 sixteen-lane accumulators in registers (in AVX2 halves they spill: attention took 15%
+// of a 32-sequence decode step instead of 7.8%).
 
-/// `portableGroupScores4`, in C from the `avx2` variant up.
+/// `portableGroupScores4`, in C.
 @inline(__always)
 private func groupScores4<E: CacheElement>(_: E.Type, _ q: UnsafePointer<Float>, view: LayerView, kvOffset: Int,
                                            headSize d: Int, scale: Float, positions: ClosedRange<Int>,
@@ -179,12 +180,12 @@ private func groupScores4<E: CacheElement>(_: E.Type, _ q: UnsafePointer<Float>,
         sluice_group_scores4_avx2(q, view.rows(keys: true, from: kvOffset, as: E.self), d, scale, positions.lowerBound,
                                   positions.upperBound, scores, stride)
     } else {
-        portableGroupScores4(E.self, q, view: view, kvOffset: kvOffset, headSize: d, scale: scale, positions: positions,
-                             into: scores, stride: stride)
+        sluice_group_scores4_baseline(q, view.rows(keys: true, from: kvOffset, as: E.self), d, scale, positions.lowerBound,
+                                      positions.upperBound, scores, stride)
     }
 }
 
-/// `portableGroupWeightedValues4`, in C from the `avx2` variant up.
+/// `portableGroupWeightedValues4`, in C.
 @inline(__always)
 private func groupWeightedValues4<E: CacheElement>(_: E.Type, _ weights: UnsafePointer<Float>, stride: Int, view: LayerView,
                                                    kvOffset: Int, headSize d: Int, positions: ClosedRange<Int>,
@@ -196,12 +197,12 @@ private func groupWeightedValues4<E: CacheElement>(_: E.Type, _ weights: UnsafeP
         sluice_group_weighted_values4_avx2(weights, stride, view.rows(keys: false, from: kvOffset, as: E.self), d,
                                            positions.lowerBound, positions.upperBound, out)
     } else {
-        portableGroupWeightedValues4(E.self, weights, stride: stride, view: view, kvOffset: kvOffset, headSize: d,
-                                     positions: positions, into: out)
+        sluice_group_weighted_values4_baseline(weights, stride, view.rows(keys: false, from: kvOffset, as: E.self), d,
+                                               positions.lowerBound, positions.upperBound, out)
     }
 }
 
-/// `portableAttentionScores`, in C from the `avx2` variant up.
+/// `portableAttentionScores`, in C.
 @inline(__always)
 private func attentionScores<E: CacheElement>(_: E.Type, _ q: UnsafePointer<Float>, view: LayerView, kvOffset: Int,
                                               headSize d: Int, scale: Float, positions: ClosedRange<Int>,
@@ -213,12 +214,12 @@ private func attentionScores<E: CacheElement>(_: E.Type, _ q: UnsafePointer<Floa
         sluice_attention_scores_avx2(q, view.rows(keys: true, from: kvOffset, as: E.self), d, scale, positions.lowerBound,
                                      positions.upperBound, scores)
     } else {
-        portableAttentionScores(E.self, q, view: view, kvOffset: kvOffset, headSize: d, scale: scale, positions: positions,
-                                into: scores)
+        sluice_attention_scores_baseline(q, view.rows(keys: true, from: kvOffset, as: E.self), d, scale, positions.lowerBound,
+                                         positions.upperBound, scores)
     }
 }
 
-/// `portableWeightedValues`, in C from the `avx2` variant up.
+/// `portableWeightedValues`, in C.
 @inline(__always)
 private func weightedValues<E: CacheElement>(_: E.Type, _ weights: UnsafePointer<Float>, view: LayerView, kvOffset: Int,
                                              headSize d: Int, positions: ClosedRange<Int>,
@@ -230,8 +231,8 @@ private func weightedValues<E: CacheElement>(_: E.Type, _ weights: UnsafePointer
         sluice_weighted_values_avx2(weights, view.rows(keys: false, from: kvOffset, as: E.self), d, positions.lowerBound,
                                     positions.upperBound, out)
     } else {
-        portableWeightedValues(E.self, weights, view: view, kvOffset: kvOffset, headSize: d, positions: positions,
-                               into: out)
+        sluice_weighted_values_baseline(weights, view.rows(keys: false, from: kvOffset, as: E.self), d, positions.lowerBound,
+                                        positions.upperBound, out)
     }
 }
 
@@ -365,7 +366,7 @@ func portableAttentionScores<E: CacheElement>(_: E.Type, _ q: UnsafePointer<Floa
     }
 }
 
-/// Softmax over `count` scores: `portableSoftmax`, in C from the `avx2` variant up.
+/// Softmax over `count` scores: `portableSoftmax`, in C.
 @inline(__always)
 private func softmaxInPlace(_ scores: UnsafeMutablePointer<Float>, count: Int) {
     if avx512Available {
@@ -373,7 +374,7 @@ private func softmaxInPlace(_ scores: UnsafeMutablePointer<Float>, count: Int) {
     } else if avx2Available {
         sluice_softmax_avx2(scores, count)
     } else {
-        portableSoftmax(scores, count: count)
+        sluice_softmax_baseline(scores, count)
     }
 }
 

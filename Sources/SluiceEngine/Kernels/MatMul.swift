@@ -110,11 +110,7 @@ public func matmul(_ x: UnsafePointer<Float>, tokens: Int, _ w: WeightMatrix, in
         dequantizingMatmul(x, tokens: tokens, w, into: y, pool: pool)
         return
     }
-    if packed.mins != nil {
-        packedMatmul(x, tokens: tokens, w, packed, into: y, pool: pool, Affine.self)
-    } else {
-        packedMatmul(x, tokens: tokens, w, packed, into: y, pool: pool, Scaled.self)
-    }
+    packedMatmul(x, tokens: tokens, w, packed, into: y, pool: pool)
 }
 
 /// Several products of the same activations, `products[i].output = x · products[i].matrixᵀ`:
@@ -132,9 +128,8 @@ public func matmul(_ x: UnsafePointer<Float>, tokens: Int, _ products: [(matrix:
     }
 }
 
-@inline(__always)
-private func packedMatmul<Mode: ScaleMode>(_ x: UnsafePointer<Float>, tokens: Int, _ w: WeightMatrix, _ packed: PackedWeights,
-                                           into y: UnsafeMutablePointer<Float>, pool: ComputePool, _: Mode.Type) {
+private func packedMatmul(_ x: UnsafePointer<Float>, tokens: Int, _ w: WeightMatrix, _ packed: PackedWeights,
+                          into y: UnsafeMutablePointer<Float>, pool: ComputePool) {
     let columns = w.columns, rows = w.rows
     let tokenBlock = tokens <= fusedTokenLimit ? tokens : max(8, min(tokens, activationBlockBytes / (4 * columns)) / 4 * 4)
     let tokenBlocks = (tokens + tokenBlock - 1) / tokenBlock
@@ -145,52 +140,31 @@ private func packedMatmul<Mode: ScaleMode>(_ x: UnsafePointer<Float>, tokens: In
         let firstToken = item / rowBlocks * tokenBlock, lastToken = min(tokens, firstToken + tokenBlock)
         let firstRow = item % rowBlocks * rowsPerItem, lastRow = min(rows, firstRow + rowsPerItem)
         if lastToken - firstToken <= fusedTokenLimit {
-            fusedRows(packed, firstRow..<lastRow, x, tokens: firstToken..<lastToken, columns: columns, y, outStride: rows, Mode.self)
+            fusedRows(packed, firstRow..<lastRow, x, tokens: firstToken..<lastToken, columns: columns, y, outStride: rows)
         } else {
             decodedRows(w, firstRow..<lastRow, x, tokens: firstToken..<lastToken, y)
         }
     }
 }
 
-/// Rows `rowRange` times tokens `tokenRange`, straight from the packed weights.
+/// Rows `rowRange` times tokens `tokenRange`, straight from the packed weights: each 16 weights
+/// decoded in registers once per tile of up to four tokens (f32_matmul_kernels.h).
 @inline(__always)
-private func fusedRows<Mode: ScaleMode>(_ w: PackedWeights, _ rowRange: Range<Int>, _ x: UnsafePointer<Float>, tokens tokenRange: Range<Int>,
-                                        columns: Int, _ y: UnsafeMutablePointer<Float>, outStride: Int, _: Mode.Type) {
-    if avx2Available {
-        sluice_f32_packed_rows_avx2(w.quants.assumingMemoryBound(to: Int8.self), w.scales, w.mins.map { UnsafePointer($0) },
-                                    columns, w.scalesPerRow, Int32(w.scaleShift), rowRange.lowerBound, rowRange.upperBound,
-                                    x, tokenRange.lowerBound, tokenRange.upperBound, y, outStride)
-        return
-    }
-    var r = rowRange.lowerBound
-    while r + 4 <= rowRange.upperBound {
-        let quad = w.cursor(row: r)  // r is a multiple of 4: lane 0 of its quad
-        var t = tokenRange.lowerBound
-        while t + 4 <= tokenRange.upperBound {
-            fusedTile4x4(w, quad, x + t * columns, columns: columns, y + t * outStride + r, outStride: outStride, Mode.self)
-            t += 4
-        }
-        if t + 2 <= tokenRange.upperBound {
-            fusedTile4x2(w, quad, x + t * columns, columns: columns, y + t * outStride + r, outStride: outStride, Mode.self)
-            t += 2
-        }
-        if t < tokenRange.upperBound {
-            fusedTile4x1(w, quad, x + t * columns, columns: columns, y + t * outStride + r, outStride: outStride, Mode.self)
-        }
-        r += 4
-    }
-    while r < rowRange.upperBound {
-        let cursor = w.cursor(row: r)
-        for t in tokenRange {
-            let xt = x + t * columns
-            var acc = SIMD16<Float>()
-            for c in 0..<columns / 16 {
-                acc.addProduct(cursor.chunk(c, scaleShift: w.scaleShift, Mode.self), load16(xt + 16 * c))
-            }
-            y[t * outStride + r] = laneSum(acc)
-        }
-        r += 1
-    }
+private func fusedRows(_ w: PackedWeights, _ rowRange: Range<Int>, _ x: UnsafePointer<Float>, tokens tokenRange: Range<Int>,
+                       columns: Int, _ y: UnsafeMutablePointer<Float>, outStride: Int) {
+    let packedRows = avx2Available ? sluice_f32_packed_rows_avx2 : sluice_f32_packed_rows_baseline
+    packedRows(w.quants.assumingMemoryBound(to: Int8.self), w.scales, w.mins.map { UnsafePointer($0) }, columns, w.scalesPerRow,
+               Int32(w.scaleShift), rowRange.lowerBound, rowRange.upperBound, x, tokenRange.lowerBound, tokenRange.upperBound,
+               y, outStride)
+}
+
+/// Four decoded weight rows at `w` times `tokens` activation rows at `x`, into `y[t * outStride + r]`
+/// (f32_matmul_kernels.h: four tokens at a time, then one).
+@inline(__always)
+private func rowTiles(_ w: UnsafePointer<Float>, _ x: UnsafePointer<Float>, tokens: Int, columns: Int,
+                      _ y: UnsafeMutablePointer<Float>, outStride: Int) {
+    let tiles = avx2Available ? sluice_f32_row_tiles_avx2 : sluice_f32_row_tiles_baseline
+    tiles(w, 4, x, tokens, columns, y, outStride)
 }
 
 /// Rows `rowRange` times tokens `tokenRange`, through four rows of weights decoded into L1.
@@ -202,21 +176,8 @@ private func decodedRows(_ w: WeightMatrix, _ rowRange: Range<Int>, _ x: UnsafeP
         var r = rowRange.lowerBound
         while r + 4 <= rowRange.upperBound {
             for i in 0..<4 { w.dequantize(row: r + i, into: rows + i * columns) }
-            if avx2Available {
-                sluice_f32_row_tiles_avx2(rows, 4, x + tokenRange.lowerBound * columns, tokenRange.count, columns,
-                                          y + tokenRange.lowerBound * w.rows + r, w.rows)
-                r += 4
-                continue
-            }
-            var t = tokenRange.lowerBound
-            while t + 4 <= tokenRange.upperBound {
-                tile4x4(rows, x + t * columns, columns: columns, y + t * w.rows + r, outStride: w.rows)
-                t += 4
-            }
-            while t < tokenRange.upperBound {
-                tile4x1(rows, x + t * columns, columns: columns, y + t * w.rows + r)
-                t += 1
-            }
+            rowTiles(rows, x + tokenRange.lowerBound * columns, tokens: tokenRange.count, columns: columns,
+                     y + tokenRange.lowerBound * w.rows + r, outStride: w.rows)
             r += 4
         }
         while r < rowRange.upperBound {
@@ -248,20 +209,7 @@ public func dequantizingMatmul(_ x: UnsafePointer<Float>, tokens: Int, _ w: Weig
             var r = firstRow
             while r + 4 <= lastRow {
                 for i in 0..<4 { dequantizeRow(w.type, w.data + (r + i) * w.rowBytes, count: columns, into: rows + i * columns) }
-                if avx2Available {
-                    sluice_f32_row_tiles_avx2(rows, 4, x, tokens, columns, y + r, w.rows)
-                    r += 4
-                    continue
-                }
-                var t = 0
-                while t + 4 <= tokens {
-                    tile4x4(rows, x + t * columns, columns: columns, y + t * w.rows + r, outStride: w.rows)
-                    t += 4
-                }
-                while t < tokens {
-                    tile4x1(rows, x + t * columns, columns: columns, y + t * w.rows + r)
-                    t += 1
-                }
+                rowTiles(rows, x, tokens: tokens, columns: columns, y + r, outStride: w.rows)
                 r += 4
             }
             while r < lastRow {
@@ -298,11 +246,11 @@ func finish<B: CacheElement>(_ acc: SIMD16<Float>, _ a: UnsafePointer<Float>, _ 
     return sum
 }
 
-/// The dot product of two float vectors, in the kernels' fixed reduction order (in C from the
-/// `avx2` variant up, the same operations).
+/// The dot product of two float vectors, in the kernels' fixed reduction order: `dotProduct`'s
+/// operations, in C.
 @inline(__always)
 public func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
-    avx2Available ? sluice_dot_avx2(a, b, count) : dotProduct(a, b, count: count)
+    avx2Available ? sluice_dot_avx2(a, b, count) : sluice_dot_baseline(a, b, count)
 }
 
 /// `dot` with `b` held in any cache element type, read as floats.
@@ -350,131 +298,4 @@ func dotProducts4x4<B: CacheElement>(_ a0: UnsafePointer<Float>, _ a1: UnsafePoi
                   finish(c22, a2, b2, from: k, to: count), finish(c23, a2, b3, from: k, to: count),
                   finish(c30, a3, b0, from: k, to: count), finish(c31, a3, b1, from: k, to: count),
                   finish(c32, a3, b2, from: k, to: count), finish(c33, a3, b3, from: k, to: count))
-}
-
-/// Four weight rows times four activation rows.
-@inline(__always)
-private func tile4x4(_ w: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, columns: Int,
-                     _ y: UnsafeMutablePointer<Float>, outStride: Int) {
-    let w0 = UnsafePointer(w), w1 = w0 + columns, w2 = w1 + columns, w3 = w2 + columns
-    let x0 = x, x1 = x0 + columns, x2 = x1 + columns, x3 = x2 + columns
-    let products = dotProducts4x4(w0, w1, w2, w3, x0, x1, x2, x3, count: columns)
-    // products[4 r + t]: weight row r times activation row t, which goes to y[t · outStride + r].
-    for r in 0..<4 {
-        for t in 0..<4 { y[t * outStride + r] = products[4 * r + t] }
-    }
-}
-
-/// Four weight rows times one activation row.
-@inline(__always)
-private func tile4x1(_ w: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, columns: Int, _ y: UnsafeMutablePointer<Float>) {
-    let w0 = UnsafePointer(w), w1 = w0 + columns, w2 = w1 + columns, w3 = w2 + columns
-    var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
-    var k = 0
-    while k + 16 <= columns {
-        let v = load16(x + k)
-        a0.addProduct(load16(w0 + k), v)
-        a1.addProduct(load16(w1 + k), v)
-        a2.addProduct(load16(w2 + k), v)
-        a3.addProduct(load16(w3 + k), v)
-        k += 16
-    }
-    y[0] = finish(a0, w0, x, from: k, to: columns)
-    y[1] = finish(a1, w1, x, from: k, to: columns)
-    y[2] = finish(a2, w2, x, from: k, to: columns)
-    y[3] = finish(a3, w3, x, from: k, to: columns)
-}
-
-/// Four packed weight rows times 4 activation rows, decoding each 16 weights once for all 4.
-@inline(__always)
-private func fusedTile4x4<Mode: ScaleMode>(_ w: PackedWeights, _ quad: RowCursor,
-                                         _ x: UnsafePointer<Float>, columns: Int, _ y: UnsafeMutablePointer<Float>, outStride: Int, _: Mode.Type) {
-    let scaleShift = w.scaleShift
-    let x0 = x
-    let x1 = x + 1 * columns
-    let x2 = x + 2 * columns
-    let x3 = x + 3 * columns
-    var a00 = SIMD16<Float>(); var a01 = SIMD16<Float>(); var a02 = SIMD16<Float>(); var a03 = SIMD16<Float>()
-    var a10 = SIMD16<Float>(); var a11 = SIMD16<Float>(); var a12 = SIMD16<Float>(); var a13 = SIMD16<Float>()
-    var a20 = SIMD16<Float>(); var a21 = SIMD16<Float>(); var a22 = SIMD16<Float>(); var a23 = SIMD16<Float>()
-    var a30 = SIMD16<Float>(); var a31 = SIMD16<Float>(); var a32 = SIMD16<Float>(); var a33 = SIMD16<Float>()
-    for c in 0..<columns / 16 {
-        let offset = 64 * c, scaleIndex = 4 * (c &>> scaleShift), k = 16 * c
-        let v0 = load16(x0 + k)
-        let v1 = load16(x1 + k)
-        let v2 = load16(x2 + k)
-        let v3 = load16(x3 + k)
-        let u0 = quad.chunk(offset: offset, scaleIndex: scaleIndex, Mode.self)
-        a00.addProduct(u0, v0); a01.addProduct(u0, v1); a02.addProduct(u0, v2); a03.addProduct(u0, v3)
-        let u1 = quad.chunk(offset: offset + 16, scaleIndex: scaleIndex + 1, Mode.self)
-        a10.addProduct(u1, v0); a11.addProduct(u1, v1); a12.addProduct(u1, v2); a13.addProduct(u1, v3)
-        let u2 = quad.chunk(offset: offset + 32, scaleIndex: scaleIndex + 2, Mode.self)
-        a20.addProduct(u2, v0); a21.addProduct(u2, v1); a22.addProduct(u2, v2); a23.addProduct(u2, v3)
-        let u3 = quad.chunk(offset: offset + 48, scaleIndex: scaleIndex + 3, Mode.self)
-        a30.addProduct(u3, v0); a31.addProduct(u3, v1); a32.addProduct(u3, v2); a33.addProduct(u3, v3)
-    }
-    let y0 = y
-    y0[0] = laneSum(a00); y0[1] = laneSum(a10); y0[2] = laneSum(a20); y0[3] = laneSum(a30)
-    let y1 = y + 1 * outStride
-    y1[0] = laneSum(a01); y1[1] = laneSum(a11); y1[2] = laneSum(a21); y1[3] = laneSum(a31)
-    let y2 = y + 2 * outStride
-    y2[0] = laneSum(a02); y2[1] = laneSum(a12); y2[2] = laneSum(a22); y2[3] = laneSum(a32)
-    let y3 = y + 3 * outStride
-    y3[0] = laneSum(a03); y3[1] = laneSum(a13); y3[2] = laneSum(a23); y3[3] = laneSum(a33)
-}
-
-/// Four packed weight rows times 2 activation rows, decoding each 16 weights once for all 2.
-@inline(__always)
-private func fusedTile4x2<Mode: ScaleMode>(_ w: PackedWeights, _ quad: RowCursor,
-                                         _ x: UnsafePointer<Float>, columns: Int, _ y: UnsafeMutablePointer<Float>, outStride: Int, _: Mode.Type) {
-    let scaleShift = w.scaleShift
-    let x0 = x
-    let x1 = x + 1 * columns
-    var a00 = SIMD16<Float>(); var a01 = SIMD16<Float>()
-    var a10 = SIMD16<Float>(); var a11 = SIMD16<Float>()
-    var a20 = SIMD16<Float>(); var a21 = SIMD16<Float>()
-    var a30 = SIMD16<Float>(); var a31 = SIMD16<Float>()
-    for c in 0..<columns / 16 {
-        let offset = 64 * c, scaleIndex = 4 * (c &>> scaleShift), k = 16 * c
-        let v0 = load16(x0 + k)
-        let v1 = load16(x1 + k)
-        let u0 = quad.chunk(offset: offset, scaleIndex: scaleIndex, Mode.self)
-        a00.addProduct(u0, v0); a01.addProduct(u0, v1)
-        let u1 = quad.chunk(offset: offset + 16, scaleIndex: scaleIndex + 1, Mode.self)
-        a10.addProduct(u1, v0); a11.addProduct(u1, v1)
-        let u2 = quad.chunk(offset: offset + 32, scaleIndex: scaleIndex + 2, Mode.self)
-        a20.addProduct(u2, v0); a21.addProduct(u2, v1)
-        let u3 = quad.chunk(offset: offset + 48, scaleIndex: scaleIndex + 3, Mode.self)
-        a30.addProduct(u3, v0); a31.addProduct(u3, v1)
-    }
-    let y0 = y
-    y0[0] = laneSum(a00); y0[1] = laneSum(a10); y0[2] = laneSum(a20); y0[3] = laneSum(a30)
-    let y1 = y + 1 * outStride
-    y1[0] = laneSum(a01); y1[1] = laneSum(a11); y1[2] = laneSum(a21); y1[3] = laneSum(a31)
-}
-
-/// Four packed weight rows times 1 activation row, decoding each 16 weights once for all 1.
-@inline(__always)
-private func fusedTile4x1<Mode: ScaleMode>(_ w: PackedWeights, _ quad: RowCursor,
-                                         _ x: UnsafePointer<Float>, columns: Int, _ y: UnsafeMutablePointer<Float>, outStride: Int, _: Mode.Type) {
-    let scaleShift = w.scaleShift
-    let x0 = x
-    var a00 = SIMD16<Float>()
-    var a10 = SIMD16<Float>()
-    var a20 = SIMD16<Float>()
-    var a30 = SIMD16<Float>()
-    for c in 0..<columns / 16 {
-        let offset = 64 * c, scaleIndex = 4 * (c &>> scaleShift), k = 16 * c
-        let v0 = load16(x0 + k)
-        let u0 = quad.chunk(offset: offset, scaleIndex: scaleIndex, Mode.self)
-        a00.addProduct(u0, v0)
-        let u1 = quad.chunk(offset: offset + 16, scaleIndex: scaleIndex + 1, Mode.self)
-        a10.addProduct(u1, v0)
-        let u2 = quad.chunk(offset: offset + 32, scaleIndex: scaleIndex + 2, Mode.self)
-        a20.addProduct(u2, v0)
-        let u3 = quad.chunk(offset: offset + 48, scaleIndex: scaleIndex + 3, Mode.self)
-        a30.addProduct(u3, v0)
-    }
-    let y0 = y
-    y0[0] = laneSum(a00); y0[1] = laneSum(a10); y0[2] = laneSum(a20); y0[3] = laneSum(a30)
 }

@@ -214,32 +214,9 @@ final class PackedWeights: @unchecked Sendable {
 
     /// Writes row `row` as floats (`columns` of them), bit for bit what `dequantizeRow` writes.
     func decode(row: Int, columns: Int, into destination: UnsafeMutablePointer<Float>) {
-        if avx2Available {
-            sluice_f32_decode_packed_row_avx2(quants.assumingMemoryBound(to: Int8.self), scales, mins.map { UnsafePointer($0) },
-                                              columns, scalesPerRow, Int32(scaleShift), row, destination)
-        } else if mins != nil {
-            decode(row: row, columns: columns, into: destination, Affine.self)
-        } else {
-            decode(row: row, columns: columns, into: destination, Scaled.self)
-        }
-    }
-
-    @inline(__always)
-    private func decode<Mode: ScaleMode>(row: Int, columns: Int, into destination: UnsafeMutablePointer<Float>, _: Mode.Type) {
-        let cursor = cursor(row: row)
-        for c in 0..<columns / 16 {
-            let w = cursor.chunk(c, scaleShift: scaleShift, Mode.self)
-            UnsafeMutableRawPointer(destination + 16 * c).storeBytes(of: w, as: SIMD16<Float>.self)
-        }
-    }
-
-    /// Row `row`'s quants and scales (the kernels step 64 bytes and 4 floats per chunk).
-    @inline(__always)
-    func cursor(row: Int) -> RowCursor {
-        let quad = row >> 2, lane = row & 3
-        let scaleBase = quad * 4 * scalesPerRow + lane
-        return RowCursor(quants: UnsafeRawPointer(quants + quad * 4 * columns + 16 * lane), scales: UnsafePointer(scales + scaleBase),
-                         mins: UnsafePointer((mins ?? scales) + scaleBase))
+        let decodeRow = avx2Available ? sluice_f32_decode_packed_row_avx2 : sluice_f32_decode_packed_row_baseline
+        decodeRow(quants.assumingMemoryBound(to: Int8.self), scales, mins.map { UnsafePointer($0) }, columns, scalesPerRow,
+                  Int32(scaleShift), row, destination)
     }
 
     /// Gives back to the kernel the physical pages behind `data` (a read-only,
@@ -252,35 +229,5 @@ final class PackedWeights: @unchecked Sendable {
         let end = (Int(bitPattern: data) + byteCount) / page * page
         guard end > start, let pointer = UnsafeMutableRawPointer(bitPattern: start) else { return }
         _ = madvise(pointer, end - start, MADV_DONTNEED)
-    }
-}
-
-/// Whether weights carry an offset (`scale * q - min`) or not (`scale * q`).
-protocol ScaleMode { static var hasMin: Bool { get } }
-enum Scaled: ScaleMode { static var hasMin: Bool { false } }
-enum Affine: ScaleMode { static var hasMin: Bool { true } }
-
-/// One row of `PackedWeights`, for the kernels.
-struct RowCursor {
-    let quants: UnsafeRawPointer
-    let scales: UnsafePointer<Float>
-    let mins: UnsafePointer<Float>
-
-    /// Elements `16c ..< 16c + 16` of the row as floats.
-    @inline(__always)
-    func chunk<Mode: ScaleMode>(_ c: Int, scaleShift: Int, _: Mode.Type) -> SIMD16<Float> {
-        chunk(offset: 64 * c, scaleIndex: 4 * (c &>> scaleShift), Mode.self)
-    }
-
-    /// The chunk whose quants are `offset` bytes and whose scale `scaleIndex` floats past the cursor.
-    @inline(__always)
-    func chunk<Mode: ScaleMode>(offset: Int, scaleIndex: Int, _: Mode.Type) -> SIMD16<Float> {
-        let q = quants.loadUnaligned(fromByteOffset: offset, as: SIMD16<Int8>.self)
-        var v = SIMD16<Float>()
-        // Element by element so that LLVM emits one sign extension and one conversion
-        // (the generic SIMD conversions are calls into the standard library).
-        for i in 0..<16 { v[i] = Float(Int32(q[i])) }
-        let w = SIMD16<Float>(repeating: scales[scaleIndex]) * v
-        return Mode.hasMin ? w - SIMD16<Float>(repeating: mins[scaleIndex]) : w
     }
 }

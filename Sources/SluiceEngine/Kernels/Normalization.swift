@@ -53,15 +53,15 @@ public func scaleInPlace(_ y: UnsafeMutablePointer<Float>, by s: Float, count: I
 ///
 /// Where the CPU runs AVX-512, `sluice_gelu_tanh_gate`: the same operations as
 /// `portableGeluTanhGate`, bit for bit, which Swift lowers to split vectors and scalar code
-/// (3.2 ns per element; GELU was 4.5% of a 32-sequence decode step); on `avx2`, the same
-/// compiled for AVX2 (`sluice_gelu_tanh_gate_avx2`).
+/// (3.2 ns per element; GELU was 4.5% of a 32-sequence decode step); below, the same in C
+/// (elementwise_kernels.h) compiled for AVX2 or for the baseline.
 public func geluTanhGate(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int) {
     if avx512Available {
         sluice_gelu_tanh_gate(gate, up, count)
     } else if avx2Available {
         sluice_gelu_tanh_gate_avx2(gate, up, count)
     } else {
-        portableGeluTanhGate(gate, up, count: count)
+        sluice_gelu_tanh_gate_baseline(gate, up, count)
     }
 }
 
@@ -70,11 +70,12 @@ let avx512Available = sluice_avx512_available() != 0
 
 /// Whether the variant in use is `avx2` or above (`SLUICE_CPU` permitting). The build's Swift code
 /// targets x86-64-v2, where every fused multiply-add of its SIMD code is a call into libm: the
-/// kernels built on them run in C compiled for AVX2 + FMA then, the same operations lane for lane
-/// (vector16.h), so every variant computes the same bits.
+/// kernels built on them run in C, the same operations lane for lane (vector16.h), compiled for
+/// AVX2 + FMA (`_avx2`) and for the baseline (`_baseline`: software fused multiply-adds on
+/// x86-64-v2, rounded as the instruction rounds), so every variant computes the same bits.
 let avx2Available = sluice_avx2_available() != 0
 
-/// `geluTanhGate` in Swift: sixteen lanes at a time (a partial last group included), with
+/// `geluTanhGate` in Swift, the C kernels' reference: sixteen lanes at a time (a partial last group included), with
 /// `tanh16` (the scalar `tanhf` took a tenth of a batched decode step).
 func portableGeluTanhGate(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int) {
     let c = SIMD16<Float>(repeating: Float((2.0 / Double.pi).squareRoot()))
@@ -88,17 +89,16 @@ func portableGeluTanhGate(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePoint
     }
 }
 
-/// `gate = silu(gate) * up`, the SwiGLU of Llama and Qwen: `portableSiluGate`, in C from the
-/// `avx2` variant up.
+/// `gate = silu(gate) * up`, the SwiGLU of Llama and Qwen: `portableSiluGate`, in C.
 public func siluGate(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int) {
     if avx2Available {
         sluice_silu_gate_avx2(gate, up, count)
     } else {
-        portableSiluGate(gate, up, count: count)
+        sluice_silu_gate_baseline(gate, up, count)
     }
 }
 
-/// `siluGate` in Swift, sixteen lanes at a time.
+/// `siluGate` in Swift, the C kernels' reference: sixteen lanes at a time.
 func portableSiluGate(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int) {
     var i = 0
     while i < count {

@@ -341,17 +341,10 @@ public final class BertModel: @unchecked Sendable {
                     var total: Float = 0
                     if avx2Available {
                         sluice_exp_shifted_avx2(scores, n, largest)
-                        for j in 0..<n { total += scores[j] }
                     } else {
-                        var j = 0
-                        while j < n {
-                            let count = min(16, n - j)
-                            let e = exp16(loadPartial16(scores + j, count: count) - SIMD16(repeating: largest))
-                            storePartial16(e, scores + j, count: count)
-                            for k in 0..<count { total += e[k] }
-                            j += 16
-                        }
+                        sluice_exp_shifted_baseline(scores, n, largest)
                     }
+                    for j in 0..<n { total += scores[j] }
                     let inverse = 1 / total
                     for k in 0..<d { accumulator[k] = 0 }
                     for j in 0..<n {
@@ -360,7 +353,7 @@ public final class BertModel: @unchecked Sendable {
                         if avx2Available {
                             sluice_multiply_add_avx2(accumulator, weight, value, d)
                         } else {
-                            for k in 0..<d { accumulator[k] = accumulator[k].addingProduct(weight, value[k]) }
+                            sluice_multiply_add_baseline(accumulator, weight, value, d)
                         }
                     }
                     let out = context + (starts[s] + i) * h + head * d
@@ -374,17 +367,17 @@ public final class BertModel: @unchecked Sendable {
 /// `x = x·Φ(x)`, GELU in its exact (erf) form as BERT defines it, sixteen lanes at a time.
 ///
 /// erf by Abramowitz & Stegun 7.1.26 (absolute error below 1.5·10⁻⁷), with `exp16`; the same
-/// operations on every lane, so a result does not depend on where its element falls. In C from the
-/// `avx2` variant up (`sluice_gelu_erf_avx2`, the same operations).
+/// operations on every lane, so a result does not depend on where its element falls. In C
+/// (`sluice_gelu_erf_avx2` or `_baseline`, the operations of `portableGeluErf`).
 func geluErf(_ x: UnsafeMutablePointer<Float>, count: Int) {
     if avx2Available {
         sluice_gelu_erf_avx2(x, count)
     } else {
-        portableGeluErf(x, count: count)
+        sluice_gelu_erf_baseline(x, count)
     }
 }
 
-/// `geluErf` in Swift.
+/// `geluErf` in Swift, the C kernels' reference.
 func portableGeluErf(_ x: UnsafeMutablePointer<Float>, count: Int) {
     var i = 0
     while i < count {

@@ -1,3 +1,4 @@
+import CSluiceKernels
 import SluiceTestSupport
 import Testing
 
@@ -92,6 +93,56 @@ private let allTypes: [TensorType] = [.q8_0, .q4_0, .q5_0, .q4_K, .q5_K, .q6_K, 
                 }
             }
             #expect(mismatches == 0, "\(type.name), \(tokens) tokens: \(mismatches) outputs differ from the reference")
+        }
+    }
+
+    /// The float kernels compiled for the baseline (the `portable` variant's: software fused
+    /// multiply-adds on x86-64-v2), called directly whatever this CPU runs: the packed rows' tiles
+    /// of 4, 2 and 1 tokens, the decoded rows' tiles and `dot`, each output the reference
+    /// `dotProduct` of the dequantized row, to the bit.
+    @Test(arguments: [TensorType.q8_0, .q4_0, .q5_0, .q4_K, .q5_K, .q6_K])
+    func theBaselineFloatKernelsEqualTheReferenceDotProduct(type: TensorType) throws {
+        let weights = RandomWeights(type, rows: 37, columns: 512, seed: 5)
+        let w = weights.matrix, rows = w.rows, columns = w.columns
+        let packed = try #require(w.packed)
+        let decoded = UnsafeMutablePointer<Float>.allocate(capacity: rows * columns)
+        defer { decoded.deallocate() }
+        for r in 0..<rows { dequantizeRow(type, w.data + r * w.rowBytes, count: columns, into: decoded + r * columns) }
+        for tokens in [1, 2, 3, 4, 7] {
+            let x = randomActivations(tokens * columns, seed: UInt64(100 + tokens))
+            var fused = [Float](repeating: .nan, count: tokens * rows), tiled = fused
+            x.withUnsafeBufferPointer { x in
+                fused.withUnsafeMutableBufferPointer { y in
+                    sluice_f32_packed_rows_baseline(packed.quants.assumingMemoryBound(to: Int8.self), packed.scales,
+                                                    packed.mins.map { UnsafePointer($0) }, columns, packed.scalesPerRow,
+                                                    Int32(packed.scaleShift), 0, rows, x.baseAddress!, 0, tokens, y.baseAddress!, rows)
+                }
+                tiled.withUnsafeMutableBufferPointer { y in
+                    var r = 0
+                    while r + 4 <= rows {
+                        sluice_f32_row_tiles_baseline(decoded + r * columns, 4, x.baseAddress!, tokens, columns, y.baseAddress! + r, rows)
+                        r += 4
+                    }
+                    sluice_f32_row_tiles_baseline(decoded + r * columns, rows - r, x.baseAddress!, tokens, columns, y.baseAddress! + r, rows)
+                }
+            }
+            var mismatches = 0
+            for r in 0..<rows {
+                for t in 0..<tokens {
+                    let expected = x.withUnsafeBufferPointer { dotProduct(decoded + r * columns, $0.baseAddress! + t * columns, count: columns) }
+                    let viaDot = x.withUnsafeBufferPointer { sluice_dot_baseline(decoded + r * columns, $0.baseAddress! + t * columns, columns) }
+                    for got in [fused[t * rows + r], tiled[t * rows + r], viaDot] where got.bitPattern != expected.bitPattern { mismatches += 1 }
+                }
+            }
+            #expect(mismatches == 0, "\(type.name), \(tokens) tokens: \(mismatches) outputs differ from the reference")
+        }
+        let row = UnsafeMutablePointer<Float>.allocate(capacity: columns)
+        defer { row.deallocate() }
+        for r in [0, 5, 36] {
+            sluice_f32_decode_packed_row_baseline(packed.quants.assumingMemoryBound(to: Int8.self), packed.scales,
+                                                  packed.mins.map { UnsafePointer($0) }, columns, packed.scalesPerRow,
+                                                  Int32(packed.scaleShift), r, row)
+            #expect((0..<columns).allSatisfy { row[$0].bitPattern == decoded[r * columns + $0].bitPattern }, "\(type.name) row \(r)")
         }
     }
 

@@ -121,11 +121,11 @@ import Testing
         }
     }
 
-    /// The C gates (GELU in AVX-512 and AVX2, SiLU and BERT's erf GELU in AVX2) are the portable
-    /// ones' operations in other registers: equal bit for bit, over ordinary values, every `tanh16`
-    /// and `exp16` boundary, and special values, at every length of a partial last group.
-    @Test(.enabled(if: avx2Available, "the CPU has no AVX2"))
-    func acceleratedGatesEqualThePortableOnesBitForBit() {
+    /// The C gates (GELU in AVX-512; GELU, SiLU and BERT's erf GELU in AVX2 and in the baseline's
+    /// software fused multiply-adds) are the portable ones' operations in other registers: equal bit
+    /// for bit, over ordinary values, every `tanh16` and `exp16` boundary, and special values, at
+    /// every length of a partial last group.
+    @Test func acceleratedGatesEqualThePortableOnesBitForBit() {
         var generator = SplitMix64(seed: 11)
         var gate = (0..<4000).map { _ in Float.random(in: -12...12, using: &generator) }
         gate += (0..<1000).map { _ in Float.random(in: -0.2...0.2, using: &generator) }
@@ -138,19 +138,28 @@ import Testing
                  -.leastNonzeroMagnitude, .greatestFiniteMagnitude, -.greatestFiniteMagnitude, 1e-30, 3e4, -3e4]
         let up = gate.indices.map { _ in Float.random(in: -3...3, using: &generator) }
         typealias Gate = (UnsafeMutablePointer<Float>, Int) -> Void
+        let exp: Gate = { pointer, count in
+            var i = 0
+            while i < count {
+                let n = min(16, count - i)
+                storePartial16(exp16(loadPartial16(pointer + i, count: n) - SIMD16(repeating: 0.75)), pointer + i, count: n)
+                i += 16
+            }
+        }
         var pairs: [(name: String, portable: Gate, accelerated: Gate)] = [
-            ("GELU avx2", { portableGeluTanhGate($0, up, count: $1) }, { sluice_gelu_tanh_gate_avx2($0, up, $1) }),
-            ("SiLU avx2", { portableSiluGate($0, up, count: $1) }, { sluice_silu_gate_avx2($0, up, $1) }),
-            ("erf GELU avx2", { portableGeluErf($0, count: $1) }, { sluice_gelu_erf_avx2($0, $1) }),
-            ("exp avx2", { pointer, count in
-                var i = 0
-                while i < count {
-                    let n = min(16, count - i)
-                    storePartial16(exp16(loadPartial16(pointer + i, count: n) - SIMD16(repeating: 0.75)), pointer + i, count: n)
-                    i += 16
-                }
-            }, { sluice_exp_shifted_avx2($0, $1, 0.75) }),
+            ("GELU baseline", { portableGeluTanhGate($0, up, count: $1) }, { sluice_gelu_tanh_gate_baseline($0, up, $1) }),
+            ("SiLU baseline", { portableSiluGate($0, up, count: $1) }, { sluice_silu_gate_baseline($0, up, $1) }),
+            ("erf GELU baseline", { portableGeluErf($0, count: $1) }, { sluice_gelu_erf_baseline($0, $1) }),
+            ("exp baseline", exp, { sluice_exp_shifted_baseline($0, $1, 0.75) }),
         ]
+        if avx2Available {
+            pairs += [
+                ("GELU avx2", { portableGeluTanhGate($0, up, count: $1) }, { sluice_gelu_tanh_gate_avx2($0, up, $1) }),
+                ("SiLU avx2", { portableSiluGate($0, up, count: $1) }, { sluice_silu_gate_avx2($0, up, $1) }),
+                ("erf GELU avx2", { portableGeluErf($0, count: $1) }, { sluice_gelu_erf_avx2($0, $1) }),
+                ("exp avx2", exp, { sluice_exp_shifted_avx2($0, $1, 0.75) }),
+            ]
+        }
         if avx512Available {
             pairs.append(("GELU avx512", { portableGeluTanhGate($0, up, count: $1) }, { sluice_gelu_tanh_gate($0, up, $1) }))
         }
@@ -182,6 +191,86 @@ import Testing
         }
     }
 
+    /// The baseline kernels' fused multiply-add (vector16.h: in double, with a round-to-odd repair
+    /// where the double sum lands on a float midpoint or below float's normal range; software on
+    /// x86-64-v2) rounds once, as the instruction does: over random operands of every magnitude,
+    /// cancellations, sums one double rounding away from a float midpoint (where rounding the
+    /// double sum would be wrong, checked here), results below the normal floats, and special values.
+    @Test func theBaselinesFusedMultiplyAddRoundsOnce() {
+        var generator = SplitMix64(seed: 31)
+        func anyMagnitude() -> Float {
+            let magnitude = Float(sign: .plus, exponent: Int.random(in: -149...127, using: &generator),
+                                  significand: Float.random(in: 1..<2, using: &generator))
+            return Bool.random(using: &generator) ? magnitude : -magnitude
+        }
+        var weights: [Float] = [], values: [Float] = [], addends: [Float] = []
+        func add(_ weight: Float, _ lanes: [(value: Float, addend: Float)]) {
+            // One weight per call of the kernel: 16 lanes each.
+            for chunk in stride(from: 0, to: lanes.count, by: 16) {
+                let part = lanes[chunk..<min(lanes.count, chunk + 16)]
+                weights.append(weight)
+                values += part.map(\.value) + Array(repeating: 1, count: 16 - part.count)
+                addends += part.map(\.addend) + Array(repeating: 0, count: 16 - part.count)
+            }
+        }
+        for _ in 0..<4000 {
+            let weight = Int.random(in: 0..<3, using: &generator) == 0 ? anyMagnitude() : Float.random(in: -4...4, using: &generator)
+            add(weight, (0..<16).map { _ in
+                let value = Bool.random(using: &generator) ? anyMagnitude() : Float.random(in: -4...4, using: &generator)
+                let addend = switch Int.random(in: 0..<4, using: &generator) {
+                case 0: -(weight * value)  // cancellation down to the product's rounding error
+                case 1: anyMagnitude()
+                default: Float.random(in: -8...8, using: &generator)
+                }
+                return (value, addend)
+            })
+        }
+        // a·b = 2^(e-24)·(1 - 2^-2k) beside c = 2^e·(odd significand): the double sum rounds to the
+        // midpoint above c, the exact sum is just below it, so the answer is c.
+        var midpoints = 0
+        for k in 15...23 {
+            for _ in 0..<40 {
+                let e = Int.random(in: -100...100, using: &generator)
+                let odd = Float(sign: .plus, exponent: e, significand: 1 + Float(2 * Int.random(in: 0..<(1 << 22), using: &generator) + 1) * 0x1p-23)
+                let weight = Float(sign: .plus, exponent: e - 24, significand: 1 + Float(sign: .plus, exponent: -k, significand: 1))
+                let value = 1 - Float(sign: .plus, exponent: -k, significand: 1)
+                let negate = Bool.random(using: &generator)
+                let doubleRounded = Float(Double(weight) * Double(value) + Double(odd))
+                if doubleRounded != odd.addingProduct(weight, value) { midpoints += 1 }
+                add(negate ? -weight : weight, [(value, negate ? -odd : odd)])
+            }
+        }
+        #expect(midpoints == 360, "the midpoint cases must be ones that rounding the double sum gets wrong")
+        // Products and sums below the normal floats, and special values.
+        for _ in 0..<500 {
+            let weight = Float(sign: .plus, exponent: Int.random(in: -80 ... -60, using: &generator),
+                               significand: Float.random(in: 1..<2, using: &generator))
+            add(weight, (0..<16).map { _ in
+                let value = Float(sign: .plus, exponent: Int.random(in: -75 ... -50, using: &generator),
+                                  significand: Float.random(in: 1..<2, using: &generator))
+                let addend = Float(sign: Bool.random(using: &generator) ? .minus : .plus,
+                                   exponent: Int.random(in: -149 ... -120, using: &generator), significand: 1)
+                return (value, addend)
+            })
+        }
+        let specials: [Float] = [0, -0.0, .infinity, -.infinity, .nan, .greatestFiniteMagnitude, -.greatestFiniteMagnitude,
+                                 .leastNonzeroMagnitude, -.leastNonzeroMagnitude, .leastNormalMagnitude, 1, -1]
+        for weight in specials {
+            add(weight, specials.flatMap { value in specials.map { (value, $0) } })
+        }
+        var got = addends
+        got.withUnsafeMutableBufferPointer { got in
+            for (call, weight) in weights.enumerated() {
+                values.withUnsafeBufferPointer { sluice_multiply_add_baseline(got.baseAddress! + 16 * call, weight, $0.baseAddress! + 16 * call, 16) }
+            }
+        }
+        let wrong = addends.indices.filter { i in
+            let expected = addends[i].addingProduct(weights[i / 16], values[i])
+            return expected.isNaN ? !got[i].isNaN : expected.bitPattern != got[i].bitPattern
+        }
+        #expect(wrong.isEmpty, "\(wrong.count) of \(addends.count) differ, first: \(wrong.first.map { "\(weights[$0 / 16]) × \(values[$0]) + \(addends[$0]) gave \(got[$0])" } ?? "")")
+    }
+
     /// The AVX2 fused multiply-add loops (the norms' sums of squares, BERT's weighted values, `dot`)
     /// are the portable ones' operations, bit for bit, at lengths around every multiple of 8 and 16.
     @Test(.enabled(if: avx2Available, "the CPU has no AVX2"))
@@ -199,32 +288,42 @@ import Testing
                 k += 8
             }
             #expect(lanes == expected, "sums of squares, count \(count)")
-            var accumulator = Array(b.prefix(count)), reference = accumulator
-            accumulator.withUnsafeMutableBufferPointer { sluice_multiply_add_avx2($0.baseAddress!, 0.3, a, count) }
+            var reference = Array(b.prefix(count))
             for i in 0..<count { reference[i] = reference[i].addingProduct(0.3, a[i]) }
-            #expect(accumulator.map(\.bitPattern) == reference.map(\.bitPattern), "multiply-add, count \(count)")
-            #expect(sluice_dot_avx2(a, b, count).bitPattern == dotProduct(a, b, count: count).bitPattern, "dot, count \(count)")
+            for (name, multiplyAdd) in [("avx2", sluice_multiply_add_avx2), ("baseline", sluice_multiply_add_baseline)] {
+                var accumulator = Array(b.prefix(count))
+                accumulator.withUnsafeMutableBufferPointer { multiplyAdd($0.baseAddress!, 0.3, a, count) }
+                #expect(accumulator.map(\.bitPattern) == reference.map(\.bitPattern), "multiply-add \(name), count \(count)")
+            }
+            let dot = dotProduct(a, b, count: count).bitPattern
+            #expect(sluice_dot_avx2(a, b, count).bitPattern == dot, "dot avx2, count \(count)")
+            #expect(sluice_dot_baseline(a, b, count).bitPattern == dot, "dot baseline, count \(count)")
         }
     }
 
-    /// The C softmaxes (AVX-512, AVX2) are the portable one's operations: equal bit for bit, at every
-    /// length of a partial last group, with scores spanning exp16's clamps, ties and infinities.
-    @Test(.enabled(if: avx2Available, "the CPU has no AVX2"))
-    func acceleratedSoftmaxEqualsThePortableOneBitForBit() {
+    /// The C softmaxes (AVX-512, AVX2, the baseline's) are the portable one's operations: equal bit
+    /// for bit, at every length of a partial last group, with scores spanning exp16's clamps, ties
+    /// and infinities.
+    @Test func acceleratedSoftmaxEqualsThePortableOneBitForBit() {
         var generator = SplitMix64(seed: 12)
         for count in [1, 2, 15, 16, 17, 31, 100, 257, 1000] {
             for spread: Float in [0.5, 8, 200] {
                 var scores = (0..<count).map { _ in Float.random(in: -spread...spread, using: &generator) }
                 if count > 20 { scores[3] = -.infinity; scores[7] = 0; scores[9] = -0.0; scores[11] = scores[12] }
-                var portable = scores, avx2 = scores, avx512 = scores
+                var portable = scores, baseline = scores, avx2 = scores, avx512 = scores
                 portable.withUnsafeMutableBufferPointer { portableSoftmax($0.baseAddress!, count: count) }
-                avx2.withUnsafeMutableBufferPointer { sluice_softmax_avx2($0.baseAddress!, count) }
+                baseline.withUnsafeMutableBufferPointer { sluice_softmax_baseline($0.baseAddress!, count) }
+                if avx2Available {
+                    avx2.withUnsafeMutableBufferPointer { sluice_softmax_avx2($0.baseAddress!, count) }
+                } else {
+                    avx2 = portable
+                }
                 if avx512Available {
                     avx512.withUnsafeMutableBufferPointer { sluice_softmax($0.baseAddress!, count) }
                 } else {
                     avx512 = portable
                 }
-                for (name, accelerated) in [("avx2", avx2), ("avx512", avx512)] {
+                for (name, accelerated) in [("baseline", baseline), ("avx2", avx2), ("avx512", avx512)] {
                     let differing = (0..<count).filter { portable[$0].bitPattern != accelerated[$0].bitPattern }
                     #expect(differing.isEmpty, "\(name), count \(count), spread \(spread): \(differing.count) differ")
                 }
