@@ -58,8 +58,8 @@ V16_INLINE v16f fma16(v16f a, v16f b, v16f c) {
     const v16l bits = (v16l)sum;
     // The 29 bits float drops are exactly one half: a midpoint.
     const v16l midpoint = (bits & 0x1FFFFFFF) == 0x10000000;
-    // 0 < |sum| < 2^-126, as an unsigned comparison of the magnitude's bits less one.
-    const v16l below_normal = (((bits & INT64_MAX) - 1) ^ INT64_MIN) < ((0x3810000000000000LL - 1) ^ INT64_MIN);
+    // |sum| < 2^-126 (zero too: rare, and right either way).
+    const v16l below_normal = (bits & 0x7FF0000000000000LL) < 0x3810000000000000LL;
     if (__builtin_expect(__builtin_reduce_or(midpoint | below_normal) == 0, 1)) return __builtin_convertvector(sum, v16f);
     const v16d product_part = sum - addend, addend_part = sum - product_part;
     const v16d error = (product - product_part) + (addend - addend_part);
