@@ -1,5 +1,5 @@
-// The float (`--precision float32`) matrix products: MatMul.swift's tiles, operation for operation
-// (vector16.h). Every output element is the same accumulator as in Swift (16-lane fused
+// The float (`--precision float32`) matrix products, operation for operation those of MatMul.swift's
+// `dotProduct` (vector16.h). Every output element is the same accumulator as in Swift (16-lane fused
 // multiply-adds over k, `laneSum`, then one fused multiply-add per element past the last 16), so
 // every variant agrees with Swift to the bit (MatMulTests). A translation unit per variant includes
 // this after vector16.h, with `VARIANT(name)` naming its functions: f32_matmul_avx2.c (AVX2 + FMA)
@@ -23,7 +23,7 @@ V16_INLINE float dot(const float *a, const float *b, long count) {
 
 float VARIANT(sluice_dot)(const float *a, const float *b, long count) { return dot(a, b, count); }
 
-/// One packed row's chunk (`RowCursor.chunk`): 16 quants times their scale, less the offset.
+/// One packed row's chunk: 16 quants times their scale, less the offset (what `dequantizeRow` gives).
 V16_INLINE v16f chunk(const int8_t *quants, const float *scales, const float *mins, long offset, long scale_index) {
     v16c q;
     memcpy(&q, quants + offset, sizeof q);
@@ -31,7 +31,7 @@ V16_INLINE v16f chunk(const int8_t *quants, const float *scales, const float *mi
     return mins ? w - mins[scale_index] : w;
 }
 
-/// Four packed rows (a quad, from its lane 0) times TOKENS activation rows (`fusedTile4xN`).
+/// Four packed rows (a quad, from its lane 0) times TOKENS activation rows.
 V16_INLINE void fused_tile(const int TOKENS, const int8_t *quants, const float *scales, const float *mins, int scale_shift,
                            const float *x, long columns, float *y, long out_stride) {
     v16f acc[4][4];
@@ -93,7 +93,7 @@ void VARIANT(sluice_f32_decode_packed_row)(const int8_t *quants, const float *sc
     for (long c = 0; c < columns / 16; c++) store16f(out + 16 * c, chunk(q, s, m, 64 * c, 4 * (c >> scale_shift)));
 }
 
-/// Four weight rows times four activation rows (`tile4x4`, through `dotProducts4x4`).
+/// Four weight rows times four activation rows.
 V16_INLINE void tile4x4(const float *w, const float *x, long columns, float *y, long out_stride) {
     v16f acc[4][4];
     for (int r = 0; r < 4; r++)
@@ -111,7 +111,7 @@ V16_INLINE void tile4x4(const float *w, const float *x, long columns, float *y, 
         for (int t = 0; t < 4; t++) y[t * out_stride + r] = finish(acc[r][t], w + r * columns, x + t * columns, k, columns);
 }
 
-/// Four weight rows times one activation row (`tile4x1`).
+/// Four weight rows times one activation row.
 V16_INLINE void tile4x1(const float *w, const float *x, long columns, float *y) {
     v16f acc[4];
     for (int r = 0; r < 4; r++) acc[r] = splat16(0);

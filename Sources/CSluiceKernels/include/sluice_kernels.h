@@ -158,12 +158,12 @@ int sluice_avx2_available(void);
 /// - `sluice_multiply_add`: accumulator[k] = fma(weight, values[k], accumulator[k]) for k < count.
 /// - `sluice_dot`: Swift's `dot` (16 running lanes of fused multiply-adds, `laneSum`, the rest one
 ///   by one).
-/// - `sluice_f32_packed_rows`: Swift's `fusedRows` over a `PackedWeights` layout: rows
+/// - `sluice_f32_packed_rows`: the products of a `PackedWeights` layout (`fusedRows`): rows
 ///   first_row ..< last_row (first_row a multiple of 4) times tokens first_token ..< last_token of
 ///   `x` (`columns` apart), into y[t * out_stride + r]; `mins` is NULL for types without offsets.
 /// - `sluice_f32_decode_packed_row`: row `row` of a `PackedWeights` layout decoded to `columns`
-///   floats at `out` (Swift's `PackedWeights.decode`).
-/// - `sluice_f32_row_tiles`: `rows` (4: Swift's `tile4x4` then `tile4x1`; otherwise `dot` per row)
+///   floats at `out`, bit for bit what `dequantizeRow` writes (`PackedWeights.decode`).
+/// - `sluice_f32_row_tiles`: `rows` (4: four-token tiles, then one token at a time; otherwise `dot` per row)
 ///   decoded weight rows at `w` times `tokens` activation rows, into y[t * out_stride + r].
 #define SLUICE_FLOAT_KERNELS(V)                                                                                           \
     void sluice_attention_scores_##V(const float *q, struct sluice_kv_rows keys, long d, float scale, long first,        \
