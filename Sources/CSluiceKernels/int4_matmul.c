@@ -131,6 +131,9 @@ void tile(const int PANELS, const int TOKENS, const int KIND, const int LOW,
         }
         __m512i dot[2][SLUICE_INT4_MAX_TOKENS];
         const uint8_t *wb = w + (size_t)b * 256;
+        if (PANELS == 1 && TOKENS == 1) {
+            for (int i = 0; i < 4; i++) _mm_prefetch((const char *)(wb + SLUICE_LONE_TOKEN_PREFETCH_BYTES + 64 * i), _MM_HINT_T0);
+        }
         const size_t xb = (size_t)b * 32;
         if (NARROW) {
             narrow_block(PANELS, TOKENS, LOW, wb, panel_bytes, xq + xb, LOW ? xl + xb : NULL, columns, dot);

@@ -65,6 +65,9 @@ void tile(const int PANELS, const int TOKENS, const int LOW, const uint8_t *w, c
             for (int t = 0; t < TOKENS; t++) dot[p][t] = other[p][t] = _mm512_setzero_si512();
         const uint8_t *wb = w + (size_t)b * 192;
         const size_t xb = (size_t)b * 16;
+        if (PANELS == 1 && TOKENS == 1) {
+            for (int i = 0; i < 3; i++) _mm_prefetch((const char *)(wb + SLUICE_LONE_TOKEN_PREFETCH_BYTES + 64 * i), _MM_HINT_T0);
+        }
         __m512i u[2][4];
         for (int p = 0; p < PANELS; p++) {
             const uint8_t *line = wb + p * panel_bytes;
