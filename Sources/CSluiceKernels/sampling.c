@@ -287,6 +287,87 @@ BODY int collect(const float *logits, int count, float maximum, double cutoff, d
     return found;
 }
 
+typedef float v16f __attribute__((ext_vector_type(16)));
+typedef int32_t v16i __attribute__((ext_vector_type(16)));
+
+/// 2^a for sixteen a in [-100, 0], in float: a = k + f with |f| <= 1/2, 2^f as e^(f ln 2) by its
+/// Taylor series to the 6th power (truncation under 1.2e-7 relatively, Horner's roundings under
+/// 5e-7), times 2^k built in the exponent field.
+BODY v16f exp2_small16(v16f a) {
+    const v16f k = __builtin_elementwise_rint(a);
+    const v16f r = (a - k) * 0x1.62e430p-1f;  // f · ln 2
+    v16f p = 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const v16i bits = (__builtin_convertvector(k, v16i) + 127) << 23;
+    return p * (v16f)bits;
+}
+
+/// The sum of sixteen floats (in a fixed order: the bound below allows for any).
+BODY float sum16(v16f v) {
+    float total = 0.0f;
+    for (int j = 0; j < 16; j++) total += v[j];
+    return total;
+}
+
+// The terms' error: the difference v − reference and its product with log2(e) / T are each rounded
+// in float (relative 2^-24, and the scale itself once more), so a term's exponent is off by at most
+// |a| · 3 · 2^-24 <= 1.8e-5 for |a| <= 100, which moves 2^a by under 1.3e-5 relatively; with the
+// polynomial's 6.2e-7, and the float partial sums' (16 terms per lane, then 16 lanes, before each
+// is added to a double: under 1.8e-6), under SLUICE_WEIGHT_TERM_ERROR.
+BODY void accumulate_weights(const float *values, int count, double inverse_temperature, float *reference,
+                             double *sum) {
+    v16f tops = *reference;
+    v16f finite = 0.0f;
+    int i = 0;
+    for (; i + 16 <= count; i += 16) {
+        v16f v;
+        memcpy(&v, values + i, sizeof v);
+        finite += v - v;  // NaN wherever a value is not finite
+        tops = __builtin_elementwise_max(tops, v);
+    }
+    float top = __builtin_reduce_max(tops);
+    float check = sum16(finite);
+    for (int j = i; j < count; j++) {
+        check += values[j] - values[j];
+        top = values[j] > top ? values[j] : top;
+    }
+    if (check != 0.0f) {
+        *sum = NAN;
+        return;
+    }
+    if (top > *reference) {
+        if (*sum > 0) *sum *= exact_exp(((double)*reference - (double)top) * inverse_temperature);
+        *reference = top;
+    }
+    const float scale = (float)(inverse_temperature * 0x1.71547652b82fep0);  // log2(e) / T
+    double total = 0;
+    i = 0;
+    while (i + 16 <= count) {
+        // Up to 16 vectors in float, then into the double total.
+        v16f lanes = 0.0f;
+        for (int n = 0; n < 16 && i + 16 <= count; n++, i += 16) {
+            v16f v;
+            memcpy(&v, values + i, sizeof v);
+            const v16f a = (v - top) * scale;
+            const v16i kept = a >= -100.0f;
+            lanes += (v16f)((v16i)exp2_small16(__builtin_elementwise_max(a, (v16f)-100.0f)) & kept);
+        }
+        total += (double)sum16(lanes);
+    }
+    if (i < count) {
+        v16f a = -1000.0f;
+        for (int j = 0; i + j < count; j++) a[j] = (values[i + j] - top) * scale;
+        const v16i kept = a >= -100.0f;
+        total += (double)sum16((v16f)((v16i)exp2_small16(__builtin_elementwise_max(a, (v16f)-100.0f)) & kept));
+    }
+    *sum += total;
+}
+
 // One copy of each kernel per instruction set: NAME##_avx2 with AVX2 + FMA, NAME##_baseline without.
 #define SAMPLING_KERNELS(SUFFIX)                                                                                          \
     static double exp_##SUFFIX(double a) { return polynomial_exp(a); }                                                   \
@@ -303,6 +384,10 @@ BODY int collect(const float *logits, int count, float maximum, double cutoff, d
                              double bucket_scale, int buckets, int32_t *histogram, double *mass) {                       \
         return scan(logits, count, maximum, cutoff, inverse_temperature, bucket_scale, buckets, histogram, mass);        \
     }                                                                                                                     \
+    static void accumulate_weights_##SUFFIX(const float *values, int count, double inverse_temperature,             \
+                                            float *reference, double *sum) {                                         \
+        accumulate_weights(values, count, inverse_temperature, reference, sum);                                      \
+    }                                                                                                                 \
     static int collect_##SUFFIX(const float *logits, int count, float maximum, double cutoff, double inverse_temperature, \
                                 double bucket_scale, int buckets, int last_bucket, int32_t *tokens, double *scaled) {    \
         return collect(logits, count, maximum, cutoff, inverse_temperature, bucket_scale, buckets, last_bucket, tokens, \
@@ -326,6 +411,7 @@ SAMPLING_KERNELS(avx2)
 #define first_equal_avx2 first_equal_baseline
 #define scan_avx2 scan_baseline
 #define collect_avx2 collect_baseline
+#define accumulate_weights_avx2 accumulate_weights_baseline
 #endif
 
 double sluice_sampling_exp(double a) { return USE_AVX2 ? exp_avx2(a) : exp_baseline(a); }
@@ -358,4 +444,12 @@ int sluice_sampling_collect(const float *logits, int count, float maximum, doubl
                                    tokens, scaled)
                     : collect_baseline(logits, count, maximum, cutoff, inverse_temperature, bucket_scale, buckets, last_bucket,
                                        tokens, scaled);
+}
+
+void sluice_accumulate_weights(const float *values, int count, double inverse_temperature, float *reference, double *sum) {
+    if (USE_AVX2) {
+        accumulate_weights_avx2(values, count, inverse_temperature, reference, sum);
+    } else {
+        accumulate_weights_baseline(values, count, inverse_temperature, reference, sum);
+    }
 }

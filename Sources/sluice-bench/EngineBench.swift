@@ -38,7 +38,7 @@ struct EngineBench: ParsableCommand {
     @Option(help: "How matrix products treat activations: f32, int16 or int8 (default: the engine's).")
     var precision: MatmulPrecision = .engineDefault
 
-    @Flag(name: .customLong("full-logits"), help: "Compute every logit of each greedy step instead of only the argmax (as sampling with a temperature or log-probabilities needs).")
+    @Flag(name: .customLong("full-logits"), help: "Compute every logit of each step instead of only the chosen token (the argmax, or a draw the output head decides from its bounds).")
     var fullLogits = false
 
     @Option(help: "Sample each generated token at this temperature (0: greedy, as llama-batched-bench).")
@@ -104,10 +104,17 @@ struct EngineBench: ParsableCommand {
         let logits = UnsafeMutablePointer<Float>.allocate(capacity: vocabulary * 64)
         defer { logits.deallocate() }
         let clock = ContinuousClock()
-        // Greedy rows without log-probabilities need only their most likely token, as in the engine.
+        // Rows without log-probabilities need only their chosen token, as in the engine: the most
+        // likely one, or the one drawn (the head draws it where its bounds decide).
         let headOnly = !fullLogits && sampling.isGreedy && logprobs == nil
-        func argmaxRows(_ count: Int) -> ArgmaxRows? {
-            headOnly ? ArgmaxRows(flags: Array(repeating: true, count: count), usableVocabulary: vocabulary) : nil
+        let drawnInHead = !fullLogits && !sampling.isGreedy && logprobs == nil
+        func argmaxRows(_ count: Int, step: Int) -> ArgmaxRows? {
+            if headOnly { return ArgmaxRows(flags: Array(repeating: true, count: count), usableVocabulary: vocabulary) }
+            guard drawnInHead else { return nil }
+            let draws = (0..<count).map { s in
+                HeadDraw(parameters: sampling, uniform: CounterRandom.uniform(seed: 0, key: UInt64(s), index: UInt64(step)))
+            }
+            return ArgmaxRows(flags: Array(repeating: true, count: count), draws: draws, usableVocabulary: vocabulary)
         }
         let workspaces = (0..<64).map { _ in SamplerWorkspace() }
         let parameters = sampling, logprobs = logprobs
@@ -170,7 +177,7 @@ struct EngineBench: ParsableCommand {
                 for step in 0..<generated {
                     // Decoding as the engine runs it: greedy rows get only their most likely token.
                     let chosen = lm.forward(tokens: lastTokens, placements: (0..<npl).map { TokenPlacement(slot: $0, position: generationPrompt + step) },
-                                            logitRows: Array(0..<npl), argmaxRows: argmaxRows(npl), cache: cache, logits: stepLogits)
+                                            logitRows: Array(0..<npl), argmaxRows: argmaxRows(npl, step: step), cache: cache, logits: stepLogits)
                     if headOnly && !fullLogits {
                         for s in 0..<npl { lastTokens[s] = chosen[s] ?? Sampler.argmax(stepLogits + s * vocabulary, count: vocabulary) }
                     } else if sampling.isGreedy && logprobs == nil {

@@ -42,4 +42,14 @@ double sluice_log(double x);
 /// i mod 8 (in index order), and the eight are added as ((0+1)+(2+3))+((4+5)+(6+7)).
 double sluice_logit_exp_sum(const float *logits, int count, float maximum);
 
+/// Relative error of each term `sluice_accumulate_weights` adds (its float arithmetic: see sampling.c).
+#define SLUICE_WEIGHT_TERM_ERROR 3e-5
+
+/// Continues a running sum of the weights e^((v − *reference) · inverse_temperature) of values[0..<count]
+/// for the sampling head's bound on a row's total: raises `*reference` to the largest finite value seen
+/// (rescaling `*sum` to it with `sluice_exp`), then adds each term, computed in float, to `*sum`. Each
+/// term is within SLUICE_WEIGHT_TERM_ERROR of its exact value, relatively; terms under 2^-100 are left
+/// out. Non-finite values make `*sum` non-finite. (inverse_temperature > 0.)
+void sluice_accumulate_weights(const float *values, int count, double inverse_temperature, float *reference, double *sum);
+
 #endif

@@ -331,15 +331,25 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         }
         let vocabulary = model.shape.vocabularySize
         let logits = logitBuffer.floats(plan.logitRows.count * vocabulary)
-        // Greedy rows without log-probabilities need only their most likely token.
+        // Rows without log-probabilities or a transform need only their token: the most likely one,
+        // or the one drawn with the draw of the position the row stands for (the output head
+        // draws it where its bounds decide, and otherwise leaves the row's logits to pickTokens).
         var argmaxFlags = [Bool](repeating: false, count: plan.logitRows.count)
+        var draws = [HeadDraw?](repeating: nil, count: plan.logitRows.count)
         for (index, generation) in plan.samplers.enumerated() {
             let parameters = generation.parameters
-            guard parameters.sampling.isGreedy && parameters.logprobs == nil && !generation.needsFullLogits else { continue }
-            for offset in 0...plan.drafts[index].count { argmaxFlags[plan.firstLogit[index] + offset] = true }
+            guard parameters.logprobs == nil && !generation.needsFullLogits else { continue }
+            for offset in 0...plan.drafts[index].count {
+                let row = plan.firstLogit[index] + offset
+                argmaxFlags[row] = true
+                if !parameters.sampling.isGreedy {
+                    draws[row] = HeadDraw(parameters: parameters.sampling,
+                                          uniform: generation.uniform(forToken: generation.generated.count + offset))
+                }
+            }
         }
         let chosen = model.forward(tokens: plan.tokens, placements: plan.placements, logitRows: plan.logitRows,
-                                   argmaxRows: ArgmaxRows(flags: argmaxFlags, usableVocabulary: tokenizer.vocabularySize),
+                                   argmaxRows: ArgmaxRows(flags: argmaxFlags, draws: draws, usableVocabulary: tokenizer.vocabularySize),
                                    cache: cache, logits: logits)
         for (generation, count) in plan.contributions { generation.cachedCount += count }
         // Prompt log-probabilities first: a generation's last prompt rows and its first token may share the step.

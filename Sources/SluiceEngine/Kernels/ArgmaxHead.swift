@@ -1,4 +1,5 @@
 import CSluiceKernels
+import Synchronization
 
 /// The most likely token of each row of an `int16` output projection, found without
 /// computing every logit at two bytes per activation: the same token, from bit for bit
@@ -15,13 +16,14 @@ import CSluiceKernels
 /// Every row whose upper bound falls short of the best lower bound cannot be the argmax;
 /// the few that remain are computed exactly by `sluice_int8_row_product`, the `int16`
 /// kernel's own arithmetic for one row. Ties go to the lowest id, as in `Sampler.argmax`.
+/// Sampled rows share the same pass (`choose`; see SamplingHead.swift).
 final class ArgmaxHead: @unchecked Sendable {
     // Sendable: written once in init, read-only afterwards.
 
     let weights: Int8Weights
     /// ‖w‖₂ of each row, rounded up.
     let rowNorms: UnsafeMutablePointer<Float>
-    private let largestRowNorm: Float
+    let largestRowNorm: Float
     /// Bounds the magnitude of every partial sum the kernels form, per unit of ‖x‖₁.
     private let largestMagnitude: Float
 
@@ -59,9 +61,21 @@ final class ArgmaxHead: @unchecked Sendable {
     /// `scratch` holds `rows` floats (its contents are left undefined).
     func argmax(_ x: UnsafePointer<Float>, tokens: Int, usable: Int, scratch: UnsafeMutablePointer<Float>,
                 pool: ComputePool) -> [Int32] {
+        choose(x, tokens: tokens, usable: usable, draws: Array(repeating: nil, count: tokens), scratch: scratch, pool: pool)
+            .map { $0! }
+    }
+
+    /// Each token's pick over rows `0..<usable` of its row of `x` times the weights at `int16`:
+    /// where `draws[t]` is nil, what `Sampler.argmax` picks from the full product; otherwise what
+    /// `Sampler.sample` draws from it with that draw's parameters and uniform, or nil where the
+    /// first pass's bounds cannot decide the draw (the caller then samples the full product).
+    ///
+    /// `scratch` holds `rows` floats (its contents are left undefined).
+    func choose(_ x: UnsafePointer<Float>, tokens: Int, usable: Int, draws: [HeadDraw?], scratch: UnsafeMutablePointer<Float>,
+                pool: ComputePool) -> [Int32?] {
         guard tokens > 0 else { return [] }
         let columns = weights.columns
-        precondition(usable > 0 && usable <= weights.rows)
+        precondition(usable > 0 && usable <= weights.rows && draws.count == tokens)
         let coarse = RoundedActivations(x, tokens: tokens, columns: columns, block: weights.block, lowBytes: false, pool: pool)
         let fine = RoundedActivations(x, tokens: tokens, columns: columns, block: weights.block, lowBytes: true, pool: pool)
         let bounds = UnsafeMutablePointer<TokenBound?>.allocate(capacity: tokens)
@@ -69,36 +83,56 @@ final class ArgmaxHead: @unchecked Sendable {
         defer { bounds.deallocate() }
         pool.parallelFor(tokens) { t in bounds[t] = tokenBound(x + t * columns, token: t, coarse, fine) }
         // A row can hold the largest exact value only if its estimate is within both rows' bounds
-        // of the largest estimate. NaN: no usable bound.
-        let margins = (0..<tokens).map { t in bounds[t].map { 2 * $0.bound(rowNorm: largestRowNorm) } ?? .nan }
-        let scans = firstPass(coarse, tokens: tokens, usable: usable, margins: margins, pool: pool)
+        // of the largest estimate; a draw keeps a wider window (SamplingHead.swift). NaN: no usable bound.
+        let targets = (0..<tokens).map { t -> PassTarget in
+            guard let bound = bounds[t] else { return PassTarget(margin: .nan, capacity: 0, inverseTemperature: nil) }
+            let largest = bound.bound(rowNorm: largestRowNorm)
+            if let draw = draws[t] { return samplingTarget(draw, largestBound: largest) }
+            return PassTarget(margin: 2 * largest, capacity: Self.candidateCapacity, inverseTemperature: nil)
+        }
+        let scans = firstPass(coarse, tokens: tokens, usable: usable, targets: targets, pool: pool)
 
         var chosen = [Int32](repeating: -1, count: tokens)
         chosen.withUnsafeMutableBufferPointer { chosen in
             let chosen = chosen.baseAddress!
             pool.parallelFor(tokens) { t in
-                guard let bound = bounds[t], margins[t].isFinite, !scans.contains(where: { $0.overflowed[t] }) else { return }
+                guard let bound = bounds[t], targets[t].margin.isFinite, !scans.contains(where: { $0.overflowed[t] }) else { return }
                 let maximum = scans.map { $0.maxima[t] }.max()!
                 guard maximum.isFinite else { return }
                 // Scans cover ascending row ranges and keep their rows in order, so candidates ascend.
                 var rows: [Int32] = [], estimates: [Float] = []
                 for scan in scans {
-                    for (row, estimate) in zip(scan.rows[t], scan.estimates[t]) where estimate >= maximum - margins[t] {
+                    for (row, estimate) in zip(scan.rows[t], scan.estimates[t]) where estimate >= maximum - targets[t].margin {
                         rows.append(row)
                         estimates.append(estimate)
                     }
                 }
-                guard rows.count <= Self.candidateCapacity else { return }
-                chosen[t] = exactArgmax(rows: rows, estimates: estimates, bound: bound, token: t, fine) ?? -1
+                guard rows.count <= targets[t].capacity else { return }
+                if let draw = draws[t] {
+                    chosen[t] = sampledToken(draw, rows: rows, estimates: estimates, largestEstimate: maximum, bound: bound,
+                                             target: targets[t], scans: scans, token: t, usable: usable, fine) ?? -1
+                } else {
+                    chosen[t] = exactArgmax(rows: rows, estimates: estimates, bound: bound, token: t, fine) ?? -1
+                }
             }
         }
-        // Rows the first pass could not narrow down (too many near the top, or non-finite
+        // Greedy rows the first pass could not narrow down (too many near the top, or non-finite
         // activations): the full product, as the general path computes it.
-        for t in 0..<tokens where chosen[t] < 0 {
+        for t in 0..<tokens where chosen[t] < 0 && draws[t] == nil {
             integerMatmuls(x + t * columns, tokens: 1, [IntegerProduct(weights: weights, lowBytes: true, output: scratch)], pool: pool)
             chosen[t] = Sampler.argmax(scratch, count: usable)
         }
-        return chosen
+        return chosen.map { $0 < 0 ? nil : $0 }
+    }
+
+    /// What the first pass looks for in one token's row of estimates.
+    struct PassTarget {
+        /// Rows whose estimate is within this of the row's largest are kept (NaN: the token has no bound).
+        var margin: Float
+        /// More kept rows than this make the token fall back.
+        var capacity: Int
+        /// 1 / temperature where the pass also sums the row's weights (a drawn token).
+        var inverseTemperature: Double?
     }
 
     /// What one stretch of rows of the first pass kept for each token.
@@ -108,12 +142,31 @@ final class ArgmaxHead: @unchecked Sendable {
         var rows: [[Int32]]
         var estimates: [[Float]]
         var overflowed: [Bool]
+        /// For drawn tokens: Σ e^((estimate − reference) / temperature) over the stretch's rows
+        /// (`sluice_accumulate_weights`), and the reference, the stretch's largest estimate.
+        var weightSums: [Double]
+        var references: [Float]
 
         init(tokens: Int) {
             maxima = Array(repeating: -.infinity, count: tokens)
             rows = Array(repeating: [], count: tokens)
             estimates = Array(repeating: [], count: tokens)
             overflowed = Array(repeating: false, count: tokens)
+            weightSums = Array(repeating: 0, count: tokens)
+            references = Array(repeating: -.infinity, count: tokens)
+        }
+
+        /// Drops token `t`'s kept rows that its raised maximum now rules out.
+        func compact(token t: Int, margin: Float) {
+            let threshold = maxima[t] - margin
+            var kept = 0
+            for i in rows[t].indices where estimates[t][i] >= threshold {
+                rows[t][kept] = rows[t][i]
+                estimates[t][kept] = estimates[t][i]
+                kept += 1
+            }
+            rows[t].removeLast(rows[t].count - kept)
+            estimates[t].removeLast(estimates[t].count - kept)
         }
     }
 
@@ -121,12 +174,13 @@ final class ArgmaxHead: @unchecked Sendable {
     /// rows, each computed a cache-sized chunk at a time and searched for rows near each
     /// token's running maximum before the next chunk overwrites it. The 262,144 × tokens
     /// logits never go to memory, and each stretch keeps its rows in ascending order.
-    private func firstPass(_ coarse: RoundedActivations, tokens: Int, usable: Int, margins: [Float],
+    private func firstPass(_ coarse: RoundedActivations, tokens: Int, usable: Int, targets: [PassTarget],
                            pool: ComputePool) -> [Scan] {
         let panels = (usable + 15) / 16
         let items = min(panels, 32 * pool.threadCount)
         let chunkPanels = max(1, chunkBytes / (16 * MemoryLayout<Float>.size * tokens))
         let scans = (0..<items).map { _ in Scan(tokens: tokens) }
+        let shared = SharedMaxima(count: tokens)
         pool.parallelFor(items) { item in
             let scan = scans[item]
             let stretch = (item * panels / items)..<((item + 1) * panels / items)
@@ -140,12 +194,26 @@ final class ArgmaxHead: @unchecked Sendable {
                 let end = min(stretch.upperBound, start + chunkPanels)
                 weights.multiply(panels: start..<end, coarse, tokens: 0..<tokens, into: logits, yStride: chunkRows)
                 let count = min(usable, 16 * end) - 16 * start
-                for t in 0..<tokens where margins[t].isFinite && !scan.overflowed[t] {
-                    let found = Int(sluice_collect_near_maximum(logits + t * chunkRows, Int32(count), margins[t], &scan.maxima[t],
+                for t in 0..<tokens where targets[t].margin.isFinite && !scan.overflowed[t] {
+                    let target = targets[t], row = logits + t * chunkRows
+                    if let inverseTemperature = target.inverseTemperature {
+                        sluice_accumulate_weights(row, Int32(count), inverseTemperature, &scan.references[t], &scan.weightSums[t])
+                        // The chunk's largest is known now: collecting against it from the chunk's
+                        // first row keeps fewer rows that a later one rules out.
+                        scan.maxima[t] = max(scan.maxima[t], scan.references[t])
+                    }
+                    // Other stretches' largest so far: rows far below it need not be kept here.
+                    scan.maxima[t] = max(scan.maxima[t], shared.load(t))
+                    let found = Int(sluice_collect_near_maximum(row, Int32(count), target.margin, &scan.maxima[t],
                                                                 Int32(16 * start), rows, kept))
-                    if scan.rows[t].count + found > Self.candidateCapacity {
-                        scan.overflowed[t] = true
-                        continue
+                    shared.raise(t, to: scan.maxima[t])
+                    if scan.rows[t].count + found > target.capacity {
+                        // Rows kept before the maximum rose may no longer be near it.
+                        scan.compact(token: t, margin: target.margin)
+                        if scan.rows[t].count + found > target.capacity {
+                            scan.overflowed[t] = true
+                            continue
+                        }
                     }
                     scan.rows[t].append(contentsOf: UnsafeBufferPointer(start: rows, count: found))
                     scan.estimates[t].append(contentsOf: UnsafeBufferPointer(start: kept, count: found))
@@ -154,6 +222,39 @@ final class ArgmaxHead: @unchecked Sendable {
             }
         }
         return scans
+    }
+
+    /// Each token's largest first-pass estimate so far, shared by the stretches as they run: a
+    /// stretch keeps only rows near the row's largest estimate yet seen anywhere, which is never
+    /// above the final one, so what it keeps is still a superset of what the final threshold keeps.
+    final class SharedMaxima: @unchecked Sendable {
+        // Sendable: every access is atomic.
+        private let values: UnsafeMutablePointer<Atomic<UInt32>>
+        private let count: Int
+
+        init(count: Int) {
+            self.count = count
+            values = .allocate(capacity: count)
+            for t in 0..<count { (values + t).initialize(to: Atomic((-Float.infinity).bitPattern)) }
+        }
+
+        deinit {
+            values.deinitialize(count: count)
+            values.deallocate()
+        }
+
+        func load(_ t: Int) -> Float { Float(bitPattern: values[t].load(ordering: .relaxed)) }
+
+        /// Raises token `t`'s value to `value` if that is larger (a NaN never is).
+        func raise(_ t: Int, to value: Float) {
+            var current = values[t].load(ordering: .relaxed)
+            while value > Float(bitPattern: current) {
+                let (exchanged, original) = values[t].compareExchange(expected: current, desired: value.bitPattern,
+                                                                      ordering: .relaxed)
+                if exchanged { return }
+                current = original
+            }
+        }
     }
 
     /// |int8 logit − int16 logit| ≤ (difference · ‖w‖₂ + floatSlack) · 1.001 for every row.
