@@ -34,6 +34,9 @@ final class ArgmaxHead: @unchecked Sendable {
     /// Bytes of first-pass logits a work item holds at once: few enough to stay in cache until scanned.
     let chunkBytes: Int
 
+    /// How often recent draws were decided by the first pass (see `drawsPay`).
+    let drawHistory = Mutex(DrawHistory())
+
     init(_ weights: Int8Weights, pool: ComputePool, chunkBytes: Int = 128 * 1024) {
         self.weights = weights
         self.chunkBytes = chunkBytes

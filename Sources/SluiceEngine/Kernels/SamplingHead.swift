@@ -28,6 +28,39 @@ extension ArgmaxHead {
     /// distribution needs the full product anyway.
     static let samplingCapacity = 4096
 
+    /// Recent drawn rows' outcome, per model: whether the first pass pays for them.
+    struct DrawHistory {
+        /// Moving average of the fraction of a step's draws the bounds left open.
+        var openFraction = 0.0
+        /// Steps whose draws went straight to the full product since the head last tried them.
+        var skippedSteps = 0
+    }
+
+    /// Steps between tries of the first pass for a model whose draws it mostly leaves open.
+    static let stepsBetweenTries = 32
+
+    /// Whether this step's drawn rows should go through the first pass. Not while most recent
+    /// draws were left open (a model whose bound is too loose for its distributions, such as a
+    /// random-weight one, where each open row costs the first pass and then the full product),
+    /// except one step in `stepsBetweenTries`, which measures again. The tokens are the same either way.
+    func drawsPay() -> Bool {
+        drawHistory.withLock { history in
+            guard history.openFraction > 0.6 else { return true }
+            history.skippedSteps += 1
+            if history.skippedSteps < Self.stepsBetweenTries { return false }
+            history.skippedSteps = 0
+            return true
+        }
+    }
+
+    /// Records a step whose `drawn` rows went through the first pass and `open` of them were left open.
+    func recordDraws(drawn: Int, open: Int) {
+        guard drawn > 0 else { return }
+        drawHistory.withLock { history in
+            history.openFraction = 0.75 * history.openFraction + 0.25 * Double(open) / Double(drawn)
+        }
+    }
+
     /// The first pass's target for a drawn token whose rows are within `largestBound` of their `int16` values.
     func samplingTarget(_ draw: HeadDraw, largestBound: Float) -> PassTarget {
         let inverseTemperature = 1 / draw.parameters.temperature

@@ -164,8 +164,10 @@ struct OutputHead: @unchecked Sendable {
         var flags = argmaxRows?.flags ?? Array(repeating: false, count: count)
         let draws = argmaxRows?.draws ?? Array(repeating: nil, count: count)
         precondition(flags.count == count && draws.count == count, "one argmax flag and draw per logit row")
-        if argmaxHead != nil, (0..<count).lazy.filter({ flags[$0] && draws[$0] != nil }).count < Self.fewestDrawnRows {
-            // Too few drawn rows for the head's first pass to pay: they get their full logits.
+        let drawnCount = (0..<count).lazy.filter { flags[$0] && draws[$0] != nil }.count
+        if let argmaxHead, drawnCount > 0, drawnCount < Self.fewestDrawnRows || !argmaxHead.drawsPay() {
+            // Too few drawn rows for the head's first pass to pay, or a model whose draws it mostly
+            // leaves open: they get their full logits.
             for i in 0..<count where draws[i] != nil { flags[i] = false }
         }
         // Full rows first, then flagged ones, so each group is one contiguous batch.
@@ -177,12 +179,14 @@ struct OutputHead: @unchecked Sendable {
         var moves = (0..<fullCount).map { (from: $0, to: order[$0]) }
         if let argmaxHead, let argmaxRows, fullCount < count {
             matmul(selected.pointer, tokens: fullCount, matrix, into: logits, pool: pool)
+            let headDraws = order[fullCount...].map { draws[$0] }
             let picks = argmaxHead.choose(selected.pointer + fullCount * width, tokens: count - fullCount,
-                                          usable: argmaxRows.usableVocabulary, draws: order[fullCount...].map { draws[$0] },
+                                          usable: argmaxRows.usableVocabulary, draws: headDraws,
                                           scratch: logits + fullCount * vocabulary, pool: pool)
             for (i, token) in picks.enumerated() { chosen[order[fullCount + i]] = token }
             // Drawn rows the head left open: their full logits, batched after the full rows, for the caller's sampler.
             let open = picks.indices.filter { picks[$0] == nil }
+            argmaxHead.recordDraws(drawn: headDraws.lazy.filter { $0 != nil }.count, open: open.count)
             if !open.isEmpty {
                 let openRows = Activations(open.count * width)
                 for (k, i) in open.enumerated() {

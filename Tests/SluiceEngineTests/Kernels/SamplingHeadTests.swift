@@ -74,6 +74,19 @@ struct SamplingHeadTests {
         #expect(decided < total, "\(type.name): flat rows should be left to the sampler")
     }
 
+    /// A model whose draws the bounds mostly leave open stops paying for the first pass on them,
+    /// tries it again one step in `stepsBetweenTries`, and resumes once draws are decided again.
+    @Test func drawsSkipTheFirstPassWhileItRarelyDecides() throws {
+        let w = RandomWeights(.q8_0, rows: 64, columns: 64, seed: 56, precision: .int16).matrix
+        let head = ArgmaxHead(try #require(w.int8), pool: ComputePool(threads: 1))
+        #expect(head.drawsPay(), "a new head tries its draws")
+        for _ in 0..<8 { head.recordDraws(drawn: 32, open: 30) }
+        let tries = (0..<(2 * ArgmaxHead.stepsBetweenTries)).filter { _ in head.drawsPay() }.count
+        #expect(tries == 2, "one try per \(ArgmaxHead.stepsBetweenTries) steps, not \(tries)")
+        for _ in 0..<8 { head.recordDraws(drawn: 32, open: 2) }
+        #expect(head.drawsPay() && head.drawsPay(), "decided draws go through the first pass again")
+    }
+
     /// A row-for-row mix of greedy and drawn tokens in one call: each gets what its own path gives.
     @Test func greedyAndDrawnTokensShareAPass() throws {
         let w = RandomWeights(.q8_0, rows: 2000, columns: 128, seed: 54, precision: .int16).matrix
@@ -108,10 +121,13 @@ struct SamplingHeadTests {
     /// 24 decode steps, each with its own settings, in a batch that also holds greedy rows and rows
     /// whose logits are wanted. Every token the head draws in a `forward` equals `Sampler.sample`
     /// over the same step's full logits; rows left open and full rows get their logits, bit for
-    /// bit, in their own places; greedy rows get their argmax; and the head draws most tokens.
-    @Test func defaultModelDrawsEqualTheFullLogitsDraws() throws {
-        let shared = try DefaultModel.require(.int16)
-        let model = shared.model
+    /// bit, in their own places; greedy rows get their argmax; and the head draws most tokens. At
+    /// `int8` (no first pass: every logit is already the cheap product) drawn rows get their logits.
+    @Test(arguments: [MatmulPrecision.int16, .int8])
+    func defaultModelDrawsEqualTheFullLogitsDraws(precision: MatmulPrecision) throws {
+        let shared = try DefaultModel.require(precision)
+        // Its own instance: the shared one's head keeps a history of other tests' draws (`drawsPay`).
+        let model = try loadLanguageModel(shared.file, pool: shared.pool, precision: precision)
         let vocabulary = model.shape.vocabularySize, usable = shared.tokenizer.vocabularySize
         let text = shared.tokenizer.encode("""
             The river rose through the night, and by morning the lower town was under water. Boats moved \
@@ -190,7 +206,11 @@ struct SamplingHeadTests {
         }
         #expect(mismatches == 0, "\(mismatches) of \(sequences * steps) tokens differ from the full logits' picks")
         #expect(misplacedRows == 0, "\(misplacedRows) rows of logits are not the full product's row for their place")
-        #expect(decided * 2 >= drawnCount, "the head decided only \(decided) of \(drawnCount) draws")
-        #expect(decided < drawnCount, "some draws of real text are flat enough to be left to the sampler")
+        if precision == .int16 {
+            #expect(decided * 2 >= drawnCount, "the head decided only \(decided) of \(drawnCount) draws")
+            #expect(decided < drawnCount, "some draws of real text are flat enough to be left to the sampler")
+        } else {
+            #expect(decided == 0, "without the first pass every drawn row is left to the sampler")
+        }
     }
 }
