@@ -80,14 +80,19 @@ extension ArgmaxHead {
         let parameters = draw.parameters
         guard let inverse = target.inverseTemperature, !rows.isEmpty else { return nil }
         let largestBound = Double(bound.bound(rowNorm: largestRowNorm))
+        // Every row outside the window has an estimate below this float (the first pass and the
+        // window compare in float against it or against a lower running maximum less the margin),
+        // so its logit is below threshold + B.
+        let threshold = Double(largestEstimate - target.margin)
         var exact = [Float](repeating: 0, count: rows.count)
         var maximum = -Float.infinity
         for (i, row) in rows.enumerated() {
             exact[i] = weights.rowProduct(row: Int(row), fine, token: t)
             maximum = max(maximum, exact[i])
         }
-        // The window holds the true maximum (see above); anything else means a bound did not hold.
-        guard maximum.isFinite, Double(maximum) >= Double(largestEstimate) - largestBound else { return nil }
+        // The window's largest logit is the row's largest when no row outside can reach it. W ≥ 2B
+        // makes that so (see above) unless float rounding ate the margin (a temperature near 0).
+        guard maximum.isFinite, Double(maximum) >= threshold + largestBound else { return nil }
         let top = Double(maximum)
         let cutoff = top - 40 * parameters.temperature
         guard cutoff.isFinite else { return nil }
@@ -114,7 +119,7 @@ extension ArgmaxHead {
         let nonCandidates = Double(outsideCount) * sluice_exp(-40) * spread
         let restLow = max(0, (outsideLow - nonCandidates) / spread)
         let restHigh = outsideHigh * spread
-        let outsideBound = sluice_exp((Double(largestEstimate) - Double(target.margin) + largestBound - top) * inverse) * (1 + 1e-9)
+        let outsideBound = sluice_exp((threshold + largestBound - top) * inverse) * (1 + 1e-9)
 
         // The window's candidates with the sampler's exact weights: heavier than any row outside
         // it (the prefix), or known exactly and added to the total.
