@@ -65,8 +65,10 @@ extension ArgmaxHead {
     func samplingTarget(_ draw: HeadDraw, largestBound: Float) -> PassTarget {
         let inverseTemperature = 1 / draw.parameters.temperature
         let margin = Self.samplingWindowNats * Float(draw.parameters.temperature) + 2 * largestBound
-        // A temperature the sampler treats specially (or one so small its window is empty): no first pass.
-        guard draw.parameters.temperature > 0, inverseTemperature.isFinite, !draw.parameters.isGreedy, margin.isFinite else {
+        // A temperature the sampler treats specially, or one so small that the weight sums' float
+        // scale (log2(e) / T) would overflow: no first pass.
+        guard draw.parameters.temperature > 0, Float(inverseTemperature * 0x1.71547652b82fep0).isFinite,
+              !draw.parameters.isGreedy, margin.isFinite else {
             return PassTarget(margin: .nan, capacity: 0, inverseTemperature: nil)
         }
         return PassTarget(margin: margin, capacity: Self.samplingCapacity, inverseTemperature: inverseTemperature)
