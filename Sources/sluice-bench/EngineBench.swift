@@ -107,7 +107,8 @@ struct EngineBench: ParsableCommand {
         // Rows without log-probabilities need only their chosen token, as in the engine: the most
         // likely one, or the one drawn (the head draws it where its bounds decide).
         let headOnly = !fullLogits && sampling.isGreedy && logprobs == nil
-        let drawnInHead = !fullLogits && !sampling.isGreedy && logprobs == nil
+        // Counting candidates reads every sampled row's logits, so those rows are not drawn in the head.
+        let drawnInHead = !fullLogits && !countCandidates && !sampling.isGreedy && logprobs == nil
         func argmaxRows(_ count: Int, step: Int) -> ArgmaxRows? {
             if headOnly { return ArgmaxRows(flags: Array(repeating: true, count: count), usableVocabulary: vocabulary) }
             guard drawnInHead else { return nil }
