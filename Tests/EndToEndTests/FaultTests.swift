@@ -238,7 +238,21 @@ import Testing
         let logA = scratch.path("a.err")
         let a = try work(job, server: server, ["--concurrency", "4"], log: logA, children: children)
         try await waitFor("A committed some results") { try await done(job, scratch, children) >= 4 }
-        kill(a.processIdentifier, SIGSTOP)
+        // A stopped while it holds the database's write lock (in a commit) would block B and every
+        // status query for good, which is not what this test is about: until a probe can take the
+        // write lock, A is continued and stopped again.
+        var stoppedOutsideACommit = false
+        for _ in 0..<100 where !stoppedOutsideACommit {
+            kill(a.processIdentifier, SIGSTOP)
+            let probe = try children.spawn("/usr/bin/sqlite3", [job.db, "BEGIN IMMEDIATE; ROLLBACK;"],
+                                           stdout: scratch.path("probe.out"), stderr: scratch.path("probe.err"))
+            if try await waitForExit(probe, seconds: 60) == 0 {
+                stoppedOutsideACommit = true
+            } else {
+                kill(a.processIdentifier, SIGCONT)
+            }
+        }
+        #expect(stoppedOutsideACommit, "A was stopped inside a commit every time")
         let before = try await done(job, scratch, children)
         // B can only finish once A's leases (2 s) have expired and it has taken them over.
         let b = try work(job, server: server, ["--concurrency", "4"], log: scratch.path("b.err"), children: children)
