@@ -24,4 +24,14 @@
 /// next; one past the matrix is harmless.
 #define SLUICE_LONE_TOKEN_PREFETCH_BYTES 3072
 
+/// How far ahead (bytes) the AVX-512 byte kernels' two-panel tiles prefetch the weights they
+/// stream, in a call of `SLUICE_FEW_TOKENS_PREFETCH_FROM` to 6 tokens (one tile of tokens): the
+/// output head's product for the rows a sampled step leaves open, a few sequences' decode. On the
+/// 2-core Zen 4 machine the default model's output head (262144 x 640, `int16`) went from 136 to
+/// 152-156 GFLOP/s at 4 tokens and from 185-189 to 213-220 at 6 with 1 or 2 KiB (three alternating
+/// rounds of `sluice-bench matmul --tensors token_embd.weight --precision int16`); 2 tokens were
+/// 1-4% slower with it, so they go without.
+#define SLUICE_FEW_TOKENS_PREFETCH_BYTES 1024
+#define SLUICE_FEW_TOKENS_PREFETCH_FROM 3
+
 #endif

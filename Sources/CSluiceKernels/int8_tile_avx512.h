@@ -24,9 +24,10 @@ static inline void block_integers(const int PANELS, const int TOKENS, const int 
 /// PANELS (1 or 2) panels of 16 rows times TOKENS (1-6) tokens, with activations
 /// of one byte (LOW 0) or two (LOW 1: the block's integer is 256 q + low), for
 /// weights of one KIND (see `sluice_weight_kind`). Each output element sees the
-/// same operations in the same order in every instantiation.
+/// same operations in the same order in every instantiation. With `prefetch` set, the tile
+/// fetches its panels' weights `SLUICE_FEW_TOKENS_PREFETCH_BYTES` ahead (see `SLUICE_INT8_MATMUL`).
 static inline __attribute__((always_inline))
-void tile(const int PANELS, const int TOKENS, const int KIND, const int LOW,
+void tile(const int PANELS, const int TOKENS, const int KIND, const int LOW, const int prefetch,
           const uint8_t *w, const void *s, const float *m, int32_t bias, size_t panel_bytes, size_t panel_scales,
           int columns, int blocks, const int8_t *xq, const int8_t *xl, const float *xs, const float *xss,
           const int32_t *xsum, float *y, int y_stride, __mmask16 mask0, __mmask16 mask1) {
@@ -44,6 +45,12 @@ void tile(const int PANELS, const int TOKENS, const int KIND, const int LOW,
         __m512i dot[2][SLUICE_MAX_TOKENS];
         for (int p = 0; p < PANELS; p++)
             for (int t = 0; t < TOKENS; t++) dot[p][t] = _mm512_setzero_si512();
+        if (prefetch) {
+            for (int p = 0; p < PANELS; p++)
+                for (int i = 0; i < BLOCK * 16 / 64; i++)
+                    _mm_prefetch((const char *)(w + p * panel_bytes + (size_t)b * BLOCK * 16 + SLUICE_FEW_TOKENS_PREFETCH_BYTES + 64 * i),
+                                 _MM_HINT_T0);
+        }
         block_integers(PANELS, TOKENS, BLOCK, LOW, w + (size_t)b * BLOCK * 16, panel_bytes, xq + (size_t)b * BLOCK,
                        LOW ? xl + (size_t)b * BLOCK : NULL, columns, dot);
         if (KIND != SLUICE_WEIGHTS_AFFINE32) {
@@ -74,11 +81,11 @@ void tile(const int PANELS, const int TOKENS, const int KIND, const int LOW,
 }
 
 #define SLUICE_TILE(P, T, K, L) \
-    static void tile_##P##_##T##_##K##_##L(const uint8_t *w, const void *s, const float *m, int32_t bias, size_t pb, size_t ps, \
-                                           int columns, int blocks, const int8_t *xq, const int8_t *xl, const float *xs, \
-                                           const float *xss, const int32_t *xsum, float *y, int y_stride, __mmask16 mask0, \
-                                           __mmask16 mask1) { \
-        tile(P, T, K, L, w, s, m, bias, pb, ps, columns, blocks, xq, xl, xs, xss, xsum, y, y_stride, mask0, mask1); \
+    static void tile_##P##_##T##_##K##_##L(int prefetch, const uint8_t *w, const void *s, const float *m, int32_t bias, \
+                                           size_t pb, size_t ps, int columns, int blocks, const int8_t *xq, const int8_t *xl, \
+                                           const float *xs, const float *xss, const int32_t *xsum, float *y, int y_stride, \
+                                           __mmask16 mask0, __mmask16 mask1) { \
+        tile(P, T, K, L, prefetch, w, s, m, bias, pb, ps, columns, blocks, xq, xl, xs, xss, xsum, y, y_stride, mask0, mask1); \
     }
 #define SLUICE_TILES(K, L) \
     SLUICE_TILE(1, 1, K, L) SLUICE_TILE(1, 2, K, L) SLUICE_TILE(1, 3, K, L) SLUICE_TILE(1, 4, K, L) \
@@ -92,7 +99,7 @@ SLUICE_TILES(0, 1)
 SLUICE_TILES(1, 1)
 SLUICE_TILES(2, 1)
 
-typedef void (*tile_function)(const uint8_t *, const void *, const float *, int32_t, size_t, size_t, int, int,
+typedef void (*tile_function)(int, const uint8_t *, const void *, const float *, int32_t, size_t, size_t, int, int,
                               const int8_t *, const int8_t *, const float *, const float *, const int32_t *, float *,
                               int, __mmask16, __mmask16);
 
@@ -119,6 +126,10 @@ void SLUICE_INT8_MATMUL(const uint8_t *weights, int kind, const void *scales, co
     const size_t panel_bytes = (size_t)16 * columns, panel_scales = (size_t)16 * blocks;
     const size_t scale_bytes = kind == SLUICE_WEIGHTS_HALF_SCALED32 ? 2 : 4;
     const tile_function (*table)[SLUICE_MAX_TOKENS] = tiles[xq_low != NULL][kind];
+    // A call of a few tokens streams each weight from memory once, and its two-panel tiles wait
+    // on it (a lone token streams one panel, which the hardware prefetcher keeps up with). More
+    // tokens than one tile holds re-read each panel from cache for every tile of tokens.
+    const int prefetch = tokens >= SLUICE_FEW_TOKENS_PREFETCH_FROM && tokens <= SLUICE_MAX_TOKENS;
     for (int p = panel_begin, panels = 1; p < panel_end; p += panels) {
         // Two panels share each activation load; a lone token has none to share, and streams
         // one panel at a time faster (measured 8.2 vs 13.1 ms for the output head on one thread).
@@ -129,7 +140,7 @@ void SLUICE_INT8_MATMUL(const uint8_t *weights, int kind, const void *scales, co
         const float *m = offsets ? offsets + (size_t)p * panel_scales : NULL;
         for (int t = 0; t < tokens; t += SLUICE_MAX_TOKENS) {
             const int count = tokens - t < SLUICE_MAX_TOKENS ? tokens - t : SLUICE_MAX_TOKENS;
-            table[panels - 1][count - 1](w, s, m, bias, panel_bytes, panel_scales, columns, blocks,
+            table[panels - 1][count - 1](prefetch, w, s, m, bias, panel_bytes, panel_scales, columns, blocks,
                                          xq + (size_t)t * columns, xq_low ? xq_low + (size_t)t * columns : NULL,
                                          xscale + (size_t)t * blocks, xscaled_sum + (size_t)t * blocks,
                                          xsum + (size_t)t * blocks, y + (size_t)t * y_stride + 16 * p, y_stride, mask0,
