@@ -31,6 +31,10 @@ final class ArgmaxHead: @unchecked Sendable {
     /// distribution can keep many.
     static let candidateCapacity = 65_536
 
+    /// Bytes of weights a first-pass chunk reads when full rows share the pass: about half of
+    /// a core's L2 cache, so the full rows' product reads them from there.
+    static let fusedChunkWeightBytes = 512 * 1024
+
     /// Bytes of first-pass logits a work item holds at once: few enough to stay in cache until scanned.
     let chunkBytes: Int
 
@@ -73,11 +77,25 @@ final class ArgmaxHead: @unchecked Sendable {
     /// `Sampler.sample` draws from it with that draw's parameters and uniform, or nil where the
     /// first pass's bounds cannot decide the draw (the caller then samples the full product).
     ///
+    /// `full`, when given, are other rows whose every logit the caller needs: the first pass
+    /// computes them at `int16` beside its estimates, while each stretch of weights is in cache,
+    /// rather than in a second sweep over the weights (bit for bit `matmul`'s values).
+    ///
     /// `scratch` holds `rows` floats (its contents are left undefined).
     func choose(_ x: UnsafePointer<Float>, tokens: Int, usable: Int, draws: [HeadDraw?], scratch: UnsafeMutablePointer<Float>,
-                pool: ComputePool) -> [Int32?] {
-        guard tokens > 0 else { return [] }
+                full: FullRows? = nil, pool: ComputePool) -> [Int32?] {
         let columns = weights.columns
+        let fullProduct = full.flatMap { full in
+            full.count > 0 ? (RoundedActivations(full.x, tokens: full.count, columns: columns, block: weights.block,
+                                                 lowBytes: true, pool: pool), full) : nil
+        }
+        guard tokens > 0 else {
+            if let (activations, full) = fullProduct {
+                integerMatmuls(full.x, tokens: full.count, [IntegerProduct(weights: weights, lowBytes: true, output: full.output)],
+                               alreadyRounded: [activations], pool: pool)
+            }
+            return []
+        }
         precondition(usable > 0 && usable <= weights.rows && draws.count == tokens)
         let coarse = RoundedActivations(x, tokens: tokens, columns: columns, block: weights.block, lowBytes: false, pool: pool)
         let fine = RoundedActivations(x, tokens: tokens, columns: columns, block: weights.block, lowBytes: true, pool: pool)
@@ -93,7 +111,7 @@ final class ArgmaxHead: @unchecked Sendable {
             if let draw = draws[t] { return samplingTarget(draw, largestBound: largest) }
             return PassTarget(margin: 2 * largest, capacity: Self.candidateCapacity, inverseTemperature: nil)
         }
-        let scans = firstPass(coarse, tokens: tokens, usable: usable, targets: targets, pool: pool)
+        let scans = firstPass(coarse, tokens: tokens, usable: usable, targets: targets, full: fullProduct, pool: pool)
 
         var chosen = [Int32](repeating: -1, count: tokens)
         chosen.withUnsafeMutableBufferPointer { chosen in
@@ -126,6 +144,14 @@ final class ArgmaxHead: @unchecked Sendable {
             chosen[t] = Sampler.argmax(scratch, count: usable)
         }
         return chosen.map { $0 < 0 ? nil : $0 }
+    }
+
+    /// Rows of activations whose every logit is wanted: `count` rows of `x`, their logits into
+    /// `output` (row i at `i * rows`).
+    struct FullRows {
+        var x: UnsafePointer<Float>
+        var count: Int
+        var output: UnsafeMutablePointer<Float>
     }
 
     /// What the first pass looks for in one token's row of estimates.
@@ -178,10 +204,13 @@ final class ArgmaxHead: @unchecked Sendable {
     /// token's running maximum before the next chunk overwrites it. The 262,144 × tokens
     /// logits never go to memory, and each stretch keeps its rows in ascending order.
     private func firstPass(_ coarse: RoundedActivations, tokens: Int, usable: Int, targets: [PassTarget],
-                           pool: ComputePool) -> [Scan] {
+                           full: (activations: RoundedActivations, rows: FullRows)?, pool: ComputePool) -> [Scan] {
         let panels = (usable + 15) / 16
         let items = min(panels, 32 * pool.threadCount)
-        let chunkPanels = max(1, chunkBytes / (16 * MemoryLayout<Float>.size * tokens))
+        var chunkPanels = max(1, chunkBytes / (16 * MemoryLayout<Float>.size * tokens))
+        // Full rows read each chunk's weights a second time: a chunk of weights that stays in cache for it.
+        if full != nil { chunkPanels = min(chunkPanels, Self.fusedChunkWeightBytes / (16 * weights.columns)) }
+        chunkPanels = max(1, chunkPanels)
         let scans = (0..<items).map { _ in Scan(tokens: tokens) }
         let shared = SharedMaxima(count: tokens)
         pool.parallelFor(items) { item in
@@ -196,6 +225,10 @@ final class ArgmaxHead: @unchecked Sendable {
             while start < stretch.upperBound {
                 let end = min(stretch.upperBound, start + chunkPanels)
                 weights.multiply(panels: start..<end, coarse, tokens: 0..<tokens, into: logits, yStride: chunkRows)
+                if let full {
+                    weights.multiply(panels: start..<end, full.activations, tokens: 0..<full.rows.count,
+                                     into: full.rows.output + 16 * start, yStride: weights.rows)
+                }
                 let count = min(usable, 16 * end) - 16 * start
                 for t in 0..<tokens where targets[t].margin.isFinite && !scan.overflowed[t] {
                     let target = targets[t], row = logits + t * chunkRows
@@ -223,6 +256,11 @@ final class ArgmaxHead: @unchecked Sendable {
                 }
                 start = end
             }
+        }
+        // The full rows' panels past the usable vocabulary, which the pass does not reach.
+        if let full, panels < weights.panels {
+            weights.multiply(panels: panels..<weights.panels, full.activations, tokens: 0..<full.rows.count,
+                             into: full.rows.output + 16 * panels, yStride: weights.rows)
         }
         return scans
     }

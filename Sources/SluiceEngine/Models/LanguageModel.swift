@@ -178,11 +178,14 @@ struct OutputHead: @unchecked Sendable {
         // Rows of logits to move to their own places: (place in the batch as computed, row).
         var moves = (0..<fullCount).map { (from: $0, to: order[$0]) }
         if let argmaxHead, let argmaxRows, fullCount < count {
-            matmul(selected.pointer, tokens: fullCount, matrix, into: logits, pool: pool)
             let headDraws = order[fullCount...].map { draws[$0] }
+            // The full rows' logits come out of the head's first pass, which reads every weight anyway:
+            // a step mixing them (log-probabilities, a transform, draws the head skips) with flagged
+            // rows sweeps the weights once.
             let picks = argmaxHead.choose(selected.pointer + fullCount * width, tokens: count - fullCount,
                                           usable: argmaxRows.usableVocabulary, draws: headDraws,
-                                          scratch: logits + fullCount * vocabulary, pool: pool)
+                                          scratch: logits + fullCount * vocabulary,
+                                          full: .init(x: selected.pointer, count: fullCount, output: logits), pool: pool)
             for (i, token) in picks.enumerated() { chosen[order[fullCount + i]] = token }
             // Drawn rows the head left open: their full logits, batched after the full rows, for the caller's sampler.
             let open = picks.indices.filter { picks[$0] == nil }

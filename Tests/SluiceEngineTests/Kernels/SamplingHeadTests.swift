@@ -74,6 +74,49 @@ struct SamplingHeadTests {
         #expect(decided < total, "\(type.name): flat rows should be left to the sampler")
     }
 
+    /// Rows that want every logit, given to the head beside its own, come out of its first pass bit
+    /// for bit as the full product computes them, every row of the matrix included (also those past
+    /// the usable vocabulary, which the pass itself does not reach); the head's own picks are those
+    /// it makes without them. Small chunks make the pass's stretches and chunks many.
+    @Test(arguments: [TensorType.q8_0, .q4_K, .q6_K])
+    func fullRowsShareTheFirstPass(type: TensorType) throws {
+        let w = RandomWeights(type, rows: 3000, columns: 256, seed: 57, precision: .int16).matrix
+        let pool = ComputePool(threads: 3)
+        let head = ArgmaxHead(try #require(w.int8), pool: pool, chunkBytes: 4096)
+        let tokens = 6, fullCount = 5, columns = w.columns, usable = w.rows - 40
+        let x = randomActivations(tokens * columns, seed: 58).map { $0 * 6 }
+        let fullX = randomActivations(fullCount * columns, seed: 59).map { $0 * 3 }
+        let expected = product(fullX, tokens: fullCount, w, pool: pool)
+        var parameters = SamplingParameters()
+        parameters.temperature = 0.8
+        parameters.topP = 0.95
+        let draws: [HeadDraw?] = (0..<tokens).map { $0 % 2 == 0 ? nil : HeadDraw(parameters: parameters, uniform: 0.37) }
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: w.rows)
+        let output = UnsafeMutablePointer<Float>.allocate(capacity: fullCount * w.rows)
+        defer { scratch.deallocate(); output.deallocate() }
+        output.initialize(repeating: .nan, count: fullCount * w.rows)
+        let (alone, shared) = x.withUnsafeBufferPointer { x in
+            fullX.withUnsafeBufferPointer { fullX in
+                (head.choose(x.baseAddress!, tokens: tokens, usable: usable, draws: draws, scratch: scratch, pool: pool),
+                 head.choose(x.baseAddress!, tokens: tokens, usable: usable, draws: draws, scratch: scratch,
+                             full: .init(x: fullX.baseAddress!, count: fullCount, output: output), pool: pool))
+            }
+        }
+        #expect(alone == shared, "\(type.name): the head's picks changed with full rows beside them")
+        let written = UnsafeBufferPointer(start: output, count: fullCount * w.rows).map(\.bitPattern)
+        let mismatched = zip(written, expected.map(\.bitPattern)).filter { $0 != $1 }.count
+        #expect(mismatched == 0, "\(type.name): \(mismatched) of the full rows' logits differ from the full product")
+        // With no tokens of its own, the head still writes the full rows.
+        output.initialize(repeating: .nan, count: fullCount * w.rows)
+        let none = fullX.withUnsafeBufferPointer { fullX in
+            head.choose(fullX.baseAddress!, tokens: 0, usable: usable, draws: [], scratch: scratch,
+                        full: .init(x: fullX.baseAddress!, count: fullCount, output: output), pool: pool)
+        }
+        #expect(none.isEmpty)
+        #expect(UnsafeBufferPointer(start: output, count: fullCount * w.rows).map(\.bitPattern) == expected.map(\.bitPattern),
+                "\(type.name): full rows alone differ from the full product")
+    }
+
     /// A model whose draws the bounds mostly leave open stops paying for the first pass on them,
     /// tries it again one step in `stepsBetweenTries`, and resumes once draws are decided again.
     @Test func drawsSkipTheFirstPassWhileItRarelyDecides() throws {
