@@ -27,6 +27,11 @@ int sluice_sampling_scan(const float *logits, int count, float maximum, double c
 int sluice_sampling_collect(const float *logits, int count, float maximum, double cutoff, double inverse_temperature,
                             double bucket_scale, int buckets, int last_bucket, int32_t *tokens, double *scaled);
 
+/// For tests: this thread's sampling kernels become those of `variant` (a `sluice_cpu_variant` value;
+/// one above the CPU's runs the CPU's own), or the process's own again for -1. Every variant gives the
+/// same bits, which is what the tests check.
+void sluice_sampling_use_variant(int variant);
+
 /// exp(a) for -745 < a <= 0 by the polynomial the scan uses (for tests of its accuracy).
 double sluice_sampling_exp(double a);
 

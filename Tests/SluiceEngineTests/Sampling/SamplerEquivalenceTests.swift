@@ -204,6 +204,57 @@ struct SamplerEquivalenceTests {
         }
     }
 
+    /// Every kernel variant this CPU runs (portable, AVX2, AVX-512) gives the sampling kernels'
+    /// results bit for bit: maxima, histograms, masses, collected candidates, normalizers, the
+    /// head's weight sums, and so the drawn tokens, on vocabulary-sized rows of every shape.
+    @Test func kernelVariantsGiveTheSameBits() {
+        struct Results: Equatable {
+            var maximum: UInt32, found: Int32, histogram: [Int32], mass: UInt64
+            var collected: Int32, tokens: [Int32], scaled: [UInt64], normalizer: UInt64
+            var reference: UInt32, weightSum: UInt64, tokensDrawn: [Int32]
+        }
+        var random = SplitMix64(seed: 2026)
+        let count = 262_144, buckets = 2048
+        let variants = (Int32(0)...sluice_cpu_variant()).filter { $0 <= 2 }
+        #expect(variants.count >= 2 || sluice_cpu_variant() == 0, "an x86-64 CPU with AVX2 runs more than one variant")
+        for trial in 0..<10 {
+            var row = logitRow(&random, count: count, shape: trial % 5)
+            if trial == 9 { row[77] = .infinity }
+            let temperature = [0.3, 0.8, 1, 1.7][trial % 4]
+            let uniforms = (0..<8).map { _ in Double(random.next() >> 11) * 0x1p-53 }
+            let results = variants.map { variant -> Results in
+                sluice_sampling_use_variant(variant)
+                defer { sluice_sampling_use_variant(-1) }
+                return row.withUnsafeBufferPointer { buffer in
+                    let logits = buffer.baseAddress!
+                    let maximum = sluice_sampling_maximum(logits, Int32(count))
+                    let cutoff = Double(maximum) - 40 * temperature
+                    var histogram = [Int32](repeating: 0, count: buckets + 1)
+                    var mass = 0.0
+                    let found = sluice_sampling_scan(logits, Int32(count), maximum, cutoff, 1 / temperature, Double(buckets) / 40,
+                                                     Int32(buckets), &histogram, &mass)
+                    var tokens = [Int32](repeating: 0, count: count), scaled = [Double](repeating: 0, count: count)
+                    let collected = sluice_sampling_collect(logits, Int32(count), maximum, cutoff, 1 / temperature,
+                                                            Double(buckets) / 40, Int32(buckets), 400, &tokens, &scaled)
+                    var reference: Float = -.infinity, weightSum = 0.0
+                    sluice_accumulate_weights(logits, Int32(count), 1 / temperature, &reference, &weightSum)
+                    var parameters = SamplingParameters()
+                    parameters.temperature = temperature
+                    parameters.topP = 0.95
+                    let drawn = uniforms.map { Sampler.sample(logits, count: count, parameters: parameters, uniform: $0) }
+                    return Results(maximum: maximum.bitPattern, found: found, histogram: histogram, mass: mass.bitPattern,
+                                   collected: collected, tokens: Array(tokens[..<Int(collected)]),
+                                   scaled: scaled[..<Int(collected)].map(\.bitPattern),
+                                   normalizer: sluice_logit_exp_sum(logits, Int32(count), maximum).bitPattern,
+                                   reference: reference.bitPattern, weightSum: weightSum.bitPattern, tokensDrawn: drawn)
+                }
+            }
+            for (variant, result) in zip(variants, results).dropFirst() {
+                #expect(result == results[0], "trial \(trial): variant \(variant) differs from the portable kernels")
+            }
+        }
+    }
+
     /// The scan's polynomial stays far inside the 2e-13 the sampler's bounds allow it.
     @Test func scanExponentialIsAccurate() {
         var random = SplitMix64(seed: 3)
