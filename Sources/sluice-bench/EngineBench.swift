@@ -53,6 +53,9 @@ struct EngineBench: ParsableCommand {
     @Option(name: .customLong("prompt-file"), help: "Take each sequence's prompt from this text (tokenized, from a different offset per sequence) instead of random tokens.")
     var promptFile: String?
 
+    @Flag(name: .customLong("no-deferral"), help: "Give each sampled row the head leaves open its logits in its own step (a second product over the output head's weights) instead of deferring its draw to the next step's first pass, as the engine does.")
+    var noDeferral = false
+
     @Flag(name: .customLong("count-candidates"), help: "Report how many rows of each sampled step lie within the sampler's cutoff (40 nats at temperature) of the maximum: the rows a sampling head would have to compute exactly.")
     var countCandidates = false
 
@@ -105,32 +108,41 @@ struct EngineBench: ParsableCommand {
         defer { logits.deallocate() }
         let clock = ContinuousClock()
         // Rows without log-probabilities need only their chosen token, as in the engine: the most
-        // likely one, or the one drawn (the head draws it where its bounds decide).
+        // likely one, or the one drawn (the head draws it where its bounds decide, and defers the
+        // others to the next step's first pass unless told not to).
         let headOnly = !fullLogits && sampling.isGreedy && logprobs == nil
         // Counting candidates reads every sampled row's logits, so those rows are not drawn in the head.
         let drawnInHead = !fullLogits && !countCandidates && !sampling.isGreedy && logprobs == nil
-        func argmaxRows(_ count: Int, step: Int) -> ArgmaxRows? {
-            if headOnly { return ArgmaxRows(flags: Array(repeating: true, count: count), usableVocabulary: vocabulary) }
+        let parameters = sampling, logprobs = logprobs
+        /// Sequence `s`'s draw for its token `index`.
+        func uniform(_ s: Int, _ index: Int) -> Double { CounterRandom.uniform(seed: 0, key: UInt64(s), index: UInt64(index)) }
+        func argmaxRows(_ sequences: [Int], produced: [Int]) -> ArgmaxRows? {
+            if headOnly { return ArgmaxRows(flags: Array(repeating: true, count: sequences.count), usableVocabulary: vocabulary) }
             guard drawnInHead else { return nil }
-            let draws = (0..<count).map { s in
-                HeadDraw(parameters: sampling, uniform: CounterRandom.uniform(seed: 0, key: UInt64(s), index: UInt64(step)))
-            }
-            return ArgmaxRows(flags: Array(repeating: true, count: count), draws: draws, usableVocabulary: vocabulary)
+            let draws = sequences.map { HeadDraw(parameters: parameters, uniform: uniform($0, produced[$0])) }
+            return ArgmaxRows(flags: Array(repeating: true, count: sequences.count), draws: draws, usableVocabulary: vocabulary)
         }
         let workspaces = (0..<64).map { _ in SamplerWorkspace() }
-        let parameters = sampling, logprobs = logprobs
-        /// Each sequence's next token from a step's logits, as the engine picks it: sampled (and
-        /// its log-probabilities computed) on the pool, one row per item.
-        func pick(_ chosen: [Int32?], _ stepLogits: UnsafeMutablePointer<Float>, step: Int, into tokens: inout [Int32]) {
+        /// The token of each item (a sequence, its row of the step's logits, the head's pick) as
+        /// the engine picks it: sampled (and its log-probabilities computed) on the pool, one row per item.
+        func pick(_ items: [(sequence: Int, row: Int, chosen: Int32?)], _ stepLogits: UnsafeMutablePointer<Float>,
+                  produced: [Int], into tokens: inout [Int32]) {
             tokens.withUnsafeMutableBufferPointer { tokens in
                 let tokens = tokens.baseAddress!
-                pool.parallelFor(chosen.count) { s in
-                    let row = stepLogits + s * vocabulary
-                    let token = chosen[s] ?? Sampler.sample(row, count: vocabulary, parameters: parameters,
-                                                            uniform: CounterRandom.uniform(seed: 0, key: UInt64(s), index: UInt64(step)),
-                                                            workspace: workspaces[s])
+                pool.parallelFor(items.count) { item in
+                    let (s, rowIndex, chosen) = items[item]
+                    let row = stepLogits + rowIndex * vocabulary
+                    let token: Int32
+                    if let chosen {
+                        token = chosen
+                    } else if parameters.isGreedy && logprobs == nil {
+                        token = Sampler.argmax(row, count: vocabulary)
+                    } else {
+                        token = Sampler.sample(row, count: vocabulary, parameters: parameters, uniform: uniform(s, produced[s]),
+                                               workspace: workspaces[s])
+                    }
                     if let logprobs { _ = Sampler.logProbabilities(row, count: vocabulary, token: token, top: logprobs) }
-                    if countCandidates && chosen[s] == nil && !parameters.isGreedy {
+                    if countCandidates && chosen == nil && !parameters.isGreedy {
                         var maximum = row[0]
                         for i in 1..<vocabulary { maximum = max(maximum, row[i]) }
                         let cutoff = Double(maximum) - 40 * parameters.temperature
@@ -167,28 +179,44 @@ struct EngineBench: ParsableCommand {
             var lastTokens: [Int32] = []
             for s in 0..<npl {
                 let prompt = promptFor(s, generationPrompt)
-                cache.reserve(slot: s, positions: generationPrompt + generated)
+                cache.reserve(slot: s, positions: generationPrompt + 2 * generated)
                 lm.forward(tokens: prompt, placements: prompt.indices.map { TokenPlacement(slot: s, position: $0) },
                            logitRows: [prompt.count - 1], cache: cache, logits: logits)
                 lastTokens.append(Sampler.argmax(logits, count: vocabulary))
             }
             let stepLogits = UnsafeMutablePointer<Float>.allocate(capacity: vocabulary * npl)
             defer { stepLogits.deallocate() }
+            // Per sequence: tokens drawn so far, and the hidden state of a row whose draw the head deferred.
+            // Every sequence steps until the batch has drawn npl x ntg tokens: with deferred draws some
+            // draw a few more than ntg and some fewer, and the batch stays full to the end, as
+            // llama-batched-bench's lockstep batch does (stopping each sequence at ntg would leave the
+            // ones that waited most to finish alone, in steps of a few rows).
+            var produced = [Int](repeating: 0, count: npl)
+            var waiting = [[Float]?](repeating: nil, count: npl)
             let elapsed = clock.measure {
-                for step in 0..<generated {
-                    // Decoding as the engine runs it: greedy rows get only their most likely token.
-                    let chosen = lm.forward(tokens: lastTokens, placements: (0..<npl).map { TokenPlacement(slot: $0, position: generationPrompt + step) },
-                                            logitRows: Array(0..<npl), argmaxRows: argmaxRows(npl, step: step), cache: cache, logits: stepLogits)
-                    if headOnly && !fullLogits {
-                        for s in 0..<npl { lastTokens[s] = chosen[s] ?? Sampler.argmax(stepLogits + s * vocabulary, count: vocabulary) }
-                    } else if sampling.isGreedy && logprobs == nil {
-                        for s in 0..<npl { lastTokens[s] = Sampler.argmax(stepLogits + s * vocabulary, count: vocabulary) }
-                    } else {
-                        pick(chosen, stepLogits, step: step, into: &lastTokens)
-                    }
+                while produced.reduce(0, +) < npl * generated {
+                    // Decoding as the engine runs it: each sequence whose draw is not waiting steps, and
+                    // the waiting ones' logits come out of the step's first pass.
+                    let stepping = (0..<npl).filter { waiting[$0] == nil && produced[$0] < 2 * generated }
+                    let carried = (0..<npl).filter { waiting[$0] != nil }
+                    var rows = argmaxRows(stepping, produced: produced)
+                    let carry = drawnInHead && !noDeferral
+                        ? HeadCarry(mayDefer: Array(repeating: true, count: stepping.count), incoming: carried.map { waiting[$0]! })
+                        : nil
+                    rows?.carry = carry
+                    let chosen = lm.forward(tokens: stepping.map { lastTokens[$0] },
+                                            placements: stepping.map { TokenPlacement(slot: $0, position: generationPrompt + produced[$0]) },
+                                            logitRows: Array(stepping.indices), argmaxRows: rows, cache: cache, logits: stepLogits)
+                    let deferred = carry?.deferred ?? [:]
+                    let items = stepping.indices.filter { deferred[$0] == nil }.map { (sequence: stepping[$0], row: $0, chosen: chosen[$0]) }
+                        + carried.enumerated().map { (sequence: $0.element, row: stepping.count + $0.offset, chosen: nil) }
+                    pick(items, stepLogits, produced: produced, into: &lastTokens)
+                    for item in items { produced[item.sequence] += 1 }
+                    for s in carried { waiting[s] = nil }
+                    for (i, state) in deferred { waiting[stepping[i]] = state }
                 }
             }
-            let rate = Double(npl * generated) / elapsed.inSeconds
+            let rate = Double(produced.reduce(0, +)) / elapsed.inSeconds
             generation.append((npl, rate))
             print(String(format: "tg%d x %d sequences (%@): %.1f tok/s aggregate", generated, npl, mode, rate))
         }

@@ -29,6 +29,10 @@ public struct BuiltinEngineOptions: Sendable {
     public var kvBlockPositions = KVCache.defaultBlockPositions
     /// How matrix products treat activations (see `MatmulPrecision`); changes results slightly.
     public var precision = MatmulPrecision.engineDefault
+    /// A sampled token the output head's first pass leaves open waits one step for its logits,
+    /// which the next step's first pass computes, instead of a second sweep over the head's
+    /// weights now (see `HeadCarry`). Outputs are identical either way.
+    public var deferOpenDraws = true
 
     public init() {}
 }
@@ -78,6 +82,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
     private let constrainedTokens = Atomic<Int>(0)
     private let maskNanoseconds = Atomic<Int>(0)
     private let evictedBlocks = Atomic<Int>(0)
+    private let deferredDrawCount = Atomic<Int>(0)
     /// One per logit row of a step, used only on the engine thread's parallel loops.
     private var samplerWorkspaces: [SamplerWorkspace] = []
     /// The workspace of rows whose logits are transformed (picked one at a time, in the step loop).
@@ -156,6 +161,9 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
 
     /// Prompt tokens whose keys and values were taken from the prefix cache instead of computed.
     public var reusedPromptTokens: Int { reusedTokens.load(ordering: .relaxed) }
+
+    /// Sampled tokens so far whose draw waited a step for its logits (see `BuiltinEngineOptions.deferOpenDraws`).
+    public var deferredDraws: Int { deferredDrawCount.load(ordering: .relaxed) }
     /// Cached prompt blocks evicted (least recently used first) to make room in the KV budget.
     public var evictedPrefixBlocks: Int { evictedBlocks.load(ordering: .relaxed) }
 
@@ -312,6 +320,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
                 finish(victim, reason: "length", cache: cache)
             } else {
                 victim.cachedCount = 0
+                // Its last row's logits come again from its recomputed prefill.
+                victim.deferredHeadState = nil
                 preempted.insert(victim, at: 0)
             }
         }
@@ -319,6 +329,9 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
 
     /// Runs one forward step over the planned batch and samples every sequence that reached its end.
     private func step(_ running: [Generation], scheduler: BatchScheduler, cache: KVCache, logitBuffer: LogitBuffer) {
+        // Generations whose draw the head deferred last step: every token of theirs is cached, so
+        // the plan leaves them out, and their logits come after this step's rows.
+        let waiting = running.filter { $0.deferredHeadState != nil }
         var plan = scheduler.plan(running)
         for (generation, count) in plan.contributions {
             let reserved = cache.reserve(slot: generation.slot, positions: generation.cachedCount + count)
@@ -330,15 +343,18 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
             if !drafts.isEmpty { plan = scheduler.plan(running, drafts: drafts) }
         }
         let vocabulary = model.shape.vocabularySize
-        let logits = logitBuffer.floats(plan.logitRows.count * vocabulary)
+        let logits = logitBuffer.floats((plan.logitRows.count + waiting.count) * vocabulary)
         // Rows without log-probabilities or a transform need only their token: the most likely one,
         // or the one drawn with the draw of the position the row stands for (the output head
         // draws it where its bounds decide, and otherwise leaves the row's logits to pickTokens).
         var argmaxFlags = [Bool](repeating: false, count: plan.logitRows.count)
         var draws = [HeadDraw?](repeating: nil, count: plan.logitRows.count)
+        var mayDefer = [Bool](repeating: false, count: plan.logitRows.count)
         for (index, generation) in plan.samplers.enumerated() {
             let parameters = generation.parameters
             guard parameters.logprobs == nil && !generation.needsFullLogits else { continue }
+            // A row with drafts after it is not deferred: they are checked against its token in this step.
+            mayDefer[plan.firstLogit[index]] = options.deferOpenDraws && !parameters.sampling.isGreedy && plan.drafts[index].isEmpty
             for offset in 0...plan.drafts[index].count {
                 let row = plan.firstLogit[index] + offset
                 argmaxFlags[row] = true
@@ -348,15 +364,26 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
                 }
             }
         }
+        let carry = mayDefer.contains(true) || !waiting.isEmpty
+            ? HeadCarry(mayDefer: mayDefer, incoming: waiting.map { $0.deferredHeadState! }) : nil
         let chosen = model.forward(tokens: plan.tokens, placements: plan.placements, logitRows: plan.logitRows,
-                                   argmaxRows: ArgmaxRows(flags: argmaxFlags, draws: draws, usableVocabulary: tokenizer.vocabularySize),
+                                   argmaxRows: ArgmaxRows(flags: argmaxFlags, draws: draws, usableVocabulary: tokenizer.vocabularySize,
+                                                          carry: carry),
                                    cache: cache, logits: logits)
         for (generation, count) in plan.contributions { generation.cachedCount += count }
+        let deferred = carry?.deferred ?? [:]
+        deferredDrawCount.add(deferred.count, ordering: .relaxed)
+        if !waiting.isEmpty { drawWaiting(waiting, logits: logits + plan.logitRows.count * vocabulary) }
         // Prompt log-probabilities first: a generation's last prompt rows and its first token may share the step.
         if !plan.promptRows.isEmpty { recordPromptLogprobs(plan.promptRows, logits: logits) }
-        let picks = pickTokens(plan: plan, logits: logits, chosen: chosen)
+        let picks = pickTokens(plan: plan, logits: logits, chosen: chosen, deferred: deferred)
 
         for (index, generation) in plan.samplers.enumerated() {
+            if let state = deferred[plan.firstLogit[index]] {
+                // Drawn next step; nothing else rides on this row (it has no drafts).
+                generation.deferredHeadState = state
+                continue
+            }
             // The sampler's own row, then one per draft token: each row's logits are bit for bit
             // those a plain decode step would compute at that position (the kernels are batch-
             // invariant), so each draft is kept exactly when it is the token the model picks.
@@ -383,6 +410,28 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
                 generation.cachedCount -= drafts.count - accepted
                 speculator?.record(slot: generation.slot, drafted: drafts.count, accepted: accepted)
             }
+        }
+    }
+
+    /// Draws the token of each generation whose draw waited a step, from its logits (rows of
+    /// `logits` in the order of `waiting`), with the draw of the token it stands for, in parallel.
+    private func drawWaiting(_ waiting: [Generation], logits: UnsafeMutablePointer<Float>) {
+        let vocabulary = model.shape.vocabularySize, usable = tokenizer.vocabularySize
+        while samplerWorkspaces.count < waiting.count { samplerWorkspaces.append(SamplerWorkspace()) }
+        let workspaces = samplerWorkspaces
+        var tokens = [Int32](repeating: 0, count: waiting.count)
+        tokens.withUnsafeMutableBufferPointer { tokens in
+            let tokens = tokens.baseAddress!
+            pool.parallelFor(waiting.count) { i in
+                let generation = waiting[i]
+                tokens[i] = Sampler.sample(logits + i * vocabulary, count: usable, parameters: generation.parameters.sampling,
+                                           uniform: generation.uniform(forToken: generation.generated.count), workspace: workspaces[i])
+            }
+        }
+        for (generation, token) in zip(waiting, tokens) {
+            generation.deferredHeadState = nil
+            generation.append(token, logprobs: nil)
+            generation.finishReason = finishReason(generation)
         }
     }
 
@@ -443,8 +492,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
     /// The token of every logit row of the step (and its log-probabilities when requested), as
     /// each row's generation would append it: a draft row's token is drawn with the draw of the
     /// position it stands for. Rows are independent, so they are sampled in parallel, each
-    /// with a reused workspace.
-    private func pickTokens(plan: StepPlan, logits: UnsafeMutablePointer<Float>, chosen: [Int32?])
+    /// with a reused workspace. Rows the head deferred get no token.
+    private func pickTokens(plan: StepPlan, logits: UnsafeMutablePointer<Float>, chosen: [Int32?], deferred: [Int: [Float]])
         -> [(token: Int32, logprobs: Generation.TokenLogprobs?)] {
         let vocabulary = model.shape.vocabularySize
         // Tokens past the tokenizer's vocabulary (padding rows of the embedding) are never sampled.
@@ -452,7 +501,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         var rows: [(generation: Generation, tokenIndex: Int, row: Int)] = []
         // Rows whose logits are transformed are picked in the step's loop (sampleTransformed).
         for (index, generation) in plan.samplers.enumerated() where !generation.needsFullLogits {
-            for offset in 0...plan.drafts[index].count {
+            for offset in 0...plan.drafts[index].count where deferred[plan.firstLogit[index] + offset] == nil {
                 rows.append((generation, generation.generated.count + offset, plan.firstLogit[index] + offset))
             }
         }

@@ -20,6 +20,10 @@ final class Generation {
     private(set) var promptLogprobs: [TokenLogprobs] = []
     /// Tokens of prompt + generated whose keys and values are in the cache.
     var cachedCount = 0
+    /// The hidden state (after the final norm) of the row whose draw the output head deferred
+    /// (see `HeadCarry`): its token comes from the next step's logits. Every token so far is
+    /// cached meanwhile, so the scheduler plans nothing for it.
+    var deferredHeadState: [Float]?
     let maxTokens: Int
     let randomKey: UInt64
     /// Which choice of the answer this is (`n` and prompt lists give several).

@@ -108,7 +108,8 @@ public final class Gemma3: LanguageModel, @unchecked Sendable {
 
     public func forward(tokens: [Int32], placements: [TokenPlacement], logitRows: [Int], argmaxRows: ArgmaxRows?,
                         cache: KVCache, logits: UnsafeMutablePointer<Float>) -> [Int32?] {
-        let x = residualStream(tokens: tokens, placements: placements, cache: cache)
+        // A step of carried rows alone (see `HeadCarry`) runs no block.
+        let x = tokens.isEmpty ? Activations(0) : residualStream(tokens: tokens, placements: placements, cache: cache)
         return head.project(x.pointer, width: shape.embeddingWidth, logitRows: logitRows, argmaxRows: argmaxRows, into: logits, pool: pool)
     }
 

@@ -32,7 +32,8 @@ public protocol LanguageModel: AnyObject, Sendable {
     /// the token `Sampler.argmax` would pick from their logits, or for a row with a draw the
     /// token `Sampler.sample` would draw (their rows of `logits` are left undefined). It holds
     /// nil for the others, whose logits are written, and for drawn rows the projection left to
-    /// the caller's sampler, whose logits are written too.
+    /// the caller's sampler, whose logits are written too, or deferred (see `HeadCarry`).
+    /// `tokens` may be empty when `argmaxRows` carries rows: their logits are then all the step writes.
     func forward(tokens: [Int32], placements: [TokenPlacement], logitRows: [Int], argmaxRows: ArgmaxRows?,
                  cache: KVCache, logits: UnsafeMutablePointer<Float>) -> [Int32?]
 
@@ -59,11 +60,44 @@ public struct ArgmaxRows: Sendable {
     public var draws: [HeadDraw?]
     /// Tokens from here on are never picked (padding rows of the embedding).
     public var usableVocabulary: Int
+    /// Rows carried between steps (nil: none are deferred or carried).
+    public var carry: HeadCarry?
 
-    public init(flags: [Bool], draws: [HeadDraw?]? = nil, usableVocabulary: Int) {
+    public init(flags: [Bool], draws: [HeadDraw?]? = nil, usableVocabulary: Int, carry: HeadCarry? = nil) {
         self.flags = flags
         self.draws = draws ?? Array(repeating: nil, count: flags.count)
         self.usableVocabulary = usableVocabulary
+        self.carry = carry
+    }
+}
+
+/// Drawn rows whose token waits for the next step, so that a step sweeps the output
+/// projection's weights once.
+///
+/// The head's first pass decides most draws. A row it leaves open needs every logit, and
+/// computing them at once reads every weight again for a few rows, bound by memory (on the
+/// default model at 32 sequences about a tenth of a sampled step). A row the caller marks in
+/// `mayDefer` waits instead: the step hands back its hidden state (after the final norm) in
+/// `deferred`, and the caller passes it in `incoming` with the next step, whose first pass
+/// computes its logits while each stretch of weights is in cache. The token is then drawn from
+/// those logits, bit for bit the ones the step would have computed: what waits is when the
+/// token arrives, never which token it is.
+public final class HeadCarry: @unchecked Sendable {
+    // Sendable: the caller fills it before a step and reads it after; the step writes it on the caller's thread.
+
+    /// Per entry of `logitRows`: whether its draw may wait for the next step if the head leaves it open.
+    public var mayDefer: [Bool]
+    /// Hidden states (after the final norm, `embeddingWidth` floats each) of rows deferred by
+    /// earlier steps: the step writes their logits after its own rows', row `logitRows.count + i`
+    /// of `logits` for `incoming[i]`.
+    public var incoming: [[Float]]
+    /// After the step: the entries of `logitRows` it deferred, with their hidden states. Their
+    /// result is nil and their rows of `logits` are left undefined.
+    public internal(set) var deferred: [Int: [Float]] = [:]
+
+    public init(mayDefer: [Bool], incoming: [[Float]] = []) {
+        self.mayDefer = mayDefer
+        self.incoming = incoming
     }
 }
 
@@ -154,57 +188,80 @@ struct OutputHead: @unchecked Sendable {
 
     /// Projects the batch rows at `logitRows` of the residual stream `x`: logits into
     /// `logits` (row i at `i * vocabulary`), or for rows flagged in `argmaxRows` the chosen
-    /// token only (see `LanguageModel.forward`). Prompt rows skip the projection: it is the
+    /// token only (see `LanguageModel.forward`), and after them the logits of rows carried
+    /// from earlier steps (see `HeadCarry`). Prompt rows skip the projection: it is the
     /// largest matrix of a small model.
     func project(_ x: UnsafePointer<Float>, width: Int, logitRows: [Int], argmaxRows: ArgmaxRows?,
                  into logits: UnsafeMutablePointer<Float>, pool: ComputePool) -> [Int32?] {
         let count = logitRows.count, vocabulary = matrix.rows
         var chosen = [Int32?](repeating: nil, count: count)
-        guard count > 0 else { return chosen }
+        let carry = argmaxRows?.carry
+        let carried = carry?.incoming ?? []
+        carry?.deferred = [:]
+        guard count + carried.count > 0 else { return chosen }
         var flags = argmaxRows?.flags ?? Array(repeating: false, count: count)
         let draws = argmaxRows?.draws ?? Array(repeating: nil, count: count)
         precondition(flags.count == count && draws.count == count, "one argmax flag and draw per logit row")
+        precondition(carry.map { $0.mayDefer.count == count && $0.incoming.allSatisfy { $0.count == width } } ?? true,
+                     "one deferral flag per logit row, and carried rows of the model's width")
         let drawnCount = (0..<count).lazy.filter { flags[$0] && draws[$0] != nil }.count
         if let argmaxHead, drawnCount > 0, drawnCount < Self.fewestDrawnRows || !argmaxHead.drawsPay() {
             // Too few drawn rows for the head's first pass to pay, or a model whose draws it mostly
             // leaves open: they get their full logits.
             for i in 0..<count where draws[i] != nil { flags[i] = false }
         }
-        // Full rows first, then flagged ones, so each group is one contiguous batch.
+        // The rows as computed: this step's full rows, the carried rows, then the flagged rows,
+        // so that each group is one contiguous batch.
         let order = logitRows.indices.filter { !flags[$0] } + logitRows.indices.filter { flags[$0] }
-        let selected = Activations(count * width)
-        normalize(x, width: width, rows: order.map { logitRows[$0] }, into: selected.pointer, pool: pool)
-        let fullCount = flags.lazy.filter { !$0 }.count
+        let fullCount = flags.lazy.filter { !$0 }.count, withCarried = fullCount + carried.count
+        let selected = Activations((count + carried.count) * width)
+        normalize(x, width: width, rows: order[..<fullCount].map { logitRows[$0] }, into: selected.pointer, pool: pool)
+        for (i, state) in carried.enumerated() {
+            state.withUnsafeBufferPointer { (selected.pointer + (fullCount + i) * width).update(from: $0.baseAddress!, count: width) }
+        }
+        normalize(x, width: width, rows: order[fullCount...].map { logitRows[$0] }, into: selected.pointer + withCarried * width,
+                  pool: pool)
         // Rows of logits to move to their own places: (place in the batch as computed, row).
-        var moves = (0..<fullCount).map { (from: $0, to: order[$0]) }
+        var moves = (0..<fullCount).map { (from: $0, to: order[$0]) } + carried.indices.map { (from: fullCount + $0, to: count + $0) }
         if let argmaxHead, let argmaxRows, fullCount < count {
             let headDraws = order[fullCount...].map { draws[$0] }
-            // The full rows' logits come out of the head's first pass, which reads every weight anyway:
-            // a step mixing them (log-probabilities, a transform, draws the head skips) with flagged
-            // rows sweeps the weights once.
-            let picks = argmaxHead.choose(selected.pointer + fullCount * width, tokens: count - fullCount,
+            // The full and carried rows' logits come out of the head's first pass, which reads every
+            // weight anyway: a step mixing them (log-probabilities, a transform, draws the head skips,
+            // draws deferred from the step before) with flagged rows sweeps the weights once.
+            let picks = argmaxHead.choose(selected.pointer + withCarried * width, tokens: count - fullCount,
                                           usable: argmaxRows.usableVocabulary, draws: headDraws,
-                                          scratch: logits + fullCount * vocabulary,
-                                          full: .init(x: selected.pointer, count: fullCount, output: logits), pool: pool)
+                                          scratch: logits + withCarried * vocabulary,
+                                          full: .init(x: selected.pointer, count: withCarried, output: logits), pool: pool)
             for (i, token) in picks.enumerated() { chosen[order[fullCount + i]] = token }
-            // Drawn rows the head left open: their full logits, batched after the full rows, for the caller's sampler.
             let open = picks.indices.filter { picks[$0] == nil }
             argmaxHead.recordDraws(drawn: headDraws.lazy.filter { $0 != nil }.count, open: open.count)
-            if !open.isEmpty {
-                let openRows = Activations(open.count * width)
-                for (k, i) in open.enumerated() {
-                    (openRows.pointer + k * width).update(from: selected.pointer + (fullCount + i) * width, count: width)
+            // Drawn rows the head left open wait for the next step where the caller allows; the others
+            // get their full logits now, batched after the full and carried rows, for the caller's sampler.
+            var computed: [Int] = []
+            for i in open {
+                if let carry, carry.mayDefer[order[fullCount + i]] {
+                    let state = selected.pointer + (withCarried + i) * width
+                    carry.deferred[order[fullCount + i]] = Array(UnsafeBufferPointer(start: state, count: width))
+                } else {
+                    computed.append(i)
                 }
-                matmul(openRows.pointer, tokens: open.count, matrix, into: logits + fullCount * vocabulary, pool: pool)
-                moves += open.enumerated().map { (from: fullCount + $0.offset, to: order[fullCount + $0.element]) }
+            }
+            if !computed.isEmpty {
+                let openRows = Activations(computed.count * width)
+                for (k, i) in computed.enumerated() {
+                    (openRows.pointer + k * width).update(from: selected.pointer + (withCarried + i) * width, count: width)
+                }
+                matmul(openRows.pointer, tokens: computed.count, matrix, into: logits + withCarried * vocabulary, pool: pool)
+                moves += computed.enumerated().map { (from: withCarried + $0.offset, to: order[fullCount + $0.element]) }
             }
         } else {
-            matmul(selected.pointer, tokens: count, matrix, into: logits, pool: pool)
+            matmul(selected.pointer, tokens: count + carried.count, matrix, into: logits, pool: pool)
             for i in fullCount..<count where draws[order[i]] == nil {
-                chosen[order[i]] = Sampler.argmax(logits + i * vocabulary, count: argmaxRows?.usableVocabulary ?? vocabulary)
+                chosen[order[i]] = Sampler.argmax(logits + (carried.count + i) * vocabulary,
+                                                  count: argmaxRows?.usableVocabulary ?? vocabulary)
             }
             // Drawn rows keep their logits, for the caller's sampler.
-            moves += (fullCount..<count).filter { draws[order[$0]] != nil }.map { (from: $0, to: order[$0]) }
+            moves += (fullCount..<count).filter { draws[order[$0]] != nil }.map { (from: carried.count + $0, to: order[$0]) }
         }
         moveRows(logits, vocabulary: vocabulary, moves)
         return chosen

@@ -43,6 +43,33 @@ struct BuiltinEngineTests {
         }
     }
 
+    /// A batch large enough for the output head to draw its sampled tokens (16 drawn rows and
+    /// more) defers the draws its bounds leave open to the next step's first pass; the responses
+    /// are byte for byte those of an engine that computes such rows' logits at once, and of one
+    /// sequence at a time (where the head draws nothing), beside greedy and `logprobs` requests.
+    @Test func deferredDrawsChangeNoOutput() async throws {
+        let requests = (0..<24).map { i -> EngineRequest in
+            let extra: [(String, JSON)]
+            switch i % 12 {
+            case 5: extra = []  // greedy
+            case 11: extra = [("temperature", .double(0.8)), ("seed", .int(i)), ("logprobs", .int(2))]
+            default: extra = [("temperature", .double(i % 3 == 0 ? 1.0 : 0.8)), ("top_p", .double(0.95)), ("seed", .int(i))]
+            }
+            let prompt = Self.prompts[i % Self.prompts.count] + " (\(i))"
+            return completionRequest(Int64(i), prompt: prompt, maxTokens: 20, extra: extra)
+        }
+        let deferring = try engine()
+        let deferredBodies = await bodies(deferring, requests)
+        let atOnce = await bodies(try engine { $0.deferOpenDraws = false }, requests)
+        let alone = await bodies(try engine { $0.maxSequences = 1 }, requests)
+        #expect(deferring.deferredDraws > 0, "no draw waited: the test no longer covers deferral")
+        #expect(deferredBodies.count == requests.count)
+        for request in requests {
+            #expect(deferredBodies[request.id] == atOnce[request.id], "request \(request.id), against draws at once")
+            #expect(deferredBodies[request.id] == alone[request.id], "request \(request.id), against one sequence at a time")
+        }
+    }
+
     /// With room for three sequences' prompts only, sequences that grow into another block
     /// force the newest ones out; they are recomputed later and end exactly the same.
     @Test func preemptionUnderATinyKVBudgetChangesNoOutput() async throws {
