@@ -370,7 +370,8 @@ BODY void accumulate_weights(const float *values, int count, double inverse_temp
     *sum += total;
 }
 
-// One copy of each kernel per instruction set: NAME##_avx2 with AVX2 + FMA, NAME##_baseline without.
+// One copy of each kernel per instruction set: NAME##_avx512 with AVX-512, NAME##_avx2 with AVX2 + FMA,
+// NAME##_baseline with neither.
 #define SAMPLING_KERNELS(SUFFIX)                                                                                          \
     static double exp_##SUFFIX(double a) { return polynomial_exp(a); }                                                   \
     static double exact_exp_##SUFFIX(double a) { return exact_exp(a); }                                                  \
@@ -398,6 +399,9 @@ BODY void accumulate_weights(const float *values, int count, double inverse_temp
 
 SAMPLING_KERNELS(baseline)
 
+/// The variant a test pinned for its thread (see `sluice_sampling_use_variant`), or -1.
+static _Thread_local int pinned_variant = -1;
+
 #if defined(SLUICE_X86_64)
 #pragma clang attribute push(SLUICE_AVX2_TARGET, apply_to = function)
 SAMPLING_KERNELS(avx2)
@@ -405,8 +409,6 @@ SAMPLING_KERNELS(avx2)
 #pragma clang attribute push(SLUICE_AVX512_TARGET, apply_to = function)
 SAMPLING_KERNELS(avx512)
 #pragma clang attribute pop
-/// The variant a test pinned for its thread (see `sluice_sampling_use_variant`), or -1.
-static _Thread_local int pinned_variant = -1;
 
 static int sampling_variant(void) {
     const int variant = sluice_cpu_variant();
@@ -416,7 +418,6 @@ static int sampling_variant(void) {
 #define USE_AVX2 (sampling_variant() >= SLUICE_CPU_AVX2)
 #define USE_AVX512 (sampling_variant() >= SLUICE_CPU_AVX512)
 #else
-static _Thread_local int pinned_variant = -1;
 #define USE_AVX2 0
 #define exp_avx2 exp_baseline
 #define exact_exp_avx2 exact_exp_baseline

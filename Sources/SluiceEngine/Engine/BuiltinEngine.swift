@@ -373,10 +373,15 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         for (generation, count) in plan.contributions { generation.cachedCount += count }
         let deferred = carry?.deferred ?? [:]
         deferredDrawCount.add(deferred.count, ordering: .relaxed)
-        if !waiting.isEmpty { drawWaiting(waiting, logits: logits + plan.logitRows.count * vocabulary) }
         // Prompt log-probabilities first: a generation's last prompt rows and its first token may share the step.
         if !plan.promptRows.isEmpty { recordPromptLogprobs(plan.promptRows, logits: logits) }
-        let picks = pickTokens(plan: plan, logits: logits, chosen: chosen, deferred: deferred)
+        let picks = pickTokens(plan: plan, logits: logits, chosen: chosen, deferred: deferred, waiting: waiting)
+        // The waiting generations' tokens, drawn from their rows after the step's own.
+        for (i, generation) in waiting.enumerated() {
+            generation.deferredHeadState = nil
+            generation.append(picks[plan.logitRows.count + i].token, logprobs: nil)
+            generation.finishReason = finishReason(generation)
+        }
 
         for (index, generation) in plan.samplers.enumerated() {
             if let state = deferred[plan.firstLogit[index]] {
@@ -410,28 +415,6 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
                 generation.cachedCount -= drafts.count - accepted
                 speculator?.record(slot: generation.slot, drafted: drafts.count, accepted: accepted)
             }
-        }
-    }
-
-    /// Draws the token of each generation whose draw waited a step, from its logits (rows of
-    /// `logits` in the order of `waiting`), with the draw of the token it stands for, in parallel.
-    private func drawWaiting(_ waiting: [Generation], logits: UnsafeMutablePointer<Float>) {
-        let vocabulary = model.shape.vocabularySize, usable = tokenizer.vocabularySize
-        while samplerWorkspaces.count < waiting.count { samplerWorkspaces.append(SamplerWorkspace()) }
-        let workspaces = samplerWorkspaces
-        var tokens = [Int32](repeating: 0, count: waiting.count)
-        tokens.withUnsafeMutableBufferPointer { tokens in
-            let tokens = tokens.baseAddress!
-            pool.parallelFor(waiting.count) { i in
-                let generation = waiting[i]
-                tokens[i] = Sampler.sample(logits + i * vocabulary, count: usable, parameters: generation.parameters.sampling,
-                                           uniform: generation.uniform(forToken: generation.generated.count), workspace: workspaces[i])
-            }
-        }
-        for (generation, token) in zip(waiting, tokens) {
-            generation.deferredHeadState = nil
-            generation.append(token, logprobs: nil)
-            generation.finishReason = finishReason(generation)
         }
     }
 
@@ -491,10 +474,11 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
 
     /// The token of every logit row of the step (and its log-probabilities when requested), as
     /// each row's generation would append it: a draft row's token is drawn with the draw of the
-    /// position it stands for. Rows are independent, so they are sampled in parallel, each
-    /// with a reused workspace. Rows the head deferred get no token.
-    private func pickTokens(plan: StepPlan, logits: UnsafeMutablePointer<Float>, chosen: [Int32?], deferred: [Int: [Float]])
-        -> [(token: Int32, logprobs: Generation.TokenLogprobs?)] {
+    /// position it stands for, and a waiting generation's row (after the step's own, in the
+    /// order of `waiting`) with the draw of its next token. Rows are independent, so they are
+    /// sampled in parallel, each with a reused workspace. Rows the head deferred get no token.
+    private func pickTokens(plan: StepPlan, logits: UnsafeMutablePointer<Float>, chosen: [Int32?], deferred: [Int: [Float]],
+                            waiting: [Generation]) -> [(token: Int32, logprobs: Generation.TokenLogprobs?)] {
         let vocabulary = model.shape.vocabularySize
         // Tokens past the tokenizer's vocabulary (padding rows of the embedding) are never sampled.
         let usable = tokenizer.vocabularySize
@@ -505,6 +489,10 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
                 rows.append((generation, generation.generated.count + offset, plan.firstLogit[index] + offset))
             }
         }
+        for (i, generation) in waiting.enumerated() {
+            rows.append((generation, generation.generated.count, plan.logitRows.count + i))
+        }
+        let chosen = chosen + Array(repeating: nil, count: waiting.count)
         while samplerWorkspaces.count < rows.count { samplerWorkspaces.append(SamplerWorkspace()) }
         let workspaces = samplerWorkspaces
         var picks = [(token: Int32, logprobs: Generation.TokenLogprobs?)](repeating: (0, nil), count: chosen.count)
