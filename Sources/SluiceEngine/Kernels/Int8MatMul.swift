@@ -83,6 +83,9 @@ final class Int8Weights: @unchecked Sendable {
     /// Two weights per byte.
     var nibbles: Bool { bits == 4 }
     let weights: UnsafeMutableRawPointer
+    /// Owns `weights` and `scales`, on huge pages where they are large (see `StreamedBuffer`).
+    private let weightStorage: StreamedBuffer
+    private let scaleStorage: StreamedBuffer
     /// Half floats for `SLUICE_WEIGHTS_HALF_SCALED32`, floats otherwise; at 4 bits and
     /// `SLUICE_WEIGHTS_AFFINE32`, 16 scale then 16 offset multipliers (bytes) per panel and
     /// block; at 6 bits, 16 signed scale multipliers per panel and block.
@@ -129,15 +132,15 @@ final class Int8Weights: @unchecked Sendable {
         block = kind == SLUICE_WEIGHTS_SCALED16 ? 16 : 32
         let panels = (rows + 15) / 16, blocks = columns / block
         let weightBytes = max(1, panels * 2 * bits * columns)
-        weights = .allocate(byteCount: weightBytes, alignment: 64)
-        weights.initializeMemory(as: UInt8.self, repeating: 0, count: weightBytes)
+        weightStorage = StreamedBuffer(byteCount: weightBytes)
+        weights = weightStorage.pointer
         let scaleCount = max(1, panels * 16 * blocks)
         let halfScales = kind == SLUICE_WEIGHTS_HALF_SCALED32
         // Bytes: 32 per panel and block in every 4-bit layout (16 halves, or 16 + 16 multipliers),
         // 16 at 6 bits (16 multipliers).
         let scaleBytes = scaleCount * (bits == 6 ? 1 : halfScales || nibbles ? 2 : 4)
-        scales = .allocate(byteCount: scaleBytes, alignment: 64)
-        scales.initializeMemory(as: UInt8.self, repeating: 0, count: scaleBytes)
+        scaleStorage = StreamedBuffer(byteCount: scaleBytes)
+        scales = scaleStorage.pointer
         let affine = kind == SLUICE_WEIGHTS_AFFINE32
         offsets = affine && !nibbles ? .allocate(capacity: scaleCount) : nil
         offsets?.initialize(repeating: 0, count: scaleCount)
@@ -240,8 +243,6 @@ final class Int8Weights: @unchecked Sendable {
     }
 
     deinit {
-        weights.deallocate()
-        scales.deallocate()
         offsets?.deallocate()
         superScales?.deallocate()
     }

@@ -32,6 +32,8 @@ final class PackedWeights: @unchecked Sendable {
     let scalesPerRow: Int
     /// Quants, `quadBytes` per four rows (the last quad padded with zeros).
     let quants: UnsafeMutableRawPointer
+    /// Owns `quants`, on huge pages where they are large (see `StreamedBuffer`).
+    private let quantStorage: StreamedBuffer
     /// Scales, `4 * scalesPerRow` per quad, interleaved like the quants.
     let scales: UnsafeMutablePointer<Float>
     /// Offsets subtracted after scaling (Q4_K, Q5_K), laid out like `scales`; nil for the other types.
@@ -58,8 +60,8 @@ final class PackedWeights: @unchecked Sendable {
         scaleShift = type == .q6_K ? 0 : 1
         scalesPerRow = (columns / 16) >> scaleShift
         let quads = (rows + 3) / 4
-        quants = .allocate(byteCount: max(1, quads * 4 * columns), alignment: 64)
-        quants.initializeMemory(as: UInt8.self, repeating: 0, count: max(1, quads * 4 * columns))
+        quantStorage = StreamedBuffer(byteCount: quads * 4 * columns)
+        quants = quantStorage.pointer
         let scaleCount = max(1, quads * 4 * scalesPerRow)
         scales = .allocate(capacity: scaleCount)
         scales.initialize(repeating: 0, count: scaleCount)
@@ -95,7 +97,6 @@ final class PackedWeights: @unchecked Sendable {
     }
 
     deinit {
-        quants.deallocate()
         scales.deallocate()
         mins?.deallocate()
     }

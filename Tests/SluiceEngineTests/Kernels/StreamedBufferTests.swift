@@ -1,0 +1,69 @@
+import Foundation
+import Testing
+
+@testable import SluiceEngine
+
+/// Weight buffers: zeroed and writable to their last byte, huge-page aligned and advised to use
+/// huge pages when large (on Linux), ordinary allocations when small.
+@Suite struct StreamedBufferTests {
+    /// The `VmFlags` line of the mapping that contains `address`, from /proc/self/smaps.
+    func vmFlags(containing address: UInt) throws -> String? {
+        // Read to the end: /proc files report a size of zero.
+        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/proc/self/smaps"))
+        defer { try? handle.close() }
+        let smaps = String(decoding: try handle.readToEnd() ?? Data(), as: UTF8.self)
+        var inside = false
+        for line in smaps.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            if let range = fields.first, range.contains("-"), !range.hasSuffix(":") {
+                let bounds = range.split(separator: "-").compactMap { UInt($0, radix: 16) }
+                inside = bounds.count == 2 && bounds[0] <= address && address < bounds[1]
+            } else if inside, line.hasPrefix("VmFlags:") {
+                return String(line)
+            }
+        }
+        return nil
+    }
+
+    @Test(arguments: [1, 100, 4096, StreamedBuffer.hugePageBytes - 1, StreamedBuffer.hugePageBytes,
+                      StreamedBuffer.hugePageBytes + 4097, 5 * StreamedBuffer.hugePageBytes + 123])
+    func zeroedWritableAndAligned(byteCount: Int) throws {
+        let buffer = StreamedBuffer(byteCount: byteCount)
+        let bytes = buffer.pointer.assumingMemoryBound(to: UInt8.self)
+        #expect(buffer.byteCount == byteCount)
+        #expect(UInt(bitPattern: buffer.pointer) % 64 == 0)
+        #expect((0..<byteCount).allSatisfy { bytes[$0] == 0 })
+        for i in stride(from: 0, to: byteCount, by: 4093) { bytes[i] = 0xA5 }
+        #expect(bytes[0] == 0xA5)
+        bytes[byteCount - 1] = 0x5A
+        #expect(bytes[byteCount - 1] == 0x5A)
+        #if os(Linux)
+        #expect(buffer.isMapped == (byteCount >= StreamedBuffer.hugePageBytes))
+        if buffer.isMapped {
+            #expect(UInt(bitPattern: buffer.pointer) % UInt(StreamedBuffer.hugePageBytes) == 0)
+            // Advised to use huge pages, where the kernel has them (whether it grants them is its setting).
+            if FileManager.default.fileExists(atPath: "/sys/kernel/mm/transparent_hugepage/enabled") {
+                let flags = try #require(try vmFlags(containing: UInt(bitPattern: buffer.pointer)))
+                #expect(flags.split(separator: " ").contains("hg"), "\(flags)")
+            }
+        }
+        #endif
+    }
+
+    @Test func manyBuffersComeAndGo() {
+        // Mapping and unmapping leave no overlap: each buffer keeps its own bytes while others live.
+        var buffers: [StreamedBuffer] = []
+        for i in 0..<24 {
+            let buffer = StreamedBuffer(byteCount: StreamedBuffer.hugePageBytes + 4096 * i)
+            buffer.pointer.storeBytes(of: UInt64(i), as: UInt64.self)
+            (buffer.pointer + buffer.byteCount - 8).storeBytes(of: UInt64(i), as: UInt64.self)
+            buffers.append(buffer)
+            if i % 3 == 2 { buffers.removeFirst() }
+        }
+        for buffer in buffers {
+            let first = buffer.pointer.load(as: UInt64.self)
+            #expect((buffer.pointer + buffer.byteCount - 8).load(as: UInt64.self) == first)
+            #expect(buffer.byteCount == StreamedBuffer.hugePageBytes + 4096 * Int(first))
+        }
+    }
+}
