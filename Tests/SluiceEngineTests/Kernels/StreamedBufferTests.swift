@@ -3,8 +3,8 @@ import Testing
 
 @testable import SluiceEngine
 
-/// Weight buffers: zeroed and writable to their last byte, huge-page aligned and advised to use
-/// huge pages when large (on Linux), ordinary allocations when small.
+/// Weight buffers: zeroed and writable to their last byte, carved from mappings advised to use huge
+/// pages (on Linux) unless tiny, and those mappings given back once their buffers are gone.
 @Suite struct StreamedBufferTests {
     /// The `VmFlags` line of the mapping that contains `address`, from /proc/self/smaps.
     func vmFlags(containing address: UInt) throws -> String? {
@@ -25,7 +25,18 @@ import Testing
         return nil
     }
 
-    @Test(arguments: [1, 100, 4096, StreamedBuffer.hugePageBytes - 1, StreamedBuffer.hugePageBytes,
+    /// Whether /proc/self/maps lists a mapping containing `address`.
+    func isMapped(_ address: UInt) throws -> Bool {
+        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/proc/self/maps"))
+        defer { try? handle.close() }
+        let maps = String(decoding: try handle.readToEnd() ?? Data(), as: UTF8.self)
+        return maps.split(separator: "\n").contains { line in
+            let bounds = (line.split(separator: " ").first ?? "").split(separator: "-").compactMap { UInt($0, radix: 16) }
+            return bounds.count == 2 && bounds[0] <= address && address < bounds[1]
+        }
+    }
+
+    @Test(arguments: [1, 100, 4095, 4096, StreamedBuffer.hugePageBytes - 1, StreamedBuffer.hugePageBytes,
                       StreamedBuffer.hugePageBytes + 4097, 5 * StreamedBuffer.hugePageBytes + 123])
     func zeroedWritableAndAligned(byteCount: Int) throws {
         let buffer = StreamedBuffer(byteCount: byteCount)
@@ -38,15 +49,31 @@ import Testing
         bytes[byteCount - 1] = 0x5A
         #expect(bytes[byteCount - 1] == 0x5A)
         #if os(Linux)
-        #expect(buffer.isMapped == (byteCount >= StreamedBuffer.hugePageBytes))
+        #expect(buffer.isMapped == (byteCount >= StreamedBuffer.smallestCarved))
         if buffer.isMapped {
-            #expect(UInt(bitPattern: buffer.pointer) % UInt(StreamedBuffer.hugePageBytes) == 0)
             // Advised to use huge pages, where the kernel has them (whether it grants them is its setting).
             if FileManager.default.fileExists(atPath: "/sys/kernel/mm/transparent_hugepage/enabled") {
                 let flags = try #require(try vmFlags(containing: UInt(bitPattern: buffer.pointer)))
                 #expect(flags.split(separator: " ").contains("hg"), "\(flags)")
             }
         }
+        #endif
+    }
+
+    @Test func aChunkIsUnmappedWithItsLastBuffer() throws {
+        #if os(Linux)
+        // Each of these fills a chunk of its own (larger than the usual chunk, whole huge pages, so no
+        // other test's buffer can share it); once the second is the arena's current chunk, the first
+        // one's mapping goes with its buffer.
+        let size = HugePageChunk.usualBytes + StreamedBuffer.hugePageBytes
+        var first: StreamedBuffer? = StreamedBuffer(byteCount: size)
+        let address = UInt(bitPattern: first!.pointer)
+        #expect(address % UInt(StreamedBuffer.hugePageBytes) == 0, "a new chunk starts on a huge-page boundary")
+        let second = StreamedBuffer(byteCount: size)
+        #expect(try isMapped(address))
+        first = nil
+        #expect(try !isMapped(address))
+        withExtendedLifetime(second) {}
         #endif
     }
 
