@@ -13,15 +13,22 @@ import Testing
         // Sendable: each item writes only its own slot, and only the caller appends to its order;
         // the loop's end orders the writes before the reads.
         let runs: UnsafeMutableBufferPointer<Int>
+        /// Where each item leaves the result of its busy work, so that the work is done.
+        let sink: UnsafeMutableBufferPointer<Int>
         var callerOrder: [Int] = []
         let caller = pthread_self()
 
         init(count: Int) {
             runs = .allocate(capacity: count)
             runs.initialize(repeating: 0)
+            sink = .allocate(capacity: count)
+            sink.initialize(repeating: 0)
         }
 
-        deinit { runs.deallocate() }
+        deinit {
+            runs.deallocate()
+            sink.deallocate()
+        }
     }
 
     @Test func everyItemRunsOnceInEveryLoop() {
@@ -48,11 +55,13 @@ import Testing
                 let record = Record(count: count)
                 pool.parallelFor(count) { item in
                     record.runs[item] += 1
-                    if pthread_equal(pthread_self(), record.caller) != 0 { record.callerOrder.append(item) }
-                    // Enough work per item that every thread takes part.
-                    var spin = 0
-                    for k in 0..<2_000 { spin &+= k }
-                    withExtendedLifetime(spin) {}
+                    let onCaller = pthread_equal(pthread_self(), record.caller) != 0
+                    if onCaller { record.callerOrder.append(item) }
+                    // Work enough that every thread takes part, and more on the caller, so that the others
+                    // run out of items first and take some of the caller's.
+                    var spin = item
+                    for k in 0..<(onCaller ? 20_000 : 1_000) { spin = spin &* 6_364_136_223_846_793_005 &+ k }
+                    record.sink[item] = spin
                 }
                 #expect(record.runs.allSatisfy { $0 == 1 })
                 // The caller owns items 0 ..< count / threads: it takes them from the front, one after
