@@ -83,7 +83,7 @@ final class Int8Weights: @unchecked Sendable {
     /// Two weights per byte.
     var nibbles: Bool { bits == 4 }
     let weights: UnsafeMutableRawPointer
-    /// Owns `weights` and `scales`, on huge pages where they are large (see `StreamedBuffer`).
+    /// Own `weights` and `scales`: carved from huge-page mappings (see `StreamedBuffer`).
     private let weightStorage: StreamedBuffer
     private let scaleStorage: StreamedBuffer
     /// Half floats for `SLUICE_WEIGHTS_HALF_SCALED32`, floats otherwise; at 4 bits and

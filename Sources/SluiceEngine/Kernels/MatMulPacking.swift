@@ -32,7 +32,7 @@ final class PackedWeights: @unchecked Sendable {
     let scalesPerRow: Int
     /// Quants, `quadBytes` per four rows (the last quad padded with zeros).
     let quants: UnsafeMutableRawPointer
-    /// Owns `quants`, on huge pages where they are large (see `StreamedBuffer`).
+    /// Owns `quants`: carved from huge-page mappings (see `StreamedBuffer`).
     private let quantStorage: StreamedBuffer
     /// Scales, `4 * scalesPerRow` per quad, interleaved like the quants.
     let scales: UnsafeMutablePointer<Float>
