@@ -43,6 +43,11 @@ __m512i group_bytes(const int g, __m512i nibbles0, __m512i nibbles1, __m512i cru
 }
 
 /// The byte kernel's `tile` for `SLUICE_WEIGHTS_SCALED16` over the 6-bit layout.
+///
+/// Measured on Zen 4 (one core, 4096 x 2048, 32 tokens, two-byte activations): 77 G products/s as
+/// written, 84 without putting the bytes back together (each tile of tokens rebuilds its panels'
+/// lines: the one cost here that no output bit depends on), 92 without the float steps per 16
+/// columns, 103 without either.
 static inline __attribute__((always_inline))
 void tile(const int PANELS, const int TOKENS, const int LOW, const uint8_t *w, const int8_t *s, const uint16_t *sup,
           size_t panel_bytes, size_t panel_scales, size_t panel_super_halves, int columns, int blocks,
