@@ -134,5 +134,12 @@ public final class FileLock: Sendable {
         return FileLock(fd: fd, path: path)
     }
 
-    deinit { close(fd) }
+    // Unlocked before closing: an flock belongs to the open file, not to this descriptor, and a child
+    // spawned by another thread holds a copy of every descriptor until its exec closes them (they are
+    // all O_CLOEXEC). Closing alone would leave the lock held through that window, and a run starting
+    // in it would take this spec for busy.
+    deinit {
+        flock(fd, LOCK_UN)
+        close(fd)
+    }
 }

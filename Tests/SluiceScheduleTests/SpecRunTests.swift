@@ -188,7 +188,40 @@ private func answerAll(_ store: SQLiteStore, seen: Seen = Seen()) -> (JobID, Dou
     // machine a second 1 s deadline could run out before it answers both jobs.
     let next = try await SpecRun(spec: try spec(folder, extra: "deadline = \"10m\""), store: store, log: { _ in })
         .run(work: answerAll(store))
-    #expect(next.outcome == .done && next.exported.count == 2)
+    #expect(next.outcome == .done && next.exported.count == 2, "\(next.outcome)")
+}
+
+/// The descriptor of this process's open file at `path`, found through /proc/self/fd.
+private func openDescriptor(at path: String) throws -> Int32? {
+    for name in try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") {
+        guard let fd = Int32(name), (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + name)) == path
+        else { continue }
+        return fd
+    }
+    return nil
+}
+
+/// A child that still holds the lock's open file (as one spawned by another thread does until its exec
+/// closes the descriptor) does not keep a released lock held: the next run can take it at once.
+@Test func aReleasedRunLockIsFreeWhileAChildStillHoldsItsFile() throws {
+    let folder = try Folder()
+    let path = folder.path + "/run.lock"
+    let child: ChildProcess
+    do {
+        let lock = try #require(try FileLock.acquire(path: path, wait: false))
+        let fd = try #require(try openDescriptor(at: path), "the lock's descriptor is not in /proc/self/fd")
+        // The child's standard input is the lock's open file, kept across its exec.
+        child = try ChildProcess(executable: "/bin/sleep", arguments: ["60"], standardInput: .descriptor(fd))
+        withExtendedLifetime(lock) {
+            #expect((try? FileLock.acquire(path: path, wait: false)) == nil, "held while this process has it")
+        }
+    }  // the lock is released here
+    defer {
+        child.send(SIGKILL)
+        _ = child.waitUntilExit()
+    }
+    #expect(try FileLock.acquire(path: path, wait: false) != nil,
+            "the released lock is still held through the child's copy of its file")
 }
 
 @Test func enqueueMergesDefaultsUnderTheBody() throws {
