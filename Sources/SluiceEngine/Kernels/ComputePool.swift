@@ -74,7 +74,7 @@ public final class ComputePool: @unchecked Sendable {
             withoutActuallyEscaping(body) { escapable in
                 var start = 0
                 while start < count {
-                    let chunk = min(count - start, PoolShared.maxItems)
+                    let chunk = min(count - start, Segment.maxItems)
                     let offset = start
                     shared.run(chunk) { escapable(offset + $0) }
                     start += chunk
@@ -140,8 +140,6 @@ private final class Segment: @unchecked Sendable {
 
 /// State shared between the pool's owner and its worker threads.
 private final class PoolShared: @unchecked Sendable {
-    static let maxItems = Segment.maxItems
-
     /// One per thread: the caller's first, then each worker's.
     let segments: [Segment]
     let completed = Atomic<Int>(0)

@@ -25,15 +25,9 @@ import Testing
         return nil
     }
 
-    /// Whether /proc/self/maps lists a mapping containing `address`.
+    /// Whether a mapping contains `address`: /proc/self/smaps gives every mapping its `VmFlags` line.
     func isMapped(_ address: UInt) throws -> Bool {
-        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/proc/self/maps"))
-        defer { try? handle.close() }
-        let maps = String(decoding: try handle.readToEnd() ?? Data(), as: UTF8.self)
-        return maps.split(separator: "\n").contains { line in
-            let bounds = (line.split(separator: " ").first ?? "").split(separator: "-").compactMap { UInt($0, radix: 16) }
-            return bounds.count == 2 && bounds[0] <= address && address < bounds[1]
-        }
+        try vmFlags(containing: address) != nil
     }
 
     @Test(arguments: [1, 100, 4095, 4096, StreamedBuffer.hugePageBytes - 1, StreamedBuffer.hugePageBytes,
