@@ -42,6 +42,15 @@ public struct StoredFile: Sendable, Equatable {
     }
 }
 
+/// What became of a batch's input file (see `BatchStore.enqueueBatchInput`).
+public enum BatchEnqueueOutcome: Sendable, Equatable {
+    /// The batch's job.
+    case enqueued(JobID)
+    /// Strict validation refused the file (nothing was created): `lines` non-blank lines, of which
+    /// `badLineCount` were bad; `badLines` are the first of them, in file order.
+    case rejected(lines: Int, badLineCount: Int, badLines: [BadLine])
+}
+
 /// How many requests of a batch finished which way (OpenAI's `request_counts`).
 public struct BatchRequestCounts: Sendable, Equatable {
     public var total = 0
@@ -152,8 +161,9 @@ public protocol BatchStore: Sendable {
     func insertFile(_ file: StoredFile) throws
     /// The file, if it exists and belongs to `project`.
     func file(id: String, project: String) throws -> StoredFile?
-    /// Newest first (or oldest first with `ascending`), starting after the file `after`.
-    func files(project: String, purpose: String?, after: String?, limit: Int, ascending: Bool) throws -> [StoredFile]
+    /// Newest first (or oldest first with `ascending`), starting after the file `after`, which may have
+    /// been deleted since (its place is remembered for a week); nil when `after` names no file of the project.
+    func files(project: String, purpose: String?, after: String?, limit: Int, ascending: Bool) throws -> [StoredFile]?
     /// Removes the row and returns it (the caller removes the bytes).
     func deleteFile(id: String, project: String) throws -> StoredFile?
     /// Files whose `expiresAt` has passed (any project).
@@ -162,7 +172,8 @@ public protocol BatchStore: Sendable {
     func insertBatch(_ batch: StoredBatch) throws
     func batch(id: String, project: String) throws -> StoredBatch?
     /// Newest first, starting after the batch `after`; `project` nil means every project (operator view).
-    func batches(project: String?, after: String?, limit: Int) throws -> [StoredBatch]
+    /// Nil when `after` names no batch (of the project).
+    func batches(project: String?, after: String?, limit: Int) throws -> [StoredBatch]?
     /// Batches in a status that still needs work from the reconciler.
     func activeBatches() throws -> [StoredBatch]
     /// Moves the batch from one of `from` to `to`, recording the time; false when it was in no status of `from`.
@@ -173,7 +184,7 @@ public protocol BatchStore: Sendable {
 
     /// Creates the batch's job from its input file, validated exactly as `sluice enqueue --strict`
     /// validates (the job is named after the batch; a job of that name is returned as it is).
-    func enqueueBatchInput(path: String, batchID: String, maxLineBytes: Int) throws -> JobID
+    func enqueueBatchInput(path: String, batchID: String, maxLineBytes: Int) throws -> BatchEnqueueOutcome
     /// Live counts of the job's requests.
     func batchCounts(job: JobID) throws -> (counts: BatchRequestCounts, unfinished: Int)
     /// Cancels the job's queued and leased requests (idempotent).

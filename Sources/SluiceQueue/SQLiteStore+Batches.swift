@@ -2,7 +2,7 @@ import Foundation
 import SluiceCore
 
 extension Schema {
-    /// Migration 4: the files and batches of `sluice serve` (OpenAI Files and Batches API).
+    /// Migration 5: the files and batches of `sluice serve` (OpenAI Files and Batches API).
     /// A batch runs as an ordinary job (`job_id`); file bytes live on disk beside the database,
     /// under names the server chose (`storage_name`). `IF NOT EXISTS`: a database taken back to an
     /// older version by hand (as a test does) still migrates forward.
@@ -53,6 +53,18 @@ extension Schema {
         CREATE INDEX IF NOT EXISTS batches_active ON batches(status)
             WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling');
         """
+
+    /// Migration 6: where deleted files were in the list (their rowid), for a week, so that a page
+    /// may start after a file deleted since the last page was read.
+    static let deletedFiles = """
+        CREATE TABLE IF NOT EXISTS deleted_files (
+            id TEXT PRIMARY KEY,
+            project TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            deleted_at REAL NOT NULL
+        ) STRICT;
+        CREATE INDEX IF NOT EXISTS deleted_files_age ON deleted_files(deleted_at);
+        """
 }
 
 /// What a look at a batch input file found (see `SQLiteStore.checkBatchInput`).
@@ -75,6 +87,10 @@ public enum BatchInputValidation {
                              maxReported: Int = SQLiteStore.maxReportedBadLines) throws -> BatchInputCheck {
         let reader = try LineReader(path: path, maxLineBytes: maxLineBytes)
         var check = BatchInputCheck()
+        // The line each custom_id was first seen on, by SHA-256 of the id: constant memory per line
+        // however long the ids are. As in `sluice enqueue`, the first line with an id is kept and any
+        // later one is a duplicate; a line that is bad for another reason claims no id.
+        var firstLine: [[UInt8]: Int] = [:]
         func bad(_ line: Int, _ customID: String?, _ reason: BadLineReason, _ message: String) {
             check.badLineCount += 1
             if check.badLines.count < maxReported {
@@ -95,6 +111,15 @@ public enum BatchInputValidation {
                 case let .failure(problem):
                     bad(number, problem.customID, problem.reason, problem.message)
                 case let .success(valid):
+                    var hasher = SHA256()
+                    if let decoded = valid.decodedCustomID { hasher.update(decoded) } else { hasher.update(UnsafeRawBufferPointer(valid.customID)) }
+                    let digest = hasher.finalize()
+                    if let first = firstLine[digest] {
+                        bad(number, valid.customIDString, .duplicateCustomID,
+                            "duplicate custom_id \"\(valid.customIDString)\" (first on line \(first))")
+                        break
+                    }
+                    firstLine[digest] = number
                     if let endpoint, valid.endpoint.rawValue != endpoint {
                         bad(number, valid.customIDString, .unsupportedURL,
                             "url \"\(valid.endpoint.rawValue)\" differs from the batch's endpoint \"\(endpoint)\"")
@@ -150,24 +175,46 @@ extension SQLiteStore: BatchStore {
         }
     }
 
-    public func files(project: String, purpose: String?, after: String?, limit: Int, ascending: Bool) throws -> [StoredFile] {
+    /// How long a deleted file's place in the list is remembered, for pages that start after it.
+    static let deletedFileMemory: Double = 7 * 86_400
+
+    public func files(project: String, purpose: String?, after: String?, limit: Int, ascending: Bool) throws -> [StoredFile]? {
         try withConnection { db in
-            let order = ascending ? "ASC" : "DESC"
-            let compare = ascending ? ">" : "<"
-            let select = try db.cached("""
-                SELECT \(Self.fileColumns) FROM files
-                WHERE project = ?1 AND (?2 IS NULL OR purpose = ?2)
-                  AND (?3 IS NULL OR rowid \(compare) (SELECT rowid FROM files WHERE id = ?3 AND project = ?1))
-                ORDER BY rowid \(order) LIMIT ?4
-                """, operation: "list files")
-            defer { select.reset() }
-            select.bind(1, project)
-            select.bind(2, purpose)
-            select.bind(3, after)
-            select.bind(4, max(0, limit))
-            var files: [StoredFile] = []
-            while try select.step() { files.append(Self.readFile(select)) }
-            return files
+            try db.readTransaction("list files") {
+                // Where the page starts: the cursor's place in upload order, live or deleted.
+                var position: Int?
+                var cursorDeleted = false
+                if let after {
+                    for (table, column) in [("files", "rowid"), ("deleted_files", "position")] where position == nil {
+                        let find = try db.cached("SELECT \(column) FROM \(table) WHERE id = ?1 AND project = ?2",
+                                                 operation: "list files")
+                        defer { find.reset() }
+                        find.bind(1, after)
+                        find.bind(2, project)
+                        if try find.step() {
+                            position = find.int(0)
+                            cursorDeleted = table == "deleted_files"
+                        }
+                    }
+                    guard position != nil else { return nil }
+                }
+                // SQLite may give a deleted last row's rowid to the next upload; that file is newer
+                // than the deleted cursor, so an ascending page after it includes it.
+                let compare = ascending ? (cursorDeleted ? ">=" : ">") : "<"
+                let select = try db.cached("""
+                    SELECT \(Self.fileColumns) FROM files
+                    WHERE project = ?1 AND (?2 IS NULL OR purpose = ?2) AND (?3 IS NULL OR rowid \(compare) ?3)
+                    ORDER BY rowid \(ascending ? "ASC" : "DESC") LIMIT ?4
+                    """, operation: "list files")
+                defer { select.reset() }
+                select.bind(1, project)
+                select.bind(2, purpose)
+                select.bind(3, position.map(Int64.init))
+                select.bind(4, max(0, limit))
+                var files: [StoredFile] = []
+                while try select.step() { files.append(Self.readFile(select)) }
+                return files
+            }
         }
     }
 
@@ -181,6 +228,19 @@ extension SQLiteStore: BatchStore {
                 guard try select.step() else { select.reset(); return nil }
                 let file = Self.readFile(select)
                 select.reset()
+                // Remember its place, so that a page starting after it (list, delete what came, list
+                // on) still finds the files that were after it.
+                let now = clock()
+                let forget = try db.cached("DELETE FROM deleted_files WHERE deleted_at < ?1", operation: "delete file")
+                forget.bind(1, now - Self.deletedFileMemory)
+                try forget.run()
+                let remember = try db.cached("""
+                    INSERT OR REPLACE INTO deleted_files (id, project, position, deleted_at)
+                    SELECT id, project, rowid, ?2 FROM files WHERE id = ?1
+                    """, operation: "delete file")
+                remember.bind(1, id)
+                remember.bind(2, now)
+                try remember.run()
                 let delete = try db.cached("DELETE FROM files WHERE id = ?1", operation: "delete file")
                 delete.bind(1, id)
                 try delete.run()
@@ -270,21 +330,32 @@ extension SQLiteStore: BatchStore {
         }
     }
 
-    public func batches(project: String?, after: String?, limit: Int) throws -> [StoredBatch] {
+    public func batches(project: String?, after: String?, limit: Int) throws -> [StoredBatch]? {
         try withConnection { db in
-            let select = try db.cached("""
-                SELECT \(Self.batchColumns) FROM batches
-                WHERE (?1 IS NULL OR project = ?1)
-                  AND (?2 IS NULL OR rowid < (SELECT rowid FROM batches WHERE id = ?2 AND (?1 IS NULL OR project = ?1)))
-                ORDER BY rowid DESC LIMIT ?3
-                """, operation: "list batches")
-            defer { select.reset() }
-            select.bind(1, project)
-            select.bind(2, after)
-            select.bind(3, max(0, limit))
-            var batches: [StoredBatch] = []
-            while try select.step() { batches.append(Self.readBatch(select)) }
-            return batches
+            try db.readTransaction("list batches") {
+                var position: Int?
+                if let after {
+                    let find = try db.cached("SELECT rowid FROM batches WHERE id = ?1 AND (?2 IS NULL OR project = ?2)",
+                                             operation: "list batches")
+                    defer { find.reset() }
+                    find.bind(1, after)
+                    find.bind(2, project)
+                    guard try find.step() else { return nil }
+                    position = find.int(0)
+                }
+                let select = try db.cached("""
+                    SELECT \(Self.batchColumns) FROM batches
+                    WHERE (?1 IS NULL OR project = ?1) AND (?2 IS NULL OR rowid < ?2)
+                    ORDER BY rowid DESC LIMIT ?3
+                    """, operation: "list batches")
+                defer { select.reset() }
+                select.bind(1, project)
+                select.bind(2, position.map(Int64.init))
+                select.bind(3, max(0, limit))
+                var batches: [StoredBatch] = []
+                while try select.step() { batches.append(Self.readBatch(select)) }
+                return batches
+            }
         }
     }
 
@@ -361,15 +432,15 @@ extension SQLiteStore: BatchStore {
 
     // MARK: The batch's job
 
-    public func enqueueBatchInput(path: String, batchID: String, maxLineBytes: Int) throws -> JobID {
+    public func enqueueBatchInput(path: String, batchID: String, maxLineBytes: Int) throws -> BatchEnqueueOutcome {
         do {
             let report = try enqueue(file: path, name: batchID, strict: true, allowDuplicate: true, maxLineBytes: maxLineBytes)
             guard let job = report.jobID else {
-                throw QueueError.invalidArgument("the input of \(batchID) has \(report.badLineCount) bad lines")
+                return .rejected(lines: report.lines, badLineCount: report.badLineCount, badLines: report.badLines)
             }
-            return job
+            return .enqueued(job)
         } catch QueueError.duplicateJobName(_, let job) {
-            return job // created before a crash or restart: the same batch's job
+            return .enqueued(job) // created before a crash or restart: the same batch's job
         }
     }
 

@@ -100,9 +100,10 @@ public final class BatchService: Sendable {
         case let other?: throw APIError.invalid("order must be \"asc\" or \"desc\" (got \"\(other)\")", param: "order")
         }
         let store = self.store
-        let files = try await offload {
+        let found = try await offload {
             try store.files(project: project, purpose: purpose, after: after, limit: limit + 1, ascending: ascending)
         }
+        guard let files = found else { throw Self.unknownCursor("file", after) }
         let page = Array(files.prefix(limit))
         return OpenAIObjects.list(page.map(OpenAIObjects.file), ids: page.map(\.id), hasMore: files.count > limit)
     }
@@ -116,6 +117,11 @@ public final class BatchService: Sendable {
             storage.remove(file.storageName)
             return OpenAIObjects.deletedFile(id)
         }
+    }
+
+    /// A list's `after` that names nothing this project has (or had: deleted files are remembered).
+    static func unknownCursor(_ what: String, _ after: String?) -> APIError {
+        APIError.invalid("after: no \(what) '\(after ?? "")' to list after", param: "after")
     }
 
     private func checkLimit(_ limit: Int?, default value: Int) throws -> Int {
@@ -232,7 +238,9 @@ public final class BatchService: Sendable {
         let limit = try checkLimit(limit, default: 20)
         let store = self.store
         return try await offload {
-            let batches = try store.batches(project: project, after: after, limit: limit + 1)
+            guard let batches = try store.batches(project: project, after: after, limit: limit + 1) else {
+                throw Self.unknownCursor("batch", after)
+            }
             let page = Array(batches.prefix(limit))
             return OpenAIObjects.list(try page.map { try self.render($0) }, ids: page.map(\.id),
                                       hasMore: batches.count > limit)

@@ -33,6 +33,12 @@ final class MultipartUpload {
         parser.onHeader = { [unowned self] name, value in
             headerBytes += name.utf8.count + value.utf8.count
             if headerBytes > Self.maxHeaderBytes { fail(APIError.invalid("a part's headers are too large")) }
+            // The parser hands a header that is not UTF-8 over as empty: say so rather than later
+            // finding no `file` part.
+            if name.isEmpty || (name.lowercased() == "content-disposition" && value.isEmpty) {
+                fail(APIError.invalid("a part's \(name.isEmpty ? "header name" : "Content-Disposition header") is empty or not valid UTF-8",
+                                      param: "file"))
+            }
             headers.append((name, value))
         }
         parser.onBody = { [unowned self] buffer in
@@ -116,16 +122,92 @@ final class MultipartUpload {
         return value
     }
 
-    /// A `name=value` or `name="value"` parameter of a header value.
+    /// A parameter of a header value such as `form-data; name="file"; filename="a; b.jsonl"`: a token
+    /// or a quoted string (RFC 9110: `\` escapes the next character, and `;` inside quotes is part of
+    /// the value). `filename` prefers an RFC 8187 `filename*=UTF-8''…` where the client sent one, and
+    /// decodes the `%22`, `%0D` and `%0A` that browsers and HTTP libraries write for `"`, CR and LF
+    /// (WHATWG HTML's multipart encoding).
     static func parameter(_ name: String, in header: String) -> String? {
-        for piece in header.split(separator: ";").dropFirst() {
-            let trimmed = piece.trimmingCharacters(in: .whitespaces)
-            guard let equals = trimmed.firstIndex(of: "=") else { continue }
-            guard trimmed[..<equals].lowercased() == name else { continue }
-            var value = trimmed[trimmed.index(after: equals)...]
-            if value.hasPrefix("\""), value.hasSuffix("\""), value.count >= 2 { value = value.dropFirst().dropLast() }
-            return String(value)
+        let parameters = parameters(of: header)
+        if name == "filename" {
+            if let extended = parameters.first(where: { $0.name == "filename*" }), let value = decodeExtended(extended.value) {
+                return value
+            }
+            return parameters.first { $0.name == "filename" }.map { decodeFormDataEscapes($0.value) }
         }
-        return nil
+        return parameters.first { $0.name == name }?.value
+    }
+
+    /// The `name=value` parameters after a header value's first `;`, names lower-cased, in order.
+    static func parameters(of header: String) -> [(name: String, value: String)] {
+        let characters = Array(header.unicodeScalars)
+        var index = 0
+        func skipSpaces() { while index < characters.count, characters[index] == " " || characters[index] == "\t" { index += 1 } }
+        // The disposition type (`form-data`): everything up to the first `;`.
+        while index < characters.count, characters[index] != ";" { index += 1 }
+        var result: [(name: String, value: String)] = []
+        while index < characters.count {
+            index += 1 // the `;`
+            skipSpaces()
+            var name = String.UnicodeScalarView()
+            while index < characters.count, !["=", ";"].contains(characters[index]) { name.append(characters[index]); index += 1 }
+            let key = String(name).trimmingCharacters(in: .whitespaces).lowercased()
+            guard index < characters.count, characters[index] == "=" else { continue }
+            index += 1
+            skipSpaces()
+            var value = String.UnicodeScalarView()
+            if index < characters.count, characters[index] == "\"" {
+                index += 1
+                while index < characters.count, characters[index] != "\"" {
+                    if characters[index] == "\\", index + 1 < characters.count { index += 1 }
+                    value.append(characters[index])
+                    index += 1
+                }
+                index += 1 // the closing quote
+                while index < characters.count, characters[index] != ";" { index += 1 }
+                result.append((key, String(value)))
+            } else {
+                while index < characters.count, characters[index] != ";" { value.append(characters[index]); index += 1 }
+                result.append((key, String(value).trimmingCharacters(in: .whitespaces)))
+            }
+        }
+        return result
+    }
+
+    /// An RFC 8187 value `charset'language'percent-encoded`, for UTF-8 (and its ASCII subset).
+    static func decodeExtended(_ value: String) -> String? {
+        let parts = value.split(separator: "'", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count == 3, ["utf-8", "us-ascii"].contains(parts[0].lowercased()) else { return nil }
+        var bytes: [UInt8] = []
+        var utf8 = Array(parts[2].utf8)[...]
+        while let byte = utf8.popFirst() {
+            if byte == UInt8(ascii: "%") {
+                guard utf8.count >= 2, let high = hexValue(utf8[utf8.startIndex]), let low = hexValue(utf8[utf8.startIndex + 1]) else {
+                    return nil
+                }
+                bytes.append(high << 4 | low)
+                utf8 = utf8.dropFirst(2)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(validating: bytes, as: UTF8.self)
+    }
+
+    /// `%22`, `%0D` and `%0A` back to `"`, CR and LF (what a form-data filename cannot hold as is).
+    static func decodeFormDataEscapes(_ value: String) -> String {
+        guard value.contains("%") else { return value }
+        return value.replacingOccurrences(of: "%22", with: "\"").replacingOccurrences(of: "%0D", with: "\r")
+            .replacingOccurrences(of: "%0A", with: "\n").replacingOccurrences(of: "%0d", with: "\r")
+            .replacingOccurrences(of: "%0a", with: "\n")
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
     }
 }

@@ -18,7 +18,7 @@ struct OperatorView: Sendable {
     }
 
     func rows(project: String?, limit: Int) throws -> [Row] {
-        try store.batches(project: project, after: nil, limit: limit).map { batch in
+        try (store.batches(project: project, after: nil, limit: limit) ?? []).map { batch in
             if let final = batch.finalCounts { return Row(batch: batch, counts: final, unfinished: 0) }
             guard let job = batch.jobID else { return Row(batch: batch, counts: .init(), unfinished: 0) }
             let live = try store.batchCounts(job: job)
@@ -37,7 +37,7 @@ struct OperatorView: Sendable {
             let batch: StoredBatch? = if let project {
                 try store.batch(id: batchID, project: project)
             } else {
-                try store.batches(project: nil, after: nil, limit: 10_000).first { $0.id == batchID }
+                try store.batches(project: nil, after: nil, limit: 10_000)?.first { $0.id == batchID }
             }
             guard let batch else { throw APIError.notFound("batch", batchID) }
             guard let job = batch.jobID else {

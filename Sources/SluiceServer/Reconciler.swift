@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import SluiceCore
 import SluiceQueue
 
@@ -17,6 +18,8 @@ public final class Reconciler: Sendable {
     let store: any BatchStore
     let metrics: ServeMetrics
     let log: @Sendable (String) -> Void
+    /// The last error of each batch whose step failed, so that a repeating one is logged once.
+    private let lastFailures = Mutex<[String: String]>([:])
 
     public init(service: BatchService, store: (any BatchStore)? = nil, metrics: ServeMetrics = ServeMetrics(),
                 log: @escaping @Sendable (String) -> Void) {
@@ -28,13 +31,24 @@ public final class Reconciler: Sendable {
 
     /// One pass (blocking): every active batch, then expired files.
     public func reconcileOnce(now time: Double = Date().timeIntervalSince1970) throws {
-        for batch in try store.activeBatches() {
+        let batches = try store.activeBatches()
+        for batch in batches {
             do {
                 try advance(batch, now: time)
+                lastFailures.withLock { _ = $0.removeValue(forKey: batch.id) }
             } catch {
-                log("batch \(batch.id): \(error)")
+                // A step that keeps failing (its file unreadable, the disk full) is retried every pass
+                // until the batch's deadline: say so once per distinct error, not twice a second.
+                let message = "\(error)"
+                let isNew = lastFailures.withLock { failures in
+                    defer { failures[batch.id] = message }
+                    return failures[batch.id] != message
+                }
+                if isNew { log("batch \(batch.id): \(message) (retrying every pass)") }
             }
         }
+        let active = Set(batches.map(\.id))
+        lastFailures.withLock { failures in failures = failures.filter { active.contains($0.key) } }
         for file in try store.expiredFiles(now: time, limit: 100) {
             if try store.deleteFile(id: file.id, project: file.project) != nil { service.storage.remove(file.storageName) }
         }
@@ -55,7 +69,13 @@ public final class Reconciler: Sendable {
     func advance(_ batch: StoredBatch, now time: Double) throws {
         switch batch.status {
         case .validating:
-            try validate(batch, now: time)
+            if time >= batch.deadline {
+                // Still not validated when its window closed (validation kept failing, or the server
+                // was down): no request ran.
+                try finish(batch, as: .expired, now: time)
+            } else {
+                try validate(batch, now: time)
+            }
         case .inProgress:
             guard let job = batch.jobID else { return }
             let (_, unfinished) = try store.batchCounts(job: job)
@@ -81,27 +101,46 @@ public final class Reconciler: Sendable {
         let limits = service.limits
         guard let input = try store.file(id: batch.inputFileID, project: batch.project) else {
             let errors = OpenAIObjects.error(code: "invalid_file", message: "the input file \(batch.inputFileID) was deleted")
-            _ = try store.endBatch(id: batch.id, BatchEnding(status: .failed, at: time, counts: .init(), errors: errors.serialized))
+            if try store.endBatch(id: batch.id, BatchEnding(status: .failed, at: time, counts: .init(), errors: errors.serialized)) {
+                metrics.countEnded("failed")
+                log("batch \(batch.id): failed: its input file \(batch.inputFileID) was deleted")
+            }
             return
         }
         let path = service.storage.path(of: input.storageName)
         let check = try BatchInputValidation.check(path: path, endpoint: batch.endpoint, maxLineBytes: limits.maxLineBytes,
                                                    maxLines: limits.maxFileLines)
         if check.badLineCount > 0 {
-            let errors = OpenAIObjects.lineErrors(check.badLines)
-            _ = try store.endBatch(id: batch.id, BatchEnding(
-                status: .failed, at: time, counts: BatchRequestCounts(total: check.lines, completed: 0, failed: 0),
-                errors: errors.serialized))
-            metrics.countEnded("failed")
-            log("batch \(batch.id): failed validation (\(check.badLineCount) bad lines)")
+            try failValidation(batch, lines: check.lines, badLineCount: check.badLineCount, badLines: check.badLines, now: time)
             return
         }
-        let job = try store.enqueueBatchInput(path: path, batchID: batch.id, maxLineBytes: limits.maxLineBytes)
+        let job: JobID
+        switch try store.enqueueBatchInput(path: path, batchID: batch.id, maxLineBytes: limits.maxLineBytes) {
+        case let .enqueued(created):
+            job = created
+        case let .rejected(lines, badLineCount, badLines):
+            // The file changed since the check, or the store found what the check could not: fail
+            // the batch with the store's reasons rather than trying again forever.
+            try failValidation(batch, lines: lines, badLineCount: badLineCount, badLines: badLines, now: time)
+            return
+        }
         if try store.transitionBatch(id: batch.id, from: [.validating], to: .inProgress, at: now(), jobID: job) {
             log("batch \(batch.id): in progress as job \(job) (\(check.lines) requests)")
         } else {
             // Cancelled while validating: keep the job with the batch so the cancel reaches it.
             _ = try store.transitionBatch(id: batch.id, from: [.cancelling], to: .cancelling, at: time, jobID: job)
+        }
+    }
+
+    /// Ends a batch whose input has bad lines as `failed`, naming them in `errors.data`.
+    private func failValidation(_ batch: StoredBatch, lines: Int, badLineCount: Int, badLines: [BadLine],
+                                now time: Double) throws {
+        let errors = OpenAIObjects.lineErrors(badLines)
+        if try store.endBatch(id: batch.id, BatchEnding(
+            status: .failed, at: time, counts: BatchRequestCounts(total: lines, completed: 0, failed: 0),
+            errors: errors.serialized)) {
+            metrics.countEnded("failed")
+            log("batch \(batch.id): failed validation (\(badLineCount) bad lines)")
         }
     }
 

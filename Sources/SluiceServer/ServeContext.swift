@@ -24,12 +24,22 @@ struct AuthMiddleware: RouterMiddleware {
             context.seesAllProjects = true
             return try await next(request, context)
         }
-        guard let header = request.headers[.authorization], header.hasPrefix("Bearer "),
-              let project = keys.project(for: header.dropFirst("Bearer ".count).drop(while: { $0 == " " })) else {
+        guard let key = request.headers[.authorization].flatMap(Self.bearerKey), let project = keys.project(for: key) else {
             throw APIError.unauthorized
         }
         context.project = project
         return try await next(request, context)
+    }
+
+    /// The key of an `Authorization: Bearer KEY` header. The scheme's name is case-insensitive
+    /// (RFC 9110 §11.1): `bearer KEY` is as good as `Bearer KEY`.
+    static func bearerKey(_ header: String) -> Substring? {
+        let bytes = Array(header.utf8.prefix(7))
+        guard bytes.count == 7, bytes[6] == UInt8(ascii: " "), bytes.prefix(6).map({ $0 | 0x20 }) == Array("bearer".utf8) else {
+            return nil
+        }
+        let key = header.dropFirst(7).drop(while: { $0 == " " })
+        return key.isEmpty ? nil : key
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import SluiceCore
 import SluiceQueue
 @testable import SluiceServer
@@ -119,6 +120,72 @@ func chatLines(_ prefix: String, _ count: Int) -> String {
         #expect(try f.store.jobs().isEmpty, "a failed batch creates no job")
     }
 
+    @Test func duplicateCustomIDsFailTheBatchNamingTheLaterLines() async throws {
+        let f = try ServerFixture()
+        var lines = chatLines("d", 5).split(separator: "\n").map(String.init)
+        lines[2] = lines[0]                     // line 3 repeats line 1's custom_id
+        lines[3] = "{not json"                  // a line bad for another reason claims no id
+        lines[4] = lines[0].replacingOccurrences(of: #""d-1""#, with: #""d\u002d1""#) // the same id, escaped
+        let id = try await f.createBatch(file: try await f.upload(lines.joined(separator: "\n")))
+        try f.reconciler.reconcileOnce()
+        let failed = try await f.batch(id)
+        #expect(failed["status"] == .string("failed"))
+        let data = failed["errors"]?["data"]?.arrayValue ?? []
+        #expect(data.map { $0["line"]!.intValue! } == [3, 4, 5])
+        #expect(data[0]["code"] == .string("duplicate_custom_id"))
+        #expect(data[0]["message"]?.stringValue?.contains("first on line 1") == true)
+        #expect(data[2]["code"] == .string("duplicate_custom_id"))
+        #expect(try f.store.jobs().isEmpty)
+    }
+
+    @Test func aFileTheStoreRefusesFailsTheBatchInsteadOfRetryingForever() async throws {
+        let f = try ServerFixture()
+        let file = try await f.upload(chatLines("r", 3))
+        let stored = try #require(try f.store.file(id: file, project: "p"))
+        let path = f.service.storage.path(of: stored.storageName)
+        // The store's strict enqueue refuses what it finds bad, with the lines and reasons.
+        try (chatLines("r", 2) + chatLines("r", 1)).write(toFile: path + ".dup", atomically: true, encoding: .utf8)
+        let outcome = try f.store.enqueueBatchInput(path: path + ".dup", batchID: "probe", maxLineBytes: 1 << 20)
+        guard case let .rejected(lines, badCount, bad) = outcome else { Issue.record("refused: \(outcome)"); return }
+        #expect(lines == 3 && badCount == 1 && bad.map(\.lineNumber) == [3] && bad[0].reason == .duplicateCustomID)
+        #expect(try f.store.jobs().isEmpty)
+        // A file that changes between the reconciler's check and the enqueue: the store's refusal
+        // fails the batch, with its reasons, instead of being retried every pass.
+        let id = try await f.createBatch(file: file)
+        let reconciler = Reconciler(service: f.service, store: SwappingStore(base: f.store, replacement: path + ".dup"),
+                                    log: { _ in })
+        try reconciler.reconcileOnce()
+        let failed = try await f.batch(id)
+        #expect(failed["status"] == .string("failed"))
+        #expect(failed["errors"]?["data"]?.arrayValue?.first?["code"] == .string("duplicate_custom_id"))
+        #expect(failed["request_counts"]?["total"] == .int(3))
+    }
+
+    @Test func aBatchStillValidatingWhenItsWindowClosesExpires() async throws {
+        let f = try ServerFixture()
+        let id = try await f.createBatch(file: try await f.upload(chatLines("v", 2)), window: "1s")
+        try f.reconciler.reconcileOnce(now: Date().timeIntervalSince1970 + 2)
+        let done = try await f.batch(id)
+        #expect(done["status"] == .string("expired"))
+        #expect(done["output_file_id"] == .null && done["error_file_id"] == .null)
+        #expect(try f.store.jobs().isEmpty, "no request ran")
+    }
+
+    @Test func aRepeatingFailureIsLoggedOnce() async throws {
+        let logged = Mutex<[String]>([])
+        let f = try ServerFixture()
+        let reconciler = Reconciler(service: f.service, log: { line in logged.withLock { $0.append(line) } })
+        let file = try await f.upload(chatLines("f", 2))
+        let id = try await f.createBatch(file: file)
+        let stored = try #require(try f.store.file(id: file, project: "p"))
+        let path = f.service.storage.path(of: stored.storageName)
+        try FileManager.default.removeItem(atPath: path)
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false) // unreadable as a file
+        for _ in 0..<3 { try reconciler.reconcileOnce() }
+        #expect(try await f.batch(id)["status"] == .string("validating"))
+        #expect(logged.withLock { $0.count } == 1, "\(logged.withLock { $0 })")
+    }
+
     @Test func cancelKeepsResultsAndCancelsTheRest() async throws {
         let f = try ServerFixture()
         let id = try await f.createBatch(file: try await f.upload(chatLines("c", 10)))
@@ -183,6 +250,46 @@ func chatLines(_ prefix: String, _ count: Int) -> String {
         #expect(seen == ids.reversed())
     }
 
+    @Test func filePagesGoOnAfterTheFilesTheyReturnedWereDeleted() async throws {
+        let f = try ServerFixture()
+        /// The usual clean-up loop: list a page, delete it, ask for the page after its last file.
+        func drain(order: String) async throws -> [String] {
+            var seen: [String] = []
+            var after: String?
+            while true {
+                let page = try await f.service.listFiles(project: "p", purpose: nil, after: after, limit: 2, order: order)
+                let ids = page["data"]!.arrayValue!.map { $0["id"]!.stringValue! }
+                seen += ids
+                for id in ids { _ = try await f.service.deleteFile(project: "p", id: id) }
+                guard page["has_more"] == .bool(true) else { return seen }
+                after = page["last_id"]!.stringValue!
+            }
+        }
+        var uploaded: [String] = []
+        for i in 0..<5 { uploaded.append(try await f.upload(chatLines("p\(i)", 1))) }
+        #expect(try await drain(order: "desc") == uploaded.reversed())
+        uploaded = []
+        for i in 0..<5 { uploaded.append(try await f.upload(chatLines("a\(i)", 1))) }
+        #expect(try await drain(order: "asc") == uploaded)
+
+        // After a deleted newest file whose place (SQLite's rowid) the next upload took.
+        let older = try await f.upload(chatLines("o", 1))
+        let deleted = try await f.upload(chatLines("d", 1))
+        _ = try await f.service.deleteFile(project: "p", id: deleted)
+        let newer = try await f.upload(chatLines("n", 1))
+        func page(after: String, order: String) async throws -> [String] {
+            try await f.service.listFiles(project: "p", purpose: nil, after: after, limit: 10, order: order)["data"]!
+                .arrayValue!.map { $0["id"]!.stringValue! }
+        }
+        #expect(try await page(after: deleted, order: "asc") == [newer])
+        #expect(try await page(after: deleted, order: "desc") == [older])
+        // A cursor that names nothing is an error, not an empty last page.
+        await #expect(throws: APIError.self) {
+            try await f.service.listFiles(project: "p", purpose: nil, after: "file-nothing", limit: 2, order: nil)
+        }
+        await #expect(throws: APIError.self) { try await f.service.listBatches(project: "p", after: "batch_nothing", limit: 2) }
+    }
+
     @Test func uploadsAreCheckedAgainstTheCaps() async throws {
         var limits = ServeLimits()
         limits.maxFileLines = 3
@@ -221,5 +328,41 @@ func chatLines(_ prefix: String, _ count: Int) -> String {
         let ok = try await create(base + [("metadata", .object([("k", .string("v"))])),
                                           ("output_expires_after", .object([("anchor", .string("created_at")), ("seconds", .int(3600))]))])
         #expect(ok["metadata"] == .object([("k", .string("v"))]))
+    }
+}
+
+/// A store whose batch enqueue reads another file than the one named: an input file replaced
+/// after the reconciler checked it.
+struct SwappingStore: BatchStore {
+    let base: SQLiteStore
+    let replacement: String
+
+    func enqueueBatchInput(path: String, batchID: String, maxLineBytes: Int) throws -> BatchEnqueueOutcome {
+        try base.enqueueBatchInput(path: replacement, batchID: batchID, maxLineBytes: maxLineBytes)
+    }
+
+    func insertFile(_ file: StoredFile) throws { try base.insertFile(file) }
+    func file(id: String, project: String) throws -> StoredFile? { try base.file(id: id, project: project) }
+    func files(project: String, purpose: String?, after: String?, limit: Int, ascending: Bool) throws -> [StoredFile]? {
+        try base.files(project: project, purpose: purpose, after: after, limit: limit, ascending: ascending)
+    }
+    func deleteFile(id: String, project: String) throws -> StoredFile? { try base.deleteFile(id: id, project: project) }
+    func expiredFiles(now: Double, limit: Int) throws -> [StoredFile] { try base.expiredFiles(now: now, limit: limit) }
+    func insertBatch(_ batch: StoredBatch) throws { try base.insertBatch(batch) }
+    func batch(id: String, project: String) throws -> StoredBatch? { try base.batch(id: id, project: project) }
+    func batches(project: String?, after: String?, limit: Int) throws -> [StoredBatch]? {
+        try base.batches(project: project, after: after, limit: limit)
+    }
+    func activeBatches() throws -> [StoredBatch] { try base.activeBatches() }
+    func transitionBatch(id: String, from: Set<BatchStatus>, to: BatchStatus, at: Double, jobID: JobID?) throws -> Bool {
+        try base.transitionBatch(id: id, from: from, to: to, at: at, jobID: jobID)
+    }
+    func endBatch(id: String, _ ending: BatchEnding) throws -> Bool { try base.endBatch(id: id, ending) }
+    func batchCounts(job: JobID) throws -> (counts: BatchRequestCounts, unfinished: Int) { try base.batchCounts(job: job) }
+    func cancelBatchJob(_ job: JobID) throws { try base.cancelBatchJob(job) }
+    func exportBatch(job: JobID, outputPath: String, errorPath: String, unfinishedCode: String,
+                     unfinishedMessage: String) throws -> BatchExportReport {
+        try base.exportBatch(job: job, outputPath: outputPath, errorPath: errorPath, unfinishedCode: unfinishedCode,
+                             unfinishedMessage: unfinishedMessage)
     }
 }

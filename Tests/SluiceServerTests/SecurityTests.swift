@@ -25,6 +25,13 @@ import Testing
         #expect(throws: ServeError.self) { try APIKeys(path: path) }
     }
 
+    @Test func bearerSchemeIsCaseInsensitive() {
+        for header in ["Bearer sk-1", "bearer sk-1", "BEARER  sk-1"] { #expect(AuthMiddleware.bearerKey(header) == "sk-1") }
+        for header in ["Basic sk-1", "Bearer", "Bearer ", "Bearersk-1", "sk-1", "Bearer\u{0}sk-1"] {
+            #expect(AuthMiddleware.bearerKey(header) == nil, "\(header)")
+        }
+    }
+
     @Test func constantTimeComparisonIsExact() {
         #expect(APIKeys.constantTimeEqual(Array("abc".utf8), Array("abc".utf8)))
         #expect(!APIKeys.constantTimeEqual(Array("abc".utf8), Array("abd".utf8)))
@@ -99,7 +106,29 @@ import Testing
         #expect(throws: APIError.self) {
             try parse(body(boundary: "XyZ", purpose: String(repeating: "p", count: 10000), file: "a\n"), piece: 100)
         }
+        // A Content-Disposition that is not UTF-8 reaches the parser's callback empty: named as such.
+        var bad = Array("--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"".utf8) + [0xFF, 0xFE]
+        bad += Array(".jsonl\"\r\n\r\nabc\n\r\n--XyZ--\r\n".utf8)
+        #expect {
+            try parse(bad, piece: 100)
+        } throws: { error in
+            (error as? APIError)?.message.contains("not valid UTF-8") == true
+        }
         #expect(MultipartUpload.boundary(of: "application/json") == nil)
         #expect(MultipartUpload.boundary(of: "multipart/form-data; boundary=\"a b\"") == "a b")
+    }
+
+    @Test func filenamesAreReadAsClientsWriteThem() {
+        func filename(_ disposition: String) -> String? { MultipartUpload.parameter("filename", in: disposition) }
+        #expect(filename(#"form-data; name="file"; filename="report; final.jsonl""#) == "report; final.jsonl")
+        #expect(filename(#"form-data; name="file"; filename="x=y; z.jsonl""#) == "x=y; z.jsonl")
+        #expect(filename(#"form-data; name="file"; filename="a\"b.jsonl""#) == #"a"b.jsonl"#)   // curl's escape
+        #expect(filename(#"form-data; name="file"; filename="a%22b.jsonl""#) == #"a"b.jsonl"#)   // browsers', httpx's
+        #expect(filename(#"form-data; name="file"; filename=plain.jsonl"#) == "plain.jsonl")
+        #expect(filename(#"form-data; name="file"; filename="fallback.jsonl"; filename*=UTF-8''%C3%BCber%20a.jsonl"#)
+            == "über a.jsonl")
+        #expect(filename(#"form-data; name="file"; filename="ok.jsonl"; filename*=UTF-8''%FF"#) == "ok.jsonl")
+        #expect(filename(#"form-data; name="file""#) == nil)
+        #expect(MultipartUpload.parameter("name", in: #"form-data; filename="name=\"x\";"; name="file""#) == "file")
     }
 }

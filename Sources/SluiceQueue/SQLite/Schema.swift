@@ -120,6 +120,8 @@ enum Schema {
         """,
         // 5: files and batches of `sluice serve` (SQLiteStore+Batches.swift).
         batchTables,
+        // 6: deleted files' places in the file list, for paging (SQLiteStore+Batches.swift).
+        deletedFiles,
     ]
 
     static var currentVersion: Int { migrations.count }
