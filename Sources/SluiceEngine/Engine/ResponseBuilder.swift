@@ -86,8 +86,9 @@ struct ResponseBuilder {
 
     /// Completions' `logprobs`: the completion's tokens, after the prompt's when `echo` asks for
     /// them (as OpenAI and vLLM answer: the first prompt token has nothing before it to predict
-    /// it, so its `token_logprobs` and `top_logprobs` entries are null). `text_offset` counts
-    /// UTF-8 bytes of the listed tokens' text from the first listed token.
+    /// it, so its `token_logprobs` and `top_logprobs` entries are null). `text_offset` is where each
+    /// token starts in `text`, in UTF-8 bytes: a control token (`<bos>`) takes no room there, and a
+    /// byte-fallback token one byte (its listed text, U+FFFD for a lone byte, would count three).
     private func completionLogprobs(_ generation: Generation, content: String) -> JSON {
         guard generation.parameters.logprobs != nil else { return .null }
         var entries: [(token: Int32, entry: Generation.TokenLogprobs?)] = []
@@ -104,7 +105,7 @@ struct ResponseBuilder {
         var offset = 0
         for item in entries {
             offsets.append(.int(offset))
-            offset += pieceText(item.token).utf8.count
+            offset += tokenizer.piece(for: item.token, renderSpecial: false).count
         }
         return .object([
             "tokens": .array(entries.map { .string(pieceText($0.token)) }),

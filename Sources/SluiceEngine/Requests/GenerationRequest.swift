@@ -102,21 +102,29 @@ public struct GenerationRequest: Sendable, Equatable {
         let maxKey = endpoint == .responses ? "max_output_tokens"
             : body["max_completion_tokens"].map { !$0.isNull } == true ? "max_completion_tokens" : "max_tokens"
         if let value = body[maxKey], !value.isNull {
-            guard let n = value.intValue, n >= 0 else { throw RequestError("'\(maxKey)' must be an integer of at least 1", parameter: maxKey) }
+            guard let n = value.intValue, n >= 0 else {
+                throw RequestError("'\(maxKey)' must be an integer from 1 to \(Int.max)", parameter: maxKey)
+            }
             maxTokens = n
         } else if endpoint == .completions {
             maxTokens = 16  // OpenAI's default for completions
         }
         sampling.temperature = try Self.number(body, "temperature", in: 0...2) ?? 1
         sampling.topP = try Self.number(body, "top_p", in: 0...1) ?? 1
-        if sampling.topP == 0 { throw RequestError("'top_p' must be greater than 0", parameter: "top_p") }
         sampling.minP = try Self.number(body, "min_p", in: 0...1) ?? 0
         if let value = body["top_k"], !value.isNull {
             guard let k = value.intValue, k >= -1 else { throw RequestError("'top_k' must be an integer of at least -1", parameter: "top_k") }
             sampling.topK = max(k, 0)
         }
+        if sampling.topP == 0 {
+            // OpenAI takes 0: the smallest nucleus, the most likely token alone (as top_k 1 keeps it).
+            sampling.topP = 1
+            sampling.topK = 1
+        }
         if let value = body["seed"], !value.isNull {
-            guard let seed = value.intValue else { throw RequestError("'seed' must be an integer", parameter: "seed") }
+            guard let seed = value.intValue else {
+                throw RequestError("'seed' must be an integer from \(Int64.min) to \(Int64.max)", parameter: "seed")
+            }
             sampling.seed = UInt64(bitPattern: Int64(seed))
             hasSeed = true
         }

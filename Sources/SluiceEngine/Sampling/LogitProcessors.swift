@@ -12,7 +12,10 @@ import SluiceCore
 /// 3. `logit_bias`: added to the token's logit; −100 bans the token, and +100 restricts the
 ///    choice to the tokens biased by +100 (OpenAI: "ban or exclusive selection").
 /// A grammar's token mask (structured outputs) is applied after these, so a bias can never
-/// make the output leave its schema. Log-probabilities are reported over the result.
+/// make the output leave its schema; where the ban and exclusive-selection rules would leave the
+/// grammar no token at all, the biases are added as plain numbers instead (the grammar wins, as
+/// in vLLM, rather than the output ending where it stands, invalid). Log-probabilities are
+/// reported over the result.
 public struct LogitProcessing: Sendable, Equatable {
     public var presencePenalty: Float = 0
     public var frequencyPenalty: Float = 0
@@ -66,7 +69,9 @@ public struct LogitProcessing: Sendable, Equatable {
     /// - Parameters:
     ///   - generatedCounts: how often each token was generated so far.
     ///   - promptTokens: the distinct prompt tokens (needed for the repetition penalty).
-    func apply(to logits: UnsafeMutablePointer<Float>, count: Int, generatedCounts: [Int32: Int], promptTokens: Set<Int32>) {
+    ///   - strictBias: −100 bans and +100 selects exclusively; otherwise every bias is only added.
+    func apply(to logits: UnsafeMutablePointer<Float>, count: Int, generatedCounts: [Int32: Int], promptTokens: Set<Int32>,
+               strictBias: Bool = true) {
         if repetitionPenalty != 1 {
             var seen = promptTokens
             for token in generatedCounts.keys { seen.insert(token) }
@@ -81,6 +86,10 @@ public struct LogitProcessing: Sendable, Equatable {
             }
         }
         guard !bias.isEmpty else { return }
+        guard strictBias else {
+            for (token, value) in bias where Int(token) < count { logits[Int(token)] += value }
+            return
+        }
         let forced = bias.filter { $0.value == 100 && Int($0.token) < count }
         if !forced.isEmpty {
             // Exclusive selection: only the +100 tokens remain, with their own logits.
@@ -92,6 +101,29 @@ public struct LogitProcessing: Sendable, Equatable {
         }
         for (token, value) in bias where Int(token) < count {
             logits[Int(token)] = value == -100 ? -.infinity : logits[Int(token)] + value
+        }
+    }
+
+    /// Whether the ban and exclusive-selection rules leave some token of `mask` that has a logit
+    /// (penalties never take a finite logit to −∞, so the unprocessed row tells).
+    func strictBiasLeavesSome(of mask: TokenMask, logits: UnsafePointer<Float>, count: Int) -> Bool {
+        let forced = bias.filter { $0.value == 100 && Int($0.token) < count }
+        if !forced.isEmpty { return forced.contains { mask.contains($0.token) && logits[Int($0.token)] > -.infinity } }
+        let bans = bias.filter { $0.value == -100 }
+        guard !bans.isEmpty else { return true }
+        var next = bans.startIndex // `bias` is sorted by token, so the bans are too
+        return mask.words.withUnsafeBufferPointer { words in
+            for w in 0..<words.count where words[w] != 0 && w << 6 < count {
+                var word = words[w]
+                while word != 0 {
+                    let token = Int32(w << 6 + word.trailingZeroBitCount)
+                    word &= word - 1
+                    guard Int(token) < count, logits[Int(token)] > -.infinity else { continue }
+                    while next < bans.endIndex, bans[next].token < token { next += 1 }
+                    if next == bans.endIndex || bans[next].token != token { return true }
+                }
+            }
+            return false
         }
     }
 }
@@ -118,12 +150,16 @@ extension Generation {
     /// logits of this sequence's next token. If nothing is left to sample, the
     /// end-of-generation tokens are allowed (the output then ends where it is).
     func processLogits(_ logits: UnsafeMutablePointer<Float>, count: Int) {
-        if !parameters.logitProcessing.isIdentity {
-            parameters.logitProcessing.apply(to: logits, count: count, generatedCounts: generatedCounts, promptTokens: promptTokenSet)
+        let processing = parameters.logitProcessing
+        let mask = constraint.map { $0.machine.mask(grammarState, trie: $0.trie) }
+        if !processing.isIdentity {
+            let strict = mask.map { processing.strictBiasLeavesSome(of: $0, logits: logits, count: count) } ?? true
+            processing.apply(to: logits, count: count, generatedCounts: generatedCounts, promptTokens: promptTokenSet,
+                             strictBias: strict)
         }
         var ends: [Int32] = []
-        if let constraint {
-            applyTokenMask(constraint.machine.mask(grammarState, trie: constraint.trie), to: logits, count: count)
+        if let constraint, let mask {
+            applyTokenMask(mask, to: logits, count: count)
             ends = constraint.trie.endTokens
         }
         var anyLeft = false

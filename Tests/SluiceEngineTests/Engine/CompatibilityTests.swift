@@ -213,6 +213,56 @@ struct CompatibilityTests {
         #expect(generatedText(events[4]) == String(repeating: " four", count: count))
     }
 
+    /// `logit_bias` whose bans or exclusive selection would leave a grammar no token: the grammar
+    /// wins (the biases are then only added), so the output still follows the schema instead of
+    /// ending, invalid, as a normal stop.
+    @Test func biasesThatLeaveTheGrammarNothingGiveWayToIt() async throws {
+        let m = try DefaultModel.require()
+        let vocabulary = Int32(m.tokenizer.vocabularySize)
+        // Every token that spells "q" (the piece and the byte-fallback token), banned.
+        let qTokens = (0..<vocabulary).filter { m.tokenizer.decode([$0]) == "q" }
+        #expect(qTokens.count >= 2, "\(qTokens)")
+        let banQ = JSON.object(qTokens.map { (key: String($0), value: JSON.int(-100)) })
+        let end = try #require((0..<vocabulary).first { m.tokenizer.isEndOfGeneration($0) })
+        let brace = try #require(m.tokenizer.encode("{", addSpecial: false).first)
+        func chat(_ id: Int64, _ extra: [(key: String, value: JSON)]) -> EngineRequest {
+            let fields: [(key: String, value: JSON)] = [
+                (key: "messages", value: .array([.object(["role": .string("user"), "content": .string("Give a letter.")])])),
+                (key: "max_tokens", value: .int(12)), (key: "temperature", value: .int(0)),
+            ] + extra
+            return EngineRequest(id: id, customID: "bias-\(id)", endpoint: .chatCompletions, body: .object(fields))
+        }
+        let constQ = JSON.object(["type": .string("json_schema"),
+                                  "json_schema": .object(["name": .string("q"), "schema": .object(["const": .string("q")])])])
+        let jsonObject = JSON.object(["type": .string("json_object")])
+        let requests = [
+            completionRequest(1, prompt: "Letter:", maxTokens: 4,
+                              extra: [("guided_choice", .array([.string("q")])), ("logit_bias", banQ)]),
+            chat(2, [(key: "response_format", value: constQ), (key: "logit_bias", value: banQ)]),
+            chat(3, [(key: "response_format", value: jsonObject),
+                     (key: "logit_bias", value: .object([(key: String(end), value: .int(100))]))]),
+            chat(4, [(key: "response_format", value: jsonObject),
+                     (key: "logit_bias", value: .object([(key: String(brace), value: .int(100))]))]),
+        ]
+        let events = await run(try engine(), requests)
+        #expect(generatedText(events[1]) == "q")
+        let constChoice = events[2]?.response?.body["choices"]?[0]
+        #expect(constChoice?["message"]?["content"]?.stringValue == "\"q\"")
+        #expect(constChoice?["finish_reason"]?.stringValue == "stop")
+        for id: Int64 in [3, 4] {
+            let choice = try #require(events[id]?.response?.body["choices"]?[0], "\(String(describing: events[id]))")
+            let content = try #require(choice["message"]?["content"]?.stringValue)
+            #expect(content.hasPrefix("{"), "request \(id): \(content)")
+            if choice["finish_reason"]?.stringValue == "stop" {
+                #expect(throws: Never.self, "request \(id) stopped with invalid JSON: \(content)") {
+                    _ = try JSON.parse(content)
+                }
+            } else {
+                #expect(choice["finish_reason"]?.stringValue == "length")
+            }
+        }
+    }
+
     // MARK: Choices
 
     @Test func choicesArePromptListTimesNAndEachIsReproducibleAlone() async throws {

@@ -53,7 +53,10 @@ struct PromptLogprobsTests {
         let echoed = completionRequest(1, prompt: Self.prompt, maxTokens: 6, extra: [("echo", .bool(true)), ("logprobs", .int(3))])
         let plain = completionRequest(2, prompt: Self.prompt, maxTokens: 6, extra: [("logprobs", .int(3))])
         let scoring = completionRequest(3, prompt: Self.prompt, maxTokens: 0, extra: [("echo", .bool(true)), ("logprobs", .int(3))])
-        let bodies = await bodies(try engine(), [echoed, plain, scoring])
+        // U+2028 is spelled by byte-fallback tokens: one byte of `text` each.
+        let unicodePrompt = "a\u{2028}b"
+        let unicode = completionRequest(4, prompt: unicodePrompt, maxTokens: 2, extra: [("echo", .bool(true)), ("logprobs", .int(1))])
+        let bodies = await bodies(try engine(), [echoed, plain, scoring, unicode])
         let lp = try #require(logprobs(bodies[1]), "\(String(describing: bodies[1]))")
         let tokens = try #require(lp["tokens"]?.arrayValue)
         let values = try #require(lp["token_logprobs"]?.arrayValue)
@@ -71,12 +74,26 @@ struct PromptLogprobsTests {
             let top = JSON.object(expected.top.map { (key: String(decoding: m.tokenizer.piece(for: $0.token), as: UTF8.self), value: JSON.double($0.logProbability)) })
             #expect(tops[i] == top, "top at position \(i)")
         }
-        // Offsets count the listed tokens' bytes from the first.
-        var offset = 0
-        for (i, token) in tokens.enumerated() {
-            #expect(offsets[i] == .int(offset))
-            offset += token.stringValue!.utf8.count
+        // Each offset is where its token's bytes start in `text` (`<bos>` takes no room there).
+        let text = Array((bodies[1]?["choices"]?[0]?["text"]?.stringValue ?? "").utf8)
+        #expect(offsets.first == .int(0) && offsets.dropFirst().first == .int(0))
+        for (i, token) in promptTokens.enumerated() {
+            let piece = m.tokenizer.piece(for: token, renderSpecial: false)
+            let start = offsets[i].intValue!
+            #expect(start + piece.count <= text.count && Array(text[start..<start + piece.count]) == piece, "token \(i)")
         }
+        #expect(offsets.last!.intValue! <= text.count)
+        let unicodeTokens = m.tokenizer.encode(unicodePrompt, addSpecial: true, parseSpecial: true)
+        #expect(unicodeTokens.contains { m.tokenizer.piece(for: $0).count == 1 && m.tokenizer.piece(for: $0)[0] >= 0x80 },
+                "the prompt must use byte-fallback tokens for this check to mean anything")
+        let unicodeOffsets = logprobs(bodies[4])?["text_offset"]?.arrayValue?.prefix(unicodeTokens.count).map { $0.intValue! }
+        var expectedOffsets: [Int] = []
+        var position = 0
+        for token in unicodeTokens {
+            expectedOffsets.append(position)
+            position += m.tokenizer.piece(for: token, renderSpecial: false).count
+        }
+        #expect(unicodeOffsets == expectedOffsets && position == unicodePrompt.utf8.count)
         // The completion part is exactly the completion's log-probabilities without echo.
         let completion = try #require(logprobs(bodies[2]))
         #expect(Array(tokens.suffix(6)) == completion["tokens"]?.arrayValue)

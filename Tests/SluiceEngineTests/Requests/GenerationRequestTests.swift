@@ -63,6 +63,10 @@ struct GenerationRequestTests {
         #expect(chat.prompt == .chat([ChatMessage(role: "system", content: "Be brief."), ChatMessage(role: "user", content: "Hi", name: "ann")]))
         if case .jsonSchema? = chat.constraint {} else { Issue.record("json_schema not read: \(String(describing: chat.constraint))") }
 
+        // top_p 0 (OpenAI accepts it): the most likely token alone, whatever top_k says.
+        let nucleusOfOne = try parse(.completions, #"{"prompt":"x","top_p":0,"top_k":5,"temperature":0.8}"#)
+        #expect(nucleusOfOne.sampling.topK == 1 && nucleusOfOne.sampling.topP == 1)
+
         let list = try parse(.completions, #"{"prompt":["a","b"],"n":2,"echo":true,"best_of":2,"guided_choice":["yes","no"]}"#)
         #expect(list.prompts == [.text("a"), .text("b")] && list.choiceCount == 4 && list.echo)
         #expect(list.constraint == .choice(["yes", "no"]))
@@ -93,7 +97,9 @@ struct GenerationRequestTests {
         (.completions, #"{"prompt":"x","max_tokens":0}"#, "'max_tokens'"),
         (.completions, #"{"prompt":"x","max_tokens":1.5}"#, "'max_tokens'"),
         (.completions, #"{"prompt":"x","temperature":-1}"#, "'temperature'"),
-        (.completions, #"{"prompt":"x","top_p":0}"#, "'top_p'"),
+        (.completions, #"{"prompt":"x","top_p":1.5}"#, "'top_p' must be a number from 0.0 to 1.0"),
+        (.completions, #"{"prompt":"x","max_tokens":99999999999999999999}"#, "'max_tokens' must be an integer from 1 to 9223372036854775807"),
+        (.completions, #"{"prompt":"x","seed":9223372036854775813}"#, "'seed' must be an integer from -9223372036854775808 to 9223372036854775807"),
         (.completions, #"{"prompt":"x","stream":true}"#, "'stream'"),
         (.completions, #"{"prompt":"x","stop":[1]}"#, "'stop'"),
         (.completions, #"{"prompt":"x","logprobs":true}"#, "'logprobs'"),
