@@ -59,6 +59,9 @@ public final class ProgressReporter: Sendable {
             return !state.started
         }
         guard first else { return }
+        // A first read now, so the jobs with work left are followed from the start: a job done
+        // before the first periodic read would otherwise be missing from the final figures (0/0).
+        _ = sampler.sample(maxAge: 0, force: true)
         let thread = Thread { [self] in run() }
         thread.name = "sluice-progress"
         thread.start()

@@ -393,10 +393,10 @@ final class WorkerLoop {
             pending = batch
             // Leases may expire meanwhile: the lease generation then drops our late writes, and
             // another worker's results stand. Only a database gone for --db-timeout ends the worker.
-            try commitOutage.failed(error, during: "commit", consequence: "commit results", now: now,
-                                    timeout: configuration.databaseTimeoutSeconds)
+            let logIt = try commitOutage.failed(error, during: "commit", consequence: "commit results", now: now,
+                                                timeout: configuration.databaseTimeoutSeconds)
             nextCommitAttempt = now + .milliseconds(500)
-            log("commit of \(batch.results.count) results failed, will retry: \(error)")
+            if logIt { log("commit of \(batch.results.count) results failed, will retry: \(error)") }
             return
         }
         commitOutage.succeeded()
@@ -479,9 +479,10 @@ final class WorkerLoop {
             claimed = try store.claim(worker: worker, job: configuration.job, limit: limit, leaseSeconds: configuration.leaseSeconds,
                                       maxLostLeases: configuration.maxLostLeases)
         } catch {
-            try claimOutage.failed(error, during: "claim", consequence: "claim requests", now: now,
-                                   timeout: configuration.databaseTimeoutSeconds)
-            log("claim failed, will retry: \(error)")
+            if try claimOutage.failed(error, during: "claim", consequence: "claim requests", now: now,
+                                      timeout: configuration.databaseTimeoutSeconds) {
+                log("claim failed, will retry: \(error)")
+            }
             // Back off while the database is away: 0.5 s doubling to 8 s.
             claimFailures += 1
             nextClaimAt = now + .milliseconds(500 << min(claimFailures - 1, 4))
@@ -617,9 +618,10 @@ final class WorkerLoop {
             unfinished = try store.hasUnfinishedWork(job: configuration.job)
         } catch {
             // The same rule as for a claim (the fleet drill found this poll outside it).
-            try unfinishedCheckOutage.failed(error, during: "look for unfinished work", consequence: "look for unfinished work",
-                                             now: now, timeout: configuration.databaseTimeoutSeconds)
-            log("looking for unfinished work failed, will retry: \(error)")
+            if try unfinishedCheckOutage.failed(error, during: "look for unfinished work", consequence: "look for unfinished work",
+                                                now: now, timeout: configuration.databaseTimeoutSeconds) {
+                log("looking for unfinished work failed, will retry: \(error)")
+            }
             return nil
         }
         unfinishedCheckOutage.succeeded()

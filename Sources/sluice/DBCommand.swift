@@ -32,9 +32,21 @@ struct DBCommand: AsyncParsableCommand {
             guard isPostgresURL(from) || FileManager.default.fileExists(atPath: from) else {
                 throw CLIError(description: "no database at \(from)")
             }
+            if !isPostgresURL(from), !isPostgresURL(to), let a = realpath(from, nil) {
+                defer { free(a) }
+                if let b = realpath(to, nil) {
+                    defer { free(b) }
+                    guard String(cString: a) != String(cString: b) else {
+                        throw CLIError(description: "\(from) and \(to) are the same database: nothing to copy")
+                    }
+                }
+            } else if from == to {
+                throw CLIError(description: "FROM and TO are the same database: nothing to copy")
+            }
             let source = try GlobalOptions.openStore(from)
-            let target = try GlobalOptions.openStore(to)
+            // The job first: a job FROM lacks must not leave an empty TO behind.
             let jobID = try job.map { try source.job(named: $0) }
+            let target = try GlobalOptions.openStore(to)
             let report: JobCopyReport
             do {
                 report = try copyJobs(from: source, to: target, job: jobID)

@@ -14,10 +14,15 @@ struct JobsCommand: AsyncParsableCommand {
     func run() async throws {
         let store = try global.openExistingStore()
         let jobs = try store.jobs()
+        // As `status` shows it: an active job with nothing left to do is finished.
+        let finished = Set(try store.status(job: nil).filter(\.isFinished).map(\.job.id))
+        func state(_ job: JobInfo) -> String {
+            job.state == .active && finished.contains(job.id) ? "finished" : job.state.rawValue
+        }
         if json {
             print(JSON.array(jobs.map { job in
                 JSON.object([
-                    "id": .int(job.id), "name": job.name.map(JSON.string) ?? .null, "state": .string(job.state.rawValue),
+                    "id": .int(job.id), "name": job.name.map(JSON.string) ?? .null, "state": .string(state(job)),
                     "priority": .int(job.priority), "requests": .int(job.requestCount), "bad_lines": .int(job.badLineCount),
                     "created_at": .double(job.createdAt), "input_path": .string(job.inputPath),
                     "input_sha256": .string(job.inputSHA256),
@@ -31,7 +36,7 @@ struct JobsCommand: AsyncParsableCommand {
         }
         print("ID\tNAME\tSTATE\tPRIORITY\tREQUESTS\tBAD\tCREATED\tINPUT")
         for job in jobs {
-            print([String(job.id), job.name ?? "-", job.state.rawValue, String(job.priority), String(job.requestCount),
+            print([String(job.id), job.name ?? "-", state(job), String(job.priority), String(job.requestCount),
                    String(job.badLineCount), StatusFormat.date(job.createdAt), job.inputPath].joined(separator: "\t"))
         }
     }

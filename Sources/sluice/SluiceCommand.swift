@@ -18,7 +18,7 @@ struct SluiceCommand: AsyncParsableCommand {
         SLUICE_BASE_URL (default --base-url).
 
         Exit codes: 0 success, 1 error, 2 usage error; `sluice work` also uses 3 (nothing to do), \
-        4 (--max-runtime reached with work remaining), 6 (the database stayed unreachable for \
+        4 (--max-runtime reached with work remaining), 6 (the database stayed unreachable or unwritable for \
         --db-timeout), 7 (the database cannot be used: corrupt, read-only, replaced), and 130 after \
         a second SIGINT.
         """,
@@ -69,7 +69,7 @@ enum ExitStatus {
     static let usage: Int32 = 2
     static let nothingToDo: Int32 = 3
     static let workRemains: Int32 = 4
-    /// `work`: the database stayed unreachable for --db-timeout.
+    /// `work`: the database stayed unreachable (or full) for --db-timeout.
     static let databaseUnreachable: Int32 = 6
     /// `work`: the database cannot be used any more (corrupt, not a database, read-only, cannot be
     /// opened, or deleted or replaced under the worker); waiting would not help.

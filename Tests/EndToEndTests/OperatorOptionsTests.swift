@@ -75,6 +75,9 @@ import Testing
             #expect(line.prefixMatch(of: #/\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z /#) != nil, "log line without a date: \(line)")
         }
 
+        let listedAfter = try await sluice(["--db", db, "jobs", "--json"], in: scratch, children: children)
+        #expect(try JSON.parse(listedAfter.stdout).arrayValue?.first?["state"]?.stringValue == "finished", "as `status` says")
+
         let toFile = try await sluice(["export", "piped", "--db", db, "-o", scratch.path("out.jsonl"), "--json"],
                                       in: scratch, children: children)
         #expect(toFile.status == 0, "\(toFile.stderr)")
@@ -146,5 +149,20 @@ import Testing
                                        "--metrics-interval", "5", "--preemption-poll", "0.5"], in: scratch, children: children)
         #expect(result.status == 3, "\(result.stderr)")
         #expect(result.stderr.contains("nothing to do"), "\(result.stderr)")
+    }
+
+    /// `db copy` onto itself is refused by name, and a job FROM lacks leaves no TO behind.
+    @Test func dbCopyRefusesItselfAndUnknownJobsBeforeCreatingAnything() async throws {
+        let scratch = try Scratch(), children = Children()
+        defer { children.killAll(); scratch.remove() }
+        let db = scratch.path("q.db"), input = scratch.path("in.jsonl")
+        try writeBatchFile(input, count: 2)
+        #expect(try await sluice(["--db", db, "enqueue", input], in: scratch, children: children).status == 0)
+        let itself = try await sluice(["db", "copy", db, scratch.path("./q.db")], in: scratch, children: children)
+        #expect(itself.status == 1 && itself.stderr.contains("are the same database"), "\(itself.stderr)")
+        let target = scratch.path("to.db")
+        let unknown = try await sluice(["db", "copy", db, target, "--job", "nosuch"], in: scratch, children: children)
+        #expect(unknown.status != 0 && unknown.stderr.contains("nosuch"), "\(unknown.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: target))
     }
 }

@@ -146,6 +146,24 @@ import Testing
     }
 }
 
+extension ProgressReporterTests {
+    /// A job that is done before the first periodic line is still in the final one (not 0/0).
+    @Test func aJobDoneBeforeTheFirstLineIsInTheFinalOne() {
+        let finished = Atomic<Bool>(false)
+        let sampler = ProgressSampler(discover: { finished.load(ordering: .relaxed) ? [] : [1] }, read: { jobs in
+            jobs.map { JobProgress(job: $0, name: nil, state: .active, counts: RequestCounts(done: 3), badLineCount: 0,
+                                   promptTokens: 0, completionTokens: 0, cacheHits: 0) }
+        })
+        let output = Output()
+        let reporter = ProgressReporter(sampler: sampler, telemetry: WorkerTelemetry(), mode: .lines(interval: 3600),
+                                        write: output.write, width: { 100 })
+        reporter.start()
+        finished.store(true, ordering: .relaxed)
+        reporter.stop()
+        #expect(output.value.contains(" progress: 3/3 requests finished"), "\(output.value)")
+    }
+}
+
 @Suite struct TelemetryTests {
     @Test func workerRecordsResultsLatencyAndThroughputItCommitted() async throws {
         let database = try WorkerSQLiteTests.Database()

@@ -78,7 +78,9 @@ import Testing
         #expect(lines.withLock { $0 }.contains { $0.contains("stopping after an error") && $0.contains("replaced") })
     }
 
-    @Test func aDatabaseDeletedUnderTheWorkerStopsIt() async throws {
+    /// A worker on a fresh database whose first request is answered at once and the rest never: it
+    /// runs in a task of its own; this returns once that first result is committed.
+    func workerPastItsFirstResult() async throws -> (database: Database, outcome: Task<Result<WorkerExit, any Error>, Never>) {
         let database = try Database()
         let store = try SQLiteStore(path: database.path)
         let job = try database.enqueue(store, count: 4)
@@ -87,14 +89,31 @@ import Testing
         }
         let worker = Worker(store: store, engine: engine, configuration: fastConfiguration(), log: .silent)
         let observer = try SQLiteStore(path: database.path)
-        async let result = outcome(of: worker, within: 30)
+        let outcome = Task { await self.outcome(of: worker, within: 30) }
         try await waitUntil("one result is committed") { try observer.status(job: job).first?.counts.done == 1 }
+        return (database, outcome)
+    }
+
+    @Test func aDatabaseDeletedUnderTheWorkerStopsIt() async throws {
+        let (database, outcome) = try await workerPastItsFirstResult()
         #expect(unlink(database.path) == 0)
-        guard case let .failure(WorkerError.databaseUnusable(message)) = await result else {
+        guard case let .failure(WorkerError.databaseUnusable(message)) = await outcome.value else {
             Issue.record("the worker went on with a deleted database")
             return
         }
         #expect(message.contains("deleted"))
+    }
+
+    /// Cut short in place (`: > q.db`), to nothing or to a part of a page: the worker stops (exit 7)
+    /// instead of finishing from SQLite's cache and WAL into a file that lost everything else.
+    @Test(arguments: [0, 1000]) func aDatabaseTruncatedUnderTheWorkerStopsIt(_ size: Int) async throws {
+        let (database, outcome) = try await workerPastItsFirstResult()
+        #expect(truncate(database.path, off_t(size)) == 0)
+        guard case let .failure(WorkerError.databaseUnusable(message)) = await outcome.value else {
+            Issue.record("the worker went on with a truncated database")
+            return
+        }
+        #expect(message.contains("truncated to \(size) bytes"), "\(message)")
     }
 
     @Test func unhealableErrorsAreTold() {
@@ -108,4 +127,23 @@ import Testing
         #expect(QueueError.databaseBusy(path: "q.db", operation: "claim", waitedSeconds: 1).unhealableReason == nil)
         #expect(QueueError.diskFull(path: "q.db", operation: "commit").unhealableReason == nil)
     }
+
+    /// A failure that goes on (a full disk) is logged at first, when it changes, and every 10 s:
+    /// not at each retry; past --db-timeout it ends the worker.
+    @Test func aLastingFailureIsLoggedNowAndThen() throws {
+        var outage = StoreOutage()
+        let start = ContinuousClock.now
+        let full = QueueError.diskFull(path: "q.db", operation: "commit")
+        func fail(_ error: QueueError, at seconds: Double) throws -> Bool {
+            try outage.failed(error, during: "commit", consequence: "commit results", now: start + .seconds(seconds), timeout: 300)
+        }
+        var logged: [Double] = []
+        for step in 0..<60 where try fail(full, at: Double(step) * 0.5) { logged.append(Double(step) * 0.5) }
+        #expect(logged == [0, 10, 20])
+        #expect(try fail(.databaseBusy(path: "q.db", operation: "commit", waitedSeconds: 1), at: 30.2), "a new error is told")
+        outage.succeeded()
+        #expect(try fail(full, at: 31), "a new outage is told")
+        #expect(throws: WorkerError.self) { try fail(full, at: 400) }
+    }
 }
+

@@ -17,6 +17,8 @@ final class SQLiteConnection {
     private var statementCache: [String: Statement] = [:]
     /// The device and inode `path` named when it was opened (nil when it names no file, e.g. `:memory:`).
     private let openedFile: (device: UInt64, inode: UInt64)?
+    /// The database's page size: a database file is always a whole number of pages.
+    private var pageSize = 0
 
     /// Opens (or creates) the file with WAL, `synchronous=NORMAL`, foreign keys and a busy timeout.
     init(path: String, busyTimeout: Double) throws {
@@ -54,6 +56,7 @@ final class SQLiteConnection {
                                     message: "the file system does not support WAL (journal mode is \(mode ?? "unknown"))")
         }
         try execute("PRAGMA synchronous = NORMAL", operation: "set synchronous")
+        pageSize = Int(try queryInt("PRAGMA page_size", operation: "read page size"))
         // After a checkpoint, shrink a WAL that a long reader let grow (say during a big export).
         _ = try queryInt("PRAGMA journal_size_limit = \(64 << 20)", operation: "limit WAL size")
     }
@@ -75,6 +78,12 @@ final class SQLiteConnection {
         }
         if UInt64(info.st_dev) != openedFile.device || UInt64(info.st_ino) != openedFile.inode {
             throw QueueError.databaseReplaced(path: path, how: "replaced by another file")
+        }
+        // Cut short in place (`: > q.db`, a bad copy): SQLite would go on from its cache and WAL,
+        // and the next checkpoint would write pages into a file that lost the rest.
+        // (Switching to WAL wrote page 1, so an open database's file is never empty.)
+        if pageSize > 0, info.st_size == 0 || info.st_size % off_t(pageSize) != 0 {
+            throw QueueError.databaseReplaced(path: path, how: "truncated to \(info.st_size) bytes (a database is one or more whole \(pageSize)-byte pages)")
         }
     }
 
