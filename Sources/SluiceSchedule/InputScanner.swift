@@ -11,15 +11,31 @@ public enum InputScanner {
         public var modified: Date
     }
 
+    /// What a scan found.
+    public struct Result: Sendable, Equatable {
+        public var ready: [Candidate] = []
+        /// Files modified less than `input.settle` ago.
+        public var settling = 0
+        /// What the run should say about the input though it is not an error: the path does not
+        /// exist (yet), or a name that matches is not a regular file (a dangling link, a folder).
+        public var notes: [String] = []
+    }
+
     /// The files the spec's input names, sorted by name. Hidden files (`.name`, e.g. files still
     /// being copied by tools that write a temporary dot-file first) are ignored in folders and globs.
     /// Files modified less than `input.settle` before `now` are left out (`settling` counts them).
-    public static func scan(_ input: JobSpec.Input, now: Date) throws -> (ready: [Candidate], settling: Int) {
+    /// A missing input is no input (an inbox may be created later), with a note saying so.
+    public static func scan(_ input: JobSpec.Input, now: Date) throws -> Result {
         let fm = FileManager.default
+        var result = Result()
         var paths: [String] = []
         switch input.kind {
         case .file:
-            guard fm.fileExists(atPath: input.path) else { return ([], 0) }
+            var info = stat()
+            guard lstat(input.path, &info) == 0 else {
+                result.notes.append("input \(input.path) does not exist (yet)")
+                return result
+            }
             paths = [input.path]
         case .folder, .glob:
             guard let names = try? fm.contentsOfDirectory(atPath: input.path) else {
@@ -27,7 +43,8 @@ public enum InputScanner {
                 if fm.fileExists(atPath: input.path, isDirectory: &isDirectory) && !isDirectory.boolValue {
                     throw RunError.input("\(input.path) is not a folder")
                 }
-                return ([], 0) // a missing inbox is an empty inbox
+                result.notes.append("input folder \(input.path) does not exist (yet), or cannot be read")
+                return result // a missing inbox is an empty inbox
             }
             for name in names.sorted() where !name.hasPrefix(".") {
                 switch input.kind {
@@ -37,19 +54,20 @@ public enum InputScanner {
                 }
             }
         }
-        var ready: [Candidate] = []
-        var settling = 0
         for path in paths {
             var info = stat()
-            guard stat(path, &info) == 0, (info.st_mode & mode_t(S_IFMT)) == mode_t(S_IFREG) else { continue }
-            let modified = Date(timeIntervalSince1970: Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9)
-            if now.timeIntervalSince(modified) < input.settleSeconds {
-                settling += 1
+            guard stat(path, &info) == 0, (info.st_mode & mode_t(S_IFMT)) == mode_t(S_IFREG) else {
+                result.notes.append("skipped \(path): not a regular file (a folder, a dangling link, or unreadable)")
                 continue
             }
-            ready.append(Candidate(path: path, modified: modified))
+            let modified = Date(timeIntervalSince1970: Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9)
+            if now.timeIntervalSince(modified) < input.settleSeconds {
+                result.settling += 1
+                continue
+            }
+            result.ready.append(Candidate(path: path, modified: modified))
         }
-        return (ready, settling)
+        return result
     }
 }
 

@@ -40,6 +40,10 @@ public struct RunState: Sendable {
                       errors: String? = nil)
         /// `job` (input `sha256`) was deleted by retention: the input must not be enqueued again.
         case deleted(job: Int64, sha256: String)
+        /// `job` is about to be exported to `output` (and `errors`, empty: none): a run killed between
+        /// the export's rename and its `exported` record leaves files the next run knows as the job's,
+        /// and writes over them instead of exporting the job a second time beside them.
+        case exporting(job: Int64, output: String, errors: String)
     }
 
     var ledgerPath: String { folder + "/ledger.tsv" }
@@ -62,7 +66,11 @@ public struct RunState: Sendable {
     /// The job whose export last wrote `path` (as its results or errors file), if any.
     public func owner(of path: String, in ledger: [Entry]) -> Int64? {
         for entry in ledger.reversed() {
-            if case let .exported(job, _, _, output?, _, errors) = entry, output == path || errors == path { return job }
+            switch entry {
+            case let .exported(job, _, _, output?, _, errors) where output == path || errors == path: return job
+            case let .exporting(job, output, errors) where output == path || errors == path: return job
+            default: continue
+            }
         }
         return nil
     }
@@ -80,6 +88,9 @@ public struct RunState: Sendable {
                                          errors: errors))
             } else if f.count == 3, f[0] == "deleted", let job = Int64(f[1]) {
                 entries.append(.deleted(job: job, sha256: f[2]))
+            } else if f.count == 4, f[0] == "exporting", let job = Int64(f[1]), let output = f[2].removingPercentEncoding,
+                      let errors = f[3].removingPercentEncoding {
+                entries.append(.exporting(job: job, output: output, errors: errors))
             }
             // Anything else is a torn last line from a crash: ignored.
         }
@@ -89,15 +100,16 @@ public struct RunState: Sendable {
     /// Appends a record with one `write` (under the caller's lock).
     public func append(_ entry: Entry) throws {
         let line: String
+        // Paths percent-encoded, so that a tab or newline in a file name cannot break the record.
+        func encoded(_ path: String) -> String {
+            path.addingPercentEncoding(withAllowedCharacters: Self.plainPathCharacters) ?? ""
+        }
         switch entry {
         case let .exported(job, at, sha, output?, outputSHA?, errors):
-            // Paths percent-encoded, so that a tab or newline in a file name cannot break the record.
-            func encoded(_ path: String) -> String {
-                path.addingPercentEncoding(withAllowedCharacters: Self.plainPathCharacters) ?? ""
-            }
             line = "exported\t\(job)\t\(at)\t\(sha)\t\(outputSHA)\t\(encoded(output))\t\(encoded(errors ?? ""))\n"
         case let .exported(job, at, sha, _, _, _): line = "exported\t\(job)\t\(at)\t\(sha)\n"
         case let .deleted(job, sha): line = "deleted\t\(job)\t\(sha)\n"
+        case let .exporting(job, output, errors): line = "exporting\t\(job)\t\(encoded(output))\t\(encoded(errors))\n"
         }
         let fd = open(ledgerPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw RunError.state("cannot write \(ledgerPath): \(String(cString: strerror(errno)))") }

@@ -148,6 +148,7 @@ public final class SpecRun: Sendable {
     private func enqueueNewFiles(now: Date, into report: inout Report, problems: inout [String]) throws {
         let scan = try InputScanner.scan(spec.input, now: now)
         report.settling = scan.settling
+        for note in scan.notes { log("sluice run \(spec.name): \(note)") }
         if scan.ready.isEmpty { return }
         var known = Set(try store.jobs().filter { ($0.name ?? "").hasPrefix(jobPrefix) }.map(\.inputSHA256))
         for entry in try state.readLedger() {
@@ -203,7 +204,7 @@ public final class SpecRun: Sendable {
             if case let .exported(job, at, _, _, _, _) = entry { exported.insert("\(job)@\(at)") }
         }
         var failures = 0
-        try FileManager.default.createDirectory(atPath: spec.output.folder, withIntermediateDirectories: true)
+        try Self.makeOutputFolder(spec)
         for job in try specJobs() {
             guard let status = try store.status(job: job.id).first, status.isFinished,
                   let finishedAt = status.finishedAt else { continue }
@@ -234,6 +235,9 @@ public final class SpecRun: Sendable {
                 log("sluice run \(spec.name): \(taken) holds another job's export or a file Sluice did not write; job \(job.id) is exported beside it, not over it")
             }
             do {
+                let intent = RunState.Entry.exporting(job: job.id, output: output, errors: errors ?? "")
+                try state.append(intent)
+                ledger.append(intent)
                 let written = try store.export(job: job.id, to: output, errors: errors)
                 // An errors file only when there are errors (an earlier export's stale one goes too).
                 if let errors, written.errors == 0 { unlink(errors) }
@@ -278,6 +282,26 @@ public final class SpecRun: Sendable {
                 report.deleted.append(job.id)
                 log("sluice run \(spec.name): deleted job \(job.id) (finished more than \(Int(retention)) s ago; its export \(output) stays)")
             }
+        }
+    }
+
+    /// Creates the spec's output folder if need be; a path that cannot be a folder is an error naming
+    /// the spec and `output.folder`.
+    static func makeOutputFolder(_ spec: JobSpec) throws {
+        let folder = spec.output.folder
+        func problem(_ reason: String) -> RunError {
+            RunError.input("\(spec.path): output.folder \(folder): \(reason)")
+        }
+        var info = stat()
+        if stat(folder, &info) == 0 {
+            guard info.st_mode & S_IFMT == S_IFDIR else { throw problem("exists and is not a folder") }
+            return
+        }
+        guard errno == ENOENT else { throw problem(String(cString: strerror(errno))) }
+        do {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        } catch {
+            throw problem("cannot be created: \((error as NSError).localizedDescription)")
         }
     }
 

@@ -290,3 +290,71 @@ private func openDescriptor(at path: String) throws -> Int32? {
     #expect(lines.contains { $0.contains("a.results.jsonl was changed since Sluice wrote it") })
     #expect(lines.contains { $0.contains("b.results.jsonl was removed since Sluice wrote it") })
 }
+
+// A run killed after its export's rename, before the ledger's `exported` record: the next run
+// knows the files as the job's (the `exporting` record written first says so) and writes them
+// again in place, instead of exporting the job a second time beside them.
+@Test func aRunKilledBetweenItsExportAndItsRecordExportsOnceInPlace() async throws {
+    let folder = try Folder()
+    try folder.write("inbox/k.jsonl", batch(["k1", "fail-k2"]))
+    let store = try SQLiteStore(path: folder.path + "/sluice.db")
+    let run = try SpecRun(spec: try spec(folder), store: store, log: { _ in })
+    let first = try await run.run(work: answerAll(store))
+    #expect(first.exported.count == 1)
+    let written = try String(contentsOfFile: folder.path + "/out/k.results.jsonl", encoding: .utf8)
+    // Take the last record back off the ledger: what a kill right after the rename leaves.
+    let ledger = try String(contentsOfFile: run.state.ledgerPath, encoding: .utf8).split(separator: "\n")
+    #expect(ledger.last?.hasPrefix("exported\t") == true && ledger.dropLast().last?.hasPrefix("exporting\t") == true)
+    try (ledger.dropLast().joined(separator: "\n") + "\n").write(toFile: run.state.ledgerPath, atomically: true, encoding: .utf8)
+
+    let second = try await run.run(work: answerAll(store))
+    #expect(second.exported == [folder.path + "/out/k.results.jsonl"])
+    #expect(folder.files("out") == ["k.errors.jsonl", "k.results.jsonl"])
+    #expect(try String(contentsOfFile: folder.path + "/out/k.results.jsonl", encoding: .utf8) == written)
+    let third = try await run.run(work: answerAll(store))
+    #expect(third.exported.isEmpty)
+}
+
+@Test func anOutputFolderThatCannotBeOneIsNamed() async throws {
+    let folder = try Folder()
+    try folder.write("inbox/a.jsonl", batch(["a1"]))
+    try folder.write("out", "a file where the output folder should be")
+    let store = try SQLiteStore(path: folder.path + "/sluice.db")
+    let run = try SpecRun(spec: try spec(folder), store: store, log: { _ in })
+    await #expect {
+        _ = try await run.run(work: answerAll(store))
+    } throws: { error in
+        "\(error)".contains("t.toml: output.folder") && "\(error)".contains("exists and is not a folder")
+    }
+    // A folder under a file: the system's reason.
+    let nested = try JobSpec.parse("name = \"n\"\n[input]\npath = \"inbox/\"\n[output]\nfolder = \"out/sub\"\n",
+                                   path: folder.path + "/n.toml")
+    #expect {
+        try SpecRun.makeOutputFolder(nested)
+    } throws: { error in
+        "\(error)".contains("n.toml: output.folder") && "\(error)".contains("Not a directory")
+    }
+}
+
+// A typo in a spec's input must not look like "nothing new" forever: the run's log says what it found.
+@Test func aMissingInputOrAnUnusableEntryIsTold() async throws {
+    let folder = try Folder()
+    let store = try SQLiteStore(path: folder.path + "/sluice.db")
+    let lines = Mutex<[String]>([])
+    let missing = try JobSpec.parse("name = \"m\"\n[input]\npath = \"nope.jsonl\"\n[output]\nfolder = \"out\"\n",
+                                    path: folder.path + "/m.toml")
+    let first = try await SpecRun(spec: missing, store: store, log: { line in lines.withLock { $0.append(line) } })
+        .run(work: answerAll(store))
+    #expect(first.outcome == .done)
+    #expect(lines.withLock { $0 }.contains { $0.contains("nope.jsonl does not exist") }, "\(lines.withLock { $0 })")
+
+    #expect(symlink(folder.path + "/gone.jsonl", folder.path + "/inbox/dangling.jsonl") == 0)
+    try FileManager.default.createDirectory(atPath: folder.path + "/inbox/dir.jsonl", withIntermediateDirectories: true)
+    try folder.write("inbox/ok.jsonl", batch(["o1"]))
+    let second = try await SpecRun(spec: try spec(folder), store: store, log: { line in lines.withLock { $0.append(line) } })
+        .run(work: answerAll(store))
+    #expect(second.enqueued.count == 1)
+    let told = lines.withLock { $0 }
+    #expect(told.contains { $0.contains("skipped \(folder.path)/inbox/dangling.jsonl: not a regular file") })
+    #expect(told.contains { $0.contains("skipped \(folder.path)/inbox/dir.jsonl: not a regular file") })
+}
