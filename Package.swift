@@ -37,6 +37,9 @@ let package = Package(
         // No traits: neither swift-configuration nor Foundation-only extras are used.
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0", traits: []),
         .package(url: "https://github.com/vapor/multipart-kit", from: "4.0.0"),
+        // The remote engine's HTTP client (SwiftNIO, as the server): FoundationNetworking's spun a
+        // core while answers were slow and sent requests into kept-alive connections servers had closed.
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         .systemLibrary(
@@ -59,7 +62,10 @@ let package = Package(
         .target(name: "SluiceEngine", dependencies: ["SluiceCore", "CSluiceKernels"], swiftSettings: fastMath),
         // Linked into the executables only: a constructor that refuses a CPU below the baseline.
         .target(name: "CSluiceStartCheck", cSettings: [.unsafeFlags(startCheckFlags)]),
-        .target(name: "SluiceRemote", dependencies: ["SluiceCore"]),
+        .target(
+            name: "SluiceRemote",
+            dependencies: ["SluiceCore", .product(name: "AsyncHTTPClient", package: "async-http-client")]
+        ),
         .target(name: "SluiceSchedule", dependencies: ["SluiceCore", "SluiceQueue"]),
         .target(
             name: "SluiceRunner",

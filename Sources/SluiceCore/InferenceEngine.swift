@@ -59,9 +59,10 @@ public struct Usage: Sendable, Equatable {
     public var completionTokens: Int
     public var totalTokens: Int { promptTokens.adding(saturating: completionTokens) }
 
-    /// The largest token count taken from outside (a server's `usage`): about 10^12, far above any
-    /// real request's, far below where sums of millions of them could overflow.
-    public static let plausibleTokenLimit = 1 << 40
+    /// The largest token count taken from outside (a server's `usage`): ten times the longest
+    /// context any model offers (10^7 tokens), so a wrapped or garbage count (2^32 − 1, 2^40) is
+    /// refused rather than summed into a job's figures.
+    public static let plausibleTokenLimit = 100_000_000
 
     /// `count` when it is a plausible token count (0 ... `plausibleTokenLimit`), else nil.
     public static func plausibleCount(_ count: Int?) -> Int? {

@@ -116,6 +116,14 @@ extension JSON {
     }
 }
 
+extension JSON {
+    /// Returns a copy of this object without `key`.
+    public func removing(_ key: String) -> JSON {
+        guard case let .object(pairs) = self else { return self }
+        return .object(pairs.filter { $0.key != key })
+    }
+}
+
 // MARK: - Writing
 
 extension JSON {

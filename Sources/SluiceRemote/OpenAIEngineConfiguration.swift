@@ -13,20 +13,55 @@ public struct OpenAIEngineConfiguration: Sendable {
     /// Replaces each body's `model` when set (servers often name their model differently from the batch file).
     public var model: String?
 
+    /// - Parameter apiKey: surrounding whitespace is dropped (a key file or secret often ends in a
+    ///   newline, which no HTTP header may hold).
     public init(baseURL: URL, capacity: Int = 16, requestTimeout: Double = 600, apiKey: String? = nil, model: String? = nil) {
         self.baseURL = baseURL
         self.capacity = max(1, capacity)
         self.requestTimeout = requestTimeout
-        self.apiKey = apiKey
+        self.apiKey = apiKey?.trimmingCharacters(in: .whitespacesAndNewlines)
         self.model = model
     }
 
-    /// The full URL of an endpoint, tolerating a base URL that already ends in `/v1` or `/`.
+    /// Why the API key cannot be sent in a header (control characters inside it), if it cannot.
+    public var apiKeyProblem: String? {
+        guard let apiKey, apiKey.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else { return nil }
+        return "the API key holds a control character (a line break or tab inside it), which no HTTP header may carry"
+    }
+
+    /// The base URL as logs, errors and the shared queue's worker list show it: user information
+    /// (`http://user:secret@host`, which the HTTP client sends as Basic credentials) is left out.
+    public var displayedBaseURL: String {
+        guard var parts = URLComponents(url: baseURL, resolvingAgainstBaseURL: false), parts.user != nil || parts.password != nil else {
+            return baseURL.absoluteString
+        }
+        parts.user = nil
+        parts.password = nil
+        return parts.string ?? "(the --base-url server)"
+    }
+
+    /// `user:password` of the base URL, base64-encoded for a Basic `Authorization` header (an API
+    /// key, when set, takes its place).
+    public var basicCredentials: String? {
+        guard let parts = URLComponents(url: baseURL, resolvingAgainstBaseURL: false), parts.user != nil || parts.password != nil else {
+            return nil
+        }
+        let pair = (parts.user ?? "") + ":" + (parts.password ?? "")
+        return Data(pair.utf8).base64EncodedString()
+    }
+
+    /// The full URL of an endpoint, tolerating a base URL that already ends in `/v1` or `/`; the base
+    /// URL's query stays a query, and its user information and fragment are not part of it.
     public func url(for path: String) -> URL {
-        var base = baseURL.absoluteString
+        guard var parts = URLComponents(url: baseURL, resolvingAgainstBaseURL: false) else { return baseURL.appendingPathComponent(path) }
+        var base = parts.percentEncodedPath
         while base.hasSuffix("/") { base.removeLast() }
         var suffix = path
         if base.hasSuffix("/v1"), suffix.hasPrefix("/v1/") { suffix.removeFirst(3) }
-        return URL(string: base + suffix) ?? baseURL.appendingPathComponent(path)
+        parts.percentEncodedPath = base + suffix
+        parts.user = nil
+        parts.password = nil
+        parts.fragment = nil
+        return parts.url ?? baseURL.appendingPathComponent(path)
     }
 }

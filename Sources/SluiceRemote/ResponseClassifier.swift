@@ -14,10 +14,21 @@ enum ResponseClassifier {
         let retryAfter = retryAfterHeader.flatMap { parseRetryAfter($0, now: now) }
         switch statusCode {
         case 200..<300:
-            guard let json = try? JSON.parse(body), case .object = json else {
+            let json: JSON
+            do {
+                json = try JSON.parse(body)
+            } catch {
+                return .failure(code: "malformed_response",
+                                message: "HTTP \(statusCode) with a body that is not JSON (\(error)): \(preview(body))",
+                                retryable: true)
+            }
+            guard case .object = json else {
                 return .failure(code: "malformed_response",
                                 message: "HTTP \(statusCode) with a body that is not a JSON object: \(preview(body))",
                                 retryable: true)
+            }
+            if let problem = missingAnswer(in: json) {
+                return .failure(code: "malformed_response", message: "HTTP \(statusCode) \(problem)", retryable: true)
             }
             switch usage(in: json) {
             case let .success(usage):
@@ -40,6 +51,23 @@ enum ResponseClassifier {
         }
     }
 
+    /// Why a success body holds no answer, if it holds none: an answer has `choices` (chat and
+    /// completions), `output` (responses) or `data` (embeddings) as a non-empty array of objects.
+    /// Some servers put an error (`{"error": …}`) or nothing in a 200.
+    static func missingAnswer(in body: JSON) -> String? {
+        for field in ["choices", "output", "data"] {
+            guard let value = body[field], !value.isNull else { continue }
+            guard let items = value.arrayValue, !items.isEmpty, items.allSatisfy({ $0.objectValue != nil }) else {
+                return "with `\(field)` that is not a non-empty array of objects: \(preview(Array(value.serialized.utf8)))"
+            }
+            return nil
+        }
+        if body["error"].map({ !$0.isNull }) == true {
+            return "carrying an error instead of an answer: \(errorMessage(in: Array(body.serialized.utf8)))"
+        }
+        return "without an answer (no `choices`, `output` or `data`): \(preview(Array(body.serialized.utf8)))"
+    }
+
     /// Why a success body's token counts cannot be used.
     struct ImplausibleUsage: Error {
         var message: String
@@ -50,6 +78,9 @@ enum ResponseClassifier {
     /// number from 0 to `Usage.plausibleTokenLimit` is refused.
     static func usage(in body: JSON) -> Result<Usage, ImplausibleUsage> {
         let usage = body["usage"]
+        if let usage, !usage.isNull, usage.objectValue == nil {
+            return .failure(ImplausibleUsage(message: "usage that is \(usage.kindName), not an object of token counts"))
+        }
         var counts: [Int] = []
         for (field, responsesField) in [("prompt_tokens", "input_tokens"), ("completion_tokens", "output_tokens")] {
             let named = usage?[field].map { !$0.isNull } == true ? field : responsesField
@@ -90,7 +121,11 @@ enum ResponseClassifier {
     /// `Retry-After` is either delay seconds or an HTTP date.
     static func parseRetryAfter(_ value: String, now: Date) -> Double? {
         let trimmed = value.trimmingCharacters(in: .whitespaces)
-        if let seconds = Double(trimmed), seconds.isFinite, seconds >= 0 { return seconds }
+        // delay-seconds is decimal digits (RFC 9110); Double would also read "0x10" and "1e12".
+        if !trimmed.isEmpty, trimmed.utf8.allSatisfy({ (0x30...0x39).contains($0) || $0 == UInt8(ascii: ".") }),
+           let seconds = Double(trimmed), seconds.isFinite {
+            return seconds
+        }
         // An HTTP date is printable ASCII (RFC 9110). Anything else never reaches DateFormatter,
         // which traps on some Unicode (found by scripts/fuzz response: "s\u{59A}\u{314}r{").
         guard !trimmed.isEmpty, trimmed.utf8.allSatisfy({ (0x20..<0x7F).contains($0) }) else { return nil }

@@ -161,18 +161,35 @@ final class WorkerLoop {
     }
 
     private func record(_ outcome: EngineOutcome, for flight: Flight, now: ContinuousClock.Instant) {
+        let request = "request \(flight.claim.customID) (job \(flight.claim.jobID), line \(flight.claim.lineNumber))"
         switch outcome {
-        case let .response(_, _, usage):
+        case let .response(statusCode, body, usage):
             statistics.promptTokens.add(saturating: usage.promptTokens)
             statistics.completionTokens.add(saturating: usage.completionTokens)
+            if Self.isFailure(outcome) {
+                // A final refusal (a 401 for a bad key, a 400 for a bad line) goes to the errors export: say so.
+                statistics.failed += 1
+                let reason = body["error"]?["message"]?.stringValue ?? body["error"]?.stringValue
+                    ?? String(decoding: body.serialized.utf8.prefix(200), as: UTF8.self)
+                logRetry("\(request) answered HTTP \(statusCode): \(reason)")
+            }
             addResult(flight.lease, outcome, now: now)
         case let .failure(code, message, retryable, retryAfter):
             if retryable {
                 retryOrFail(flight, code: code, message: message, retryAfter: retryAfter, checkpoint: nil, now: now)
             } else {
                 statistics.failed += 1
+                logRetry("\(request) failed (\(code)): \(message)")
                 addResult(flight.lease, outcome, now: now)
             }
+        }
+    }
+
+    /// Whether an outcome goes to the errors export: a failure, or an answer other than 2xx.
+    static func isFailure(_ outcome: EngineOutcome) -> Bool {
+        switch outcome {
+        case let .response(statusCode, _, _): return !(200..<300).contains(statusCode)
+        case .failure: return true
         }
     }
 
@@ -411,7 +428,7 @@ final class WorkerLoop {
         for (lease, outcome) in batch.results {
             if lost.contains(lease) {
                 droppedResults += 1
-                if case .failure = outcome { statistics.failed -= 1 }
+                if Self.isFailure(outcome) { statistics.failed -= 1 }
             } else {
                 statistics.completed += 1
                 recordCommitted(lease, outcome, cacheHits: cacheHitLeases, now: now)

@@ -117,9 +117,14 @@ func makeEngine(_ options: EngineOptions) throws -> any InferenceEngine {
         }
         let concurrency = options.concurrency ?? 16
         guard concurrency >= 1 else { throw CLIError.usage("--concurrency must be at least 1 (got \(concurrency))") }
-        return OpenAIEngine(configuration: OpenAIEngineConfiguration(
+        guard url.port.map({ (1...65535).contains($0) }) ?? true else {
+            throw CLIError.usage("--base-url \(text): the port must be from 1 to 65535")
+        }
+        let configuration = OpenAIEngineConfiguration(
             baseURL: url, capacity: concurrency, requestTimeout: options.requestTimeout,
-            apiKey: options.apiKey, model: options.model))
+            apiKey: options.apiKey, model: options.model)
+        if let problem = configuration.apiKeyProblem { throw CLIError.usage(problem) }
+        return OpenAIEngine(configuration: configuration)
     }
 }
 

@@ -121,6 +121,18 @@ func chatRequest(_ id: Int64, extra: [(key: String, value: JSON)] = []) -> Engin
         await engine.shutdown()
     }
 
+    /// Credentials in --base-url are the server's business: the worker's description (its log line,
+    /// the shared queue's worker list, `sluice status` on every host) and errors leave them out.
+    @Test func baseURLCredentialsAreNeverShown() async throws {
+        let withSecret = OpenAIEngineConfiguration(baseURL: URL(string: "http://bob:BaseSecret9@127.0.0.1:8080/v1")!)
+        #expect(withSecret.displayedBaseURL == "http://127.0.0.1:8080/v1")
+        let engine = OpenAIEngine(configuration: withSecret)
+        #expect(engine.description == "openai-compatible server at http://127.0.0.1:8080/v1")
+        await engine.shutdown()
+        let plain = OpenAIEngineConfiguration(baseURL: URL(string: "https://api.example.com")!)
+        #expect(plain.displayedBaseURL == "https://api.example.com")
+    }
+
     @Test func rateLimitIsRetryableWithRetryAfter() async throws {
         let server = try FakeServer(["--retry-after", "7"])
         defer { server.stop() }
@@ -175,7 +187,7 @@ func chatRequest(_ id: Int64, extra: [(key: String, value: JSON)] = []) -> Engin
         engine.submit(chatRequest(1, extra: [(key: "x_fake_malformed", value: .bool(true))]))
         let event = try await events.wait(for: 1)
         guard case let .failure(code, message, retryable, _) = event.outcome else { Issue.record("\(event)"); return }
-        #expect(code == "malformed_response" && retryable && message.contains("not a JSON object"))
+        #expect(code == "malformed_response" && retryable && message.contains("not JSON"))
         await engine.shutdown()
     }
 
@@ -276,9 +288,29 @@ func chatRequest(_ id: Int64, extra: [(key: String, value: JSON)] = []) -> Engin
     }
 
     @Test func statusCodesAreClassified() {
-        let ok = ResponseClassifier.outcome(statusCode: 200, body: Array(#"{"usage":{"prompt_tokens":2,"completion_tokens":3}}"#.utf8), retryAfterHeader: nil)
-        #expect(ok == .response(statusCode: 200, body: .object(["usage": .object(["prompt_tokens": .int(2), "completion_tokens": .int(3)])]),
+        let ok = ResponseClassifier.outcome(statusCode: 200, body: Array(#"{"choices":[{"text":"a"}],"usage":{"prompt_tokens":2,"completion_tokens":3}}"#.utf8), retryAfterHeader: nil)
+        #expect(ok == .response(statusCode: 200, body: .object(["choices": .array([.object(["text": .string("a")])]),
+                                                                "usage": .object(["prompt_tokens": .int(2), "completion_tokens": .int(3)])]),
                                 usage: Usage(promptTokens: 2, completionTokens: 3)))
+        // A 200 that holds no answer (an error some servers send with 200, nothing, a broken list) is
+        // retried as malformed, never stored as a success.
+        for body in [#"{"error":{"message":"model overloaded","code":503}}"#, "{}", #"{"choices":null,"id":"x"}"#,
+                     #"{"choices":"x"}"#, #"{"choices":[null]}"#, #"{"choices":[]}"#, #"{"data":[1]}"#,
+                     #"{"choices":[{}],"usage":"lots"}"#] {
+            guard case let .failure(code, _, retryable, _) = ResponseClassifier.outcome(statusCode: 200, body: Array(body.utf8),
+                                                                                       retryAfterHeader: nil) else {
+                Issue.record("\(body) was taken as an answer"); continue
+            }
+            #expect(code == "malformed_response" && retryable, "\(body)")
+        }
+        for body in [#"{"output":[{"type":"message"}]}"#, #"{"object":"list","data":[{"embedding":[0.5]}]}"#] {
+            guard case .response(200, _, _) = ResponseClassifier.outcome(statusCode: 200, body: Array(body.utf8), retryAfterHeader: nil) else {
+                Issue.record("\(body) was refused"); continue
+            }
+        }
+        // Retry-After's delay is decimal digits: hexadecimal and exponents are no delay.
+        #expect(ResponseClassifier.parseRetryAfter("0x10", now: Date()) == nil && ResponseClassifier.parseRetryAfter("1e12", now: Date()) == nil)
+        #expect(ResponseClassifier.parseRetryAfter(" 12 ", now: Date()) == 12)
         for code in [408, 429, 500, 502, 503, 504] {
             guard case let .failure(_, _, retryable, _) = ResponseClassifier.outcome(statusCode: code, body: [], retryAfterHeader: nil) else {
                 Issue.record("\(code) not a failure"); continue

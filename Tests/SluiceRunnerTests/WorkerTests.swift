@@ -49,6 +49,26 @@ final class LogLines: Sendable {
         #expect(worker.statistics.completionTokens == 600 * 5)
     }
 
+    /// Final refusals (a 401 for a bad key) and final failures (a redirect) are told in the log and
+    /// counted as failed, as they land in the errors export.
+    @Test func finalRefusalsAreLoggedAndCountedAsFailed() async throws {
+        let store = MemoryStore(requests: 3)
+        let engine = ScriptedEngine(capacity: 4) { request in
+            switch request.id {
+            case 1: .respond(after: 0.001, .response(statusCode: 401, body: .object(["error": .object(["message": .string("bad key")])]),
+                                                      usage: Usage(promptTokens: 0, completionTokens: 0)))
+            case 2: .respond(after: 0.001, .failure(code: "redirect_not_followed", message: "HTTP 307", retryable: false))
+            default: .respond(after: 0.001, okOutcome(request.id))
+            }
+        }
+        let lines = LogLines()
+        let worker = Worker(store: store, engine: engine, configuration: fastConfiguration(), log: lines.log)
+        #expect(try await worker.run() == .completed)
+        #expect(worker.statistics.completed == 3 && worker.statistics.failed == 2)
+        #expect(lines.all.contains { $0.contains("answered HTTP 401: bad key") }, "\(lines.all)")
+        #expect(lines.all.contains { $0.contains("failed (redirect_not_followed): HTTP 307") }, "\(lines.all)")
+    }
+
     @Test func keepsTheEngineFull() async throws {
         let store = MemoryStore(requests: 64)
         let engine = ScriptedEngine(capacity: 8) { request in .respond(after: 0.05, okOutcome(request.id)) }
