@@ -19,6 +19,8 @@ struct GlobalOptions: ParsableArguments {
 
     /// Whether the queue is a PostgreSQL server rather than a SQLite file.
     var isPostgres: Bool { isPostgresURL(databasePath) }
+    /// The database as messages name it (a PostgreSQL URL without its password).
+    var databaseLabel: String { displayedLocation(databasePath) }
 
     /// Opens the queue, creating it (a SQLite file, or the schema in an empty PostgreSQL database).
     func openOrCreateStore() throws -> any JobStore {
@@ -29,13 +31,23 @@ struct GlobalOptions: ParsableArguments {
     static func openStore(_ location: String) throws -> any JobStore {
         do {
             return try SluiceQueue.openStore(location)
-        } catch let error as PostgresError {
-            throw CLIError(description: error.description)
-        } catch let error as QueueError where error.unhealableReason != nil {
-            throw CLIError(description: "cannot open database \(location): \(error.unhealableReason!): \(error)",
-                           exitCode: ExitStatus.databaseUnusable)
         } catch {
-            throw CLIError(description: "cannot open database \(location): \(error)")
+            throw openingError(error, location: location)
+        }
+    }
+
+    /// A store's failure to open as the command-line error: exit 7 where the database cannot be
+    /// used and waiting would not help (corrupt, not a database, refused credentials…), else 1.
+    static func openingError(_ error: any Error, location: String) -> CLIError {
+        switch error {
+        case let error as PostgresError:
+            return CLIError(description: error.description,
+                            exitCode: error.isUnusable ? ExitStatus.databaseUnusable : ExitStatus.failure)
+        case let error as QueueError where error.unhealableReason != nil:
+            return CLIError(description: "cannot open database \(location): \(error.unhealableReason!): \(error)",
+                            exitCode: ExitStatus.databaseUnusable)
+        default:
+            return CLIError(description: "cannot open database \(displayedLocation(location)): \(error)")
         }
     }
 

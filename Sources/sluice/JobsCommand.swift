@@ -16,9 +16,7 @@ struct JobsCommand: AsyncParsableCommand {
         let jobs = try store.jobs()
         // As `status` shows it: an active job with nothing left to do is finished.
         let finished = Set(try store.status(job: nil).filter(\.isFinished).map(\.job.id))
-        func state(_ job: JobInfo) -> String {
-            job.state == .active && finished.contains(job.id) ? "finished" : job.state.rawValue
-        }
+        func state(_ job: JobInfo) -> String { StatusFormat.stateName(job, isFinished: finished.contains(job.id)) }
         if json {
             print(JSON.array(jobs.map { job in
                 JSON.object([
@@ -31,7 +29,7 @@ struct JobsCommand: AsyncParsableCommand {
             return
         }
         if jobs.isEmpty {
-            print("no jobs in \(global.databasePath)")
+            print("no jobs in \(global.databaseLabel)")
             return
         }
         print("ID\tNAME\tSTATE\tPRIORITY\tREQUESTS\tBAD\tCREATED\tINPUT")

@@ -38,7 +38,7 @@ struct StatusCommand: AsyncParsableCommand {
             return
         }
         if statuses.isEmpty {
-            print("no jobs in \(global.databasePath)")
+            print("no jobs in \(global.databaseLabel)")
             return
         }
         for (index, status) in statuses.enumerated() {
@@ -52,11 +52,16 @@ struct StatusCommand: AsyncParsableCommand {
 
 /// How `status` and `jobs` show things.
 enum StatusFormat {
+    /// A job's state as every listing names it: an active job with nothing left to do is finished.
+    static func stateName(_ job: JobInfo, isFinished: Bool) -> String {
+        job.state == .active && isFinished ? "finished" : job.state.rawValue
+    }
+
     static func text(_ status: JobStatus, now: Double) -> String {
         let job = status.job
         let counts = status.counts
         let name = job.name.map { " \"\($0)\"" } ?? ""
-        let state = job.state == .active ? (status.isFinished ? "finished" : "active") : job.state.rawValue
+        let state = stateName(job, isFinished: status.isFinished)
         var lines = [
             "job \(job.id)\(name) [\(state), priority \(job.priority)] from \(job.inputPath)",
             "  requests: \(counts.total) total; \(counts.done) done, \(counts.failed) failed, \(counts.queued) queued, \(counts.leased) leased, \(counts.cancelled) cancelled"
@@ -84,7 +89,7 @@ enum StatusFormat {
         return .object([
             "id": .int(job.id),
             "name": job.name.map(JSON.string) ?? .null,
-            "state": .string(job.state.rawValue),
+            "state": .string(stateName(job, isFinished: status.isFinished)),
             "finished": .bool(status.isFinished),
             "priority": .int(job.priority),
             "input_path": .string(job.inputPath),

@@ -24,7 +24,7 @@ extension StatusCommand {
             if json {
                 text = JSON.array(statuses.map { StatusFormat.json($0, now: now) }).serialized
             } else {
-                let header = "\(StatusFormat.date(now)) — \(global.databasePath)"
+                let header = "\(StatusFormat.date(now)) — \(global.databaseLabel)"
                     + (finished ? " — all finished" : " — every \(interval) s; Ctrl-C to stop")
                 let body = statuses.isEmpty ? "no jobs yet" : statuses.map { StatusFormat.text($0, now: now) }.joined(separator: "\n\n")
                 text = header + "\n" + body + "\n"

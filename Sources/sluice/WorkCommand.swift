@@ -69,8 +69,9 @@ struct WorkCommand: AsyncParsableCommand {
     var maxLostLeases: Int = QueueDefaults.maxLostLeases
 
     @Option(name: .customLong("db-timeout"),
-            help: ArgumentHelp("Seconds the database may stay unreachable (the worker keeps generating and retries) before the worker exits with status 6.", valueName: "seconds"))
-    var dbTimeout: Double = 300
+            help: ArgumentHelp("How long the database may stay unreachable (the worker keeps generating and retries) before the worker exits with status 6 (default 300s).", valueName: "duration"),
+            transform: DurationOption.parse)
+    var dbTimeout: DurationOption = 300
 
     @Option(help: "builtin: compute threads (default: all cores).")
     var threads: Int?
@@ -109,7 +110,7 @@ struct WorkCommand: AsyncParsableCommand {
         configuration.maxRuntimeSeconds = maxRuntime?.seconds
         configuration.maxAttempts = maxAttempts
         configuration.maxLostLeases = maxLostLeases
-        configuration.databaseTimeoutSeconds = dbTimeout
+        configuration.databaseTimeoutSeconds = dbTimeout.seconds
         if let problem = configuration.validationError() { throw ValidationError(problem) }
         if let concurrency, concurrency < 1 { throw ValidationError("--concurrency must be at least 1 (got \(concurrency))") }
         if let requestTimeout, !(requestTimeout.seconds > 0 && requestTimeout.seconds <= WorkerConfiguration.longestSeconds) {
@@ -117,6 +118,45 @@ struct WorkCommand: AsyncParsableCommand {
         }
         try refuseOtherEngineOptions()
         try watching.validate()
+    }
+
+    /// Opens the queue. A PostgreSQL server that cannot be reached yet (restarting, failing over) is
+    /// waited for up to --db-timeout, as one that goes away while the worker runs is; one that
+    /// refuses the connection (password, database name) is an error at once (exit 7).
+    private func openStoreWaitingForTheServer() async throws -> any JobStore {
+        guard global.isPostgres else { return try global.openExistingStore() }
+        let start = ContinuousClock.now
+        var delay = 0.5
+        var told = false
+        while true {
+            do {
+                return try SluiceQueue.openStore(global.databasePath)
+            } catch let error as PostgresError where error.isTransient && !error.isUnusable {
+                guard ContinuousClock.now - start + .seconds(delay) <= .seconds(dbTimeout.seconds) else {
+                    throw CLIError(description: "the database stayed unreachable for \(dbTimeout) (--db-timeout): \(error)",
+                                   exitCode: ExitStatus.databaseUnreachable)
+                }
+                if !told {
+                    printNote("sluice work: \(error); retrying for up to \(dbTimeout) (--db-timeout)")
+                    told = true
+                }
+                try await Task.sleep(for: .seconds(delay))
+                delay = min(delay * 2, 8)
+            } catch {
+                throw GlobalOptions.openingError(error, location: global.databasePath)
+            }
+        }
+    }
+
+    /// Hands the worker's leases back and exits with `status`; a database that does not answer
+    /// (its leases then expire on their own) holds the exit for two seconds at most.
+    static func releaseLeasesAndExit(_ worker: Worker, status: Int32) {
+        DispatchQueue.global().asyncAfter(deadline: .now() + 2) {
+            printError("the database did not take the leases back within 2 s; they will expire on their own")
+            Foundation.exit(status)
+        }
+        worker.releaseLeasesNow()
+        Foundation.exit(status)
     }
 
     func run() async throws {
@@ -138,13 +178,11 @@ struct WorkCommand: AsyncParsableCommand {
                 // The drain finishes well before this; the watchdog only guards the promise to exit within --grace.
                 DispatchQueue.global().asyncAfter(deadline: .now() + grace) {
                     printError("drain did not finish within --grace \(grace) s; handing leases back and exiting")
-                    worker.releaseLeasesNow()
-                    Foundation.exit(ExitStatus.failure)
+                    Self.releaseLeasesAndExit(worker, status: ExitStatus.failure)
                 }
             case .secondInterrupt:
                 printNote("sluice work: second SIGINT: handing leases back and exiting now")
-                worker.releaseLeasesNow()
-                Foundation.exit(ExitStatus.interrupted)
+                Self.releaseLeasesAndExit(worker, status: ExitStatus.interrupted)
             case .repeated:
                 worker.log("\(name) again: already draining")
             }
@@ -153,10 +191,10 @@ struct WorkCommand: AsyncParsableCommand {
 
         let environment = ProcessInfo.processInfo.environment
         guard global.isPostgres || FileManager.default.fileExists(atPath: global.databasePath) else {
-            printNote("sluice work: no database at \(global.databasePath): nothing to do")
+            printNote("sluice work: no database at \(global.databaseLabel): nothing to do")
             throw ExitCode(ExitStatus.nothingToDo)
         }
-        let store = try global.openExistingStore()
+        let store = try await openStoreWaitingForTheServer()
         var configuration = WorkerConfiguration()
         if let job { configuration.job = try store.job(named: job) }
         configuration.leaseSeconds = lease.seconds
@@ -164,7 +202,7 @@ struct WorkCommand: AsyncParsableCommand {
         configuration.maxRuntimeSeconds = maxRuntime?.seconds
         configuration.maxAttempts = maxAttempts
         configuration.maxLostLeases = maxLostLeases
-        configuration.databaseTimeoutSeconds = dbTimeout
+        configuration.databaseTimeoutSeconds = dbTimeout.seconds
         try preemption.apply(to: &configuration)
 
         var options = EngineOptions(

@@ -77,6 +77,11 @@ import Testing
 
         let listedAfter = try await sluice(["--db", db, "jobs", "--json"], in: scratch, children: children)
         #expect(try JSON.parse(listedAfter.stdout).arrayValue?.first?["state"]?.stringValue == "finished", "as `status` says")
+        // Cancelling a finished job changes nothing (it would read as cancelled with nothing left undone).
+        let cancelled = try await sluice(["--db", db, "cancel", "piped"], in: scratch, children: children)
+        #expect(cancelled.status == 0 && cancelled.stderr.contains("already finished"), "\(cancelled.stderr)")
+        let status = try await sluice(["--db", db, "status", "piped", "--json"], in: scratch, children: children)
+        #expect(status.stdout.contains(#""state":"finished""#), "\(status.stdout)")
 
         let toFile = try await sluice(["export", "piped", "--db", db, "-o", scratch.path("out.jsonl"), "--json"],
                                       in: scratch, children: children)

@@ -113,11 +113,12 @@ import Testing
         try await Self.withDatabase(scratch, children) { url in
             let server = try #require(Self.serverURL())
             /// `sluice jobs --db URL` fails with one line of stderr that holds every fragment.
-            func expectOneLine(_ db: String, _ fragments: [String], environment: [String: String]? = nil,
+            /// Exit 7 where waiting would not help (the URL, the credentials, the database), 1 for a server not reached.
+            func expectOneLine(_ db: String, _ fragments: [String], status: Int32 = 7, environment: [String: String]? = nil,
                                sourceLocation: SourceLocation = #_sourceLocation) async throws {
                 let result = try await sluice(["jobs", "--db", db], in: scratch, children: children, seconds: 60, environment: environment)
                 let lines = result.stderr.split(separator: "\n")
-                #expect(result.status != 0, "sluice jobs --db \(db) succeeded", sourceLocation: sourceLocation)
+                #expect(result.status == status, "sluice jobs --db \(db): status \(result.status)", sourceLocation: sourceLocation)
                 #expect(lines.count == 1, "not one line: \(result.stderr)", sourceLocation: sourceLocation)
                 for fragment in fragments {
                     #expect(result.stderr.contains(fragment), "\(fragment) missing from: \(result.stderr)", sourceLocation: sourceLocation)
@@ -125,10 +126,21 @@ import Testing
             }
             // A malformed URL is named as such, not as a failed connection.
             try await expectOneLine("postgresql://sluice@127.0.0.1:5432/db?colour=blue", ["invalid PostgreSQL URL", "colour"])
+            // libpq quotes what it could not parse: the password is taken out of that too.
+            let badEscape = try await sluice(["jobs", "--db", "postgresql://u:My%ZZsecret@127.0.0.1:5432/db"], in: scratch,
+                                             children: children)
+            #expect(badEscape.status == 7 && badEscape.stderr.contains("invalid PostgreSQL URL") && !badEscape.stderr.contains("secret"),
+                    "\(badEscape.stderr)")
             // A host where nothing listens.
             let closedPort = try freeLoopbackPort()
             try await expectOneLine("postgresql://sluice@127.0.0.1:\(closedPort)/postgres",
-                                    ["cannot connect to PostgreSQL at postgresql://sluice@127.0.0.1:\(closedPort)/postgres"])
+                                    ["cannot connect to PostgreSQL at postgresql://sluice@127.0.0.1:\(closedPort)/postgres"], status: 1)
+            // A worker that starts while the server is down waits for it up to --db-timeout, then exits 6.
+            let waiting = try await sluice(["work", "--db", "postgresql://sluice@127.0.0.1:\(closedPort)/postgres", "--engine", "openai",
+                                            "--base-url", "http://127.0.0.1:\(closedPort)", "--db-timeout", "2s"],
+                                           in: scratch, children: children, seconds: 60)
+            #expect(waiting.status == 6 && waiting.stderr.contains("retrying for up to 2s")
+                    && waiting.stderr.contains("stayed unreachable for 2s"), "\(waiting.status): \(waiting.stderr)")
             // A database that does not exist.
             try await expectOneLine(Self.url(server, database: "no_such_database_here"),
                                     ["cannot connect to PostgreSQL", "\"no_such_database_here\" does not exist"])
@@ -205,7 +217,7 @@ import Testing
             let proxy = try await CutProxy(to: url, scratch: scratch, children: children)
             let log = scratch.path("worker.err")
             // Eight in flight, so the worker holds requests to answer while the database is away.
-            let worker = try startWorker(url, through: proxy, server: server, ["--concurrency", "8", "--lease", "30", "--db-timeout", "120"],
+            let worker = try startWorker(url, through: proxy, server: server, ["--concurrency", "8", "--lease", "30", "--db-timeout", "2m"],
                                          log: log, scratch: scratch, children: children)
 
             try await waitUntilAsync("some answers are committed") { try await doneCount(url, scratch: scratch, children: children) >= 2 }

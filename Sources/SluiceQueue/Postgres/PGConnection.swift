@@ -33,6 +33,20 @@ public enum PostgresError: Error, Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// Whether the database cannot be used and waiting would not change that: a URL that does not
+    /// parse, a database that is not Sluice's or is newer, or a connection the server refused for
+    /// who we are (password, role, database name, access rules) rather than for being down.
+    public var isUnusable: Bool {
+        switch self {
+        case .badURL, .notSluiceDatabase, .newerSchema: return true
+        case let .cannotConnect(_, reason):
+            let lower = reason.lowercased()
+            return ["authentication failed", "no password supplied", "does not exist", "no pg_hba.conf entry",
+                    "permission denied", "does not support ssl"].contains { lower.contains($0) }
+        case .server, .connectionLost: return false
+        }
+    }
+
     /// Whether trying again later (on a new connection) can succeed.
     public var isTransient: Bool {
         switch self {
@@ -51,14 +65,34 @@ public func isPostgresURL(_ location: String) -> Bool {
     location.hasPrefix("postgresql://") || location.hasPrefix("postgres://")
 }
 
+/// A database argument as messages show it: a PostgreSQL URL without its password.
+public func displayedLocation(_ location: String) -> String {
+    isPostgresURL(location) ? redactedURL(location) : location
+}
+
 /// The URL with any password replaced by `***`, for messages.
 func redactedURL(_ url: String) -> String {
     guard let scheme = url.range(of: "://") else { return url }
     let rest = url[scheme.upperBound...]
-    guard let at = rest.firstIndex(of: "@") else { return url }
+    guard let at = rest.lastIndex(of: "@") else { return url }
     let userInfo = rest[..<at]
     guard let colon = userInfo.firstIndex(of: ":") else { return url }
     return String(url[..<scheme.upperBound]) + userInfo[..<colon] + ":***" + rest[at...]
+}
+
+/// `message` with the URL's password taken out, as written in the URL and percent-decoded: libpq's
+/// own messages quote the URL (or the password) they could not parse.
+func scrubbingPassword(of url: String, from message: String) -> String {
+    guard let scheme = url.range(of: "://") else { return message }
+    let rest = url[scheme.upperBound...]
+    guard let at = rest.lastIndex(of: "@"), let colon = rest[..<at].firstIndex(of: ":") else { return message }
+    let password = String(rest[rest.index(after: colon)..<at])
+    guard !password.isEmpty else { return message }
+    var scrubbed = message.replacingOccurrences(of: url, with: redactedURL(url))
+    for form in [password, password.removingPercentEncoding].compactMap({ $0 }) where !form.isEmpty {
+        scrubbed = scrubbed.replacingOccurrences(of: form, with: "***")
+    }
+    return scrubbed
 }
 
 /// A parameter value for a statement; nil is SQL NULL.
@@ -71,9 +105,10 @@ final class PGConnection {
     private var raw: OpaquePointer?
 
     /// Connects; libpq reads the password from the URL, `PGPASSWORD` or `~/.pgpass`, and honours `sslmode`.
-    init(url: String, connectTimeout: Int = 10) throws {
+    init(url: String, connectTimeout: Int = 10, answerTimeoutSeconds: Int32 = PGConnection.defaultAnswerTimeoutSeconds) throws {
         self.url = url
         self.label = redactedURL(url)
+        self.answerTimeoutSeconds = answerTimeoutSeconds
         try connect(connectTimeout: connectTimeout)
     }
 
@@ -88,7 +123,7 @@ final class PGConnection {
         } else {
             let reason = parseError.map { String(cString: $0) } ?? "unreadable"
             if let parseError { PQfreemem(parseError) }
-            throw PostgresError.badURL(url: label, reason: Self.oneLine(reason))
+            throw PostgresError.badURL(url: label, reason: scrubbingPassword(of: url, from: Self.oneLine(reason)))
         }
         // Defaults first: the URL's own settings (`dbname`, expanded last) override them. TCP
         // keepalives and a user timeout make a dead network an error in seconds, not after the
@@ -101,7 +136,7 @@ final class PGConnection {
         }
         guard let connection else { throw PostgresError.cannotConnect(url: label, reason: "out of memory") }
         guard PQstatus(connection) == CONNECTION_OK else {
-            let message = Self.oneLine(String(cString: PQerrorMessage(connection)))
+            let message = scrubbingPassword(of: url, from: Self.oneLine(String(cString: PQerrorMessage(connection))))
             PQfinish(connection)
             throw PostgresError.cannotConnect(url: label, reason: message)
         }
@@ -127,23 +162,82 @@ final class PGConnection {
             .filter { !$0.isEmpty }.joined(separator: "; ")
     }
 
-    /// Runs one statement (or, without parameters, several separated by semicolons).
+    /// How long a statement may wait without a byte from the server. libpq waits forever: a server
+    /// that stalls, a lock held by someone else, a pool with no free connection would hold the worker
+    /// (and its SIGTERM drain) with it. Past this the connection is closed and the call fails as a
+    /// lost connection, which the worker retries until `--db-timeout`. Every statement Sluice sends is
+    /// short (exports read pages of rows), so waiting longer would only mean something is stuck.
+    static let defaultAnswerTimeoutSeconds: Int32 = 30
+    let answerTimeoutSeconds: Int32
+
+    /// Runs one statement (or, without parameters, several separated by semicolons), as `PQexec`
+    /// does, but waiting at most `answerTimeoutSeconds` between bytes of the answer (30 s unless a test
+    /// says otherwise).
     @discardableResult
     func execute(_ sql: String, _ parameters: [PGValue] = [], operation: String) throws -> PGResult {
         guard let raw else { throw PostgresError.connectionLost(url: label, operation: operation, message: "not connected") }
-        let result: OpaquePointer?
+        let sent: Int32
         if parameters.isEmpty {
-            result = PQexec(raw, sql)
+            sent = PQsendQuery(raw, sql)
         } else {
             var copies: [UnsafeMutablePointer<CChar>?] = parameters.map { $0.map { strdup($0) } ?? nil }
             defer { for p in copies { free(p) } }
-            result = copies.withUnsafeMutableBufferPointer { buffer in
+            sent = copies.withUnsafeMutableBufferPointer { buffer in
                 buffer.withMemoryRebound(to: UnsafePointer<CChar>?.self) { values in
-                    PQexecParams(raw, sql, Int32(parameters.count), nil, values.baseAddress, nil, nil, 0)
+                    PQsendQueryParams(raw, sql, Int32(parameters.count), nil, values.baseAddress, nil, nil, 0)
                 }
             }
         }
-        return try check(result, operation: operation)
+        guard sent == 1 else {
+            throw PostgresError.connectionLost(url: label, operation: operation, message: Self.oneLine(String(cString: PQerrorMessage(raw))))
+        }
+        // PQexec's answer: the last result (the error, where a statement failed), or a COPY's start.
+        var last: OpaquePointer?
+        while let result = try nextResult(operation: operation) {
+            if let last { PQclear(last) }
+            last = result
+            let status = PQresultStatus(result)
+            if status == PGRES_COPY_IN || status == PGRES_COPY_OUT || status == PGRES_COPY_BOTH { break }
+        }
+        return try check(last, operation: operation)
+    }
+
+    /// Asks the server to stop the statement in flight, from a thread of its own (a cancel request
+    /// is a new connection, which a stalled network could hold): a statement left waiting for a lock
+    /// would otherwise run, and commit, once the lock is free, with nobody to read its answer.
+    private static func cancelInBackground(_ connection: OpaquePointer) {
+        guard let cancel = PQgetCancel(connection) else { return }
+        nonisolated(unsafe) let request = cancel
+        let thread = Thread {
+            var buffer = [CChar](repeating: 0, count: 256)
+            _ = PQcancel(request, &buffer, Int32(buffer.count))
+            PQfreeCancel(request)
+        }
+        thread.start()
+    }
+
+    /// The next result of the statement in flight (nil when there are no more), waiting for the
+    /// server at most `answerTimeoutSeconds` at a time.
+    private func nextResult(operation: String) throws -> OpaquePointer? {
+        guard let raw else { throw PostgresError.connectionLost(url: label, operation: operation, message: "not connected") }
+        while PQisBusy(raw) == 1 {
+            var descriptor = pollfd(fd: PQsocket(raw), events: Int16(POLLIN), revents: 0)
+            let ready = poll(&descriptor, 1, answerTimeoutSeconds * 1000)
+            if ready < 0 && errno == EINTR { continue }
+            if ready <= 0 {
+                let reason = ready == 0
+                    ? "no answer for \(answerTimeoutSeconds) s (a stalled server or network, or a lock held elsewhere); the connection was closed"
+                    : String(cString: strerror(errno))
+                Self.cancelInBackground(raw)
+                PQfinish(raw)
+                self.raw = nil
+                throw PostgresError.connectionLost(url: label, operation: operation, message: reason)
+            }
+            guard PQconsumeInput(raw) == 1 else {
+                throw PostgresError.connectionLost(url: label, operation: operation, message: Self.oneLine(String(cString: PQerrorMessage(raw))))
+            }
+        }
+        return PQgetResult(raw)
     }
 
     private func check(_ result: OpaquePointer?, operation: String) throws -> PGResult {
@@ -180,7 +274,7 @@ final class PGConnection {
             try produce(send)
         } catch {
             _ = PQputCopyEnd(raw, "aborted by the client")
-            while let result = PQgetResult(raw) { PQclear(result) }
+            while let result = try? nextResult(operation: operation) { PQclear(result) }
             throw error
         }
         guard PQputCopyEnd(raw, nil) == 1 else {
@@ -188,7 +282,7 @@ final class PGConnection {
                                                message: Self.oneLine(String(cString: PQerrorMessage(raw))))
         }
         var failure: Error?
-        while let result = PQgetResult(raw) {
+        while let result = try nextResult(operation: operation) {
             do { _ = try check(result, operation: operation) } catch { failure = failure ?? error }
         }
         if let failure { throw failure }

@@ -25,12 +25,14 @@ public final class PostgresStore: JobStore {
     ///     absolute retry times into delays, which the server adds to its own clock.
     ///   - testClock: for tests of lease expiry only: the time the server's clock reads for this
     ///     store's statements (seconds since the Unix epoch), in place of `now()`.
-    public init(url: String, clock: (@Sendable () -> Double)? = nil, testClock: (@Sendable () -> Double)? = nil) throws {
+    ///   - answerTimeoutSeconds: how long a statement may wait for the server (see `PGConnection`).
+    public init(url: String, clock: (@Sendable () -> Double)? = nil, testClock: (@Sendable () -> Double)? = nil,
+                answerTimeoutSeconds: Int32 = 30) throws {
         self.url = url
         self.location = redactedURL(url)
         self.clock = clock ?? { Date().timeIntervalSince1970 }
         self.testClock = testClock
-        let db = try PGConnection(url: url)
+        let db = try PGConnection(url: url, answerTimeoutSeconds: answerTimeoutSeconds)
         try Self.migrate(db)
         self.connection = Mutex(db)
         try removeAbandonedLoadingJobs()
