@@ -51,7 +51,10 @@ public final class OpenAIEngine: InferenceEngine {
         case failed(any Error)
     }
 
-    public init(configuration: OpenAIEngineConfiguration) {
+    /// - Parameter environment: where the proxy settings are read (`http_proxy`, `https_proxy`,
+    ///   `no_proxy`…; see `OpenAIEngineConfiguration.proxy(for:environment:)`).
+    public init(configuration: OpenAIEngineConfiguration,
+                environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.configuration = configuration
         (events, continuation) = AsyncStream.makeStream(of: EngineEvent.self)
         var pool = HTTPClient.Configuration.ConnectionPool(
@@ -59,10 +62,21 @@ public final class OpenAIEngine: InferenceEngine {
         pool.retryConnectionEstablishment = false
         // Our own timer enforces the whole-request limit; the read limit only backs it up.
         let limit = TimeAmount.seconds(Int64(min(configuration.requestTimeout + 30, 1e9)))
+        var proxy: HTTPClient.Configuration.Proxy?
+        if let found = OpenAIEngineConfiguration.proxy(for: configuration.baseURL, environment: environment) {
+            switch found.kind {
+            case .http:
+                let credentials = found.user.map { HTTPClient.Authorization.basic(username: $0, password: found.password ?? "") }
+                proxy = .server(host: found.host, port: found.port, authorization: credentials)
+            case .socks5:
+                proxy = .socksServer(host: found.host, port: found.port)
+            }
+        }
         let clientConfiguration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
             timeout: .init(connect: .seconds(30), read: limit),
             connectionPool: pool,
+            proxy: proxy,
             decompression: .enabled(limit: .none))
         client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: clientConfiguration)
     }

@@ -40,6 +40,46 @@ public struct OpenAIEngineConfiguration: Sendable {
         return parts.string ?? "(the --base-url server)"
     }
 
+    /// A proxy to reach a server through, as curl reads it from the environment.
+    public struct Proxy: Sendable, Equatable {
+        public enum Kind: Sendable, Equatable { case http, socks5 }
+        public var kind: Kind
+        public var host: String
+        public var port: Int
+        public var user: String?
+        public var password: String?
+    }
+
+    /// The proxy the environment names for the base URL, as curl (and so the FoundationNetworking
+    /// client before) reads it: `http_proxy` for http (lower case only, as curl: a CGI's
+    /// `HTTP_PROXY` comes from a request header), `https_proxy` or `HTTPS_PROXY` for https, then
+    /// `all_proxy`/`ALL_PROXY`; none for hosts `no_proxy`/`NO_PROXY` lists (`*`, a host or a domain
+    /// suffix, with or without a leading dot). A proxy URL without a scheme is an HTTP proxy;
+    /// `socks5://` and `socks5h://` are SOCKS5 (without credentials); other schemes are ignored.
+    /// The port defaults to 1080, as curl's.
+    public static func proxy(for url: URL, environment: [String: String]) -> Proxy? {
+        guard let scheme = url.scheme?.lowercased(), let host = url.host?.lowercased() else { return nil }
+        let noProxy = environment["no_proxy"] ?? environment["NO_PROXY"] ?? ""
+        for entry in noProxy.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces).lowercased() }) where !entry.isEmpty {
+            if entry == "*" { return nil }
+            let domain = String(entry.drop(while: { $0 == "." }).split(separator: ":").first ?? "")
+            let bare = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+            if bare == domain || bare.hasSuffix("." + domain) { return nil }
+        }
+        let names = scheme == "https" ? ["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"] : ["http_proxy", "all_proxy", "ALL_PROXY"]
+        guard let value = names.lazy.compactMap({ environment[$0] }).first(where: { !$0.isEmpty }) else { return nil }
+        let text = value.contains("://") ? value : "http://" + value
+        guard let parts = URLComponents(string: text), let proxyHost = parts.host, !proxyHost.isEmpty else { return nil }
+        let kind: Proxy.Kind
+        switch parts.scheme?.lowercased() {
+        case "http": kind = .http
+        case "socks5", "socks5h": kind = .socks5
+        default: return nil
+        }
+        return Proxy(kind: kind, host: proxyHost, port: parts.port ?? 1080,
+                     user: parts.user?.removingPercentEncoding, password: parts.password?.removingPercentEncoding)
+    }
+
     /// `user:password` of the base URL, base64-encoded for a Basic `Authorization` header (an API
     /// key, when set, takes its place).
     public var basicCredentials: String? {
