@@ -20,9 +20,6 @@ final class AtomicFileWriter {
     private var buffer: [UInt8] = []
     private let flushThreshold = 1 << 20
 
-    /// A temporary file older than this whose writer is gone is a leftover of a killed export.
-    static let leftoverAge: TimeInterval = 3600
-
     init(path: String) throws {
         self.path = path
         let target = try Self.resolveLinks(path)
@@ -37,7 +34,8 @@ final class AtomicFileWriter {
             let url = URL(fileURLWithPath: target)
             let directory = url.deletingLastPathComponent().path
             let prefix = Self.temporaryPrefix(for: url.lastPathComponent)
-            Self.removeLeftovers(in: directory, prefix: prefix)
+            // A killed export's temporary file goes with the next export of the name.
+            LeftoverFiles.remove(in: directory, prefix: prefix)
             temporaryPath = directory + "/" + prefix + "\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
             fd = open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         }
@@ -120,21 +118,28 @@ final class AtomicFileWriter {
         }
         throw QueueError.cannotWriteOutput(path: path, reason: "too many levels of symbolic links")
     }
+}
 
-    /// Removes temporary files of earlier writers of the same name that were killed before they
-    /// finished: their process is gone from this host and the file was not written to for
-    /// `leftoverAge` (the age spares a live writer on another host sharing the folder).
-    static func removeLeftovers(in directory: String, prefix: String) {
+/// Temporary files named `PREFIX<pid>-<number>…` that a killed process left behind.
+public enum LeftoverFiles {
+    /// How long a leftover must have gone unwritten before it is removed.
+    public static let age: TimeInterval = 3600
+
+    /// Removes the files in `directory` named `prefix` + `<pid>-<digits>` (anything may follow) whose
+    /// process is gone from this host and that were not written to for `age` (the age spares a live
+    /// writer on another host sharing the folder, whose pid means nothing here).
+    public static func remove(in directory: String, prefix: String) {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
         let now = Date().timeIntervalSince1970
         for name in names where name.hasPrefix(prefix) {
-            let suffix = name.dropFirst(prefix.count).split(separator: "-")
-            guard suffix.count == 2, let pid = Int32(suffix[0]), pid > 0, UInt32(suffix[1]) != nil else { continue }
+            let parts = name.dropFirst(prefix.count).split(separator: "-", maxSplits: 1)
+            guard parts.count == 2, let pid = Int32(parts[0]), pid > 0, parts[1].first?.isASCII == true,
+                  parts[1].first?.isNumber == true else { continue }
             guard kill(pid, 0) != 0, errno == ESRCH else { continue }
             var info = stat()
             let leftover = directory + "/" + name
             guard lstat(leftover, &info) == 0, info.st_mode & S_IFMT == S_IFREG,
-                  now - Double(info.st_mtim.tv_sec) > leftoverAge else { continue }
+                  now - Double(info.st_mtim.tv_sec) > age else { continue }
             unlink(leftover)
         }
     }

@@ -31,28 +31,13 @@ struct ExportCommand: AsyncParsableCommand {
         if output == "-", errors == "-" { throw ValidationError("-o - and --errors - cannot both write to standard output") }
     }
 
-    /// Removes what exports to standard output that were killed left in the temporary folder: their
-    /// process is gone and the file went unwritten for an hour.
-    static func removeKilledStagings(in folder: String) {
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return }
-        let now = Date().timeIntervalSince1970
-        for name in names where name.hasPrefix("sluice-export-") {
-            let parts = name.dropFirst("sluice-export-".count).split(separator: "-")
-            guard parts.count == 2, let pid = Int32(parts[0]), pid > 0, kill(pid, 0) != 0, errno == ESRCH else { continue }
-            var info = stat()
-            let path = folder + "/" + name
-            guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG,
-                  now - Double(info.st_mtim.tv_sec) > 3600 else { continue }
-            unlink(path)
-        }
-    }
-
     func run() async throws {
         let store = try global.openExistingStore()
         let jobID = try store.job(named: job)
         // Standard output gets the file the export wrote atomically elsewhere, so it is the same bytes.
         let temporary = FileManager.default.temporaryDirectory.path
-        if output == "-" || errors == "-" { Self.removeKilledStagings(in: temporary) }
+        // What killed exports to standard output left there.
+        if output == "-" || errors == "-" { LeftoverFiles.remove(in: temporary, prefix: "sluice-export-") }
         let staging = temporary + "/sluice-export-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let outputPath = output == "-" ? staging + ".results.jsonl" : output
         let errorsPath = errors == "-" ? staging + ".errors.jsonl" : errors
