@@ -59,11 +59,11 @@ public struct JobSpec: Sendable {
         public var apiKeyEnvironment: String
         /// `engine.threads` (builtin).
         public var threads: Int?
-        /// `engine.precision` (builtin): `f32`, `int16` or `int8`, as `sluice work --precision`.
+        /// `engine.precision` (builtin): `auto`, `f32`, `int16` or `int8`, as `sluice work --precision`.
         public var precision: String?
 
         /// The values `engine.precision` takes.
-        public static let precisions = ["f32", "int16", "int8"]
+        public static let precisions = ["auto", "f32", "int16", "int8"]
     }
 
     public struct Output: Sendable {

@@ -35,8 +35,8 @@ struct EngineBench: ParsableCommand {
     @Option(name: .customLong("json"), help: "Append a JSON record of the results to this file.")
     var jsonPath: String?
 
-    @Option(help: "How matrix products treat activations: f32, int16 or int8 (default: the engine's).")
-    var precision: MatmulPrecision = .engineDefault
+    @Option(name: .customLong("precision"), help: "How matrix products treat activations: auto (the engine's default for the model), f32, int16 or int8.")
+    var precisionSetting = "auto"
 
     @Flag(name: .customLong("full-logits"), help: "Compute every logit of each step instead of only the chosen token (the argmax, or a draw the output head decides from its bounds).")
     var fullLogits = false
@@ -82,11 +82,21 @@ struct EngineBench: ParsableCommand {
         if let logprobs, !(0...20).contains(logprobs) { throw ValidationError("--logprobs must be from 0 to 20") }
     }
 
+    /// `--precision`, with `auto` resolved as the engine resolves it for `file`.
+    func resolvedPrecision(_ file: GGUFFile) throws -> MatmulPrecision {
+        if precisionSetting == "auto" { return MatmulPrecision.automatic(for: file) }
+        guard let precision = MatmulPrecision(rawValue: precisionSetting) else {
+            throw ValidationError("--precision must be auto, f32, int16 or int8 (got \(precisionSetting))")
+        }
+        return precision
+    }
+
     func run() throws {
         guard npl64Fits else { throw ValidationError("at most 64 sequences") }
         let path = try ModelCache().resolve(model)
         let file = try GGUFFile(path: path)
         let pool = ComputePool(threads: threads)
+        let precision = try resolvedPrecision(file)
         let lm = try loadLanguageModel(file, pool: pool, precision: precision)
         let vocabulary = lm.shape.vocabularySize
         var generator = SystemRandomNumberGenerator()

@@ -47,7 +47,7 @@ struct EngineOptions: Sendable {
     var draftModel: String? = nil
     /// --draft-tokens (builtin): the most draft tokens a sequence verifies per step.
     var draftTokens: Int? = nil
-    /// --precision (builtin): how matrix products treat activations (nil: the engine's default).
+    /// --precision (builtin): how matrix products treat activations (nil: the model's automatic choice).
     var precision: MatmulPrecision? = nil
     /// --embedding-model (builtin): the folder, GGUF file or cached name of the model for /v1/embeddings lines (nil: the default).
     var embeddingModel: String? = nil
@@ -56,7 +56,7 @@ struct EngineOptions: Sendable {
 
     /// How the embedding model loads: --pooling, and --precision for a GGUF decoder (as for generation).
     var embeddingSettings: EmbeddingModelSettings {
-        EmbeddingModelSettings(pooling: embeddingPooling, precision: precision ?? .engineDefault)
+        EmbeddingModelSettings(pooling: embeddingPooling, precision: precision)
     }
 }
 
@@ -168,7 +168,7 @@ func makeBuiltinEngine(_ options: EngineOptions) throws -> BuiltinEngine {
     }
     settings.chatTemplate = options.chatTemplate
     settings.prefixSharing = options.prefixSharing
-    if let precision = options.precision { settings.precision = precision }
+    settings.precision = options.precision
     if let interval = options.checkpointPublishInterval { settings.checkpointInterval = interval }
     switch options.speculate {
     case .ngram?: settings.speculation.mode = .promptLookup

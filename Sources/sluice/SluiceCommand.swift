@@ -22,7 +22,7 @@ struct SluiceCommand: AsyncParsableCommand {
         --db-timeout), 7 (the database cannot be used: corrupt, read-only, replaced), and 130 after \
         a second SIGINT.
         """,
-        version: "sluice \(SluiceVersion.number) (CPU kernels: \(CPUKernels.summary); default precision \(MatmulPrecision.engineDefault.rawValue))",
+        version: "sluice \(SluiceVersion.number) (CPU kernels: \(CPUKernels.summary); default precision \(MatmulPrecision.engineDefault.rawValue)\(MatmulPrecision.int8Available ? ", int8 from \(MatmulPrecision.int8FromBlockWeights / 1_000_000)M block weights" : ""))",
         subcommands: [
             EnqueueCommand.self, WorkCommand.self, StatusCommand.self, JobsCommand.self,
             ExportCommand.self, CancelCommand.self, RetryCommand.self, ModelsCommand.self, GenerateCommand.self,

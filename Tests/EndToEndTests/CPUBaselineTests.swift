@@ -97,7 +97,7 @@ import Testing
         guard let chosen = try await run(cpu: "Haswell", ["--version"], in: scratch, children: children) else { return }
         #expect(chosen.status == 0, "\(chosen.stderr)")
         // The AVX2 integer kernels make int16 the default there too (the same bits as VNNI's).
-        #expect(chosen.stdout.contains("(CPU kernels: avx2; default precision int16)"), "\(chosen.stdout)")
+        #expect(chosen.stdout.contains("(CPU kernels: avx2; default precision int16, int8 from 500M block weights)"), "\(chosen.stdout)")
         guard let pinned = try await run(cpu: "Haswell", ["--version"], environment: ["SLUICE_CPU": "avx512-vnni"],
                                          in: scratch, children: children) else { return }
         #expect(pinned.stdout.contains("SLUICE_CPU=avx512-vnni: this CPU runs at most the avx2 kernels"), "\(pinned.stdout)")

@@ -136,6 +136,7 @@ import Testing
         (["work", "--metrics-host", "0.0.0.0"], "--metrics-host needs --metrics-port"),
         (["work", "--metrics-host", "example.com", "--metrics-port", "0"], "must be an IPv4 address"),
         (["export", "1", "-o", "-", "--errors", "-"], "cannot both write to standard output"),
+        (["work", "--precision", "fp8"], "'auto', 'f32', 'int16' or 'int8'"),
     ])
     func refusesWithAClearMessage(_ arguments: [String], _ message: String) async throws {
         let scratch = try Scratch(), children = Children()
@@ -145,13 +146,14 @@ import Testing
         #expect(result.stderr.contains(message), "\(arguments): \(result.stderr)")
     }
 
-    /// Durations with units get past validation: a worker with no database has nothing to do (exit 3).
+    /// Durations with units (and `--precision auto`) get past validation: a worker with no database has nothing to do (exit 3).
     @Test func durationsWithUnitsAreAccepted() async throws {
         let scratch = try Scratch(), children = Children()
         defer { children.killAll(); scratch.remove() }
         let result = try await sluice(["--db", scratch.path("none.db"), "work", "--lease", "90s", "--grace", "1m30s",
                                        "--max-runtime", "2h", "--checkpoint-interval", "250ms", "--progress-interval", "1m",
-                                       "--metrics-interval", "5", "--preemption-poll", "0.5"], in: scratch, children: children)
+                                       "--metrics-interval", "5", "--preemption-poll", "0.5", "--precision", "auto"],
+                                      in: scratch, children: children)
         #expect(result.status == 3, "\(result.stderr)")
         #expect(result.stderr.contains("nothing to do"), "\(result.stderr)")
     }

@@ -91,6 +91,7 @@ private let minimal = """
     #expect(try parse(minimal.replacingOccurrences(of: "inbox/", with: "one.jsonl")).input.kind == .file)
     #expect(try parse("deadline = \"06:30\"\n" + minimal).deadline == .at(hour: 6, minute: 30))
     #expect(try parse("retention = \"forever\"\n" + minimal).retentionSeconds == nil)
+    #expect(try parse(minimal + "\n[engine]\nprecision = \"auto\"").engine.precision == "auto")
 }
 
 @Test func exampleSpecsParse() throws {
@@ -120,7 +121,7 @@ private let minimal = """
         (minimal + "\n[engine]\nkind = \"openai\"", "nightly.toml:6: engine.base_url: is required when kind = \"openai\""),
         (minimal + "\n[engine]\nkind = \"openai\"\nbase_url = \"ftp://x\"", "nightly.toml:8: engine.base_url: \"ftp://x\" is not an http"),
         (minimal + "\n[engine]\nconcurrency = 0", "nightly.toml:7: engine.concurrency: must be between 1 and 100000 (got 0)"),
-        (minimal + "\n[engine]\nprecision = \"fp8\"", "nightly.toml:7: engine.precision: must be one of \"f32\", \"int16\", \"int8\" (got \"fp8\")"),
+        (minimal + "\n[engine]\nprecision = \"fp8\"", "nightly.toml:7: engine.precision: must be one of \"auto\", \"f32\", \"int16\", \"int8\" (got \"fp8\")"),
         (minimal + "\nname = \"{bad}\"", "nightly.toml:6: output.name: unknown placeholder {bad}"),
         (minimal + "\nname = \"a/b.jsonl\"", "nightly.toml:6: output.name: is a file name and may not contain \"/\""),
         (minimal + "\n[defaults]\nmax_tokens = 1\nmax_tokens = 2", "nightly.toml:8: defaults.max_tokens is set twice (first on line 7)"),

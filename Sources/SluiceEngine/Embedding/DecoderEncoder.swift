@@ -41,14 +41,15 @@ public final class DecoderEncoder: SentenceEncoder, @unchecked Sendable {
     private let pool: ComputePool
     private let lock = NSLock()
 
-    /// Loads the GGUF file at `path` onto `pool`, its matrix products at `precision`.
+    /// Loads the GGUF file at `path` onto `pool`, its matrix products at `precision` (nil: the
+    /// model's automatic choice, `MatmulPrecision.automatic(for:)`).
     ///
     /// - Parameters:
     ///   - pooling: nil: the file's `<architecture>.pooling_type` where it names mean or last
     ///     (embedding fine-tunes such as Qwen3-Embedding do), else last. CLS pooling is refused: under
     ///     causal attention the first token sees only itself, so every input would get the same vector.
     ///   - tokensPerPass: tokens per forward pass at most (the vectors are the same for any value).
-    public init(path: String, pooling: EmbeddingPooling? = nil, precision: MatmulPrecision = .engineDefault,
+    public init(path: String, pooling: EmbeddingPooling? = nil, precision: MatmulPrecision? = nil,
                 pool: ComputePool, tokensPerPass: Int = 2048) throws {
         precondition(tokensPerPass >= 1, "at least one token per pass")
         self.tokensPerPass = tokensPerPass
@@ -57,6 +58,7 @@ public final class DecoderEncoder: SentenceEncoder, @unchecked Sendable {
         let fingerprint = file.contentFingerprint
         self.pooling = try Self.choosePooling(pooling, file: file)
         try CPUKernels.requireUsable()
+        let precision = precision ?? MatmulPrecision.automatic(for: file)
         if precision.isInteger && !MatmulPrecision.int8Available {
             throw ModelLoadError("--precision \(precision.rawValue) needs the avx2 kernels or better; this process runs the \(CPUKernels.variant ?? "none") ones: use --precision f32")
         }
@@ -74,9 +76,10 @@ public final class DecoderEncoder: SentenceEncoder, @unchecked Sendable {
     /// The `outputIdentity` the file at `path` would load with, from its header alone (for the
     /// result cache, before the model is needed).
     public static func outputIdentity(path: String, pooling: EmbeddingPooling? = nil,
-                                      precision: MatmulPrecision = .engineDefault) throws -> String {
+                                      precision: MatmulPrecision? = nil) throws -> String {
         let file = try GGUFFile(path: path)
-        return identity(fingerprint: file.contentFingerprint, pooling: try choosePooling(pooling, file: file), precision: precision)
+        return identity(fingerprint: file.contentFingerprint, pooling: try choosePooling(pooling, file: file),
+                        precision: precision ?? MatmulPrecision.automatic(for: file))
     }
 
     /// The file's content (which fixes the architecture, tokenizer and context length), the pooling

@@ -6,10 +6,11 @@ public struct EmbeddingModelSettings: Sendable, Equatable {
     /// nil: the model's own (a BERT folder: its `1_Pooling/config.json`; a GGUF decoder: its
     /// `pooling_type` where it names mean or last, else last).
     public var pooling: EmbeddingPooling?
-    /// How a GGUF decoder's matrix products treat activations (BERT always runs in float32).
-    public var precision: MatmulPrecision
+    /// How a GGUF decoder's matrix products treat activations (BERT always runs in float32); nil:
+    /// the model's automatic choice (`MatmulPrecision.automatic(for:)`).
+    public var precision: MatmulPrecision?
 
-    public init(pooling: EmbeddingPooling? = nil, precision: MatmulPrecision = .engineDefault) {
+    public init(pooling: EmbeddingPooling? = nil, precision: MatmulPrecision? = nil) {
         self.pooling = pooling
         self.precision = precision
     }

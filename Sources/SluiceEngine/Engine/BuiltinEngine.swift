@@ -28,7 +28,8 @@ public struct BuiltinEngineOptions: Sendable {
     /// Positions per KV block (a power of two): the granularity of sharing and of memory.
     public var kvBlockPositions = KVCache.defaultBlockPositions
     /// How matrix products treat activations (see `MatmulPrecision`); changes results slightly.
-    public var precision = MatmulPrecision.engineDefault
+    /// nil: the model's automatic choice (`MatmulPrecision.automatic(for:)`).
+    public var precision: MatmulPrecision? = nil
     /// A sampled token the output head's first pass leaves open waits one step for its logits,
     /// which the next step's first pass computes, instead of a second sweep over the head's
     /// weights now (see `HeadCarry`). Outputs are identical either way.
@@ -55,8 +56,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
     /// The name written into responses when the request names no model.
     public let modelName: String
     public let contextLength: Int
-    /// How the matrix products treat activations.
-    public var precision: MatmulPrecision { options.precision }
+    /// How the matrix products treat activations: the options' precision, or the model's automatic one.
+    public let precision: MatmulPrecision
     /// How many tokens the KV cache budget can hold for one sequence.
     public let maxCachedTokens: Int
     /// What the tokens this engine generates depend on besides the request: the model's
@@ -104,10 +105,12 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         let fingerprint = file.contentFingerprint
         pool = ComputePool(threads: options.threads)
         try CPUKernels.requireUsable()
-        if options.precision.isInteger && !MatmulPrecision.int8Available {
-            throw ModelLoadError("--precision \(options.precision.rawValue) needs the avx2 kernels or better; this process runs the \(CPUKernels.variant ?? "none") ones: use --precision f32")
+        let precision = options.precision ?? MatmulPrecision.automatic(for: file)
+        if precision.isInteger && !MatmulPrecision.int8Available {
+            throw ModelLoadError("--precision \(precision.rawValue) needs the avx2 kernels or better; this process runs the \(CPUKernels.variant ?? "none") ones: use --precision f32")
         }
-        model = try loadLanguageModel(file, pool: pool, precision: options.precision)
+        self.precision = precision
+        model = try loadLanguageModel(file, pool: pool, precision: precision)
         tokenizer = try Tokenizer(gguf: file)
         guard tokenizer.vocabularySize <= model.shape.vocabularySize else {
             throw ModelLoadError("the tokenizer has \(tokenizer.vocabularySize) tokens but the model's embedding has \(model.shape.vocabularySize) rows")
@@ -119,8 +122,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
                                        architecture: model.architecture, tokenizer: tokenizer)
         modelName = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
         outputIdentity = ["model=" + String(fingerprint, radix: 16),
-                          "precision=" + options.precision.rawValue
-                              + (options.precision.isInteger ? "." + String(MatmulPrecision.integerArithmeticRevision) : ""),
+                          "precision=" + precision.rawValue
+                              + (precision.isInteger ? "." + String(MatmulPrecision.integerArithmeticRevision) : ""),
                           "template=" + (chatFormat?.identity ?? "none"),
                           "sampling=" + String(Sampler.arithmeticRevision)].joined(separator: " ")
         contextLength = min(options.contextLength ?? model.shape.contextLength, model.shape.contextLength)
@@ -128,8 +131,8 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
         maxCachedTokens = probe.maxPositionsPerSequence
         capacity = options.maxSequences + max(2, options.maxSequences / 2)
         speculator = try Speculator.make(options.speculation, for: file, pool: pool, positions: maxCachedTokens,
-                                         catchUpBudget: options.tokenBudget, precision: options.precision)
-        description = "built-in engine: \(modelName) (\(model.architecture), \(options.precision.rawValue), \(CPUKernels.summary) kernels, \(options.threads) threads, \(options.maxSequences) sequences)"
+                                         catchUpBudget: options.tokenBudget, precision: precision)
+        description = "built-in engine: \(modelName) (\(model.architecture), \(precision.rawValue), \(CPUKernels.summary) kernels, \(options.threads) threads, \(options.maxSequences) sequences)"
         (events, continuation) = AsyncStream.makeStream(of: EngineEvent.self)
         let thread = Thread { [self] in
             run()
@@ -170,7 +173,7 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
     /// One line on the work prefix sharing and speculation saved, for the end of a run.
     public var savingsSummary: String {
         let speculation = speculationStatistics
-        var line = "engine (\(options.precision.rawValue)): \(reusedPromptTokens) prompt tokens reused from shared prefixes"
+        var line = "engine (\(precision.rawValue)): \(reusedPromptTokens) prompt tokens reused from shared prefixes"
             + " (\(evictedPrefixBlocks) cached blocks evicted)"
         if speculation.draftedTokens > 0 {
             line += String(format: "; speculation kept %d of %d draft tokens (%.0f%%)", speculation.acceptedTokens,

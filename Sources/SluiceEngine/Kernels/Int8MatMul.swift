@@ -18,9 +18,10 @@ public enum MatmulPrecision: String, Sendable, CaseIterable, Codable {
     /// `int8`): `avx2` and above, each variant with the same results bit for bit.
     public static var int8Available: Bool { sluice_int8_available() != 0 }
 
-    /// The engine's default: `int16` where the CPU runs it (as accurate as every check on
-    /// the default model requires, and faster), else `float32`. Every x86 variant from `avx2`
-    /// up has the same default and the same results, so a fleet's machines agree.
+    /// The engine's default for models below `int8FromBlockWeights` (the default model among them;
+    /// see `automatic(for:)` for larger ones): `int16` where the CPU runs it (as accurate as every
+    /// check on the default model requires, and faster), else `float32`. Every x86 variant from
+    /// `avx2` up has the same default and the same results, so a fleet's machines agree.
     public static var engineDefault: MatmulPrecision { int8Available ? .int16 : .float32 }
 
     /// Bumped whenever the integer precisions' results change in any bit (a different rounding

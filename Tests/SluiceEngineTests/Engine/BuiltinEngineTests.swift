@@ -48,6 +48,18 @@ struct BuiltinEngineTests {
         }
     }
 
+    /// Without a precision the engine takes the model's automatic one, which for the default model
+    /// is the engine default: the same identity (so the same checkpoints and cached results) as
+    /// naming it.
+    @Test func withoutAPrecisionTheDefaultModelRunsAtTheEngineDefault() async throws {
+        let automatic = try engine()
+        let named = try engine { $0.precision = .engineDefault }
+        #expect(automatic.precision == .engineDefault)
+        #expect(automatic.outputIdentity == named.outputIdentity)
+        await automatic.shutdown()
+        await named.shutdown()
+    }
+
     /// A batch large enough for the output head to draw its sampled tokens (16 drawn rows and
     /// more) defers the draws its bounds leave open to the next step's first pass; the responses
     /// are byte for byte those of an engine that computes such rows' logits at once, and of one
