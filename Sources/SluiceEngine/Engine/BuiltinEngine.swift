@@ -669,7 +669,10 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
     public func tokenize(_ prompt: PromptInput) throws(RequestError) -> [Int32] {
         switch prompt {
         case let .text(text):
-            return tokenizer.encode(text, addSpecial: true, parseSpecial: true)
+            let tokens = tokenizer.encode(text, addSpecial: true, parseSpecial: true)
+            // A model that adds no beginning-of-sequence token (Qwen) has nothing to continue from.
+            guard !tokens.isEmpty else { throw RequestError("'prompt' must not be empty", parameter: "prompt") }
+            return tokens
         case let .tokens(tokens):
             if let bad = tokens.first(where: { Int($0) >= tokenizer.vocabularySize }) {
                 throw RequestError("prompt token id \(bad) is outside the vocabulary (\(tokenizer.vocabularySize) tokens)", parameter: "prompt")
@@ -679,7 +682,9 @@ public final class BuiltinEngine: InferenceEngine, @unchecked Sendable {
             guard let chatFormat else {
                 throw RequestError("the model has no chat template and none Sluice recognises; use /v1/completions or --chat-template", parameter: "messages")
             }
-            return tokenizer.encode(try chatFormat.render(messages), addSpecial: true, parseSpecial: true)
+            let tokens = tokenizer.encode(try chatFormat.render(messages), addSpecial: true, parseSpecial: true)
+            guard !tokens.isEmpty else { throw RequestError("the chat template rendered an empty prompt", parameter: "messages") }
+            return tokens
         }
     }
 }

@@ -274,4 +274,25 @@ struct BuiltinEngineTests {
             #expect(message.contains(fragment), "request \(request.id): \(message)")
         }
     }
+
+    /// On a model that adds no beginning-of-sequence token (Qwen), an empty prompt has no tokens
+    /// at all: a 400, where the worker used to spin on it forever (and hand it to the next one).
+    @Test(arguments: ["qwen3-f16", "qwen2-bf16"])
+    func anEmptyPromptWithoutABeginningTokenIsA400(model: String) async throws {
+        let engine = try BuiltinEngine(modelPath: Fixtures.url("tiny/\(model).gguf").path, options: BuiltinEngineOptions())
+        let requests = [completionRequest(1, prompt: "", maxTokens: 2), completionRequest(2, prompt: "Hi", maxTokens: 2)]
+        let events = await runToCompletion(engine, requests)
+        await engine.shutdown()
+        guard case let .finished(_, .response(status, body, _))? = events[1] else {
+            Issue.record("no response to the empty prompt: \(String(describing: events[1]))")
+            return
+        }
+        #expect(status == 400)
+        #expect(body["error"]?["message"]?.stringValue == "'prompt' must not be empty")
+        guard case let .finished(_, .response(other, _, _))? = events[2] else {
+            Issue.record("no response to the other prompt")
+            return
+        }
+        #expect(other == 200)
+    }
 }
