@@ -63,12 +63,19 @@ public struct RunState: Sendable {
         return nil
     }
 
-    /// The job whose export last wrote `path` (as its results or errors file), if any.
+    /// The job whose export last wrote `path` (as its results or errors file), if any and if
+    /// retention has not deleted that job since: the store may give a deleted job's id to a new
+    /// job (SQLite reuses the newest id once its row is gone), and that job must not take the
+    /// deleted one's files for its own and write over them.
     public func owner(of path: String, in ledger: [Entry]) -> Int64? {
+        var deletedSince: Set<Int64> = []
         for entry in ledger.reversed() {
             switch entry {
-            case let .exported(job, _, _, output?, _, errors) where output == path || errors == path: return job
-            case let .exporting(job, output, errors) where output == path || errors == path: return job
+            case let .deleted(job, _): deletedSince.insert(job)
+            case let .exported(job, _, _, output?, _, errors) where output == path || errors == path:
+                return deletedSince.contains(job) ? nil : job
+            case let .exporting(job, output, errors) where output == path || errors == path:
+                return deletedSince.contains(job) ? nil : job
             default: continue
             }
         }

@@ -269,6 +269,33 @@ private func openDescriptor(at path: String) throws -> Int32? {
     #expect(folder.files("out").count == 4)
 }
 
+/// SQLite gives a new job the id of the newest job once retention deleted it; the new job must
+/// not take the deleted job's export for its own and write over it.
+@Test func aNewJobWithADeletedJobsIdNeverOverwritesThatJobsExport() async throws {
+    let folder = try Folder()
+    try folder.write("inbox/daily.jsonl", batch(["day-one"]))
+    let store = try SQLiteStore(path: folder.path + "/sluice.db")
+    let run = try SpecRun(spec: try spec(folder, extra: "retention = \"1h\""), store: store, log: { _ in })
+    let first = try await run.run(work: answerAll(store))
+    let oldJob = try #require(try store.jobs().first?.id)
+    #expect(first.exported == [folder.path + "/out/daily.results.jsonl"])
+    let later = try await run.run(now: Date().addingTimeInterval(3700), work: answerAll(store))
+    #expect(later.deleted.count == 1)
+    #expect(try store.jobs().isEmpty)
+
+    try folder.write("inbox/daily.jsonl", batch(["day-two"]))
+    let next = try await run.run(work: answerAll(store))
+    let newJob = try #require(try store.jobs().first?.id)
+    #expect(next.enqueued.count == 1)
+    if newJob == oldJob {
+        // The reused id still gets its own files beside the deleted job's.
+        #expect(next.exported == [folder.path + "/out/daily.results.job\(newJob).jsonl"])
+    }
+    let old = try String(contentsOfFile: folder.path + "/out/daily.results.jsonl", encoding: .utf8)
+    #expect(old.contains("day-one") && !old.contains("day-two"))
+    #expect(folder.files("out").contains { $0.hasPrefix("daily.results.job") })
+}
+
 // Issue 13, defect 1: retention keeps a job whose export is no longer the file Sluice wrote.
 @Test func retentionKeepsAJobWhoseExportWasChangedOrRemoved() async throws {
     let folder = try Folder()
